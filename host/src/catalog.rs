@@ -1,0 +1,202 @@
+//! The merged catalog of tasks the host can run: its builtin tasks plus what
+//! each configured backend announces at `GET {base}/tasks`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// What the host knows of one task on one backend.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInfo {
+    /// The task's name, e.g. `yolo.detect`.
+    pub name: String,
+    /// The backend that serves it (`builtin`, `modal`, `ray`, `local`, `wasm`).
+    #[serde(default)]
+    pub backend: String,
+    /// Its category (`see`, `hear`, ...).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// GPU kind it needs, if any; sends it to the `gpu` queue.
+    #[serde(default)]
+    pub gpu: Option<String>,
+    /// Default timeout in seconds.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// Whether it answers with a stream of chunks.
+    #[serde(default)]
+    pub streaming: bool,
+    /// JSON Schema of its input.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub input_schema: Option<Value>,
+    /// JSON Schema of its output.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
+}
+
+/// Backends in the order a task served by several of them is sent to.
+pub const BACKEND_PRECEDENCE: [&str; 5] = ["builtin", "wasm", "modal", "ray", "local"];
+
+/// All tasks by name, each with the backends that serve it.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    by_name: BTreeMap<String, Vec<TaskInfo>>,
+    configured: Vec<String>,
+}
+
+/// Why a step's task could not be placed on a backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No backend serves the task.
+    #[error("unknown task {0:?}: no configured backend serves it")]
+    UnknownTask(String),
+    /// The named backend is not one of ours.
+    #[error("unknown backend {0:?}; expected one of builtin, wasm, modal, ray, local")]
+    UnknownBackend(String),
+    /// The named backend has no URL configured.
+    #[error(
+        "backend {0:?} is not configured (set its URL, e.g. MODAL_URL, RAY_URL or LOCAL_BACKEND_URL)"
+    )]
+    NotConfigured(String),
+    /// The named backend does not serve the task.
+    #[error("backend {backend:?} does not serve task {task:?}")]
+    NotServed {
+        /// The backend named.
+        backend: String,
+        /// The task asked for.
+        task: String,
+    },
+}
+
+impl Catalog {
+    /// A catalog with the builtin tasks only.
+    pub fn with_builtins() -> Self {
+        let mut c = Catalog::default();
+        c.configured.push("builtin".into());
+        for info in crate::builtin::catalog() {
+            c.insert(info);
+        }
+        c
+    }
+
+    /// Marks a backend as configured even when its catalog could not be read.
+    pub fn add_backend(&mut self, name: &str) {
+        if !self.configured.iter().any(|b| b == name) {
+            self.configured.push(name.to_owned());
+        }
+    }
+
+    /// Adds (or replaces) what one backend serves.
+    pub fn insert(&mut self, info: TaskInfo) {
+        self.add_backend(&info.backend.clone());
+        let list = self.by_name.entry(info.name.clone()).or_default();
+        list.retain(|i| i.backend != info.backend);
+        list.push(info);
+        list.sort_by_key(|i| precedence(&i.backend));
+    }
+
+    /// Drops every task of one backend, before a refresh re-adds them.
+    pub fn clear_backend(&mut self, backend: &str) {
+        for list in self.by_name.values_mut() {
+            list.retain(|i| i.backend != backend);
+        }
+        self.by_name.retain(|_, l| !l.is_empty());
+    }
+
+    /// Finds where `task` runs, honouring an explicit `backend`.
+    pub fn lookup(&self, task: &str, backend: Option<&str>) -> Result<&TaskInfo, LookupError> {
+        match backend {
+            Some(b) => {
+                if !BACKEND_PRECEDENCE.contains(&b) {
+                    return Err(LookupError::UnknownBackend(b.into()));
+                }
+                if !self.configured.iter().any(|c| c == b) {
+                    return Err(LookupError::NotConfigured(b.into()));
+                }
+                self.by_name
+                    .get(task)
+                    .and_then(|l| l.iter().find(|i| i.backend == b))
+                    .ok_or_else(|| LookupError::NotServed {
+                        backend: b.into(),
+                        task: task.into(),
+                    })
+            }
+            None => self
+                .by_name
+                .get(task)
+                .and_then(|l| l.first())
+                .ok_or_else(|| LookupError::UnknownTask(task.into())),
+        }
+    }
+
+    /// Every task, for `GET /api/catalog`.
+    pub fn all(&self) -> Vec<TaskInfo> {
+        self.by_name.values().flatten().cloned().collect()
+    }
+
+    /// Number of tasks one backend serves.
+    pub fn count_for(&self, backend: &str) -> usize {
+        self.by_name
+            .values()
+            .flatten()
+            .filter(|i| i.backend == backend)
+            .count()
+    }
+}
+
+fn precedence(backend: &str) -> usize {
+    BACKEND_PRECEDENCE
+        .iter()
+        .position(|b| *b == backend)
+        .unwrap_or(BACKEND_PRECEDENCE.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, backend: &str) -> TaskInfo {
+        TaskInfo {
+            name: name.into(),
+            backend: backend.into(),
+            category: None,
+            description: None,
+            gpu: None,
+            timeout: None,
+            streaming: false,
+            input_schema: None,
+            output_schema: None,
+        }
+    }
+
+    #[test]
+    fn precedence_and_explicit_backend() {
+        let mut c = Catalog::with_builtins();
+        c.insert(info("x.y", "local"));
+        c.insert(info("x.y", "modal"));
+        assert_eq!(c.lookup("x.y", None).unwrap().backend, "modal");
+        assert_eq!(c.lookup("x.y", Some("local")).unwrap().backend, "local");
+        assert_eq!(
+            c.lookup("x.y", Some("ray")),
+            Err(LookupError::NotConfigured("ray".into()))
+        );
+        assert_eq!(
+            c.lookup("x.y", Some("gcp")),
+            Err(LookupError::UnknownBackend("gcp".into()))
+        );
+        assert_eq!(
+            c.lookup("nope", None),
+            Err(LookupError::UnknownTask("nope".into()))
+        );
+        c.clear_backend("modal");
+        assert_eq!(c.lookup("x.y", None).unwrap().backend, "local");
+        assert!(c.lookup("builtin.echo", None).is_ok());
+    }
+}

@@ -1,0 +1,900 @@
+//! The engine: accepts validated tasks, runs one worker pool per queue that
+//! leases step jobs from the store, runs them with timeout and cancellation,
+//! retries with backoff, and records each outcome as one store transition.
+//!
+//! Leases are renewed while a step runs; a reaper returns expired leases (a
+//! host that died) to their queues. On shutdown the pools stop leasing,
+//! running steps get a grace period, and what is left is released.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::Catalog;
+use crate::executor::{Executor, StepCall, StepError};
+use crate::model::{
+    CreatedTask, StepStatusView, TaskList, TaskSpec, TaskStatus, TaskSummary, TaskView, rfc3339,
+};
+use crate::plan::{FieldError, Placement, Plan};
+use crate::retry;
+use crate::store::{Job, ListFilter, NewStep, NewTask, Store, StoreError, TaskRecord, Transition};
+use crate::template::Scope;
+
+/// Errors the engine reports to the API.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The body is not a task (bad JSON or wrong types): 400.
+    #[error("invalid task: {}", .0.message)]
+    Malformed(FieldError),
+    /// The task is well-formed but cannot run: 422.
+    #[error("invalid task: {} problem(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    /// No such task: 404.
+    #[error("task {0} not found")]
+    NotFound(String),
+    /// The request does not fit the task's state: 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed: 503.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => EngineError::NotFound(id),
+            StoreError::Conflict(m) => EngineError::Conflict(m),
+            other => EngineError::Store(other),
+        }
+    }
+}
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Workers per queue other than `gpu`.
+    pub worker_concurrency: usize,
+    /// Workers on the `gpu` queue.
+    pub gpu_worker_concurrency: usize,
+    /// Lease length (ms).
+    pub lease_ms: i64,
+    /// This host's name in leases.
+    pub owner: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            worker_concurrency: 5,
+            gpu_worker_concurrency: 2,
+            lease_ms: 30_000,
+            owner: format!("dwa-{}", uuid::Uuid::now_v7()),
+        }
+    }
+}
+
+/// The stored form of a task: its spec and where each step was placed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSpec {
+    spec: TaskSpec,
+    placements: Vec<Placement>,
+}
+
+/// A task's plan plus the results this host has seen, so a step does not
+/// re-read its inputs from the store.
+struct TaskState {
+    plan: Plan,
+    results: Mutex<HashMap<usize, Arc<Value>>>,
+    items: Mutex<HashMap<usize, Arc<Vec<Value>>>>,
+}
+
+struct Pool {
+    queue: String,
+    notify: Notify,
+    concurrency: usize,
+}
+
+type JobKey = (String, u32, Option<u32>);
+
+/// The running engine; cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    catalog: RwLock<Arc<Catalog>>,
+    executor: Executor,
+    config: EngineConfig,
+    states: Mutex<HashMap<String, Arc<TaskState>>>,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    running: Mutex<HashMap<JobKey, (Job, CancellationToken)>>,
+    stop_leasing: CancellationToken,
+    tracker: TaskTracker,
+}
+
+enum Outcome {
+    Done(Value),
+    Failed(StepError),
+    Aborted,
+}
+
+impl Engine {
+    /// An engine on `store`; call [`Engine::start`] to run its pools.
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Catalog,
+        executor: Executor,
+        config: EngineConfig,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            store,
+            catalog: RwLock::new(Arc::new(catalog)),
+            executor,
+            config,
+            states: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            stop_leasing: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    /// The store the engine runs on.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The HTTP backends it forwards to.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Swaps in a new catalog (after a backend refresh).
+    pub fn set_catalog(&self, catalog: Catalog) {
+        match self.catalog.write() {
+            Ok(mut c) => *c = Arc::new(catalog),
+            Err(p) => *p.into_inner() = Arc::new(catalog),
+        }
+    }
+
+    /// Starts the pools for `default`, `gpu` and any queue holding jobs, the
+    /// lease renewer, the reaper and the cancellation listener.
+    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.pool("default");
+        self.pool("gpu");
+        for q in self.store.queues().await? {
+            self.pool(&q);
+        }
+        let me = self.clone();
+        self.tracker.spawn(async move { me.renew_loop().await });
+        let me = self.clone();
+        self.tracker.spawn(async move { me.reap_loop().await });
+        let me = self.clone();
+        self.tracker.spawn(async move { me.listen_loop().await });
+        Ok(())
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pool(self: &Arc<Self>, queue: &str) -> Arc<Pool> {
+        let mut pools = Self::lock(&self.pools);
+        if let Some(p) = pools.get(queue) {
+            return p.clone();
+        }
+        let concurrency = if queue == "gpu" {
+            self.config.gpu_worker_concurrency
+        } else {
+            self.config.worker_concurrency
+        };
+        let pool = Arc::new(Pool {
+            queue: queue.to_owned(),
+            notify: Notify::new(),
+            concurrency,
+        });
+        pools.insert(queue.to_owned(), pool.clone());
+        let me = self.clone();
+        let p = pool.clone();
+        self.tracker.spawn(async move { me.dispatch(p).await });
+        pool
+    }
+
+    fn wake(self: &Arc<Self>, t: &Transition) {
+        for q in &t.woke {
+            self.pool(q).notify.notify_one();
+        }
+        if let Some(status) = t.finished
+            && let Some(id) = t.events.first().map(|e| e.task_id.clone())
+        {
+            self.finished(&id, status);
+        }
+    }
+
+    fn finished(&self, task_id: &str, status: TaskStatus) {
+        Self::lock(&self.states).remove(task_id);
+        if status != TaskStatus::Completed {
+            for (key, (_, token)) in Self::lock(&self.running).iter() {
+                if key.0 == task_id {
+                    token.cancel();
+                }
+            }
+        }
+    }
+
+    /// Validates, plans and queues a task given as a request body.
+    pub async fn submit_json(self: &Arc<Self>, body: &[u8]) -> Result<CreatedTask, EngineError> {
+        let spec = crate::plan::parse_spec(body).map_err(EngineError::Malformed)?;
+        self.submit(spec).await
+    }
+
+    /// Validates, plans and queues a task.
+    pub async fn submit(self: &Arc<Self>, spec: TaskSpec) -> Result<CreatedTask, EngineError> {
+        let plan = crate::plan::plan(spec, &self.catalog()).map_err(EngineError::Invalid)?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let stored = StoredSpec {
+            spec: plan.spec.clone(),
+            placements: plan.placements(),
+        };
+        let spec_json = serde_json::to_string(&stored)
+            .map_err(|e| EngineError::Store(StoreError::Backend(e.to_string())))?;
+        let queue = plan
+            .spec
+            .queue
+            .clone()
+            .or_else(|| plan.steps.first().map(|s| s.placement.queue.clone()))
+            .unwrap_or_else(|| "default".into());
+        let steps = plan
+            .steps
+            .iter()
+            .map(|s| NewStep {
+                key: s.key.clone(),
+                task: s.task.clone(),
+                queue: s.placement.queue.clone(),
+                waiting_for: s.deps.len() as u32,
+                dependants: s.dependants.iter().map(|d| *d as u32).collect(),
+            })
+            .collect();
+        let new = NewTask {
+            id: id.clone(),
+            task_type: plan.spec.task_type.clone(),
+            queue: queue.clone(),
+            spec: spec_json,
+            is_pipeline: plan.is_pipeline,
+            steps,
+            created_at: crate::model::now_ms(),
+        };
+        Self::lock(&self.states).insert(
+            id.clone(),
+            Arc::new(TaskState {
+                plan,
+                results: Mutex::new(HashMap::new()),
+                items: Mutex::new(HashMap::new()),
+            }),
+        );
+        match self.store.create_task(new).await {
+            Ok(t) => self.wake(&t),
+            Err(e) => {
+                Self::lock(&self.states).remove(&id);
+                return Err(e.into());
+            }
+        }
+        Ok(CreatedTask {
+            id,
+            status: TaskStatus::Pending,
+            queue,
+        })
+    }
+
+    /// Cancels a task: pending steps never start, running ones are aborted.
+    pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<TaskView, EngineError> {
+        let t = self.store.cancel(id).await?;
+        self.finished(id, TaskStatus::Cancelled);
+        self.wake(&t);
+        self.get(id).await
+    }
+
+    /// A task's status, with the pipeline result for pipelines.
+    pub async fn get(&self, id: &str) -> Result<TaskView, EngineError> {
+        let rec = self
+            .store
+            .task(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        Ok(view(rec))
+    }
+
+    /// Tasks, newest first, with a cursor for the next page.
+    pub async fn list(&self, filter: ListFilter) -> Result<TaskList, EngineError> {
+        let limit = filter.limit;
+        let recs = self
+            .store
+            .list(&ListFilter {
+                limit: limit + 1,
+                ..filter
+            })
+            .await?;
+        let more = recs.len() > limit;
+        let tasks: Vec<TaskSummary> = recs
+            .into_iter()
+            .take(limit)
+            .map(|r| TaskSummary {
+                id: r.id,
+                task_type: r.task_type,
+                status: r.status,
+                queue: r.queue,
+                progress: r.progress,
+                created_at: rfc3339(r.created_at),
+                completed_at: r.completed_at.map(rfc3339),
+                error: r.error,
+            })
+            .collect();
+        let next_cursor = if more {
+            tasks.last().map(|t| t.id.clone())
+        } else {
+            None
+        };
+        Ok(TaskList { tasks, next_cursor })
+    }
+
+    /// Stops leasing, lets running steps finish for `grace`, then aborts and
+    /// releases what is left so another host (or the next start) takes it.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop_leasing.cancel();
+        for p in Self::lock(&self.pools).values() {
+            p.notify.notify_one();
+        }
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            let left: Vec<Job> = Self::lock(&self.running)
+                .values()
+                .map(|(j, t)| {
+                    t.cancel();
+                    j.clone()
+                })
+                .collect();
+            tracing::warn!(
+                jobs = left.len(),
+                "grace period over; releasing running steps"
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, pool: Arc<Pool>) {
+        let sem = Arc::new(Semaphore::new(pool.concurrency));
+        loop {
+            let first = tokio::select! {
+                p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = self.stop_leasing.cancelled() => return,
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = sem.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            if self.stop_leasing.is_cancelled() {
+                return;
+            }
+            let leased = self
+                .store
+                .lease(
+                    &pool.queue,
+                    &self.config.owner,
+                    permits.len(),
+                    self.config.lease_ms,
+                )
+                .await;
+            let leased = match leased {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(queue = %pool.queue, error = %e, "lease failed; retrying");
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = self.stop_leasing.cancelled() => return,
+                    }
+                    continue;
+                }
+            };
+            let drained = leased.jobs.len() < permits.len();
+            for job in leased.jobs {
+                let Some(permit) = permits.pop() else { break };
+                let token = CancellationToken::new();
+                let key = (job.task_id.clone(), job.step, job.item);
+                Self::lock(&self.running).insert(key.clone(), (job.clone(), token.clone()));
+                let me = self.clone();
+                self.tracker.spawn(async move {
+                    me.clone().run_job(job, token).await;
+                    Self::lock(&me.running).remove(&key);
+                    drop(permit);
+                });
+            }
+            drop(permits);
+            if drained {
+                let wait = leased
+                    .next_due
+                    .map(|due| (due - crate::model::now_ms()).clamp(1, 1000) as u64)
+                    .unwrap_or(1000);
+                tokio::select! {
+                    _ = pool.notify.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    _ = self.stop_leasing.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    async fn renew_loop(self: Arc<Self>) {
+        let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.stop_leasing.cancelled() => {
+                    if Self::lock(&self.running).is_empty() { return; }
+                    tokio::time::sleep(every).await;
+                }
+            }
+            let jobs: Vec<Job> = Self::lock(&self.running)
+                .values()
+                .map(|(j, _)| j.clone())
+                .collect();
+            if jobs.is_empty() {
+                if self.stop_leasing.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            match self.store.renew(&jobs, self.config.lease_ms).await {
+                Ok(held) => {
+                    let running = Self::lock(&self.running);
+                    for (job, ok) in jobs.iter().zip(held) {
+                        if !ok
+                            && let Some((_, t)) =
+                                running.get(&(job.task_id.clone(), job.step, job.item))
+                        {
+                            tracing::warn!(job = %job.name(), "lease lost; aborting the step");
+                            t.cancel();
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "lease renewal failed"),
+            }
+        }
+    }
+
+    async fn reap_loop(self: Arc<Self>) {
+        let every = Duration::from_millis((self.config.lease_ms / 2).clamp(50, 5_000) as u64);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.stop_leasing.cancelled() => return,
+            }
+            match self.store.reap_expired().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(jobs = n, "requeued jobs whose lease expired");
+                    let pools: Vec<Arc<Pool>> = Self::lock(&self.pools).values().cloned().collect();
+                    for p in pools {
+                        p.notify.notify_one();
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reaping expired leases failed"),
+            }
+        }
+    }
+
+    /// Aborts local steps of tasks that another host cancelled or failed.
+    async fn listen_loop(self: Arc<Self>) {
+        let mut rx = self.store.subscribe();
+        loop {
+            let ev = tokio::select! {
+                e = rx.recv() => e,
+                _ = self.stop_leasing.cancelled() => return,
+            };
+            match ev {
+                Ok(e) if e.kind == "pipeline:complete" => {
+                    let status = e
+                        .data
+                        .get("status")
+                        .and_then(Value::as_str)
+                        .and_then(TaskStatus::parse)
+                        .unwrap_or(TaskStatus::Completed);
+                    self.finished(&e.task_id, status);
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn state(&self, task_id: &str) -> Result<Arc<TaskState>, StepError> {
+        if let Some(s) = Self::lock(&self.states).get(task_id) {
+            return Ok(s.clone());
+        }
+        let text = self
+            .store
+            .spec(task_id)
+            .await
+            .map_err(|e| StepError::transient(format!("cannot load task: {e}")))?
+            .ok_or_else(|| StepError::permanent("task no longer exists"))?;
+        let stored: StoredSpec = serde_json::from_str(&text)
+            .map_err(|e| StepError::permanent(format!("stored task is unreadable: {e}")))?;
+        let plan = Plan::restore(stored.spec, &stored.placements).map_err(|errs| {
+            StepError::permanent(format!(
+                "stored task no longer plans: {}",
+                errs.first().map(|e| e.message.as_str()).unwrap_or("")
+            ))
+        })?;
+        let state = Arc::new(TaskState {
+            plan,
+            results: Mutex::new(HashMap::new()),
+            items: Mutex::new(HashMap::new()),
+        });
+        Self::lock(&self.states).insert(task_id.to_owned(), state.clone());
+        Ok(state)
+    }
+
+    async fn results_for(
+        &self,
+        task_id: &str,
+        state: &TaskState,
+        needs: &[usize],
+    ) -> Result<HashMap<usize, Arc<Value>>, StepError> {
+        let mut out = HashMap::with_capacity(needs.len());
+        let mut missing = Vec::new();
+        {
+            let cache = Self::lock(&state.results);
+            for &n in needs {
+                match cache.get(&n) {
+                    Some(v) => {
+                        out.insert(n, v.clone());
+                    }
+                    None => missing.push(n as u32),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let got = self
+                .store
+                .step_results(task_id, &missing)
+                .await
+                .map_err(|e| StepError::transient(format!("cannot load step results: {e}")))?;
+            let mut cache = Self::lock(&state.results);
+            for (idx, v) in missing.into_iter().zip(got) {
+                let v =
+                    v.ok_or_else(|| StepError::permanent(format!("step {idx} has no result yet")))?;
+                let v = Arc::new(v);
+                cache.insert(idx as usize, v.clone());
+                out.insert(idx as usize, v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn run_job(self: Arc<Self>, job: Job, token: CancellationToken) {
+        let outcome = match self.clone().prepare_and_run(&job, &token).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return,
+            Err(e) => Outcome::Failed(e),
+        };
+        let recorded = match outcome {
+            Outcome::Done(v) => {
+                let cached = Arc::new(v.clone());
+                let r = self.store.complete(&job, v).await;
+                if job.item.is_none()
+                    && let Some(s) = Self::lock(&self.states).get(&job.task_id)
+                {
+                    Self::lock(&s.results).insert(job.step as usize, cached);
+                }
+                r
+            }
+            Outcome::Failed(e) => {
+                let policy = match self.state(&job.task_id).await {
+                    Ok(s) => s
+                        .plan
+                        .steps
+                        .get(job.step as usize)
+                        .map(|st| st.retry.clone())
+                        .unwrap_or_default(),
+                    Err(_) => Default::default(),
+                };
+                if retry::may_retry(&policy, job.attempt, e.retryable) {
+                    let wait = retry::delay_after(&policy, job.attempt, rand::random::<f64>());
+                    let run_at = crate::model::now_ms() + wait.as_millis() as i64;
+                    self.store.retry(&job, run_at, &e.message).await
+                } else {
+                    self.store.fail(&job, &e.message).await
+                }
+            }
+            Outcome::Aborted => {
+                if self.stop_leasing.is_cancelled()
+                    && let Err(e) = self.store.release(std::slice::from_ref(&job)).await
+                {
+                    tracing::error!(job = %job.name(), error = %e, "could not release job");
+                }
+                return;
+            }
+        };
+        match recorded {
+            Ok(t) => self.wake(&t),
+            Err(StoreError::LeaseLost(_)) => {
+                tracing::debug!(job = %job.name(), "result dropped: lease lost (cancelled or expired)")
+            }
+            Err(e) => {
+                tracing::error!(job = %job.name(), error = %e, "could not record step outcome")
+            }
+        }
+    }
+
+    /// Resolves the job's input and runs it; `None` when the job only fanned out.
+    async fn prepare_and_run(
+        self: Arc<Self>,
+        job: &Job,
+        token: &CancellationToken,
+    ) -> Result<Option<Outcome>, StepError> {
+        let state = self.state(&job.task_id).await?;
+        let step = state
+            .plan
+            .steps
+            .get(job.step as usize)
+            .ok_or_else(|| StepError::permanent(format!("step {} does not exist", job.step)))?;
+        let results = self.results_for(&job.task_id, &state, &step.needs).await?;
+        let payload = &state.plan.spec.payload;
+
+        let items = match &step.for_each {
+            Some(t) => {
+                let cached = Self::lock(&state.items).get(&step.idx).cloned();
+                let items = match cached {
+                    Some(i) => i,
+                    None => {
+                        let scope = Scope {
+                            payload: Some(payload),
+                            steps: Some(&results),
+                            ..Default::default()
+                        };
+                        let v = t
+                            .resolve(&scope)
+                            .map_err(|e| StepError::permanent(format!("forEach: {e}")))?;
+                        let Value::Array(list) = v else {
+                            return Err(StepError::permanent(format!(
+                                "forEach must resolve to an array, got {}",
+                                short(&v)
+                            )));
+                        };
+                        let list = Arc::new(list);
+                        Self::lock(&state.items).insert(step.idx, list.clone());
+                        list
+                    }
+                };
+                Some(items)
+            }
+            None => None,
+        };
+
+        if let (Some(items), None) = (&items, job.item) {
+            let n = u32::try_from(items.len())
+                .map_err(|_| StepError::permanent("forEach has too many items"))?;
+            let c = step.for_each_concurrency.unwrap_or(n).max(1);
+            match self.store.start_items(job, n, c).await {
+                Ok(t) => self.wake(&t),
+                Err(StoreError::LeaseLost(_)) => {}
+                Err(e) => return Err(StepError::transient(format!("cannot fan out: {e}"))),
+            }
+            return Ok(None);
+        }
+
+        let item =
+            match (&items, job.item) {
+                (Some(items), Some(i)) => Some(items.get(i as usize).ok_or_else(|| {
+                    StepError::permanent(format!("forEach item {i} does not exist"))
+                })?),
+                _ => None,
+            };
+        let input = match &step.input {
+            Some(t) => {
+                let scope = Scope {
+                    payload: Some(payload),
+                    steps: Some(&results),
+                    item,
+                    index: job.item.map(|i| i as usize),
+                    ..Default::default()
+                };
+                t.resolve(&scope)
+                    .map_err(|e| StepError::permanent(format!("input: {e}")))?
+            }
+            None => match (item, step.deps.as_slice()) {
+                (Some(item), _) => item.clone(),
+                (None, []) => payload.clone(),
+                (None, [one]) => results
+                    .get(one)
+                    .map(|v| (**v).clone())
+                    .unwrap_or(Value::Null),
+                (None, many) => {
+                    let mut m = Map::new();
+                    for d in many {
+                        let key = state.plan.steps[*d].key.clone();
+                        m.insert(
+                            key,
+                            results.get(d).map(|v| (**v).clone()).unwrap_or(Value::Null),
+                        );
+                    }
+                    Value::Object(m)
+                }
+            },
+        };
+
+        let timeout = Duration::from_millis(step.placement.timeout_ms);
+        let call = StepCall {
+            task_id: job.task_id.clone(),
+            step_id: match job.item {
+                Some(i) => format!("{}[{i}]", step.key),
+                None => step.key.clone(),
+            },
+            task: step.task.clone(),
+            input,
+            attempt: job.attempt,
+            timeout,
+        };
+        let backend = step.placement.backend.clone();
+        let run = self.executor.run(&backend, call);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(timeout, run) => match r {
+                Ok(Ok(v)) => Outcome::Done(v),
+                Ok(Err(e)) => Outcome::Failed(e),
+                Err(_) => Outcome::Failed(StepError::transient(format!(
+                    "timed out after {}",
+                    human_ms(step.placement.timeout_ms)
+                ))),
+            },
+            _ = token.cancelled() => Outcome::Aborted,
+        };
+        Ok(Some(outcome))
+    }
+}
+
+fn human_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 {
+        format!(
+            "{}...",
+            &s[..s.char_indices().nth(77).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
+}
+
+/// Builds the API's view of a stored task.
+pub fn view(rec: TaskRecord) -> TaskView {
+    let mut v = TaskView {
+        id: rec.id,
+        task_type: rec.task_type,
+        status: rec.status,
+        queue: rec.queue,
+        progress: rec.progress,
+        result: rec.result.clone(),
+        error: rec.error,
+        created_at: rfc3339(rec.created_at),
+        started_at: rec.started_at.map(rfc3339),
+        completed_at: rec.completed_at.map(rfc3339),
+        steps: None,
+        step_results: None,
+        step_status: None,
+        final_result: None,
+        total_duration: None,
+        parallel_groups: None,
+    };
+    if !rec.is_pipeline {
+        return v;
+    }
+    let mut by_id = Map::new();
+    let mut ordered = Vec::with_capacity(rec.steps.len());
+    let mut status = Vec::with_capacity(rec.steps.len());
+    for s in &rec.steps {
+        let r = s.result.clone().unwrap_or(Value::Null);
+        ordered.push(r.clone());
+        by_id.insert(s.key.clone(), r);
+        status.push(StepStatusView {
+            id: s.key.clone(),
+            task: s.task.clone(),
+            status: s.status,
+            started_at: s.started_at.map(rfc3339),
+            completed_at: s.completed_at.map(rfc3339),
+            duration: match (s.started_at, s.completed_at) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            },
+            error: s.error.clone(),
+            attempts: s.attempts,
+        });
+    }
+    let first = rec.steps.iter().filter_map(|s| s.started_at).min();
+    let last = rec.steps.iter().filter_map(|s| s.completed_at).max();
+    v.total_duration = match (first, last) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    v.parallel_groups = Some(parallel_groups(
+        rec.steps
+            .iter()
+            .filter_map(|s| Some((s.key.clone(), s.started_at?, s.completed_at?)))
+            .collect(),
+    ));
+    v.steps = Some(ordered);
+    v.step_results = Some(by_id);
+    v.step_status = Some(status);
+    v.final_result = rec.result;
+    v
+}
+
+/// Groups steps whose run intervals overlapped (transitively), in start order.
+pub fn parallel_groups(mut spans: Vec<(String, i64, i64)>) -> Vec<Vec<String>> {
+    spans.sort_by_key(|s| (s.1, s.2));
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    let mut end = i64::MIN;
+    for (key, start, stop) in spans {
+        match groups.last_mut() {
+            Some(g) if start < end => {
+                g.push(key);
+                end = end.max(stop);
+            }
+            _ => {
+                groups.push(vec![key]);
+                end = stop;
+            }
+        }
+    }
+    groups
+}
+
+/// A `{"status": ...}` body for effects and webhooks (used by later layers).
+pub fn status_body(v: &TaskView) -> Value {
+    json!({"taskId": v.id, "status": v.status, "result": v.result, "error": v.error})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_follow_overlap() {
+        let g = parallel_groups(vec![
+            ("download".into(), 0, 10),
+            ("frames".into(), 10, 30),
+            ("audio".into(), 11, 20),
+            ("caps".into(), 30, 40),
+            ("x".into(), 35, 36),
+        ]);
+        assert_eq!(
+            g,
+            vec![
+                vec!["download".to_string()],
+                vec!["frames".to_string(), "audio".to_string()],
+                vec!["caps".to_string(), "x".to_string()],
+            ]
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Wires the parts together from a [`Config`]: store, backends, catalog,
+//! engine and router. The binary and the benchmarks start the host through here.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::api::{AppState, router};
+use crate::backend::HttpBackend;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig};
+use crate::executor::Executor;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A backend client could not be built.
+    #[error("cannot set up backend {name}: {message}")]
+    Backend {
+        /// The backend.
+        name: String,
+        /// What failed.
+        message: String,
+    },
+    /// A setting cannot be honoured.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A host ready to serve.
+pub struct Host {
+    /// The engine, already started.
+    pub engine: Arc<Engine>,
+    /// The API's state.
+    pub state: AppState,
+    /// The router to serve.
+    pub router: axum::Router,
+}
+
+/// Opens the store, reads the backends' catalogs, starts the engine.
+pub async fn build(config: &Config) -> Result<Host, StartError> {
+    if config.redis_url.is_some() {
+        return Err(StartError::Unsupported(
+            "REDIS_URL is set, but this build has only the embedded store; unset REDIS_URL to use it".into(),
+        ));
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let mut backends = Vec::new();
+    for (name, url, token) in [
+        ("modal", &config.modal_url, &config.modal_token),
+        ("ray", &config.ray_url, &config.ray_token),
+        ("local", &config.local_url, &None),
+    ] {
+        if let Some(url) = url {
+            let b =
+                HttpBackend::new(name, url, token.clone()).map_err(|e| StartError::Backend {
+                    name: name.into(),
+                    message: e.to_string(),
+                })?;
+            backends.push(Arc::new(b));
+        }
+    }
+    let mut catalog = Catalog::with_builtins();
+    for b in &backends {
+        catalog.add_backend(&b.name);
+    }
+    let engine = Engine::new(
+        store,
+        catalog,
+        Executor::new(backends),
+        EngineConfig {
+            worker_concurrency: config.worker_concurrency,
+            gpu_worker_concurrency: config.gpu_worker_concurrency,
+            lease_ms: config.lease_ms,
+            ..Default::default()
+        },
+    );
+    let statuses = crate::discovery::refresh(&engine).await;
+    engine.start().await?;
+    let state = AppState {
+        engine: engine.clone(),
+        api_token: config.api_token.as_deref().map(Arc::from),
+        backends: Arc::new(RwLock::new(statuses)),
+        sse_linger: Duration::from_secs(5),
+    };
+    if config.catalog_refresh_secs > 0 {
+        let st = state.clone();
+        let every = Duration::from_secs(config.catalog_refresh_secs);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let statuses = crate::discovery::refresh(&st.engine).await;
+                if let Ok(mut b) = st.backends.write() {
+                    *b = statuses;
+                }
+            }
+        });
+    }
+    let router = router(state.clone(), config.max_body_bytes);
+    Ok(Host {
+        engine,
+        state,
+        router,
+    })
+}
