@@ -117,7 +117,9 @@ impl HttpBackend {
         let url = format!("{}/tasks/{}", self.base, call.task);
         let resp = self
             .authed(self.client.post(&url))
-            .timeout(call.timeout)
+            // The engine enforces the step's timeout; this one only guards
+            // against a request outliving it if the engine's timer is late.
+            .timeout(call.timeout + Duration::from_secs(5))
             .json(&json!({"input": call.input, "taskId": call.task_id, "stepId": call.step_id}))
             .send()
             .await

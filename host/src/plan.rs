@@ -352,7 +352,8 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
     let mut dfs = DfsSpace::new(&graph);
     for (i, s) in steps.iter().enumerate() {
         let key = step_keys[i].clone();
-        let k = Some(key.as_str());
+        // A single task has no steps to name in errors.
+        let k = is_pipeline.then_some(key.as_str());
         let field = |f: &str| {
             if is_pipeline {
                 format!("steps[{i}].{f}")

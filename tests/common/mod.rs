@@ -1,0 +1,575 @@
+//! Shared pieces of the end-to-end tests: the real `dwa` binary started as a
+//! child process, and a test HTTP server that speaks the backend protocol
+//! (standing in for Modal/Ray, which cannot be reached from here).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+/// The longest any bounded wait in these tests lasts.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------- the host
+
+/// A running `dwa serve`.
+pub struct Host {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+impl Host {
+    /// Starts the binary on a free port with `DWA_DATA_DIR=data_dir` and extra env.
+    pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Host {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dwa"));
+        cmd.arg("serve")
+            .env("PORT", "0")
+            .env("DWA_HOST", "127.0.0.1")
+            .env("DWA_DATA_DIR", data_dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("REDIS_URL")
+            .env_remove("MODAL_URL")
+            .env_remove("RAY_URL")
+            .env_remove("LOCAL_BACKEND_URL")
+            .env_remove("DWA_API_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn dwa");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("dwa listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(WAIT)
+            .expect("dwa did not print its address within 30 s");
+        Host {
+            child: Some(child),
+            base,
+        }
+    }
+
+    /// The URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGKILL: the host dies without any chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dwa did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+// ------------------------------------------------------------ HTTP helpers
+
+/// A client for the host's API.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// POSTs a task; answers (status, body).
+pub async fn submit(host: &Host, task: &Value) -> (u16, Value) {
+    let r = client()
+        .post(host.url("/api/tasks"))
+        .json(task)
+        .send()
+        .await
+        .expect("POST /api/tasks");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// POSTs a task that must be accepted; answers its id.
+pub async fn submit_ok(host: &Host, task: &Value) -> String {
+    let (status, body) = submit(host, task).await;
+    assert_eq!(status, 201, "task refused: {body}");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+/// GETs a task.
+pub async fn get_task(host: &Host, id: &str) -> Value {
+    client()
+        .get(host.url(&format!("/api/tasks/{id}")))
+        .send()
+        .await
+        .expect("GET task")
+        .json()
+        .await
+        .expect("task JSON")
+}
+
+/// Waits (bounded) until the task reaches a terminal status; answers it.
+pub async fn wait_done(host: &Host, id: &str) -> Value {
+    wait_until(host, id, "to finish", |t| {
+        matches!(
+            t["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        )
+    })
+    .await
+}
+
+/// Polls the task until `pred` holds, failing with `what` after 30 s.
+pub async fn wait_until(host: &Host, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let t = get_task(host, id).await;
+        if pred(&t) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} did not get {what} within 30 s; last state: {t:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads the task's SSE stream until `pipeline:complete` (bounded); answers (event name, data) pairs.
+pub async fn read_events(base: &str, id: &str) -> Vec<(String, Value)> {
+    let resp = client()
+        .get(format!("{base}/api/tasks/{id}/events"))
+        .send()
+        .await
+        .expect("GET events");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("no pipeline:complete on the event stream within 30 s")
+            .expect("stream ended before pipeline:complete")
+            .expect("stream chunk");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if name.is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(&data).expect("event data is JSON");
+            let done = name == "pipeline:complete";
+            out.push((name, value));
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------- the backend
+
+/// One request the fake backend received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Task name.
+    pub task: String,
+    /// `taskId` from the body.
+    pub task_id: String,
+    /// `stepId` from the body.
+    pub step_id: String,
+    /// `input` from the body.
+    pub input: Value,
+    /// When it arrived.
+    pub started: Instant,
+    /// When it answered (None: still running or dropped).
+    pub ended: Option<Instant>,
+    /// Whether the host dropped the request before the answer.
+    pub dropped: bool,
+}
+
+/// Shared state of the fake backend.
+#[derive(Default)]
+pub struct FakeState {
+    calls: Mutex<Vec<Call>>,
+    inflight: Mutex<HashMap<String, usize>>,
+    max_inflight: Mutex<HashMap<String, usize>>,
+    gate: Mutex<Option<watch::Sender<bool>>>,
+    arrivals: Mutex<HashMap<String, usize>>,
+    arrived: Notify,
+    counters: Mutex<HashMap<String, u32>>,
+    changed: Notify,
+}
+
+/// A test server speaking the backend protocol.
+#[derive(Clone)]
+pub struct Fake {
+    /// Base URL.
+    pub base: String,
+    /// Its state.
+    pub state: Arc<FakeState>,
+}
+
+/// The catalog the fake backend announces.
+pub fn fake_catalog() -> Value {
+    let t = |name: &str, gpu: Option<&str>| {
+        json!({"name": name, "category": "test", "description": format!("fake {name}"),
+               "gpu": gpu, "timeout": 60, "streaming": false, "chunk": null,
+               "inputSchema": {"type": "object"}, "outputSchema": {"type": "object"}})
+    };
+    json!({"tasks": [
+        t("download.file", None), t("scenes.detect", None), t("audio.extract", None),
+        t("florence.caption", Some("T4")), t("whisper.transcribe", Some("T4")),
+        t("llm.summarize", None), t("tts.speak", None), t("flaky", None), t("reject", None),
+        t("hang", None), t("gated", None), t("poll.job", None), t("slow.ok", None)
+    ]})
+}
+
+impl Fake {
+    /// Starts the server on a free loopback port.
+    pub async fn start() -> Fake {
+        let (gate, _) = watch::channel(false);
+        let state = Arc::new(FakeState {
+            gate: Mutex::new(Some(gate)),
+            ..Default::default()
+        });
+        let app = Router::new()
+            .route("/tasks", get(|| async { Json(fake_catalog()) }))
+            .route("/tasks/{name}", post(run))
+            .route("/tasks/{name}/jobs/{job}", get(poll))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Fake {
+            base: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// Calls of one task name.
+    pub fn calls_of(&self, task: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.task == task)
+            .collect()
+    }
+
+    /// The most requests of `task` that were in flight at once.
+    pub fn max_inflight(&self, task: &str) -> usize {
+        *self
+            .state
+            .max_inflight
+            .lock()
+            .unwrap()
+            .get(task)
+            .unwrap_or(&0)
+    }
+
+    /// Requests of `task` in flight now.
+    pub fn inflight(&self, task: &str) -> usize {
+        *self.state.inflight.lock().unwrap().get(task).unwrap_or(&0)
+    }
+
+    /// Lets every gated request through, now and later.
+    pub fn open_gate(&self) {
+        if let Some(g) = self.state.gate.lock().unwrap().as_ref() {
+            // send() would drop the value when nobody waits yet.
+            g.send_replace(true);
+        }
+    }
+
+    /// Waits (bounded) until `pred` holds over the backend's state.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&Fake) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let notified = self.state.changed.notified();
+            if pred(self) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                assert!(pred(self), "backend never saw {what} within 30 s");
+                return;
+            }
+        }
+    }
+}
+
+/// Tracks one request: in-flight counts, and whether it was dropped.
+struct InFlight {
+    state: Arc<FakeState>,
+    task: String,
+    index: usize,
+    finished: bool,
+}
+
+impl InFlight {
+    fn new(state: Arc<FakeState>, call: Call) -> InFlight {
+        let task = call.task.clone();
+        let index = {
+            let mut calls = state.calls.lock().unwrap();
+            calls.push(call);
+            calls.len() - 1
+        };
+        {
+            let mut inf = state.inflight.lock().unwrap();
+            let n = inf.entry(task.clone()).or_default();
+            *n += 1;
+            let mut max = state.max_inflight.lock().unwrap();
+            let m = max.entry(task.clone()).or_default();
+            *m = (*m).max(*n);
+        }
+        state.changed.notify_waiters();
+        InFlight {
+            state,
+            task,
+            index,
+            finished: false,
+        }
+    }
+
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        {
+            let mut calls = self.state.calls.lock().unwrap();
+            let c = &mut calls[self.index];
+            if self.finished {
+                c.ended = Some(Instant::now());
+            } else {
+                c.dropped = true;
+            }
+        }
+        if let Some(n) = self.state.inflight.lock().unwrap().get_mut(&self.task) {
+            *n -= 1;
+        }
+        self.state.changed.notify_waiters();
+    }
+}
+
+fn ok(v: Value) -> Response {
+    Json(json!({"result": v})).into_response()
+}
+
+fn err(status: StatusCode, message: &str, retryable: bool) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message, "retryable": retryable}})),
+    )
+        .into_response()
+}
+
+async fn rendezvous(state: &FakeState, group: String, n: usize) -> bool {
+    {
+        *state
+            .arrivals
+            .lock()
+            .unwrap()
+            .entry(group.clone())
+            .or_default() += 1;
+    }
+    state.arrived.notify_waiters();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let notified = state.arrived.notified();
+        if *state.arrivals.lock().unwrap().get(&group).unwrap_or(&0) >= n {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return false;
+        }
+    }
+}
+
+async fn run(
+    State(state): State<Arc<FakeState>>,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let input = body["input"].clone();
+    let task_id = body["taskId"].as_str().unwrap_or("").to_owned();
+    let call = Call {
+        task: name.clone(),
+        task_id: task_id.clone(),
+        step_id: body["stepId"].as_str().unwrap_or("").to_owned(),
+        input: input.clone(),
+        started: Instant::now(),
+        ended: None,
+        dropped: false,
+    };
+    let guard = InFlight::new(state.clone(), call);
+    let gate = state.gate.lock().unwrap().as_ref().map(|g| g.subscribe());
+    let resp = match name.as_str() {
+        "download.file" => {
+            let url = input["url"].as_str().unwrap_or("");
+            let file = url.rsplit('/').next().unwrap_or("file");
+            ok(json!({"path": format!("/media/{file}"), "bytes": 1024}))
+        }
+        "scenes.detect" | "audio.extract" => {
+            if !rendezvous(&state, format!("{task_id}/siblings"), 2).await {
+                return err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "siblings did not overlap",
+                    false,
+                );
+            }
+            let path = input["path"].as_str().unwrap_or("");
+            if name == "scenes.detect" {
+                let scenes: Vec<Value> = (0..6)
+                    .map(|i| json!({"keyframe": format!("{path}.k{i}.jpg"), "start": i * 10}))
+                    .collect();
+                ok(json!({"scenes": scenes}))
+            } else {
+                ok(json!({"audio": format!("{path}.wav")}))
+            }
+        }
+        "whisper.transcribe" => {
+            ok(json!({"text": format!("transcript of {}", input["audio"].as_str().unwrap_or("?"))}))
+        }
+        "llm.summarize" => {
+            ok(json!({"summary": format!("summary: {}", input["text"].as_str().unwrap_or("?"))}))
+        }
+        "tts.speak" => {
+            ok(json!({"audioUrl": "https://cdn.example/out.mp3", "voice": input["voice"]}))
+        }
+        "florence.caption" | "gated" => {
+            if let Some(mut g) = gate {
+                let _ = g.wait_for(|open| *open).await;
+            }
+            if name == "gated" {
+                ok(input)
+            } else {
+                ok(json!({"caption": format!("caption of scene {}", input["scene_index"])}))
+            }
+        }
+        "flaky" => {
+            let n = {
+                let mut c = state.counters.lock().unwrap();
+                let e = c.entry(format!("flaky/{task_id}")).or_default();
+                *e += 1;
+                *e
+            };
+            let failures = input["failures"].as_u64().unwrap_or(0) as u32;
+            if n <= failures {
+                err(StatusCode::SERVICE_UNAVAILABLE, "backend overloaded", true)
+            } else {
+                ok(json!({"calls": n}))
+            }
+        }
+        "reject" => err(StatusCode::BAD_REQUEST, "bad input: no url given", false),
+        "hang" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "slow.ok" => {
+            tokio::time::sleep(Duration::from_millis(input["ms"].as_u64().unwrap_or(300))).await;
+            ok(json!({"slept": true}))
+        }
+        "poll.job" => (
+            StatusCode::ACCEPTED,
+            Json(json!({"jobId": format!("job-{task_id}"), "retryAfterMs": 20})),
+        )
+            .into_response(),
+        other => err(
+            StatusCode::NOT_FOUND,
+            &format!("unknown task {other}"),
+            false,
+        ),
+    };
+    guard.finish();
+    resp
+}
+
+async fn poll(
+    State(state): State<Arc<FakeState>>,
+    UrlPath((_name, job)): UrlPath<(String, String)>,
+) -> Response {
+    let n = {
+        let mut c = state.counters.lock().unwrap();
+        let e = c.entry(format!("poll/{job}")).or_default();
+        *e += 1;
+        *e
+    };
+    state.changed.notify_waiters();
+    if n < 3 {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"status": "running", "retryAfterMs": 20})),
+        )
+            .into_response()
+    } else {
+        ok(json!({"job": job, "polls": n}))
+    }
+}
