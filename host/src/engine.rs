@@ -413,13 +413,10 @@ impl Engine {
             let drained = leased.jobs.len() < permits.len();
             for job in leased.jobs {
                 let Some(permit) = permits.pop() else { break };
-                let token = CancellationToken::new();
-                let key = (job.task_id.clone(), job.step, job.item);
-                Self::lock(&self.running).insert(key.clone(), (job.clone(), token.clone()));
                 let me = self.clone();
+                let queue = pool.queue.clone();
                 self.tracker.spawn(async move {
-                    me.clone().run_job(job, token).await;
-                    Self::lock(&me.running).remove(&key);
+                    me.work(queue, job).await;
                     drop(permit);
                 });
             }
@@ -586,16 +583,50 @@ impl Engine {
         Ok(out)
     }
 
-    async fn run_job(self: Arc<Self>, job: Job, token: CancellationToken) {
-        let outcome = match self.clone().prepare_and_run(&job, &token).await {
+    /// Runs a job, then — while its results keep coming back clean — the next
+    /// job of the same queue, leased in the same store call that records the
+    /// result (one round trip per step instead of two).
+    async fn work(self: Arc<Self>, queue: String, mut job: Job) {
+        loop {
+            let token = CancellationToken::new();
+            let key = (job.task_id.clone(), job.step, job.item);
+            Self::lock(&self.running).insert(key.clone(), (job.clone(), token.clone()));
+            let next = self.clone().run_job(&queue, &job, &token).await;
+            Self::lock(&self.running).remove(&key);
+            match next {
+                Some(n) => job = n,
+                None => return,
+            }
+        }
+    }
+
+    /// Runs one job and records its outcome; answers the next job when one was leased.
+    async fn run_job(
+        self: Arc<Self>,
+        queue: &str,
+        job: &Job,
+        token: &CancellationToken,
+    ) -> Option<Job> {
+        let outcome = match self.clone().prepare_and_run(job, token).await {
             Ok(Some(o)) => o,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(e) => Outcome::Failed(e),
         };
+        let mut next = None;
         let recorded = match outcome {
             Outcome::Done(v) => {
                 let cached = Arc::new(v.clone());
-                let r = self.store.complete(&job, v).await;
+                let r = if self.stop_leasing.is_cancelled() {
+                    self.store.complete(job, v).await
+                } else {
+                    self.store
+                        .complete_and_lease(job, v, queue, &self.config.owner, self.config.lease_ms)
+                        .await
+                        .map(|(t, n)| {
+                            next = n;
+                            t
+                        })
+                };
                 if job.item.is_none()
                     && let Some(s) = Self::lock(&self.states).get(&job.task_id)
                 {
@@ -616,18 +647,18 @@ impl Engine {
                 if retry::may_retry(&policy, job.attempt, e.retryable) {
                     let wait = retry::delay_after(&policy, job.attempt, rand::random::<f64>());
                     let run_at = crate::model::now_ms() + wait.as_millis() as i64;
-                    self.store.retry(&job, run_at, &e.message).await
+                    self.store.retry(job, run_at, &e.message).await
                 } else {
-                    self.store.fail(&job, &e.message).await
+                    self.store.fail(job, &e.message).await
                 }
             }
             Outcome::Aborted => {
                 if self.stop_leasing.is_cancelled()
-                    && let Err(e) = self.store.release(std::slice::from_ref(&job)).await
+                    && let Err(e) = self.store.release(std::slice::from_ref(job)).await
                 {
                     tracing::error!(job = %job.name(), error = %e, "could not release job");
                 }
-                return;
+                return None;
             }
         };
         match recorded {
@@ -639,6 +670,7 @@ impl Engine {
                 tracing::error!(job = %job.name(), error = %e, "could not record step outcome")
             }
         }
+        next
     }
 
     /// Resolves the job's input and runs it; `None` when the job only fanned out.

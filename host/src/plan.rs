@@ -294,6 +294,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
     for (i, s) in steps.iter().enumerate() {
         let key = step_keys[i].as_str();
         if dag_mode {
+            let mut seen = HashSet::new();
             for (j, d) in s.depends_on.iter().flatten().enumerate() {
                 match lookup_step(d) {
                     Some(t) if t == i => c.err(
@@ -302,7 +303,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
                         format!("step {key:?} depends on itself"),
                     ),
                     Some(t) => {
-                        if deps[i].contains(&t) {
+                        if !seen.insert(t) {
                             c.err(
                                 Some(key),
                                 format!("steps[{i}].dependsOn[{j}]"),

@@ -86,6 +86,7 @@ where
     case!(events_are_ordered_and_broadcast);
     case!(duplicate_ids_are_refused);
     case!(release_gives_jobs_back);
+    case!(complete_and_lease_hands_over_the_released_step);
 }
 
 async fn lease_takes_ready_jobs_once(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
@@ -472,4 +473,40 @@ async fn release_gives_jobs_back(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
     let again = s.lease("default", "w2", 1, LEASE).await.unwrap().jobs;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 1, "a released job keeps its attempt");
+}
+
+async fn complete_and_lease_hands_over_the_released_step(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let t = chain_task(2);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let first = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    let (tr, next) = s
+        .complete_and_lease(&first[0], json!("one"), "default", "w", LEASE)
+        .await
+        .unwrap();
+    assert_eq!(tr.woke, vec!["default".to_string()]);
+    let next = next.expect("the step it released is handed over");
+    assert_eq!(next.step, 1);
+    assert!(
+        s.lease("default", "x", 10, LEASE)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    let (tr, none) = s
+        .complete_and_lease(&next, json!("two"), "default", "w", LEASE)
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(tr.finished, Some(TaskStatus::Completed));
+    assert_eq!(
+        s.task(&id).await.unwrap().unwrap().result,
+        Some(json!("two"))
+    );
+    assert!(matches!(
+        s.complete_and_lease(&next, json!(3), "default", "w", LEASE)
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
 }

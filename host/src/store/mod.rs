@@ -230,6 +230,21 @@ pub trait Store: Send + Sync + 'static {
     /// Records a job's result; finishes the step and releases dependants when due.
     async fn complete(&self, job: &Job, result: Value) -> Result<Transition, StoreError>;
 
+    /// Records a job's result and, in the same call, leases the next due job
+    /// of `queue` to `owner` (so a busy worker needs one round trip per step).
+    async fn complete_and_lease(
+        &self,
+        job: &Job,
+        result: Value,
+        queue: &str,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<(Transition, Option<Job>), StoreError> {
+        let t = self.complete(job, result).await?;
+        let mut next = self.lease(queue, owner, 1, lease_ms).await?;
+        Ok((t, next.jobs.pop()))
+    }
+
     /// Puts a job back with `attempt + 1`, due at `run_at` (ms).
     async fn retry(&self, job: &Job, run_at: i64, error: &str) -> Result<Transition, StoreError>;
 
