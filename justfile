@@ -18,7 +18,7 @@ serve:
 test: test-setup
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
-    cargo test --all-targets
+    cargo test --workspace --lib --bins --tests
 
 # What the tests need beyond Rust itself (nothing yet for the spine).
 test-setup:
