@@ -9,8 +9,8 @@ export CARGO_BUILD_JOBS := env_var_or_default("CARGO_BUILD_JOBS", "2")
 default:
     @just --list
 
-# Build and start the host on the embedded store (PORT, DWA_DATA_DIR, ... from the environment).
-serve:
+# Build the plugins and the host, then start it on the embedded store (PORT, DWA_DATA_DIR, ... from the environment).
+serve: build-plugins
     cargo build --bin dwa
     ./target/debug/dwa serve
 
@@ -20,12 +20,19 @@ test: test-setup
     cargo clippy --all-targets -- -D warnings
     cargo test --workspace --lib --bins --tests
 
-# What the tests need beyond Rust itself (nothing yet for the spine).
-test-setup:
-    @echo "test setup: nothing to install"
+# What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target, componentize-py).
+test-setup: build-plugins
 
-# Benchmarks (release build): engine steps/s and HTTP submissions/s with peak RSS.
-bench:
+# Build every plugin into plugins/dist (and the test plugins into plugins/dist-testing).
+build-plugins:
+    bash scripts/build-plugins.sh
+
+# Scaffold a new Rust effect plugin under plugins/effects/NAME that builds and loads as is.
+new-plugin NAME:
+    bash scripts/new-plugin.sh {{NAME}}
+
+# Benchmarks (release build): engine steps/s, HTTP submissions/s, plugin calls and loads.
+bench: build-plugins
     cargo bench -p dwa --bench engine
 
 # Print the OpenAPI document.

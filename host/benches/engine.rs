@@ -80,6 +80,10 @@ async fn host(workers: usize) -> (dwa::server::Host, tempfile::TempDir) {
         lease_ms: 30_000,
         shutdown_grace_ms: 1_000,
         catalog_refresh_secs: 0,
+        plugin_dir: dir.path().join("no-plugins"),
+        plugin_cache_dir: dir.path().join("plugin-cache"),
+        http_allow: String::new(),
+        plugin_policy: None,
     };
     let h = dwa::server::build(&config).await.expect("host");
     (h, dir)

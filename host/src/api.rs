@@ -165,6 +165,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/visualize", post(visualize))
         .route("/catalog", get(catalog))
         .route("/backends/refresh", post(refresh_backends))
+        .route("/plugins", get(list_plugins))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .nest("/api", api)
@@ -442,6 +443,21 @@ async fn refresh_backends(State(st): State<AppState>) -> Json<Vec<BackendStatus>
         *b = statuses.clone();
     }
     Json(statuses)
+}
+
+/// Loaded plugins.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginList {
+    /// Each plugin with its version, world, grants and limits.
+    pub plugins: Vec<crate::plugins::PluginInfo>,
+}
+
+/// The loaded plugins, with their version, world and permissions.
+#[utoipa::path(get, path = "/api/plugins", responses((status = 200, body = PluginList)))]
+async fn list_plugins(State(st): State<AppState>) -> Json<PluginList> {
+    Json(PluginList {
+        plugins: st.engine.plugins().map(|p| p.list()).unwrap_or_default(),
+    })
 }
 
 /// Liveness, with the store's and backends' state.

@@ -1,7 +1,7 @@
 //! The merged catalog of tasks the host can run: its builtin tasks plus what
 //! each configured backend announces at `GET {base}/tasks`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -49,6 +49,7 @@ pub const BACKEND_PRECEDENCE: [&str; 5] = ["builtin", "wasm", "modal", "ray", "l
 pub struct Catalog {
     by_name: BTreeMap<String, Vec<TaskInfo>>,
     configured: Vec<String>,
+    effects: BTreeSet<String>,
 }
 
 /// Why a step's task could not be placed on a backend.
@@ -134,6 +135,21 @@ impl Catalog {
                 .and_then(|l| l.first())
                 .ok_or_else(|| LookupError::UnknownTask(task.into())),
         }
+    }
+
+    /// Declares the effects that loaded plugins provide.
+    pub fn set_effects(&mut self, effects: impl IntoIterator<Item = String>) {
+        self.effects = effects.into_iter().collect();
+    }
+
+    /// Whether an effect (`$event`) is provided by a loaded plugin.
+    pub fn has_effect(&self, name: &str) -> bool {
+        self.effects.contains(name)
+    }
+
+    /// The effects provided, sorted.
+    pub fn effects(&self) -> Vec<String> {
+        self.effects.iter().cloned().collect()
     }
 
     /// Every task, for `GET /api/catalog`.

@@ -50,6 +50,14 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// `DWA_CATALOG_REFRESH_SECS`: how often backend catalogs are re-read (0: never).
     pub catalog_refresh_secs: u64,
+    /// `DWA_PLUGIN_DIR`: where plugins (`.wasm` + manifest) are loaded from.
+    pub plugin_dir: PathBuf,
+    /// `DWA_PLUGIN_CACHE_DIR`: where compiled plugins are cached (default: `<DWA_DATA_DIR>/plugin-cache`).
+    pub plugin_cache_dir: PathBuf,
+    /// `DWA_HTTP_ALLOW`: hosts/IPs/CIDRs plugin HTTP may reach although private.
+    pub http_allow: String,
+    /// `DWA_PLUGIN_POLICY`: a JSON file of the operator's grants per plugin.
+    pub plugin_policy: Option<PathBuf>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -107,6 +115,18 @@ impl Config {
             lease_ms: parse("DWA_LEASE_MS", 30_000i64, |n| (100..=3_600_000).contains(n))?,
             shutdown_grace_ms: parse("DWA_SHUTDOWN_GRACE_MS", 10_000u64, |_| true)?,
             catalog_refresh_secs: parse("DWA_CATALOG_REFRESH_SECS", 60u64, |_| true)?,
+            plugin_dir: var("DWA_PLUGIN_DIR")
+                .map_or_else(|| PathBuf::from("plugins/dist"), PathBuf::from),
+            plugin_cache_dir: var("DWA_PLUGIN_CACHE_DIR").map_or_else(
+                || {
+                    var("DWA_DATA_DIR")
+                        .map_or_else(|| PathBuf::from("./data"), PathBuf::from)
+                        .join("plugin-cache")
+                },
+                PathBuf::from,
+            ),
+            http_allow: var("DWA_HTTP_ALLOW").unwrap_or_default(),
+            plugin_policy: var("DWA_PLUGIN_POLICY").map(PathBuf::from),
         })
     }
 }

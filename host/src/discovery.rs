@@ -31,6 +31,7 @@ pub struct BackendStatus {
 pub async fn refresh(engine: &Arc<Engine>) -> Vec<BackendStatus> {
     let old = engine.catalog();
     let mut next = Catalog::with_builtins();
+    next.set_effects(old.effects());
     let mut statuses = Vec::new();
     let backends: Vec<_> = engine.executor().backends().cloned().collect();
     let fetched = futures::future::join_all(backends.iter().map(|b| b.fetch_catalog())).await;

@@ -16,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::catalog::Catalog;
+use crate::effects::{Lifecycle, ProgressThrottle};
 use crate::executor::{Executor, StepCall, StepError};
 use crate::model::{
     CreatedTask, StepStatusView, TaskList, TaskSpec, TaskStatus, TaskSummary, TaskView, rfc3339,
 };
 use crate::plan::{FieldError, Placement, Plan};
+use crate::plugins::Plugins;
 use crate::retry;
 use crate::store::{Job, ListFilter, NewStep, NewTask, Store, StoreError, TaskRecord, Transition};
 use crate::template::Scope;
@@ -88,8 +90,9 @@ struct StoredSpec {
 
 /// A task's plan plus the results this host has seen, so a step does not
 /// re-read its inputs from the store.
-struct TaskState {
-    plan: Plan,
+pub struct TaskState {
+    /// The validated plan.
+    pub plan: Plan,
     results: Mutex<HashMap<usize, Arc<Value>>>,
     items: Mutex<HashMap<usize, Arc<Vec<Value>>>>,
 }
@@ -113,6 +116,8 @@ pub struct Engine {
     running: Mutex<HashMap<JobKey, (Job, CancellationToken)>>,
     stop_leasing: CancellationToken,
     tracker: TaskTracker,
+    plugins: Option<Arc<Plugins>>,
+    throttle: ProgressThrottle,
 }
 
 enum Outcome {
@@ -128,6 +133,7 @@ impl Engine {
         catalog: Catalog,
         executor: Executor,
         config: EngineConfig,
+        plugins: Option<Arc<Plugins>>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             store,
@@ -139,7 +145,19 @@ impl Engine {
             running: Mutex::new(HashMap::new()),
             stop_leasing: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            plugins,
+            throttle: ProgressThrottle::default(),
         })
+    }
+
+    /// The plugin host, when plugins are enabled.
+    pub fn plugins(&self) -> Option<&Arc<Plugins>> {
+        self.plugins.as_ref()
+    }
+
+    /// A task's plan (cached, or rebuilt from the store).
+    pub async fn plan_of(&self, task_id: &str) -> Result<Arc<TaskState>, StepError> {
+        self.state(task_id).await
     }
 
     /// The store the engine runs on.
@@ -215,6 +233,9 @@ impl Engine {
         for q in &t.woke {
             self.pool(q).notify.notify_one();
         }
+        if self.plugins.is_some() {
+            self.lifecycle(t);
+        }
         if let Some(status) = t.finished
             && let Some(id) = t.events.first().map(|e| e.task_id.clone())
         {
@@ -222,8 +243,44 @@ impl Engine {
         }
     }
 
+    /// Starts the effects a transition calls for (they run in their own tasks).
+    fn lifecycle(self: &Arc<Self>, t: &Transition) {
+        let Some(first) = t.events.first() else {
+            return;
+        };
+        let id = first.task_id.clone();
+        match t.finished {
+            Some(TaskStatus::Completed) => self.spawn_effects(id.clone(), Lifecycle::Success, None),
+            Some(TaskStatus::Failed) => self.spawn_effects(id.clone(), Lifecycle::Error, None),
+            _ => {}
+        }
+        let wants_progress = Self::lock(&self.states)
+            .get(&id)
+            .is_some_and(|s| !s.plan.effects.on_progress.is_empty());
+        if !wants_progress {
+            return;
+        }
+        let progress = t
+            .events
+            .iter()
+            .rev()
+            .filter(|e| e.kind == "step:complete" || e.kind == "step:progress")
+            .find_map(|e| e.data.get("progress").and_then(Value::as_f64));
+        if let Some(p) = progress
+            && self.throttle.admit(&id, p)
+        {
+            self.spawn_effects(id, Lifecycle::Progress, Some(p));
+        }
+    }
+
+    fn spawn_effects(self: &Arc<Self>, id: String, lifecycle: Lifecycle, progress: Option<f64>) {
+        let me = self.clone();
+        tokio::spawn(crate::effects::fire(me, id, lifecycle, progress));
+    }
+
     fn finished(&self, task_id: &str, status: TaskStatus) {
         Self::lock(&self.states).remove(task_id);
+        self.throttle.forget(task_id);
         if status != TaskStatus::Completed {
             for (key, (_, token)) in Self::lock(&self.running).iter() {
                 if key.0 == task_id {
@@ -284,7 +341,15 @@ impl Engine {
             }),
         );
         match self.store.create_task(new).await {
-            Ok(t) => self.wake(&t),
+            Ok(t) => {
+                self.wake(&t);
+                let has_pending_effects = Self::lock(&self.states)
+                    .get(&id)
+                    .is_some_and(|s| !s.plan.effects.on_pending.is_empty());
+                if has_pending_effects {
+                    self.spawn_effects(id.clone(), Lifecycle::Pending, None);
+                }
+            }
             Err(e) => {
                 Self::lock(&self.states).remove(&id);
                 return Err(e.into());

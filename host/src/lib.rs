@@ -12,6 +12,8 @@
 //!   retry with backoff, time out, cancel, and record each transition.
 //! - [`executor`], [`backend`], [`builtin`]: where a step runs — the HTTP
 //!   backend protocol (Modal, Ray, local) or the builtin diagnostics tasks.
+//! - [`plugins`]: the WebAssembly plugin host (wasmtime components, WIT in
+//!   `wit/`), and [`effects`]: lifecycle effects run through it.
 //! - [`retry`]: backoff arithmetic.
 //! - [`visualize`]: mermaid diagrams of a task.
 //! - [`api`]: the axum HTTP API, SSE and OpenAPI.
@@ -26,10 +28,12 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod effects;
 pub mod engine;
 pub mod executor;
 pub mod model;
 pub mod plan;
+pub mod plugins;
 pub mod retry;
 pub mod server;
 pub mod store;

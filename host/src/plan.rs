@@ -19,16 +19,6 @@ use crate::template::{Root, Template};
 pub const DEFAULT_TIMEOUT_SECS: f64 = 3600.0;
 /// Most tries a retry policy may ask for.
 pub const MAX_ATTEMPTS: u32 = 100;
-/// The effects the host knows.
-pub const KNOWN_EFFECTS: [&str; 7] = [
-    "toast",
-    "webhook",
-    "notify",
-    "invalidate",
-    "enqueue",
-    "emit",
-    "redirect",
-];
 
 /// One problem found at submission.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -598,15 +588,18 @@ fn plan_effects(
     let mut out = Vec::new();
     for (i, e) in effects.iter().enumerate() {
         let field = format!("{list}[{i}]");
-        if !KNOWN_EFFECTS.contains(&e.event.as_str()) {
+        if !c.catalog.has_effect(&e.event) {
+            let loaded = c.catalog.effects();
+            let known = if loaded.is_empty() {
+                "no effect plugins are loaded (run `just build-plugins`, or set DWA_PLUGIN_DIR)"
+                    .to_owned()
+            } else {
+                format!("loaded effects: {}", loaded.join(", "))
+            };
             c.err(
                 None,
                 format!("{field}.$event"),
-                format!(
-                    "unknown effect {:?}; known effects: {}",
-                    e.event,
-                    KNOWN_EFFECTS.join(", ")
-                ),
+                format!("unknown effect {:?}; {known}", e.event),
             );
             continue;
         }
@@ -714,6 +707,19 @@ impl Plan {
         for b in crate::catalog::BACKEND_PRECEDENCE {
             catalog.add_backend(b);
         }
+        // Effects were checked at submission; a plugin unloaded since must
+        // not make the stored task unreadable.
+        catalog.set_effects(
+            [
+                &spec.on_pending,
+                &spec.on_progress,
+                &spec.on_success,
+                &spec.on_error,
+            ]
+            .into_iter()
+            .flatten()
+            .map(|e| e.event.clone()),
+        );
         let mut plan = plan(spec, &catalog)?;
         for (s, p) in plan.steps.iter_mut().zip(placements) {
             s.placement = p.clone();
@@ -740,6 +746,7 @@ mod tests {
 
     fn catalog() -> Catalog {
         let mut c = Catalog::with_builtins();
+        c.set_effects(["toast", "webhook", "notify"].map(String::from));
         for (name, gpu) in [
             ("download.file", None),
             ("scenes.detect", None),
@@ -956,7 +963,11 @@ mod tests {
             "onSuccess": [{"$event": "fireworks"}]
         }));
         assert_eq!(e.field, "onSuccess[0].$event");
-        assert!(e.message.contains("known effects: toast"));
+        assert!(
+            e.message.contains("loaded effects: notify, toast, webhook"),
+            "{}",
+            e.message
+        );
         let e = one_error(json!({
             "type": "builtin.echo",
             "onPending": [{"$event": "toast", "text": "{{result.x}}"}]

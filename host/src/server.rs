@@ -10,6 +10,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
 use crate::executor::Executor;
+use crate::plugins::{PluginConfig, Plugins};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -65,7 +66,32 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             backends.push(Arc::new(b));
         }
     }
+    let plugins = Arc::new(
+        Plugins::new(&PluginConfig {
+            dir: config.plugin_dir.clone(),
+            cache_dir: Some(config.plugin_cache_dir.clone()),
+            http_allow: config.http_allow.clone(),
+            policy_file: config.plugin_policy.clone(),
+        })
+        .map_err(|e| StartError::Unsupported(e.to_string()))?,
+    );
+    let report = {
+        let p = plugins.clone();
+        let dir = config.plugin_dir.clone();
+        tokio::task::spawn_blocking(move || p.load_dir(&dir))
+            .await
+            .map_err(|e| StartError::Unsupported(format!("plugin loading failed: {e}")))?
+    };
+    for e in &report.errors {
+        tracing::error!("{e}");
+    }
+    if report.loaded.is_empty() {
+        tracing::warn!(dir = %config.plugin_dir.display(), "no plugins loaded: effects are unavailable (run `just build-plugins`)");
+    } else {
+        tracing::info!(plugins = ?report.loaded, "plugins loaded");
+    }
     let mut catalog = Catalog::with_builtins();
+    catalog.set_effects(plugins.effects());
     for b in &backends {
         catalog.add_backend(&b.name);
     }
@@ -79,6 +105,7 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             lease_ms: config.lease_ms,
             ..Default::default()
         },
+        Some(plugins),
     );
     let statuses = crate::discovery::refresh(&engine).await;
     engine.start().await?;

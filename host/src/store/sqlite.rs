@@ -1257,7 +1257,7 @@ impl Writer {
             task,
             "step:complete",
             Some(&row),
-            json!({"result": result}),
+            json!({"result": result, "progress": (done as f64 * 100.0 / total as f64).min(100.0)}),
             now,
             ev,
         )?;

@@ -1,0 +1,366 @@
+//! The wasmtime side: one engine with the pooling allocator and epoch
+//! interruption, the `dwa:plugin` host interface, and per-call stores with a
+//! fresh instance, a memory cap, a deadline that traps, and optional fuel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::outbound::{self, Outbound};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "effect-handler",
+    imports: { default: async },
+    exports: { default: async },
+});
+
+pub use dwa::plugin::host::LogLevel;
+pub use exports::dwa::plugin::effect::EffectCall;
+
+/// Epoch ticks per second: the deadline's granularity.
+pub const TICK: Duration = Duration::from_millis(5);
+/// Component instances alive at once across all plugins.
+pub const MAX_INSTANCES: u32 = 256;
+
+/// What the engine offers plugins beyond WASI: events and new tasks.
+#[async_trait]
+pub trait PluginHost: Send + Sync {
+    /// Records an event on a task's stream.
+    async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), String>;
+    /// Submits a task; answers its id.
+    async fn enqueue(&self, task: Value) -> Result<String, String>;
+}
+
+/// Why a call failed; every variant names the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The plugin answered with an error of its own.
+    #[error("plugin {plugin}: {message}")]
+    Plugin {
+        /// Plugin name and version.
+        plugin: String,
+        /// Its message.
+        message: String,
+        /// Whether it may pass on a retry.
+        retryable: bool,
+    },
+    /// It ran past its deadline and was stopped.
+    #[error("plugin {plugin}: stopped after its time limit of {limit_ms} ms")]
+    Deadline {
+        /// Plugin name and version.
+        plugin: String,
+        /// The limit.
+        limit_ms: u64,
+    },
+    /// It tried to grow past its memory limit and was stopped.
+    #[error("plugin {plugin}: stopped for exceeding its memory limit of {limit_mb} MiB")]
+    Memory {
+        /// Plugin name and version.
+        plugin: String,
+        /// The limit.
+        limit_mb: usize,
+    },
+    /// It ran out of fuel.
+    #[error("plugin {plugin}: stopped after using all its fuel ({fuel})")]
+    Fuel {
+        /// Plugin name and version.
+        plugin: String,
+        /// The limit.
+        fuel: u64,
+    },
+    /// It trapped (a panic, an unreachable, a bad access).
+    #[error("plugin {plugin}: trapped: {message}")]
+    Trap {
+        /// Plugin name and version.
+        plugin: String,
+        /// The trap.
+        message: String,
+    },
+    /// The host could not run it (instantiation failed, no free slot).
+    #[error("plugin {plugin}: {message}")]
+    Host {
+        /// Plugin name and version.
+        plugin: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Memory accounting that remembers a refusal, so the trap that follows it
+/// can be reported as what it is.
+struct MemLimiter {
+    max: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for MemLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Per-call state of a store.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemLimiter,
+    plugin: String,
+    task_id: String,
+    outbound: Outbound,
+    host: Arc<dyn PluginHost>,
+    deadline: Instant,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl dwa::plugin::types::Host for CallState {}
+
+/// Event names a plugin may not emit: they are the engine's own.
+fn reserved(event: &str) -> bool {
+    event.starts_with("step:") || event.starts_with("pipeline:") || event.starts_with("effect:")
+}
+
+impl dwa::plugin::host::Host for CallState {
+    async fn log(&mut self, level: LogLevel, message: String) {
+        let plugin = self.plugin.as_str();
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    async fn http_fetch(
+        &mut self,
+        request: dwa::plugin::host::HttpRequest,
+    ) -> Result<dwa::plugin::host::HttpResponse, String> {
+        let req = outbound::Request {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout: request
+                .timeout_ms
+                .map(|ms| Duration::from_millis(u64::from(ms))),
+        };
+        let resp = self.outbound.fetch(req, self.deadline).await?;
+        Ok(dwa::plugin::host::HttpResponse {
+            status: resp.status,
+            headers: resp.headers,
+            body: resp.body,
+        })
+    }
+
+    async fn emit(&mut self, event: String, data: String) -> Result<(), String> {
+        let valid = !event.is_empty()
+            && event.len() <= 64
+            && event
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(format!(
+                "event name {event:?} must be 1-64 letters, digits, ':', '-', '_' or '.'"
+            ));
+        }
+        if reserved(&event) {
+            return Err(format!("event name {event:?} is reserved for the engine"));
+        }
+        let data: Value =
+            serde_json::from_str(&data).map_err(|e| format!("event data is not JSON: {e}"))?;
+        self.host.emit(&self.task_id, &event, data).await
+    }
+
+    async fn enqueue(&mut self, task: String) -> Result<String, String> {
+        let task: Value =
+            serde_json::from_str(&task).map_err(|e| format!("task is not JSON: {e}"))?;
+        self.host.enqueue(task).await
+    }
+}
+
+/// Builds the engine every plugin runs on.
+pub fn engine() -> Result<Engine, String> {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(true);
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_INSTANCES);
+    pool.total_core_instances(MAX_INSTANCES * 8);
+    pool.total_memories(MAX_INSTANCES * 2);
+    pool.total_tables(MAX_INSTANCES * 4);
+    pool.max_memory_size(1 << 30);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).map_err(|e| format!("cannot start wasmtime: {e}"))?;
+    // The epoch clock that turns deadlines into traps.
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("dwa-plugin-epoch".into())
+        .spawn(move || {
+            while let Some(e) = weak.upgrade() {
+                e.increment_epoch();
+                drop(e);
+                std::thread::sleep(TICK);
+            }
+        })
+        .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
+    Ok(engine)
+}
+
+/// The linker with WASI (no files, sockets or environment granted) and the host interface.
+pub fn linker(engine: &Engine) -> Result<Linker<CallState>, String> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
+    EffectHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
+    Ok(linker)
+}
+
+/// Everything one call needs.
+pub struct CallSpec<'a> {
+    /// `name@version`.
+    pub plugin: &'a str,
+    /// The plugin's pre-instantiated component.
+    pub pre: &'a EffectHandlerPre<CallState>,
+    /// Its HTTP capability.
+    pub outbound: &'a Outbound,
+    /// Memory cap.
+    pub memory_bytes: usize,
+    /// Time cap.
+    pub timeout: Duration,
+    /// Fuel cap.
+    pub fuel: Option<u64>,
+    /// The task the call is for.
+    pub task_id: &'a str,
+    /// The engine's services.
+    pub host: Arc<dyn PluginHost>,
+}
+
+/// Runs one effect call in a fresh instance.
+pub async fn call_effect(
+    engine: &Engine,
+    spec: CallSpec<'_>,
+    call: EffectCall,
+) -> Result<String, CallError> {
+    // No preopens, no environment, no sockets, no name lookup: WASI gives the
+    // plugin clocks, randomness and (discarded) stdio, nothing more.
+    let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let state = CallState {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: MemLimiter {
+            max: spec.memory_bytes,
+            refused: false,
+        },
+        plugin: spec.plugin.to_owned(),
+        task_id: spec.task_id.to_owned(),
+        outbound: spec.outbound.clone(),
+        host: spec.host,
+        deadline: Instant::now() + spec.timeout,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    let ticks = (spec.timeout.as_millis() / TICK.as_millis()).max(1) as u64 + 1;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+    let fuel = spec.fuel.unwrap_or(u64::MAX);
+    let plugin = spec.plugin.to_owned();
+    store.set_fuel(fuel).map_err(|e| CallError::Host {
+        plugin: plugin.clone(),
+        message: e.to_string(),
+    })?;
+    let result = async {
+        let bindings = spec.pre.instantiate_async(&mut store).await?;
+        bindings
+            .dwa_plugin_effect()
+            .call_handle(&mut store, &call)
+            .await
+    }
+    .await;
+    match result {
+        Ok(Ok(json)) => Ok(json),
+        Ok(Err(e)) => Err(CallError::Plugin {
+            plugin,
+            message: e.message,
+            retryable: e.retryable,
+        }),
+        Err(e) => Err(classify(
+            &e,
+            plugin,
+            store.data().limiter.refused,
+            spec.memory_bytes,
+            spec.timeout,
+            fuel,
+        )),
+    }
+}
+
+fn classify(
+    e: &wasmtime::Error,
+    plugin: String,
+    memory_refused: bool,
+    memory_bytes: usize,
+    timeout: Duration,
+    fuel: u64,
+) -> CallError {
+    if memory_refused {
+        return CallError::Memory {
+            plugin,
+            limit_mb: memory_bytes >> 20,
+        };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Deadline {
+            plugin,
+            limit_ms: timeout.as_millis() as u64,
+        },
+        Some(Trap::OutOfFuel) => CallError::Fuel { plugin, fuel },
+        Some(_) => CallError::Trap {
+            plugin,
+            message: format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        None => CallError::Host {
+            plugin,
+            message: format!("{e:#}"),
+        },
+    }
+}
