@@ -450,6 +450,8 @@ async fn refresh_backends(State(st): State<AppState>) -> Json<Vec<BackendStatus>
 pub struct PluginList {
     /// Each plugin with its version, world, grants and limits.
     pub plugins: Vec<crate::plugins::PluginInfo>,
+    /// Plugins that could not be loaded, and why.
+    pub errors: Vec<String>,
 }
 
 /// The loaded plugins, with their version, world and permissions.
@@ -457,6 +459,11 @@ pub struct PluginList {
 async fn list_plugins(State(st): State<AppState>) -> Json<PluginList> {
     Json(PluginList {
         plugins: st.engine.plugins().map(|p| p.list()).unwrap_or_default(),
+        errors: st
+            .engine
+            .plugins()
+            .map(|p| p.load_errors())
+            .unwrap_or_default(),
     })
 }
 

@@ -126,6 +126,7 @@ pub struct Plugins {
     cache_dir: Option<PathBuf>,
     registry: RwLock<Registry>,
     slots: Semaphore,
+    errors: RwLock<Vec<String>>,
 }
 
 /// Why the plugin host could not start.
@@ -161,6 +162,7 @@ impl Plugins {
             cache_dir: config.cache_dir.clone(),
             registry: RwLock::new(Registry::default()),
             slots: Semaphore::new(runtime::MAX_INSTANCES as usize),
+            errors: RwLock::new(Vec::new()),
         })
     }
 
@@ -186,6 +188,9 @@ impl Plugins {
                 Ok(name) => report.loaded.push(name),
                 Err(e) => report.errors.push(e),
             }
+        }
+        if let Ok(mut errs) = self.errors.write() {
+            errs.clone_from(&report.errors);
         }
         report
     }
@@ -335,6 +340,11 @@ impl Plugins {
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// Why plugins of the last directory load were refused.
+    pub fn load_errors(&self) -> Vec<String> {
+        self.errors.read().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Every loaded plugin.

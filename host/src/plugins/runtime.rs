@@ -275,10 +275,13 @@ pub async fn call_effect(
 ) -> Result<String, CallError> {
     // No preopens, no environment, no sockets, no name lookup: WASI gives the
     // plugin clocks, randomness and (discarded) stdio, nothing more.
+    // stderr is kept (bounded) so that a panic message can explain a trap.
+    let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(8 * 1024);
     let wasi = wasmtime_wasi::WasiCtxBuilder::new()
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        .stderr(stderr.clone())
         .build();
     let state = CallState {
         wasi,
@@ -319,14 +322,29 @@ pub async fn call_effect(
             message: e.message,
             retryable: e.retryable,
         }),
-        Err(e) => Err(classify(
-            &e,
-            plugin,
-            store.data().limiter.refused,
-            spec.memory_bytes,
-            spec.timeout,
-            fuel,
-        )),
+        Err(e) => {
+            let mut err = classify(
+                &e,
+                plugin,
+                store.data().limiter.refused,
+                spec.memory_bytes,
+                spec.timeout,
+                fuel,
+            );
+            if let CallError::Trap { message, .. } = &mut err {
+                let said = String::from_utf8_lossy(&stderr.contents()).to_string();
+                // The last line Rust's panic hook prints is a hint about
+                // backtraces; the message is the line before it.
+                if let Some(line) = said
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty() && !l.starts_with("note: run with"))
+                {
+                    message.push_str(&format!(" (stderr: {})", line.trim()));
+                }
+            }
+            Err(err)
+        }
     }
 }
 
@@ -350,13 +368,9 @@ fn classify(
             limit_ms: timeout.as_millis() as u64,
         },
         Some(Trap::OutOfFuel) => CallError::Fuel { plugin, fuel },
-        Some(_) => CallError::Trap {
+        Some(trap) => CallError::Trap {
             plugin,
-            message: format!("{e:#}")
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+            message: trap.to_string(),
         },
         None => CallError::Host {
             plugin,

@@ -1,0 +1,526 @@
+//! End-to-end tests of the plugin host: the real binary with the plugins
+//! `just build-plugins` built (Rust and Python), effects checked against a
+//! local HTTP receiver and the SSE stream, and hostile plugins contained.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use common::*;
+use hmac::Mac;
+use serde_json::{Value, json};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn dist(name: &str) -> PathBuf {
+    let d = repo().join("plugins").join(name);
+    assert!(
+        d.join("noop.wasm").exists() || d.join("toast.wasm").exists(),
+        "{} has no plugins: run `just build-plugins` first",
+        d.display()
+    );
+    d
+}
+
+fn start_with_plugins(dir: &Path, extra: &[(&str, String)]) -> (tempfile::TempDir, Host) {
+    let data = tempfile::tempdir().unwrap();
+    let mut env = vec![
+        ("DWA_PLUGIN_DIR", dir.display().to_string()),
+        (
+            "DWA_PLUGIN_CACHE_DIR",
+            repo()
+                .join("target/dwa-test-plugin-cache")
+                .display()
+                .to_string(),
+        ),
+    ];
+    env.extend(extra.iter().cloned());
+    let host = tokio::task::block_in_place(|| Host::start(data.path(), &env));
+    (data, host)
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    got: Mutex<Vec<Received>>,
+    flaky_left: Mutex<u32>,
+    changed: tokio::sync::Notify,
+    port: Mutex<u16>,
+}
+
+/// A local HTTP server standing in for Slack, Discord, a mail API, a cache and webhooks.
+#[derive(Clone)]
+struct Receiver {
+    base: String,
+    port: u16,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    async fn start(flaky_failures: u32) -> Receiver {
+        let state = Arc::new(ReceiverState {
+            flaky_left: Mutex::new(flaky_failures),
+            ..Default::default()
+        });
+        let app = Router::new().fallback(receive).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        *state.port.lock().unwrap() = port;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            state,
+        }
+    }
+
+    fn got(&self, path: &str) -> Vec<Received> {
+        self.state
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    async fn wait(&self, path: &str, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let notified = self.state.changed.notified();
+            let got = self.got(path);
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "receiver got {} of {n} requests to {path} within 30 s",
+                    self.got(path).len()
+                );
+            }
+        }
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    state.got.lock().unwrap().push(Received {
+        method: method.to_string(),
+        path: path.clone(),
+        headers,
+        body: body.to_vec(),
+    });
+    state.changed.notify_waiters();
+    match path.as_str() {
+        "/flaky" => {
+            let mut left = state.flaky_left.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+            }
+            (StatusCode::OK, "{\"ok\":true}").into_response()
+        }
+        "/to-secret" => {
+            let port = *state.port.lock().unwrap();
+            (
+                StatusCode::FOUND,
+                [("location", format!("http://127.0.0.1:{port}/secret"))],
+            )
+                .into_response()
+        }
+        _ => (StatusCode::OK, "{\"ok\":true}").into_response(),
+    }
+}
+
+/// Reads the task's event stream until `pred` holds for the events so far
+/// (bounded); reconnects if the server closes the stream first.
+async fn events_until(
+    host: &Host,
+    id: &str,
+    pred: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let resp = client()
+            .get(host.url(&format!("/api/tasks/{id}/events")))
+            .send()
+            .await
+            .unwrap();
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        let mut evs: Vec<(String, Value)> = Vec::new();
+        loop {
+            let next = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => panic!(
+                    "events of {id} never matched within 30 s; got {:?}",
+                    evs.iter()
+                        .map(|(k, v)| format!("{k} {}", v["data"]))
+                        .collect::<Vec<_>>()
+                ),
+            };
+            let Some(Ok(chunk)) = next else { break };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) {
+                    let v: Value = serde_json::from_str(data.trim()).unwrap();
+                    evs.push((v["type"].as_str().unwrap_or("").to_owned(), v));
+                }
+            }
+            if pred(&evs) {
+                return evs;
+            }
+        }
+    }
+}
+
+fn has(evs: &[(String, Value)], kind: &str) -> bool {
+    evs.iter().any(|(k, _)| k == kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_effect_end_to_end() {
+    let rx = Receiver::start(1).await;
+    let (_d, host) = start_with_plugins(&dist("dist"), &[("DWA_HTTP_ALLOW", "127.0.0.1".into())]);
+    let plugins: Value = client()
+        .get(host.url("/api/plugins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "audit",
+        "emit",
+        "enqueue",
+        "invalidate",
+        "notify",
+        "redirect",
+        "toast",
+        "webhook",
+    ] {
+        assert!(names.contains(&n), "{n} not loaded: {names:?}");
+    }
+    let webhook = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "webhook")
+        .unwrap();
+    assert_eq!(webhook["world"], "dwa:plugin/effect-handler@0.1.0");
+    assert_eq!(webhook["grantedHttp"], json!(["*"]));
+
+    let base = &rx.base;
+    let id = submit_ok(
+        &host,
+        &json!({
+            "type": "builtin.echo",
+            "payload": {"user": "ada", "n": 3},
+            "onPending": [{"$event": "toast", "text": "Starting for {{payload.user}}"}],
+            "onSuccess": [
+                {"$event": "webhook", "url": format!("{base}/hook"), "secret": "s3cret", "headers": {"X-Trace": "t-1"}},
+                {"$event": "webhook", "url": format!("{base}/custom"), "method": "PUT", "body": {"n": "{{result.n}}", "who": "{{payload.user}}"}},
+                {"$event": "webhook", "url": format!("{base}/flaky")},
+                {"$event": "notify", "channel": "slack", "url": format!("{base}/slack"), "message": "done: {{result.n}}"},
+                {"$event": "notify", "channel": "discord", "url": format!("{base}/discord"), "message": "done for {{payload.user}}"},
+                {"$event": "notify", "channel": "email", "url": format!("{base}/mail"), "to": "ops@example.com", "subject": "dwa", "message": "all good", "apiKey": "k-1"},
+                {"$event": "notify", "channel": "webhook", "url": format!("{base}/generic"), "message": "m"},
+                {"$event": "toast", "text": "Finished {{result.n}}", "variant": "success"},
+                {"$event": "emit", "event": "report:ready", "data": {"n": "{{result.n}}"}},
+                {"$event": "redirect", "url": "/reports/{{payload.user}}"},
+                {"$event": "invalidate", "path": "/users/{{payload.user}}", "url": format!("{base}/cache")},
+                {"$event": "enqueue", "task": {"type": "builtin.echo", "payload": {"child": true}}},
+                {"$event": "audit", "label": "billing"}
+            ]
+        }),
+    )
+    .await;
+    let t = wait_done(&host, &id).await;
+    assert_eq!(t["status"], "completed");
+
+    // Default webhook body is the task's status JSON, signed with HMAC-SHA256.
+    let hook = &rx.wait("/hook", 1).await[0];
+    assert_eq!(hook.method, "POST");
+    let body: Value = serde_json::from_slice(&hook.body).unwrap();
+    assert_eq!(body["taskId"], id);
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["result"], json!({"user": "ada", "n": 3}));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(&hook.body);
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(hook.headers["x-dwa-signature"], want.as_str());
+    assert_eq!(hook.headers["x-trace"], "t-1");
+    assert_eq!(hook.headers["content-type"], "application/json");
+    let custom = &rx.wait("/custom", 1).await[0];
+    assert_eq!(custom.method, "PUT");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&custom.body).unwrap(),
+        json!({"n": 3, "who": "ada"})
+    );
+    assert!(custom.headers.get("x-dwa-signature").is_none());
+    assert_eq!(
+        rx.wait("/flaky", 2).await.len(),
+        2,
+        "a 5xx is retried once, then succeeds"
+    );
+
+    let slack: Value = serde_json::from_slice(&rx.wait("/slack", 1).await[0].body).unwrap();
+    assert_eq!(slack, json!({"text": "done: 3"}));
+    let discord: Value = serde_json::from_slice(&rx.wait("/discord", 1).await[0].body).unwrap();
+    assert_eq!(discord, json!({"content": "done for ada"}));
+    let mail = &rx.wait("/mail", 1).await[0];
+    assert_eq!(mail.headers["authorization"], "Bearer k-1");
+    let mail: Value = serde_json::from_slice(&mail.body).unwrap();
+    assert_eq!(mail["to"], "ops@example.com");
+    assert_eq!(mail["subject"], "dwa");
+    assert_eq!(mail["text"], "all good");
+    let generic: Value = serde_json::from_slice(&rx.wait("/generic", 1).await[0].body).unwrap();
+    assert_eq!(generic["channel"], "webhook");
+    assert_eq!(generic["taskId"], id);
+    assert_eq!(generic["task"]["status"], "completed");
+    let cache: Value = serde_json::from_slice(&rx.wait("/cache", 1).await[0].body).unwrap();
+    assert_eq!(cache["path"], "/users/ada");
+
+    let evs = events_until(&host, &id, |e| {
+        has(e, "audit") && has(e, "enqueued") && has(e, "invalidate")
+    })
+    .await;
+    let data = |kind: &str| -> Vec<Value> {
+        evs.iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, v)| v["data"].clone())
+            .collect()
+    };
+    assert!(data("toast").contains(&json!({"text": "Starting for ada", "variant": "info"})));
+    assert!(data("toast").contains(&json!({"text": "Finished 3", "variant": "success"})));
+    assert_eq!(data("report:ready"), vec![json!({"n": 3})]);
+    assert_eq!(data("redirect"), vec![json!({"url": "/reports/ada"})]);
+    assert_eq!(data("invalidate"), vec![json!({"path": "/users/ada"})]);
+    let audit = &data("audit")[0];
+    assert_eq!(audit["writtenIn"], "python");
+    assert_eq!(audit["label"], "billing");
+    assert_eq!(audit["lifecycle"], "onSuccess");
+    assert_eq!(audit["status"], "completed");
+    assert!(!has(&evs, "effect:error"), "no effect failed: {evs:?}");
+    let child = data("enqueued")[0]["taskId"].as_str().unwrap().to_owned();
+    let c = wait_done(&host, &child).await;
+    assert_eq!(c["result"], json!({"child": true}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_effects_are_events_and_never_change_the_outcome() {
+    let rx = Receiver::start(0).await;
+    let (_d, host) = start_with_plugins(&dist("dist"), &[]);
+    // No DWA_HTTP_ALLOW: the webhook to 127.0.0.1 is refused; onError fires on failure.
+    let id = submit_ok(
+        &host,
+        &json!({
+            "type": "builtin.fail",
+            "payload": {"message": "kaput", "retryable": false},
+            "onError": [
+                {"$event": "webhook", "url": format!("{}/hook", rx.base)},
+                {"$event": "toast", "text": "failed: {{error}}", "variant": "error"}
+            ],
+            "onSuccess": [{"$event": "toast", "text": "never"}]
+        }),
+    )
+    .await;
+    let t = wait_done(&host, &id).await;
+    assert_eq!(t["status"], "failed");
+    let evs = events_until(&host, &id, |e| has(e, "effect:error") && has(e, "toast")).await;
+    let err = evs.iter().find(|(k, _)| k == "effect:error").unwrap();
+    let msg = err.1["data"]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("plugin webhook@0.1.0") && msg.contains("loopback address"),
+        "{msg}"
+    );
+    let toast = evs.iter().find(|(k, _)| k == "toast").unwrap();
+    assert_eq!(toast.1["data"]["text"], "failed: kaput (attempt 1)");
+    assert!(rx.got("/hook").is_empty());
+    assert_eq!(
+        get_task(&host, &id).await["status"],
+        "failed",
+        "the outcome is unchanged"
+    );
+
+    // An unknown effect is refused at submission, naming it and the loaded ones.
+    let (status, body) = submit(
+        &host,
+        &json!({"type": "builtin.echo", "onSuccess": [{"$event": "fireworks"}]}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let m = body["error"]["details"][0]["message"].as_str().unwrap();
+    assert!(
+        m.contains("unknown effect \"fireworks\"") && m.contains("toast") && m.contains("webhook"),
+        "{m}"
+    );
+}
+
+/// A plugin dir with the test plugins, plus variants the test needs.
+fn hostile_dir() -> tempfile::TempDir {
+    let src = dist("dist-testing");
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let manifest = |name: &str, wasm: &str, world: &str, http: Value| {
+        json!({"name": name, "version": "0.1.0", "world": world, "wasm": wasm,
+               "provides": {"effects": [name]}, "permissions": {"http": http},
+               "limits": {"memoryMb": 16, "timeoutMs": 3000}})
+    };
+    let write =
+        |file: &str, v: Value| std::fs::write(dir.path().join(file), v.to_string()).unwrap();
+    write(
+        "sneaky-open.json",
+        manifest(
+            "sneaky-open",
+            "sneaky.wasm",
+            "dwa:plugin/effect-handler@0.1.0",
+            json!(["*"]),
+        ),
+    );
+    write(
+        "future.json",
+        manifest(
+            "future",
+            "noop.wasm",
+            "dwa:plugin/effect-handler@0.2.0",
+            json!([]),
+        ),
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_alone_and_the_host_carries_on() {
+    let rx = Receiver::start(0).await;
+    let dir = hostile_dir();
+    let (_d, host) = start_with_plugins(dir.path(), &[("DWA_HTTP_ALLOW", "localhost".into())]);
+
+    // The incompatible world version is refused at load, with a clear message.
+    let plugins: Value = client()
+        .get(host.url("/api/plugins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"future"), "{names:?}");
+    let errors = plugins["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e.as_str().unwrap().contains(
+            "plugin future targets dwa:plugin@0.2.0, but this host implements dwa:plugin@0.1.0"
+        )),
+        "{errors:?}"
+    );
+
+    let p = rx.port;
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"$event": "spin"}),
+            "stopped after its time limit of 300 ms",
+        ),
+        (
+            json!({"$event": "membomb"}),
+            "stopped for exceeding its memory limit of 8 MiB",
+        ),
+        (
+            json!({"$event": "panic"}),
+            "trapped: wasm trap: wasm `unreachable` instruction executed (stderr: hostile plugin panics on purpose",
+        ),
+        (json!({"$event": "snoop"}), "file access denied"),
+        (
+            json!({"$event": "sneaky", "url": "http://evil.example/steal"}),
+            "capability http:evil.example is not granted to plugin sneaky@0.1.0 (its manifest asks for: allowed.example)",
+        ),
+        (
+            json!({"$event": "sneaky-open", "url": format!("http://127.0.0.1:{p}/x")}),
+            "(127.0.0.1) refused: loopback address",
+        ),
+        (
+            json!({"$event": "sneaky-open", "url": "http://169.254.169.254/latest/meta-data/"}),
+            "refused: cloud metadata address",
+        ),
+        (
+            json!({"$event": "sneaky-open", "url": format!("http://localhost:{p}/to-secret")}),
+            "redirect to http://127.0.0.1",
+        ),
+    ];
+    for (effect, want) in cases {
+        let id = submit_ok(
+            &host,
+            &json!({"type": "builtin.echo", "onSuccess": [effect]}),
+        )
+        .await;
+        assert_eq!(wait_done(&host, &id).await["status"], "completed");
+        let evs = events_until(&host, &id, |e| has(e, "effect:error")).await;
+        let msg = evs.iter().find(|(k, _)| k == "effect:error").unwrap().1["data"]["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            msg.contains(want),
+            "{effect}: {msg:?} does not contain {want:?}"
+        );
+        assert!(
+            msg.starts_with("plugin "),
+            "the error names the plugin: {msg}"
+        );
+    }
+    // The redirect's first hop (allowed by name) was made; the redirect target never was.
+    assert_eq!(rx.got("/to-secret").len(), 1);
+    assert!(rx.got("/secret").is_empty());
+    assert!(rx.got("/x").is_empty());
+
+    // After all that, the host serves and a well-behaved plugin works.
+    let h = client().get(host.url("/health")).send().await.unwrap();
+    assert_eq!(h.status().as_u16(), 200);
+    let id = submit_ok(&host, &json!({"type": "builtin.echo", "onSuccess": [{"$event": "noop"}, {"$event": "sneaky-open", "url": format!("http://localhost:{p}/fine")}]})).await;
+    assert_eq!(wait_done(&host, &id).await["status"], "completed");
+    rx.wait("/fine", 1).await;
+    let evs = events_until(&host, &id, |e| has(e, "pipeline:complete")).await;
+    assert!(!has(&evs, "effect:error"), "{evs:?}");
+}
