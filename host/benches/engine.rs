@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const SCENARIOS: [&str; 5] = ["wide", "chain", "foreach", "submit", "latency"];
+const SCENARIOS: [&str; 6] = ["wide", "chain", "foreach", "submit", "latency", "plugins"];
 
 fn main() {
     match std::env::var("DWA_BENCH_SCENARIO") {
@@ -319,6 +319,117 @@ async fn run(scenario: &str) {
                 pct(1.0)
             );
         }
+        "plugins" => plugins_bench().await,
         other => panic!("unknown scenario {other}"),
     }
+}
+
+struct NoHost;
+
+#[async_trait::async_trait]
+impl dwa::plugins::runtime::PluginHost for NoHost {
+    async fn emit(&self, _: &str, _: &str, _: Value) -> Result<(), String> {
+        Ok(())
+    }
+    async fn enqueue(&self, _: Value) -> Result<String, String> {
+        Err("not in the benchmark".into())
+    }
+}
+
+/// Plugin load time cold (compile) and warm (from the artifact cache), and
+/// no-op effect calls with a fresh instance per call.
+async fn plugins_bench() {
+    use dwa::plugins::{PluginConfig, Plugins};
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let testing = repo.join("plugins/dist-testing");
+    let dist = repo.join("plugins/dist");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let config = PluginConfig {
+        dir: testing.clone(),
+        cache_dir: Some(cache.path().to_path_buf()),
+        http_allow: String::new(),
+        policy_file: None,
+    };
+    let skip_python = std::env::var("DWA_BENCH_SKIP_PYTHON").is_ok();
+    for (what, dir, name) in [
+        ("noop (Rust)", &testing, "noop"),
+        ("audit (Python)", &dist, "audit"),
+    ] {
+        if skip_python && name == "audit" {
+            continue;
+        }
+        let mut line = format!("{:<34}", format!("plugin load {what}"));
+        for round in ["cold", "warm"] {
+            let p = Plugins::new(&config).expect("plugins");
+            let t = Instant::now();
+            p.load(&dir.join(format!("{name}.json"))).expect("load");
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let info = p
+                .list()
+                .into_iter()
+                .find(|i| i.name == name)
+                .expect("loaded");
+            assert_eq!(info.from_cache, round == "warm");
+            line.push_str(&format!(" {round} {ms:>8.2} ms"));
+        }
+        println!("{line}");
+    }
+    let p = Plugins::new(&config).expect("plugins");
+    p.load(&testing.join("noop.json")).expect("load");
+    let host: Arc<dyn dwa::plugins::runtime::PluginHost> = Arc::new(NoHost);
+    let call = || dwa::plugins::runtime::EffectCall {
+        effect: "noop".into(),
+        lifecycle: "onSuccess".into(),
+        task_id: "bench".into(),
+        task: "{}".into(),
+        config: "{}".into(),
+    };
+    for _ in 0..500 {
+        p.call_effect("noop", call(), "bench", host.clone())
+            .await
+            .expect("warm-up");
+    }
+    let n = 20_000;
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        p.call_effect("noop", call(), "bench", host.clone())
+            .await
+            .expect("call");
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let elapsed = start.elapsed();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "{:<34} {n} calls, fresh instance each: {:>8.0} calls/s, p50 {:.1} µs, p99 {:.1} µs (one caller)",
+        "effect call (no-op plugin)",
+        n as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99)
+    );
+    let p = Arc::new(p);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let p = p.clone();
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n / 4 {
+                p.call_effect("noop", call(), "bench", host.clone())
+                    .await
+                    .expect("call");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    println!(
+        "{:<34} {n} calls from 4 callers: {:>8.0} calls/s; peak RSS {:.1} MB",
+        "effect call (no-op plugin)",
+        n as f64 / start.elapsed().as_secs_f64(),
+        peak_rss_mb()
+    );
 }

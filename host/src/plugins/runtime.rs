@@ -222,6 +222,10 @@ pub fn engine() -> Result<Engine, String> {
     pool.total_memories(MAX_INSTANCES * 2);
     pool.total_tables(MAX_INSTANCES * 4);
     pool.max_memory_size(1 << 30);
+    // Give memory back to the OS in batches: each madvise makes the kernel
+    // shoot down TLBs on every core, which dominated a fresh instance's cost.
+    pool.decommit_batch_size(32);
+
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).map_err(|e| format!("cannot start wasmtime: {e}"))?;
     // The epoch clock that turns deadlines into traps.
