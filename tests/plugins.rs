@@ -524,3 +524,32 @@ async fn hostile_plugins_fail_alone_and_the_host_carries_on() {
     let evs = events_until(&host, &id, |e| has(e, "pipeline:complete")).await;
     assert!(!has(&evs, "effect:error"), "{evs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_progress_fires_throttled_and_always_at_completion() {
+    let (_d, host) = start_with_plugins(&dist("dist"), &[]);
+    let id = submit_ok(
+        &host,
+        &json!({
+            "type": "p",
+            "steps": [{"task": "builtin.echo"}, {"task": "builtin.echo"}, {"task": "builtin.echo"}, {"task": "builtin.echo"}],
+            "onProgress": [{"$event": "emit", "event": "progress", "data": {"pct": "{{progress}}", "of": "{{payload}}"}}]
+        }),
+    )
+    .await;
+    assert_eq!(wait_done(&host, &id).await["status"], "completed");
+    let evs = events_until(&host, &id, |e| {
+        e.iter()
+            .any(|(k, v)| k == "progress" && v["data"]["pct"] == json!(100.0))
+    })
+    .await;
+    let pcts: Vec<f64> = evs
+        .iter()
+        .filter(|(k, _)| k == "progress")
+        .map(|(_, v)| v["data"]["pct"].as_f64().unwrap())
+        .collect();
+    // Four steps finish within a few ms: the throttle lets the first and the last through.
+    assert!(!pcts.is_empty() && pcts.len() <= 4, "{pcts:?}");
+    assert!(pcts.contains(&100.0));
+    assert!(!has(&evs, "effect:error"), "{evs:?}");
+}

@@ -118,6 +118,7 @@ pub struct Engine {
     tracker: TaskTracker,
     plugins: Option<Arc<Plugins>>,
     throttle: ProgressThrottle,
+    progress_tasks: Mutex<std::collections::HashSet<String>>,
 }
 
 enum Outcome {
@@ -147,6 +148,7 @@ impl Engine {
             tracker: TaskTracker::new(),
             plugins,
             throttle: ProgressThrottle::default(),
+            progress_tasks: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -254,9 +256,16 @@ impl Engine {
             Some(TaskStatus::Failed) => self.spawn_effects(id.clone(), Lifecycle::Error, None),
             _ => {}
         }
-        let wants_progress = Self::lock(&self.states)
-            .get(&id)
-            .is_some_and(|s| !s.plan.effects.on_progress.is_empty());
+        // Kept apart from the plan cache, which the event listener may clear
+        // as the task finishes, before this worker gets here.
+        let wants_progress = {
+            let mut set = Self::lock(&self.progress_tasks);
+            let wants = set.contains(&id);
+            if t.finished.is_some() {
+                set.remove(&id);
+            }
+            wants
+        };
         if !wants_progress {
             return;
         }
@@ -332,6 +341,9 @@ impl Engine {
             steps,
             created_at: crate::model::now_ms(),
         };
+        if !plan.effects.on_progress.is_empty() {
+            Self::lock(&self.progress_tasks).insert(id.clone());
+        }
         Self::lock(&self.states).insert(
             id.clone(),
             Arc::new(TaskState {
@@ -352,6 +364,7 @@ impl Engine {
             }
             Err(e) => {
                 Self::lock(&self.states).remove(&id);
+                Self::lock(&self.progress_tasks).remove(&id);
                 return Err(e.into());
             }
         }
@@ -602,6 +615,9 @@ impl Engine {
                 errs.first().map(|e| e.message.as_str()).unwrap_or("")
             ))
         })?;
+        if !plan.effects.on_progress.is_empty() {
+            Self::lock(&self.progress_tasks).insert(task_id.to_owned());
+        }
         let state = Arc::new(TaskState {
             plan,
             results: Mutex::new(HashMap::new()),
