@@ -20,8 +20,10 @@ test: test-setup
     cargo clippy --all-targets -- -D warnings
     cargo test --workspace --lib --bins --tests
 
-# What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target, componentize-py).
+# What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target,
+# componentize-py) and a redis-server binary (the tests start their own).
 test-setup: build-plugins
+    bash scripts/install-redis.sh
 
 # Build every plugin into plugins/dist (and the test plugins into plugins/dist-testing).
 build-plugins:

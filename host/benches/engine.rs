@@ -84,6 +84,9 @@ async fn host(workers: usize) -> (dwa::server::Host, tempfile::TempDir) {
         plugin_cache_dir: dir.path().join("plugin-cache"),
         http_allow: String::new(),
         plugin_policy: None,
+        redis_prefix: "dwa".into(),
+        max_stalled: 3,
+        retention_hours: 168,
     };
     let h = dwa::server::build(&config).await.expect("host");
     (h, dir)

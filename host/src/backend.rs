@@ -20,6 +20,8 @@ pub struct HttpBackend {
     pub base: String,
     token: Option<String>,
     client: reqwest::Client,
+    /// Sent as `X-DWA-Host`, so backends (and tests) can tell hosts apart.
+    host_name: Option<String>,
 }
 
 /// Why a backend's catalog could not be read.
@@ -71,10 +73,21 @@ impl HttpBackend {
             base: base.trim_end_matches('/').to_owned(),
             token,
             client,
+            host_name: None,
         })
     }
 
+    /// Names this host in the `X-DWA-Host` header of every request.
+    pub fn with_host_name(mut self, name: &str) -> Self {
+        self.host_name = Some(name.to_owned());
+        self
+    }
+
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = match &self.host_name {
+            Some(h) => req.header("x-dwa-host", h),
+            None => req,
+        };
         match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,

@@ -58,6 +58,12 @@ pub struct Config {
     pub http_allow: String,
     /// `DWA_PLUGIN_POLICY`: a JSON file of the operator's grants per plugin.
     pub plugin_policy: Option<PathBuf>,
+    /// `DWA_REDIS_PREFIX`: the prefix of every Redis key (several deployments can share a Redis).
+    pub redis_prefix: String,
+    /// `DWA_MAX_STALLED`: expired leases a job may have before its step fails.
+    pub max_stalled: u32,
+    /// `DWA_RETENTION_HOURS`: how long finished tasks are kept in Redis.
+    pub retention_hours: u64,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -127,6 +133,9 @@ impl Config {
             ),
             http_allow: var("DWA_HTTP_ALLOW").unwrap_or_default(),
             plugin_policy: var("DWA_PLUGIN_POLICY").map(PathBuf::from),
+            redis_prefix: var("DWA_REDIS_PREFIX").unwrap_or_else(|| "dwa".into()),
+            max_stalled: parse("DWA_MAX_STALLED", 3u32, |n| (1..=1000).contains(n))?,
+            retention_hours: parse("DWA_RETENTION_HOURS", 168u64, |n| *n >= 1)?,
         })
     }
 }

@@ -12,6 +12,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::executor::Executor;
 use crate::plugins::{PluginConfig, Plugins};
 use crate::store::Store;
+use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sqlite::SqliteStore;
 
 /// Why the host could not start.
@@ -45,12 +46,40 @@ pub struct Host {
 
 /// Opens the store, reads the backends' catalogs, starts the engine.
 pub async fn build(config: &Config) -> Result<Host, StartError> {
-    if config.redis_url.is_some() {
-        return Err(StartError::Unsupported(
-            "REDIS_URL is set, but this build has only the embedded store; unset REDIS_URL to use it".into(),
-        ));
-    }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let store: Arc<dyn Store> = match &config.redis_url {
+        Some(url) => {
+            let redis = Arc::new(
+                RedisStore::connect(&RedisOptions {
+                    url: url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    max_stalled: config.max_stalled,
+                })
+                .await?,
+            );
+            // Every host sweeps; the script makes concurrent sweeps harmless.
+            let sweeper = redis.clone();
+            let retention = Duration::from_secs(config.retention_hours * 3600);
+            tokio::spawn(async move {
+                loop {
+                    match sweeper.sweep(retention).await {
+                        Ok(0) => tokio::time::sleep(Duration::from_secs(60)).await,
+                        Ok(n) => tracing::info!(tasks = n, "swept finished tasks past retention"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "retention sweep failed");
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                    }
+                }
+            });
+            redis
+        }
+        None => Arc::new(SqliteStore::open(&config.data_dir)?),
+    };
+    // This host's name in leases and backend requests.
+    let owner = std::env::var("DWA_HOST_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("dwa-{}", uuid::Uuid::now_v7()));
     let mut backends = Vec::new();
     for (name, url, token) in [
         ("modal", &config.modal_url, &config.modal_token),
@@ -58,11 +87,12 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
         ("local", &config.local_url, &None),
     ] {
         if let Some(url) = url {
-            let b =
-                HttpBackend::new(name, url, token.clone()).map_err(|e| StartError::Backend {
+            let b = HttpBackend::new(name, url, token.clone())
+                .map_err(|e| StartError::Backend {
                     name: name.into(),
                     message: e.to_string(),
-                })?;
+                })?
+                .with_host_name(&owner);
             backends.push(Arc::new(b));
         }
     }
@@ -103,7 +133,7 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             worker_concurrency: config.worker_concurrency,
             gpu_worker_concurrency: config.gpu_worker_concurrency,
             lease_ms: config.lease_ms,
-            ..Default::default()
+            owner: owner.clone(),
         },
         Some(plugins),
     );

@@ -247,6 +247,8 @@ pub struct Call {
     pub ended: Option<Instant>,
     /// Whether the host dropped the request before the answer.
     pub dropped: bool,
+    /// The `X-DWA-Host` header: which host sent it.
+    pub host: String,
 }
 
 /// Shared state of the fake backend.
@@ -456,6 +458,7 @@ async fn rendezvous(state: &FakeState, group: String, n: usize) -> bool {
 async fn run(
     State(state): State<Arc<FakeState>>,
     UrlPath(name): UrlPath<String>,
+    headers: axum::http::HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
     let input = body["input"].clone();
@@ -468,6 +471,11 @@ async fn run(
         started: Instant::now(),
         ended: None,
         dropped: false,
+        host: headers
+            .get("x-dwa-host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
     };
     let guard = InFlight::new(state.clone(), call);
     let gate = state.gate.lock().unwrap().as_ref().map(|g| g.subscribe());

@@ -169,6 +169,11 @@ impl Plugins {
     /// Loads every manifest (`*.json`) in `dir`; a broken plugin is reported and skipped.
     pub fn load_dir(&self, dir: &Path) -> LoadReport {
         let mut report = LoadReport::default();
+        if !dir.exists() {
+            // No plugin folder is a normal state (plugins not built): the
+            // caller says so; it is not a load error.
+            return report;
+        }
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {

@@ -439,10 +439,15 @@ async fn events_are_ordered_and_broadcast(s: Arc<dyn Store>, _c: Arc<ManualClock
         2,
         "replay after a seq"
     );
+    // Live delivery may be asynchronous (Redis pub/sub): wait, bounded.
     let mut live = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        if e.task_id == id {
-            live.push(e.seq);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while live.len() < 7 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) if e.task_id == id => live.push(e.seq),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("event subscription failed: {e}"),
+            Err(_) => break,
         }
     }
     assert_eq!(

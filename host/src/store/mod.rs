@@ -16,7 +16,9 @@ use tokio::sync::broadcast;
 use crate::model::{StepStatus, TaskEvent, TaskStatus};
 
 pub mod conformance;
+pub mod redis;
 pub mod sqlite;
+pub mod testing;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,234 @@
+//! Several `dwa serve` processes on one Redis (started by the test on a free
+//! port): shared work, cross-host events, a host killed mid-run, and Redis
+//! itself restarted mid-run.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use dwa::store::testing::RedisServer;
+use serde_json::{Value, json};
+
+fn start_host(
+    redis: &str,
+    fake: &Fake,
+    name: &str,
+    extra: &[(&str, String)],
+) -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = vec![
+        ("REDIS_URL", redis.to_owned()),
+        ("LOCAL_BACKEND_URL", fake.base.clone()),
+        ("DWA_HOST_NAME", name.to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    let host = tokio::task::block_in_place(|| Host::start(dir.path(), &env));
+    (dir, host)
+}
+
+/// Waits (bounded) until every task in `ids` is finished on `host`.
+async fn wait_all(host: &Host, ids: &[String]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(wait_done(host, id).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_pipelines_exactly_once_and_see_each_others_events() {
+    let redis = RedisServer::start();
+    let fake = Fake::start().await;
+    let conc = [("WORKER_CONCURRENCY", "16".to_string())];
+    let (_a_dir, a) = start_host(&redis.url(), &fake, "host-a", &conc);
+    let (_b_dir, b) = start_host(&redis.url(), &fake, "host-b", &conc);
+
+    let n = 1000;
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let host = if i % 2 == 0 { &a } else { &b };
+        ids.push(
+            submit_ok(
+                host,
+                &json!({"type": "p", "payload": {"url": format!("https://x.example/{i}.mp4")},
+                "steps": [
+                    {"id": "dl", "task": "download.file", "input": {"url": "{{payload.url}}"}},
+                    {"id": "say", "task": "tts.speak", "input": {"voice": "{{steps.dl.path}}"}}
+                ]}),
+            )
+            .await,
+        );
+    }
+    let done = wait_all(&a, &ids).await;
+    assert!(done.iter().all(|t| t["status"] == "completed"));
+    for (i, t) in done.iter().enumerate() {
+        assert_eq!(t["finalResult"]["voice"], format!("/media/{i}.mp4"));
+    }
+    // Every step ran exactly once, and both hosts ran some.
+    let mut runs: HashMap<(String, String), usize> = HashMap::new();
+    let mut by_host: HashMap<String, usize> = HashMap::new();
+    for c in fake.calls() {
+        *runs
+            .entry((c.task_id.clone(), c.step_id.clone()))
+            .or_default() += 1;
+        *by_host.entry(c.host.clone()).or_default() += 1;
+    }
+    assert_eq!(runs.len(), 2 * n, "every step ran");
+    assert!(runs.values().all(|&r| r == 1), "a step ran twice");
+    assert!(
+        by_host.get("host-a").copied().unwrap_or(0) > 0,
+        "{by_host:?}"
+    );
+    assert!(
+        by_host.get("host-b").copied().unwrap_or(0) > 0,
+        "{by_host:?}"
+    );
+
+    // A task only host B serves (its queue is new to host A): host A's event
+    // stream follows it live.
+    let id = submit_ok(
+        &b,
+        &json!({"type": "p", "queue": "only-b", "steps": [{"id": "hold", "task": "gated", "input": {"v": 1}}, {"id": "tail", "task": "builtin.echo"}]}),
+    )
+    .await;
+    fake.wait_for("the gated step", |f| f.inflight("gated") == 1)
+        .await;
+    let base = a.base.clone();
+    let sid = id.clone();
+    let reader = tokio::spawn(async move { read_events(&base, &sid).await });
+    fake.open_gate();
+    let events = reader.await.unwrap();
+    let kinds: Vec<String> = events.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "step:start",
+            "step:complete",
+            "step:start",
+            "step:complete",
+            "pipeline:complete"
+        ]
+    );
+    assert_eq!(fake.calls_of("gated")[0].host, "host-b");
+    assert_eq!(get_task(&a, &id).await["status"], "completed");
+    let health: Value = client()
+        .get(a.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["store"]["kind"], "redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_pipeline_leaves_its_steps_to_the_other() {
+    let redis = RedisServer::start();
+    let fake = Fake::start().await;
+    let env = [
+        ("DWA_LEASE_MS", "1000".to_string()),
+        ("WORKER_CONCURRENCY", "20".to_string()),
+    ];
+    let (_a_dir, mut a) = start_host(&redis.url(), &fake, "host-a", &env);
+    let (_b_dir, b) = start_host(&redis.url(), &fake, "host-b", &env);
+    let n = 20;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            submit_ok(
+                &b,
+                &json!({"type": "p", "payload": {"url": format!("https://x.example/{i}.mp4")},
+                "steps": [
+                    {"id": "dl", "task": "download.file", "input": {"url": "{{payload.url}}"}},
+                    {"id": "hold", "task": "gated", "input": {"path": "{{steps.dl.path}}"}},
+                    {"id": "say", "task": "tts.speak"}
+                ]}),
+            )
+            .await,
+        );
+    }
+    fake.wait_for("every pipeline at the gate", |f| f.inflight("gated") == n)
+        .await;
+    let on_a = fake
+        .calls_of("gated")
+        .iter()
+        .filter(|c| c.host == "host-a")
+        .count();
+    a.kill9();
+    fake.open_gate();
+    let done = wait_all(&b, &ids).await;
+    assert!(done.iter().all(|t| t["status"] == "completed"), "{done:#?}");
+    assert_eq!(
+        fake.calls_of("download.file").len(),
+        n,
+        "a completed step ran again"
+    );
+    assert_eq!(fake.calls_of("tts.speak").len(), n);
+    let gated = fake.calls_of("gated");
+    assert_eq!(
+        gated.len(),
+        n + on_a,
+        "host A's interrupted steps ran again, once"
+    );
+    assert!(
+        gated
+            .iter()
+            .filter(|c| c.host == "host-b" && !c.dropped)
+            .count()
+            >= n - on_a
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_ride_out_a_redis_restart() {
+    let persist = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+    ];
+    let mut redis = RedisServer::start_with(&persist);
+    let fake = Fake::start().await;
+    let env = [("DWA_LEASE_MS", "1000".to_string())];
+    let (_a_dir, a) = start_host(&redis.url(), &fake, "host-a", &env);
+    let (_b_dir, b) = start_host(&redis.url(), &fake, "host-b", &env);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        ids.push(
+            submit_ok(
+                host,
+                &json!({"type": "p", "steps": [
+                    {"task": "builtin.sleep", "input": {"ms": 300}},
+                    {"task": "builtin.sleep", "input": {"ms": 300}},
+                    {"task": "builtin.echo", "input": {"i": i}}
+                ]}),
+            )
+            .await,
+        );
+    }
+    wait_until(&a, &ids[0], "to start", |t| t["status"] == "active").await;
+    tokio::task::block_in_place(|| redis.restart(&persist));
+    let done = wait_all(&a, &ids).await;
+    for (i, t) in done.iter().enumerate() {
+        assert_eq!(t["status"], "completed", "{t:#}");
+        assert_eq!(t["finalResult"], json!({"i": i}));
+    }
+    // Both hosts are still up and serving.
+    for h in [&a, &b] {
+        let r = client().get(h.url("/health")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let id = submit_ok(
+        &b,
+        &json!({"type": "builtin.echo", "payload": {"after": true}}),
+    )
+    .await;
+    assert_eq!(wait_done(&a, &id).await["result"], json!({"after": true}));
+    let _ = Duration::ZERO;
+}
