@@ -33,9 +33,10 @@ build-plugins:
 new-plugin NAME:
     bash scripts/new-plugin.sh {{NAME}}
 
-# Benchmarks (release build): engine steps/s, HTTP submissions/s, plugin calls and loads.
+# Benchmarks (release build): engine steps/s, HTTP submissions/s, plugin calls
+# and loads, Redis with 1 and 2 hosts, and BullMQ on the same Redis.
 bench: build-plugins
-    cargo bench -p dwa --bench engine
+    bash scripts/bench.sh
 
 # Print the OpenAPI document.
 openapi:

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const SCENARIOS: [&str; 6] = ["wide", "chain", "foreach", "submit", "latency", "plugins"];
+const SCENARIOS: [&str; 7] = [
+    "wide", "chain", "foreach", "submit", "latency", "plugins", "redis",
+];
 
 fn main() {
     match std::env::var("DWA_BENCH_SCENARIO") {
@@ -62,12 +64,19 @@ fn peak_rss_mb() -> f64 {
 }
 
 async fn host(workers: usize) -> (dwa::server::Host, tempfile::TempDir) {
+    host_on(workers, None).await
+}
+
+async fn host_on(
+    workers: usize,
+    redis_url: Option<String>,
+) -> (dwa::server::Host, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dwa::config::Config {
         host: "127.0.0.1".into(),
         port: 0,
         data_dir: dir.path().to_path_buf(),
-        redis_url: None,
+        redis_url,
         modal_url: None,
         modal_token: None,
         ray_url: None,
@@ -323,6 +332,7 @@ async fn run(scenario: &str) {
             );
         }
         "plugins" => plugins_bench().await,
+        "redis" => redis_bench().await,
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -435,4 +445,107 @@ async fn plugins_bench() {
         n as f64 / start.elapsed().as_secs_f64(),
         peak_rss_mb()
     );
+}
+
+/// Single no-op tasks through Redis with one and two hosts: enqueue rate,
+/// processed tasks/s, round trips and Redis commands per task. Needs REDIS_URL.
+async fn redis_bench() {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        println!(
+            "{:<34} skipped: set REDIS_URL (just bench starts a redis-server)",
+            "redis"
+        );
+        return;
+    };
+    let client = redis::Client::open(url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let n: usize = std::env::var("DWA_BENCH_REDIS_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let workers = 64;
+    for hosts in [1usize, 2] {
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut conn)
+            .await
+            .expect("flush");
+        let mut hs = Vec::new();
+        for _ in 0..hosts {
+            hs.push(host_on(workers, Some(url.clone())).await);
+        }
+        let stats_before = commands_processed(&mut conn).await;
+        let trips_before: u64 = hs
+            .iter()
+            .map(|(h, _)| h.redis.as_ref().map_or(0, |r| r.round_trips()))
+            .sum();
+        let body = json!({"type": "builtin.echo", "payload": {"n": 1}}).to_string();
+        let start = Instant::now();
+        let submitters = 32;
+        let mut tasks = Vec::new();
+        for s in 0..submitters {
+            let engines: Vec<_> = hs.iter().map(|(h, _)| h.engine.clone()).collect();
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (s..n).step_by(submitters) {
+                    engines[i % engines.len()]
+                        .submit_json(body.as_bytes())
+                        .await
+                        .expect("submit");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join");
+        }
+        let submitted = start.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let done: usize = redis::cmd("ZCARD")
+                .arg("dwa:idx:s:completed")
+                .query_async(&mut conn)
+                .await
+                .expect("zcard");
+            if done >= n {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {done} of {n} tasks completed in 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let total = start.elapsed();
+        let trips: u64 = hs
+            .iter()
+            .map(|(h, _)| h.redis.as_ref().map_or(0, |r| r.round_trips()))
+            .sum::<u64>()
+            - trips_before;
+        let commands = commands_processed(&mut conn).await - stats_before;
+        println!(
+            "{:<34} {n} tasks: enqueue {:>7.0}/s, processed {:>7.0} tasks/s end to end; {:.2} round trips and {:.1} Redis commands per task (incl. submit; workers {workers}/host)",
+            format!("redis, {hosts} host(s)"),
+            n as f64 / submitted.as_secs_f64(),
+            n as f64 / total.as_secs_f64(),
+            trips as f64 / n as f64,
+            commands as f64 / n as f64,
+        );
+        for (h, _) in &hs {
+            h.engine.shutdown(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn commands_processed(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -42,10 +42,13 @@ pub struct Host {
     pub state: AppState,
     /// The router to serve.
     pub router: axum::Router,
+    /// The Redis store, when the host runs on one (benchmarks read its counters).
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 /// Opens the store, reads the backends' catalogs, starts the engine.
 pub async fn build(config: &Config) -> Result<Host, StartError> {
+    let mut redis_store = None;
     let store: Arc<dyn Store> = match &config.redis_url {
         Some(url) => {
             let redis = Arc::new(
@@ -71,6 +74,7 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
                     }
                 }
             });
+            redis_store = Some(redis.clone());
             redis
         }
         None => Arc::new(SqliteStore::open(&config.data_dir)?),
@@ -163,5 +167,6 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
         engine,
         state,
         router,
+        redis: redis_store,
     })
 }

@@ -9,13 +9,18 @@ redis.call('SET', k('spec', id), spec)
 redis.call('ZADD', k('idx'), 0, id)
 redis.call('ZADD', k('idx', 'q', queue), 0, id)
 redis.call('ZADD', k('idx', 's', 'pending'), 0, id)
+local queues = {}
 for i = 0, n - 1 do
   local b = 10 + i * 5
+  queues[ARGV[b + 2]] = true
   local waiting = tonumber(ARGV[b + 3])
   redis.call('HSET', k('s', id, i), 'key', ARGV[b], 'task', ARGV[b + 1], 'queue', ARGV[b + 2],
     'status', 'pending', 'waiting', waiting, 'deps', ARGV[b + 4], 'attempts', 0, 'idone', 0, 'inext', 0)
   if waiting == 0 then
     push_job(id, i, -1, ARGV[b + 2], NOW, 1)
   end
+end
+for q, _ in pairs(queues) do
+  redis.call('SADD', k('queues'), q)
 end
 return reply()

@@ -19,6 +19,8 @@
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local EVENTS = {}
+local PENDING = {}
+local PENDING_ORDER = {}
 local WOKE = {}
 local FINISHED = ''
 
@@ -63,14 +65,31 @@ local function emit(id, kind, step, data)
   local ev = '{"seq":' .. seq .. ',"type":' .. cjson.encode(kind) .. ',"taskId":' .. cjson.encode(id)
     .. ',"stepId":' .. jstr(key) .. ',"stepTask":' .. jstr(task) .. ',"data":' .. data
     .. ',"timestamp":' .. string.format('%d', NOW) .. '}'
-  redis.call('RPUSH', k('ev', id), ev)
-  redis.call('PUBLISH', P .. ':events', ev)
+  local list = PENDING[id]
+  if not list then
+    list = {}
+    PENDING[id] = list
+    table.insert(PENDING_ORDER, id)
+  end
+  table.insert(list, ev)
   table.insert(EVENTS, ev)
 end
 
-local function set_status(id, new)
+-- Writes the events of this script: one RPUSH per task, one PUBLISH in all.
+local function flush_events()
+  for _, id in ipairs(PENDING_ORDER) do
+    redis.call('RPUSH', k('ev', id), unpack(PENDING[id]))
+  end
+  if #EVENTS > 0 then
+    redis.call('PUBLISH', P .. ':events', '[' .. table.concat(EVENTS, ',') .. ']')
+  end
+end
+
+local function set_status(id, new, old)
   local t = k('t', id)
-  local old = redis.call('HGET', t, 'status')
+  if not old then
+    old = redis.call('HGET', t, 'status')
+  end
   if old then
     redis.call('ZREM', k('idx', 's', old), id)
   end
@@ -84,11 +103,10 @@ end
 
 local function push_job(id, step, item, queue, run_at, attempt)
   local j = jid(id, step, item)
-  redis.call('DEL', k('j', j))
+  -- A job hash is deleted when its job ends, so this one starts clean.
   redis.call('HSET', k('j', j), 'queue', queue, 'attempt', attempt, 'stalls', 0)
   redis.call('ZADD', k('q', queue), run_at, j)
   redis.call('SADD', k('tj', id), j)
-  redis.call('SADD', k('queues'), queue)
   wake(queue)
 end
 
@@ -127,7 +145,7 @@ local function finish_step(id, step, result)
   if done >= total then
     local final = redis.call('HGET', k('s', id, total - 1), 'result') or 'null'
     redis.call('HSET', t, 'result', final, 'completed', NOW, 'progress', 100)
-    set_status(id, 'completed')
+    set_status(id, 'completed', 'active')
     redis.call('ZADD', k('done'), NOW, id)
     emit(id, 'pipeline:complete', nil, '{"status":"completed","result":' .. final .. '}')
     FINISHED = 'completed'
@@ -197,15 +215,12 @@ local function lease(queue, owner, max, lease_ms)
     local attempt = tonumber(redis.call('HGET', k('j', j), 'attempt'))
     if item < 0 then
       local s = k('s', id, step)
-      redis.call('HSET', s, 'status', 'running')
+      -- A step job's attempts only grow, so the job's count is the step's.
+      redis.call('HSET', s, 'status', 'running', 'attempts', attempt)
       redis.call('HSETNX', s, 'started', NOW)
-      if tonumber(redis.call('HGET', s, 'attempts') or '0') < attempt then
-        redis.call('HSET', s, 'attempts', attempt)
-      end
-      local t = k('t', id)
-      if redis.call('HGET', t, 'status') == 'pending' then
-        set_status(id, 'active')
-        redis.call('HSETNX', t, 'started', NOW)
+      -- The first start of any step is the moment the task turns active.
+      if redis.call('HSETNX', k('t', id), 'started', NOW) == 1 then
+        set_status(id, 'active', 'pending')
       end
       emit(id, 'step:start', step, '{"attempt":' .. attempt .. '}')
     end
@@ -217,6 +232,7 @@ local function lease(queue, owner, max, lease_ms)
 end
 
 local function reply(jobs, next_due)
+  flush_events()
   local woke = {}
   for q, _ in pairs(WOKE) do
     table.insert(woke, q)

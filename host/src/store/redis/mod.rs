@@ -90,6 +90,7 @@ pub struct RedisStore {
     scripts: Scripts,
     events: broadcast::Sender<Arc<TaskEvent>>,
     listener: tokio::task::JoinHandle<()>,
+    round_trips: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for RedisStore {
@@ -226,6 +227,7 @@ impl RedisStore {
             scripts: Scripts::new(),
             events,
             listener,
+            round_trips: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -238,7 +240,18 @@ impl RedisStore {
         s
     }
 
+    /// Requests sent to Redis so far (a script call or a pipeline is one), for benchmarks.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn run(&self, script: &Script, args: Vec<String>) -> Result<ScriptReply, StoreError> {
+        self.count();
         let mut inv = script.prepare_invoke();
         inv.arg(&self.prefix).arg(self.clock.now_ms());
         for a in args {
@@ -261,6 +274,7 @@ impl RedisStore {
     }
 
     async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
+        self.count();
         self.conn.clone().hgetall(key).await.map_err(backend)
     }
 }
@@ -285,11 +299,14 @@ async fn listen(
                         let Ok(payload) = msg.get_payload::<String>() else {
                             continue;
                         };
-                        match serde_json::from_str::<TaskEvent>(&payload) {
-                            Ok(e) => {
-                                let _ = events.send(Arc::new(e));
+                        // One message carries every event of one script, in order.
+                        match serde_json::from_str::<Vec<TaskEvent>>(&payload) {
+                            Ok(list) => {
+                                for e in list {
+                                    let _ = events.send(Arc::new(e));
+                                }
                             }
-                            Err(e) => tracing::warn!(error = %e, "unreadable event on {channel}"),
+                            Err(e) => tracing::warn!(error = %e, "unreadable events on {channel}"),
                         }
                     }
                     tracing::warn!("redis event subscription ended; reconnecting");
@@ -388,6 +405,7 @@ impl Store for RedisStore {
     }
 
     async fn renew(&self, jobs: &[Job], lease_ms: i64) -> Result<Vec<bool>, StoreError> {
+        self.count();
         let mut inv = self.scripts.renew.prepare_invoke();
         inv.arg(&self.prefix).arg(self.clock.now_ms()).arg(lease_ms);
         for j in jobs {
@@ -530,6 +548,7 @@ impl Store for RedisStore {
     }
 
     async fn spec(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.count();
         self.conn
             .clone()
             .get(self.k(&["spec", id]))
@@ -542,7 +561,9 @@ impl Store for RedisStore {
         id: &str,
         steps: &[u32],
     ) -> Result<Vec<Option<Value>>, StoreError> {
+        self.count();
         let mut pipe = redis::pipe();
+
         for s in steps {
             pipe.cmd("HMGET")
                 .arg(self.k(&["s", id, &s.to_string()]))

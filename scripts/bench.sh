@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `just bench`: the engine benchmarks (release build), with a throwaway
+# redis-server for the Redis scenarios, then BullMQ on the same Redis as the
+# yardstick. Numbers depend on the machine: compare ratios, not absolutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-redis.sh >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+redis_pid=$!
+trap 'kill $redis_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+export REDIS_URL="redis://127.0.0.1:$port"
+cargo bench -p dwa --bench engine -- "$@"
+if command -v node >/dev/null 2>&1; then
+    (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; } && node bench.js && BULLMQ_WORKERS=2 node bench.js)
+else
+    echo "node is missing: BullMQ comparison skipped"
+fi
