@@ -827,3 +827,31 @@ async fn list_health_catalog_openapi_and_polling_backends() {
     assert_eq!(t["status"], "completed", "{t:#}");
     assert_eq!(t["result"]["polls"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_filters_resolve_in_a_pipeline() {
+    let fake = Fake::start().await;
+    let (_d, host) = start(&fake, &[]);
+    let id = submit_ok(
+        &host,
+        &json!({"type": "p", "payload": {"n": 4, "title": "a long title here"},
+        "steps": [
+            {"id": "list", "task": "builtin.range", "input": {"n": "{{ payload.n }}"}},
+            {"id": "out", "task": "builtin.echo", "dependsOn": ["list"], "input": {
+                "count": "{{ steps.list | length }}",
+                "who": "{{ payload.user | default(\"anon\") | upper }}",
+                "short": "{{ payload.title | truncate(6) }}",
+                "csv": "{{ steps.list | join(\";\") }}",
+                "last": "{{ steps.list | last }}",
+                "raw": "{{ steps.list | json }}"
+            }}
+        ]}),
+    )
+    .await;
+    let t = wait_done(&host, &id).await;
+    assert_eq!(t["status"], "completed", "{t:#}");
+    assert_eq!(
+        t["finalResult"],
+        json!({"count": 4, "who": "ANON", "short": "a long", "csv": "0;1;2;3", "last": 3, "raw": "[0,1,2,3]"})
+    );
+}

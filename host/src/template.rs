@@ -65,15 +65,39 @@ pub enum Seg {
 }
 
 /// A parsed `{{ ... }}` expression.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Expr {
     /// Where the path starts.
     pub root: Root,
     /// The path below the root.
     pub path: Vec<Seg>,
+    /// Filters applied in order (`| upper | truncate(20)`).
+    pub filters: Vec<Filter>,
     /// The expression as written, for error messages.
     pub source: String,
 }
+
+/// A filter call inside a template: `name` or `name(arg, ...)` with JSON literal args.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    /// The filter's name.
+    pub name: String,
+    /// Its arguments.
+    pub args: Vec<Value>,
+}
+
+/// The filters built into the host, with their (least, most) argument counts.
+pub const BUILTIN_FILTERS: [(&str, usize, usize); 9] = [
+    ("default", 1, 1),
+    ("json", 0, 0),
+    ("length", 0, 0),
+    ("join", 0, 1),
+    ("lower", 0, 0),
+    ("upper", 0, 0),
+    ("truncate", 1, 1),
+    ("first", 0, 0),
+    ("last", 0, 0),
+];
 
 /// A piece of an interpolated string.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,8 +255,29 @@ fn stringify_into(out: &mut String, v: &Value) {
 }
 
 impl Expr {
-    /// Looks the expression up in `scope`.
+    /// Looks the expression up in `scope` and applies its filters.
     pub fn resolve(&self, scope: &Scope<'_>) -> Result<Value, ResolveError> {
+        let found = self.resolve_path(scope);
+        if self.filters.is_empty() {
+            return found;
+        }
+        // A leading `default(x)` also covers a path that is missing.
+        let mut v = match (found, self.filters.first()) {
+            (Err(_), Some(f)) if f.name == "default" => {
+                f.args.first().cloned().unwrap_or(Value::Null)
+            }
+            (r, _) => r?,
+        };
+        for f in &self.filters {
+            v = apply_filter(f, v).map_err(|reason| ResolveError {
+                expr: self.source.clone(),
+                reason,
+            })?;
+        }
+        Ok(v)
+    }
+
+    fn resolve_path(&self, scope: &Scope<'_>) -> Result<Value, ResolveError> {
         let missing = |reason: String| ResolveError {
             expr: self.source.clone(),
             reason,
@@ -296,6 +341,77 @@ impl Expr {
         }
         Ok(v.clone())
     }
+}
+
+fn apply_filter(f: &Filter, v: Value) -> Result<Value, String> {
+    let wrong =
+        |want: &str, v: &Value| format!("filter {}: expected {want}, got {}", f.name, type_name(v));
+    Ok(match f.name.as_str() {
+        "default" => match v {
+            Value::Null => f.args.first().cloned().unwrap_or(Value::Null),
+            other => other,
+        },
+        "json" => Value::String(v.to_string()),
+        "length" => match &v {
+            Value::Array(a) => Value::from(a.len()),
+            Value::Object(o) => Value::from(o.len()),
+            Value::String(s) => Value::from(s.chars().count()),
+            other => return Err(wrong("an array, object or string", other)),
+        },
+        "join" => {
+            let sep = f.args.first().and_then(Value::as_str).unwrap_or(",");
+            match &v {
+                Value::Array(a) => {
+                    let mut out = String::new();
+                    for (i, x) in a.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(sep);
+                        }
+                        stringify_into(&mut out, x);
+                    }
+                    Value::String(out)
+                }
+                other => return Err(wrong("an array", other)),
+            }
+        }
+        "lower" | "upper" => match &v {
+            Value::String(s) if f.name == "lower" => Value::String(s.to_lowercase()),
+            Value::String(s) => Value::String(s.to_uppercase()),
+            other => return Err(wrong("a string", other)),
+        },
+        "truncate" => {
+            let n = f.args.first().and_then(Value::as_u64).unwrap_or(0) as usize;
+            match &v {
+                Value::String(s) => Value::String(s.chars().take(n).collect()),
+                Value::Array(a) => Value::Array(a.iter().take(n).cloned().collect()),
+                other => return Err(wrong("a string or array", other)),
+            }
+        }
+        "first" | "last" => {
+            let pick = |a: &Vec<Value>| {
+                if f.name == "first" {
+                    a.first()
+                } else {
+                    a.last()
+                }
+                .cloned()
+                .unwrap_or(Value::Null)
+            };
+            match &v {
+                Value::Array(a) => pick(a),
+                Value::String(s) => {
+                    let c = if f.name == "first" {
+                        s.chars().next()
+                    } else {
+                        s.chars().last()
+                    };
+                    c.map_or(Value::Null, |c| Value::String(c.to_string()))
+                }
+                other => return Err(wrong("an array or string", other)),
+            }
+        }
+        other => return Err(format!("unknown filter {other:?}")),
+    })
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -410,7 +526,7 @@ fn parse_expr(inner: &str) -> Result<Expr, (String, usize)> {
     let root_start = i;
     let root_name = ident(&mut i)?;
     let mut path = Vec::new();
-    while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+    while i < bytes.len() && !bytes[i].is_ascii_whitespace() && bytes[i] != b'|' {
         match bytes[i] {
             b'.' => {
                 i += 1;
@@ -436,8 +552,70 @@ fn parse_expr(inner: &str) -> Result<Expr, (String, usize)> {
         }
     }
     let end = i;
-    while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+    let skip_ws = |i: &mut usize| {
+        while *i < bytes.len() && bytes[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    skip_ws(&mut i);
+    let mut filters = Vec::new();
+    while i < bytes.len() && bytes[i] == b'|' {
         i += 1;
+        skip_ws(&mut i);
+        let name_at = i;
+        let name = ident(&mut i)?;
+        skip_ws(&mut i);
+        let mut args = Vec::new();
+        if i < bytes.len() && bytes[i] == b'(' {
+            let open = i;
+            let close = matching_paren(bytes, open)
+                .ok_or_else(|| ("unclosed '(' in filter arguments".to_string(), open))?;
+            let text = &inner[open + 1..close];
+            if !text.trim().is_empty() {
+                let parsed: Value = serde_json::from_str(&format!("[{text}]")).map_err(|_| {
+                    (
+                        format!("filter {name} has arguments that are not JSON literals"),
+                        open + 1,
+                    )
+                })?;
+                if let Value::Array(a) = parsed {
+                    args = a;
+                }
+            }
+            i = close + 1;
+            skip_ws(&mut i);
+        }
+        match BUILTIN_FILTERS.iter().find(|(n, _, _)| *n == name) {
+            None => {
+                let known: Vec<&str> = BUILTIN_FILTERS.iter().map(|(n, _, _)| *n).collect();
+                return Err((
+                    format!(
+                        "unknown filter {name:?}; known filters: {}",
+                        known.join(", ")
+                    ),
+                    name_at,
+                ));
+            }
+            Some((_, least, most)) if args.len() < *least || args.len() > *most => {
+                let want = if least == most {
+                    format!("{least}")
+                } else {
+                    format!("{least} to {most}")
+                };
+                return Err((
+                    format!("filter {name} takes {want} argument(s), got {}", args.len()),
+                    name_at,
+                ));
+            }
+            _ => {}
+        }
+        if name == "truncate" && !args.first().is_some_and(Value::is_u64) {
+            return Err(("filter truncate takes a whole number".into(), name_at));
+        }
+        if name == "join" && args.first().is_some_and(|a| !a.is_string()) {
+            return Err(("filter join takes a string separator".into(), name_at));
+        }
+        filters.push(Filter { name, args });
     }
     if i < bytes.len() {
         return Err((format!("unexpected character {:?}", bytes[i] as char), i));
@@ -471,11 +649,45 @@ fn parse_expr(inner: &str) -> Result<Expr, (String, usize)> {
     if matches!(root, Root::Index | Root::Progress | Root::Error) && !path.is_empty() {
         return Err((format!("`{root_name}` has no fields"), root_start));
     }
+    let source = if filters.is_empty() {
+        inner[root_start..end].to_owned()
+    } else {
+        inner.trim().to_owned()
+    };
     Ok(Expr {
         root,
         path,
-        source: inner[root_start..end].to_owned(),
+        filters,
+        source,
     })
+}
+
+/// The index of the `)` closing the `(` at `open`, skipping JSON strings.
+fn matching_paren(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_str = false;
+    let mut i = open;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_str {
+            if b == b'\\' {
+                i += 1;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else if b == b'"' {
+            in_str = true;
+        } else if b == b'(' {
+            depth += 1;
+        } else if b == b')' {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -600,6 +812,79 @@ mod tests {
         assert_eq!(e.message, "expected '[<number>]'");
         let e = parse_string("{{index.a}}").unwrap_err();
         assert_eq!(e.message, "`index` has no fields");
+    }
+
+    #[test]
+    fn filters_chain_and_keep_types() {
+        let payload = json!({"name": "Ada Lovelace", "tags": ["a", "b", "c"], "n": null,
+                             "text": "hello world", "obj": {"k": 1}});
+        let scope = Scope {
+            payload: Some(&payload),
+            ..Default::default()
+        };
+        let r = |t: &str| parse_string(t).unwrap().resolve(&scope).unwrap();
+        assert_eq!(r("{{ payload.name | upper }}"), json!("ADA LOVELACE"));
+        assert_eq!(r("{{payload.name|lower|truncate(3)}}"), json!("ada"));
+        assert_eq!(
+            r("{{ payload.tags | length }}"),
+            json!(3),
+            "a number stays a number"
+        );
+        assert_eq!(r("n={{ payload.tags | length }}"), json!("n=3"));
+        assert_eq!(r("{{ payload.tags | join(\" + \") }}"), json!("a + b + c"));
+        assert_eq!(r("{{ payload.tags | join }}"), json!("a,b,c"));
+        assert_eq!(r("{{ payload.tags | first }}"), json!("a"));
+        assert_eq!(r("{{ payload.tags | last | upper }}"), json!("C"));
+        assert_eq!(
+            r("{{ payload.missing | default(\"anon\") }}"),
+            json!("anon")
+        );
+        assert_eq!(r("{{ payload.n | default(5) }}"), json!(5));
+        assert_eq!(
+            r("{{ payload.name | default(\"x\") }}"),
+            json!("Ada Lovelace")
+        );
+        assert_eq!(r("{{ payload.obj | json }}"), json!("{\"k\":1}"));
+        assert_eq!(r("{{ payload.tags | truncate(2) }}"), json!(["a", "b"]));
+        assert_eq!(r("{{ payload.text | truncate(5) | length }}"), json!(5));
+    }
+
+    #[test]
+    fn filter_errors_have_positions() {
+        let e = parse_string("ab {{ payload.x | shout }}").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("unknown filter \"shout\"; known filters: default"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.position, 18);
+        let e = parse_string("{{ payload.x | truncate }}").unwrap_err();
+        assert_eq!(e.message, "filter truncate takes 1 argument(s), got 0");
+        assert_eq!(e.position, 15);
+        let e = parse_string("{{ payload.x | default(1, 2) }}").unwrap_err();
+        assert_eq!(e.message, "filter default takes 1 argument(s), got 2");
+        let e = parse_string("{{ payload.x | truncate(\"a\") }}").unwrap_err();
+        assert_eq!(e.message, "filter truncate takes a whole number");
+        let e = parse_string("{{ payload.x | join(1 }}").unwrap_err();
+        assert_eq!(e.message, "unclosed '(' in filter arguments");
+        assert_eq!(e.position, 19);
+        let e = parse_string("{{ payload.x | default(nope) }}").unwrap_err();
+        assert!(e.message.contains("not JSON literals"));
+        let e = parse_string("{{ payload.x | }}").unwrap_err();
+        assert_eq!(e.message, "unexpected end of expression");
+        // Type errors surface when the value is known.
+        let payload = json!({"n": 3});
+        let scope = Scope {
+            payload: Some(&payload),
+            ..Default::default()
+        };
+        let e = parse_string("{{ payload.n | upper }}")
+            .unwrap()
+            .resolve(&scope)
+            .unwrap_err();
+        assert_eq!(e.reason, "filter upper: expected a string, got number");
+        assert_eq!(e.expr, "payload.n | upper");
     }
 
     #[test]
