@@ -295,47 +295,27 @@ async fn task_events(
         .await
         .map_err(EngineError::from)?
         .ok_or_else(|| EngineError::NotFound(id.clone()))?;
-    let mut last: u64 = headers
+    let last: u64 = headers
         .get("last-event-id")
         .and_then(|h| h.to_str().ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
     let linger = st.sse_linger;
-    let mut ended = task.status.is_terminal();
+    let ended = task.status.is_terminal();
     tokio::spawn(async move {
-        let to_event = |e: &TaskEvent| {
-            Event::default()
-                .event(e.kind.clone())
-                .id(e.seq.to_string())
-                .data(serde_json::to_string(e).unwrap_or_default())
+        let mut f = Follower {
+            store,
+            id,
+            last,
+            ended,
+            tx,
         };
-        // Replay (and catch up after a lag) from the store, a page at a time.
-        let catch_up = |last: u64| {
-            let store = store.clone();
-            let id = id.clone();
-            async move { store.events(&id, last, 1000).await }
-        };
-        loop {
-            let page = match catch_up(last).await {
-                Ok(p) => p,
-                Err(_) => return,
-            };
-            if page.is_empty() {
-                break;
-            }
-            for e in &page {
-                last = e.seq;
-                if e.kind == "pipeline:complete" {
-                    ended = true;
-                }
-                if tx.send(to_event(e)).await.is_err() {
-                    return;
-                }
-            }
+        if !f.drain(None).await {
+            return;
         }
         loop {
-            let next = if ended {
+            let next = if f.ended {
                 match tokio::time::timeout(linger, live.recv()).await {
                     Ok(r) => r,
                     Err(_) => return,
@@ -343,46 +323,17 @@ async fn task_events(
             } else {
                 live.recv().await
             };
-            match next {
-                Ok(e) if e.task_id == id && e.seq > last => {
-                    if e.seq > last + 1 {
-                        // Missed some (published before we subscribed): read them.
-                        if let Ok(page) = catch_up(last).await {
-                            for p in page.iter().filter(|p| p.seq < e.seq) {
-                                if tx.send(to_event(p)).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    last = e.seq;
-                    if e.kind == "pipeline:complete" {
-                        ended = true;
-                    }
-                    if tx.send(to_event(&e)).await.is_err() {
-                        return;
-                    }
+            let go_on = match next {
+                Ok(e) if e.task_id == f.id && e.seq > f.last => {
+                    // Events published before we subscribed come from the store.
+                    (e.seq == f.last + 1 || f.drain(Some(e.seq)).await) && f.send(&e).await
                 }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => loop {
-                    let page = match catch_up(last).await {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    };
-                    if page.is_empty() {
-                        break;
-                    }
-                    for e in &page {
-                        last = e.seq;
-                        if e.kind == "pipeline:complete" {
-                            ended = true;
-                        }
-                        if tx.send(to_event(e)).await.is_err() {
-                            return;
-                        }
-                    }
-                },
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Ok(_) => true,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => f.drain(None).await,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+            };
+            if !go_on {
+                return;
             }
         }
     });
@@ -392,6 +343,50 @@ async fn task_events(
             |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
         );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One SSE client's position in a task's event stream.
+struct Follower {
+    store: Arc<dyn crate::store::Store>,
+    id: String,
+    last: u64,
+    ended: bool,
+    tx: tokio::sync::mpsc::Sender<Event>,
+}
+
+impl Follower {
+    /// Sends one event; false when the client is gone.
+    async fn send(&mut self, e: &TaskEvent) -> bool {
+        self.last = e.seq;
+        if e.kind == "pipeline:complete" {
+            self.ended = true;
+        }
+        let event = Event::default()
+            .event(e.kind.clone())
+            .id(e.seq.to_string())
+            .data(serde_json::to_string(e).unwrap_or_default());
+        self.tx.send(event).await.is_ok()
+    }
+
+    /// Sends the stored events after `last` (and before `upto`), a page at a
+    /// time: the replay, and the catch-up after a gap or a lag.
+    async fn drain(&mut self, upto: Option<u64>) -> bool {
+        loop {
+            let Ok(page) = self.store.events(&self.id, self.last, 1000).await else {
+                return false;
+            };
+            let mut sent = 0;
+            for e in page.iter().filter(|e| upto.is_none_or(|u| e.seq < u)) {
+                if !self.send(e).await {
+                    return false;
+                }
+                sent += 1;
+            }
+            if sent == 0 || upto.is_some_and(|u| self.last + 1 >= u) {
+                return true;
+            }
+        }
+    }
 }
 
 /// A mermaid diagram of a task and its mermaid.live link.

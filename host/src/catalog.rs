@@ -41,6 +41,23 @@ pub struct TaskInfo {
     pub output_schema: Option<Value>,
 }
 
+impl TaskInfo {
+    /// A task known only by name and backend (no schema, no hints).
+    pub fn bare(name: &str, backend: &str) -> TaskInfo {
+        TaskInfo {
+            name: name.into(),
+            backend: backend.into(),
+            category: None,
+            description: None,
+            gpu: None,
+            timeout: None,
+            streaming: false,
+            input_schema: None,
+            output_schema: None,
+        }
+    }
+}
+
 /// Backends in the order a task served by several of them is sent to.
 pub const BACKEND_PRECEDENCE: [&str; 5] = ["builtin", "wasm", "modal", "ray", "local"];
 
@@ -179,17 +196,7 @@ mod tests {
     use super::*;
 
     fn info(name: &str, backend: &str) -> TaskInfo {
-        TaskInfo {
-            name: name.into(),
-            backend: backend.into(),
-            category: None,
-            description: None,
-            gpu: None,
-            timeout: None,
-            streaming: false,
-            input_schema: None,
-            output_schema: None,
-        }
+        TaskInfo::bare(name, backend)
     }
 
     #[test]

@@ -692,17 +692,7 @@ impl Plan {
             None => vec![(spec.task_type.clone(), spec.backend.clone())],
         };
         for ((task, _), p) in steps.iter().zip(placements) {
-            catalog.insert(crate::catalog::TaskInfo {
-                name: task.clone(),
-                backend: p.backend.clone(),
-                category: None,
-                description: None,
-                gpu: None,
-                timeout: None,
-                streaming: false,
-                input_schema: None,
-                output_schema: None,
-            });
+            catalog.insert(crate::catalog::TaskInfo::bare(task, &p.backend));
         }
         for b in crate::catalog::BACKEND_PRECEDENCE {
             catalog.add_backend(b);
