@@ -62,7 +62,7 @@ pub struct Config {
     pub redis_prefix: String,
     /// `DWA_MAX_STALLED`: expired leases a job may have before its step fails.
     pub max_stalled: u32,
-    /// `DWA_RETENTION_HOURS`: how long finished tasks are kept in Redis.
+    /// `DWA_RETENTION_HOURS`: how long finished tasks are kept (both stores).
     pub retention_hours: u64,
 }
 

@@ -59,21 +59,6 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
                 })
                 .await?,
             );
-            // Every host sweeps; the script makes concurrent sweeps harmless.
-            let sweeper = redis.clone();
-            let retention = Duration::from_secs(config.retention_hours * 3600);
-            tokio::spawn(async move {
-                loop {
-                    match sweeper.sweep(retention).await {
-                        Ok(0) => tokio::time::sleep(Duration::from_secs(60)).await,
-                        Ok(n) => tracing::info!(tasks = n, "swept finished tasks past retention"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "retention sweep failed");
-                            tokio::time::sleep(Duration::from_secs(60)).await;
-                        }
-                    }
-                }
-            });
             redis_store = Some(redis.clone());
             redis
         }
@@ -84,6 +69,23 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
         .ok()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| format!("dwa-{}", uuid::Uuid::now_v7()));
+    // Retention: every host purges finished tasks past DWA_RETENTION_HOURS
+    // (concurrent purges on Redis are harmless: each is one script).
+    let purger = store.clone();
+    let retention_ms = (config.retention_hours * 3600 * 1000) as i64;
+    tokio::spawn(async move {
+        loop {
+            let before = crate::model::now_ms() - retention_ms;
+            match purger.purge_finished(before, 500).await {
+                Ok(n) if n > 0 => tracing::info!(tasks = n, "purged finished tasks past retention"),
+                Ok(_) => tokio::time::sleep(Duration::from_secs(60)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention purge failed");
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            }
+        }
+    });
     let mut backends = Vec::new();
     for (name, url, token) in [
         ("modal", &config.modal_url, &config.modal_token),

@@ -87,6 +87,7 @@ where
     case!(duplicate_ids_are_refused);
     case!(release_gives_jobs_back);
     case!(complete_and_lease_hands_over_the_released_step);
+    case!(retention_purges_only_finished_tasks_past_the_cutoff);
 }
 
 async fn lease_takes_ready_jobs_once(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
@@ -514,4 +515,32 @@ async fn complete_and_lease_hands_over_the_released_step(s: Arc<dyn Store>, _c: 
             .await,
         Err(StoreError::LeaseLost(_))
     ));
+}
+
+async fn retention_purges_only_finished_tasks_past_the_cutoff(
+    s: Arc<dyn Store>,
+    c: Arc<ManualClock>,
+) {
+    let done = chain_task(1);
+    let done_id = done.id.clone();
+    s.create_task(done).await.unwrap();
+    let running = chain_task(2);
+    let running_id = running.id.clone();
+    s.create_task(running).await.unwrap();
+    let j = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    let first = j.iter().find(|j| j.task_id == done_id).unwrap();
+    s.complete(first, json!(1)).await.unwrap();
+    assert_eq!(
+        s.purge_finished(c.now_ms(), 100).await.unwrap(),
+        0,
+        "ended at now, not before"
+    );
+    c.advance(10);
+    assert_eq!(s.purge_finished(c.now_ms(), 100).await.unwrap(), 1);
+    assert!(s.task(&done_id).await.unwrap().is_none());
+    assert!(s.events(&done_id, 0, 10).await.unwrap().is_empty());
+    assert!(
+        s.task(&running_id).await.unwrap().is_some(),
+        "a running task is kept"
+    );
 }

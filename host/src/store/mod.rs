@@ -293,6 +293,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every event recorded from now on, by any host sharing the store.
     fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>>;
 
+    /// Deletes up to `limit` finished tasks that ended before `ended_before`
+    /// (ms), with their steps and events: the retention policy. Answers how many.
+    async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError>;
+
     /// Queues that hold jobs now (so a restarted host serves named queues too).
     async fn queues(&self) -> Result<Vec<String>, StoreError>;
 

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS task_specs (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status, id);
 CREATE INDEX IF NOT EXISTS tasks_by_queue ON tasks(queue, id);
+CREATE INDEX IF NOT EXISTS tasks_by_end ON tasks(completed_at) WHERE completed_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS steps (
     task_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -142,6 +143,7 @@ enum Op {
     Cancel(String),
     Reap,
     Append(String, Vec<NewEvent>),
+    Purge(i64, usize),
 }
 
 enum Reply {
@@ -551,6 +553,13 @@ impl Store for SqliteStore {
         self.events.subscribe()
     }
 
+    async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
+        match self.call(Op::Purge(ended_before, limit)).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
     async fn queues(&self) -> Result<Vec<String>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached("SELECT DISTINCT queue FROM jobs")?;
@@ -817,6 +826,30 @@ impl Writer {
                     )?
                     .execute(params![now])?;
                 Reply::Count(n)
+            }
+            Op::Purge(before, limit) => {
+                let ids: Vec<String> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id FROM tasks WHERE completed_at IS NOT NULL AND completed_at < ?1
+                         AND status IN ('completed', 'failed', 'cancelled') LIMIT ?2",
+                    )?
+                    .query_map(params![before, *limit as i64], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for id in &ids {
+                    for sql in [
+                        "DELETE FROM steps WHERE task_id = ?1",
+                        "DELETE FROM items WHERE task_id = ?1",
+                        "DELETE FROM events WHERE task_id = ?1",
+                        "DELETE FROM jobs WHERE task_id = ?1",
+                        "DELETE FROM task_specs WHERE id = ?1",
+                        "DELETE FROM tasks WHERE id = ?1",
+                    ] {
+                        self.conn.prepare_cached(sql)?.execute(params![id])?;
+                    }
+                    self.event_seqs.remove(id);
+                }
+                Reply::Count(ids.len())
             }
             Op::Append(id, events) => {
                 let exists: Option<i64> = self

@@ -264,15 +264,6 @@ impl RedisStore {
         parse_reply(v)
     }
 
-    /// Deletes finished tasks that ended more than `retention` ago; answers how many.
-    pub async fn sweep(&self, retention: Duration) -> Result<usize, StoreError> {
-        let cutoff = self.clock.now_ms() - retention.as_millis() as i64;
-        let r = self
-            .run(&self.scripts.sweep, vec![cutoff.to_string(), "500".into()])
-            .await?;
-        Ok(r.number.max(0) as usize)
-    }
-
     async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
         self.count();
         self.conn.clone().hgetall(key).await.map_err(backend)
@@ -663,6 +654,16 @@ impl Store for RedisStore {
         self.events.subscribe()
     }
 
+    async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
+        let r = self
+            .run(
+                &self.scripts.sweep,
+                vec![ended_before.to_string(), limit.to_string()],
+            )
+            .await?;
+        Ok(r.number.max(0) as usize)
+    }
+
     async fn queues(&self) -> Result<Vec<String>, StoreError> {
         self.conn
             .clone()
@@ -757,13 +758,14 @@ mod tests {
             let j = s.lease("default", "w", 1, 1000).await.unwrap().jobs;
             s.complete(&j[0], serde_json::json!(1)).await.unwrap();
         }
+        let cutoff = |c: &ManualClock| c.now_ms() - 3_600_000;
         assert_eq!(
-            s.sweep(Duration::from_secs(3600)).await.unwrap(),
+            s.purge_finished(cutoff(&clock), 500).await.unwrap(),
             0,
             "kept within retention"
         );
         clock.advance(3_600_001);
-        assert_eq!(s.sweep(Duration::from_secs(3600)).await.unwrap(), 1);
+        assert_eq!(s.purge_finished(cutoff(&clock), 500).await.unwrap(), 1);
         assert!(s.task(&id).await.unwrap().is_none());
         let mut conn = s.conn.clone();
         let keys: Vec<String> = conn.keys("sweep:*").await.unwrap();

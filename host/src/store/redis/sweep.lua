@@ -1,6 +1,6 @@
--- ARGV: P, now, cutoff (ms), limit. Deletes finished tasks that ended before cutoff.
+-- ARGV: P, now, cutoff (ms), limit. Deletes finished tasks that ended strictly before cutoff.
 local cutoff, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
-local ids = redis.call('ZRANGEBYSCORE', k('done'), '-inf', cutoff, 'LIMIT', 0, limit)
+local ids = redis.call('ZRANGEBYSCORE', k('done'), '-inf', '(' .. string.format('%d', cutoff), 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   local t = k('t', id)
   local r = redis.call('HMGET', t, 'total', 'queue', 'status')
