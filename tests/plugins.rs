@@ -553,3 +553,128 @@ async fn on_progress_fires_throttled_and_always_at_completion() {
     assert!(pcts.contains(&100.0));
     assert!(!has(&evs, "effect:error"), "{evs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_hot_reload_and_a_broken_rebuild_keeps_the_old_one() {
+    // The toast component under other names: a call shows as a toast event.
+    let plugins_dir = dist("dist");
+    let dir = tempfile::tempdir().unwrap();
+    let put = |name: &str, version: &str, world: &str| {
+        std::fs::copy(
+            plugins_dir.join("toast.wasm"),
+            dir.path().join(format!("{name}.wasm")),
+        )
+        .unwrap();
+        let m = json!({"name": name, "version": version, "world": world,
+                       "provides": {"effects": [name]}, "limits": {"timeoutMs": 1000}});
+        std::fs::write(dir.path().join(format!("{name}.json")), m.to_string()).unwrap();
+    };
+    put("first", "0.1.0", "dwa:plugin/effect-handler@0.1.0");
+    let (_d, host) = start_with_plugins(dir.path(), &[("DWA_PLUGIN_WATCH_MS", "50".into())]);
+    let plugins = || async {
+        let v: Value = client()
+            .get(host.url("/api/plugins"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v
+    };
+    let version_of = |v: &Value, name: &str| {
+        v["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["version"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        version_of(&plugins().await, "first").as_deref(),
+        Some("0.1.0")
+    );
+    let (status, _) = submit(
+        &host,
+        &json!({"type": "builtin.echo", "onSuccess": [{"$event": "late"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "not loaded yet");
+
+    // A new plugin appears, without a restart.
+    put("late", "0.1.0", "dwa:plugin/effect-handler@0.1.0");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while version_of(&plugins().await, "late").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new plugin was never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let id = submit_ok(
+        &host,
+        &json!({"type": "builtin.echo", "onSuccess": [{"$event": "late"}]}),
+    )
+    .await;
+    let evs = events_until(&host, &id, |e| has(e, "pipeline:complete")).await;
+    assert!(!has(&evs, "effect:error"));
+
+    // A rebuild replaces it.
+    put("first", "0.2.0", "dwa:plugin/effect-handler@0.1.0");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while version_of(&plugins().await, "first").as_deref() != Some("0.2.0") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuilt plugin never replaced the old one"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+
+    // A broken rebuild keeps the previous version serving and says why.
+    put("first", "0.3.0", "dwa:plugin/effect-handler@0.9.0");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = plugins().await;
+        let errs = v["errors"].as_array().unwrap();
+        if errs
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("targets dwa:plugin@0.9.0"))
+        {
+            assert_eq!(
+                version_of(&v, "first").as_deref(),
+                Some("0.2.0"),
+                "the old version keeps serving"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken rebuild was never reported: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let id = submit_ok(
+        &host,
+        &json!({"type": "builtin.echo", "onSuccess": [{"$event": "first"}]}),
+    )
+    .await;
+    let evs = events_until(&host, &id, |e| has(e, "pipeline:complete")).await;
+    assert!(!has(&evs, "effect:error"));
+
+    // Removing a manifest unloads its plugin.
+    std::fs::remove_file(dir.path().join("late.json")).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while version_of(&plugins().await, "late").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the removed plugin stayed loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (status, _) = submit(
+        &host,
+        &json!({"type": "builtin.echo", "onSuccess": [{"$event": "late"}]}),
+    )
+    .await;
+    assert_eq!(status, 422);
+}

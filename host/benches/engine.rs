@@ -91,6 +91,7 @@ async fn host_on(
         catalog_refresh_secs: 0,
         plugin_dir: dir.path().join("no-plugins"),
         plugin_cache_dir: dir.path().join("plugin-cache"),
+        plugin_watch_ms: 0,
         http_allow: String::new(),
         plugin_policy: None,
         redis_prefix: "dwa".into(),

@@ -54,6 +54,8 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     /// `DWA_PLUGIN_CACHE_DIR`: where compiled plugins are cached (default: `<DWA_DATA_DIR>/plugin-cache`).
     pub plugin_cache_dir: PathBuf,
+    /// `DWA_PLUGIN_WATCH_MS`: how often the plugin folder is checked for changes (0: never).
+    pub plugin_watch_ms: u64,
     /// `DWA_HTTP_ALLOW`: hosts/IPs/CIDRs plugin HTTP may reach although private.
     pub http_allow: String,
     /// `DWA_PLUGIN_POLICY`: a JSON file of the operator's grants per plugin.
@@ -131,6 +133,7 @@ impl Config {
                 },
                 PathBuf::from,
             ),
+            plugin_watch_ms: parse("DWA_PLUGIN_WATCH_MS", 2000u64, |_| true)?,
             http_allow: var("DWA_HTTP_ALLOW").unwrap_or_default(),
             plugin_policy: var("DWA_PLUGIN_POLICY").map(PathBuf::from),
             redis_prefix: var("DWA_REDIS_PREFIX").unwrap_or_else(|| "dwa".into()),

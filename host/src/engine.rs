@@ -180,6 +180,13 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Updates the effects the catalog accepts (after a plugin reload).
+    pub fn set_effects(&self, effects: Vec<String>) {
+        let mut next = (*self.catalog()).clone();
+        next.set_effects(effects);
+        self.set_catalog(next);
+    }
+
     /// Swaps in a new catalog (after a backend refresh).
     pub fn set_catalog(&self, catalog: Catalog) {
         match self.catalog.write() {

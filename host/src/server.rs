@@ -141,8 +141,20 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             lease_ms: config.lease_ms,
             owner: owner.clone(),
         },
-        Some(plugins),
+        Some(plugins.clone()),
     );
+    if config.plugin_watch_ms > 0 {
+        let weak = Arc::downgrade(&engine);
+        plugins.watch(
+            config.plugin_dir.clone(),
+            Duration::from_millis(config.plugin_watch_ms),
+            move |effects| {
+                if let Some(engine) = weak.upgrade() {
+                    engine.set_effects(effects);
+                }
+            },
+        );
+    }
     let statuses = crate::discovery::refresh(&engine).await;
     engine.start().await?;
     let state = AppState {
