@@ -774,7 +774,7 @@ async fn list_health_catalog_openapi_and_polling_backends() {
     assert_eq!(health["store"]["kind"], "sqlite");
     assert_eq!(health["backends"][0]["name"], "local");
     assert_eq!(health["backends"][0]["ok"], true);
-    assert_eq!(health["backends"][0]["tasks"], 13);
+    assert_eq!(health["backends"][0]["tasks"], 14);
 
     let catalog: Value = client()
         .get(host.url("/api/catalog"))
@@ -854,4 +854,38 @@ async fn template_filters_resolve_in_a_pipeline() {
         t["finalResult"],
         json!({"count": 4, "who": "ANON", "short": "a long", "csv": "0;1;2;3", "last": 3, "raw": "[0,1,2,3]"})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_chunks_become_progress_events_then_the_result() {
+    let fake = Fake::start().await;
+    let (_d, host) = start(&fake, &[]);
+    for sse in [false, true] {
+        let id = submit_ok(
+            &host,
+            &json!({"type": "stream.words", "payload": {"text": "one two three", "sse": sse}}),
+        )
+        .await;
+        let t = wait_done(&host, &id).await;
+        assert_eq!(t["status"], "completed", "{t:#}");
+        assert_eq!(t["result"], json!({"words": 3}));
+        let events = read_events(&host.base, &id).await;
+        let words: Vec<Value> = events
+            .iter()
+            .filter(|(k, _)| k == "step:progress")
+            .map(|(_, e)| e["data"]["chunk"]["word"].clone())
+            .collect();
+        assert_eq!(
+            words,
+            vec![json!("one"), json!("two"), json!("three")],
+            "sse={sse}"
+        );
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        let last_progress = kinds.iter().rposition(|k| *k == "step:progress").unwrap();
+        let complete = kinds.iter().position(|k| *k == "step:complete").unwrap();
+        assert!(
+            last_progress < complete,
+            "chunks come before the completion: {kinds:?}"
+        );
+    }
 }

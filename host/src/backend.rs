@@ -144,7 +144,91 @@ impl HttpBackend {
                 .map_err(|e| self.transport_error(&url, e))?;
             return self.poll(call, &body).await;
         }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if resp.status().is_success()
+            && (content_type.starts_with("text/event-stream")
+                || content_type.starts_with("application/x-ndjson"))
+        {
+            return self.read_stream(&url, call, resp).await;
+        }
         self.read_result(&url, resp).await
+    }
+
+    /// Reads a streaming answer (SSE `data:` lines or NDJSON): each chunk is
+    /// progress; a chunk `{"result": ...}` is the final result, `{"error":
+    /// ...}` a failure. Without a final chunk, the result is the list of chunks.
+    async fn read_stream(
+        &self,
+        url: &str,
+        call: &StepCall,
+        mut resp: reqwest::Response,
+    ) -> Result<Value, StepError> {
+        let mut buf = String::new();
+        let mut chunks = Vec::new();
+        let mut result = None;
+        loop {
+            let piece = resp
+                .chunk()
+                .await
+                .map_err(|e| self.transport_error(url, e))?;
+            let done = piece.is_none();
+            if let Some(p) = piece {
+                buf.push_str(&String::from_utf8_lossy(&p));
+            } else {
+                buf.push('\n');
+            }
+            while let Some(nl) = buf.find('\n') {
+                let line: String = buf.drain(..=nl).collect();
+                let line = line.trim();
+                let json = line.strip_prefix("data:").map_or(line, str::trim);
+                if json.is_empty() || line.starts_with(':') || line.starts_with("event:") {
+                    continue;
+                }
+                let value: Value = serde_json::from_str(json).map_err(|e| {
+                    StepError::permanent(format!(
+                        "backend {} streamed a chunk that is not JSON ({e}): {}",
+                        self.name,
+                        json.chars().take(200).collect::<String>()
+                    ))
+                })?;
+                match value {
+                    Value::Object(mut m) if m.contains_key("result") => {
+                        result = Some(m.remove("result").unwrap_or(Value::Null));
+                    }
+                    Value::Object(m) if m.contains_key("error") => {
+                        let err = m.get("error").cloned().unwrap_or(Value::Null);
+                        let message = err
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| err.to_string());
+                        let retryable = err
+                            .get("retryable")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false);
+                        return Err(StepError {
+                            message: format!("{message} (backend {})", self.name),
+                            retryable,
+                        });
+                    }
+                    chunk => {
+                        if let Some(tx) = &call.progress {
+                            let _ = tx.send(chunk.clone());
+                        }
+                        chunks.push(chunk);
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(result.unwrap_or(Value::Array(chunks)))
     }
 
     async fn poll(&self, call: &StepCall, accepted: &Value) -> Result<Value, StepError> {

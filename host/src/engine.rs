@@ -859,6 +859,29 @@ impl Engine {
         };
 
         let timeout = Duration::from_millis(step.placement.timeout_ms);
+        // Streamed chunks become step:progress events, in order, off the
+        // call's path (builtin tasks never stream).
+        let streams = step.placement.backend != "builtin";
+        let (progress, mut chunks) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let forward = streams.then(|| {
+            let store = self.store.clone();
+            let task_id = job.task_id.clone();
+            let step_idx = job.step;
+            let item = job.item;
+            tokio::spawn(async move {
+                while let Some(chunk) = chunks.recv().await {
+                    let data = json!({"chunk": chunk, "item": item});
+                    let event = crate::store::NewEvent {
+                        kind: "step:progress".into(),
+                        step: Some(step_idx),
+                        data,
+                    };
+                    if let Err(e) = store.append_events(&task_id, vec![event]).await {
+                        tracing::warn!(error = %e, "could not record a streamed chunk");
+                    }
+                }
+            })
+        });
         let call = StepCall {
             task_id: job.task_id.clone(),
             step_id: match job.item {
@@ -869,6 +892,7 @@ impl Engine {
             input,
             attempt: job.attempt,
             timeout,
+            progress: streams.then_some(progress),
         };
         let backend = step.placement.backend.clone();
         let run = self.executor.run(&backend, call);
@@ -883,6 +907,10 @@ impl Engine {
             },
             _ = token.cancelled() => Outcome::Aborted,
         };
+        // Every chunk is recorded before the step's completion is.
+        if let Some(f) = forward {
+            let _ = f.await;
+        }
         Ok(Some(outcome))
     }
 }

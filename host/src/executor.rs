@@ -52,6 +52,8 @@ pub struct StepCall {
     pub attempt: u32,
     /// How long the try may take.
     pub timeout: Duration,
+    /// Where a streaming task's chunks go (they become `step:progress` events).
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<Value>>,
 }
 
 /// The backends the host can send steps to.

@@ -284,7 +284,8 @@ pub fn fake_catalog() -> Value {
         t("download.file", None), t("scenes.detect", None), t("audio.extract", None),
         t("florence.caption", Some("T4")), t("whisper.transcribe", Some("T4")),
         t("llm.summarize", None), t("tts.speak", None), t("flaky", None), t("reject", None),
-        t("hang", None), t("gated", None), t("poll.job", None), t("slow.ok", None)
+        t("hang", None), t("gated", None), t("poll.job", None), t("slow.ok", None),
+        t("stream.words", None)
     ]})
 }
 
@@ -544,6 +545,32 @@ async fn run(
         "slow.ok" => {
             tokio::time::sleep(Duration::from_millis(input["ms"].as_u64().unwrap_or(300))).await;
             ok(json!({"slept": true}))
+        }
+        "stream.words" => {
+            // NDJSON, or SSE when asked: one chunk per word, then the result.
+            let text = input["text"].as_str().unwrap_or("").to_owned();
+            let sse = input["sse"].as_bool().unwrap_or(false);
+            let mut body = String::new();
+            for w in text.split_whitespace() {
+                let line = json!({"word": w}).to_string();
+                if sse {
+                    body.push_str(&format!("data: {line}\n\n"));
+                } else {
+                    body.push_str(&format!("{line}\n"));
+                }
+            }
+            let last = json!({"result": {"words": text.split_whitespace().count()}}).to_string();
+            if sse {
+                body.push_str(&format!("event: done\ndata: {last}\n\n"));
+            } else {
+                body.push_str(&format!("{last}\n"));
+            }
+            let ct = if sse {
+                "text/event-stream"
+            } else {
+                "application/x-ndjson"
+            };
+            ([("content-type", ct)], body).into_response()
         }
         "poll.job" => (
             StatusCode::ACCEPTED,
