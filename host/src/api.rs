@@ -25,7 +25,7 @@ use crate::discovery::{self, BackendStatus};
 use crate::engine::{Engine, EngineError};
 use crate::model::{CreatedTask, TaskEvent, TaskList, TaskStatus, TaskView};
 use crate::plan::FieldError;
-use crate::store::{ListFilter, StoreError};
+use crate::store::ListFilter;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -118,11 +118,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::Engine(EngineError::Store(e)) => {
                 tracing::error!(error = %e, "store error");
-                let status = match e {
-                    StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
-                };
-                (status, "store_unavailable", e.to_string(), vec![])
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    e.to_string(),
+                    vec![],
+                )
             }
             ApiError::Body(status, m) => (status, "invalid_body", m, vec![]),
             ApiError::Query(m) => (StatusCode::BAD_REQUEST, "invalid_query", m, vec![]),

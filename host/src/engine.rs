@@ -1018,7 +1018,7 @@ pub fn parallel_groups(mut spans: Vec<(String, i64, i64)>) -> Vec<Vec<String>> {
     groups
 }
 
-/// A `{"status": ...}` body for effects and webhooks (used by later layers).
+/// The task's status JSON that effects receive (and a webhook sends by default).
 pub fn status_body(v: &TaskView) -> Value {
     json!({"taskId": v.id, "status": v.status, "result": v.result, "error": v.error})
 }
