@@ -133,6 +133,17 @@ async fn run_to_completion(h: &dwa::server::Host, task: Value) -> (Duration, Dur
     }
 }
 
+/// Serves the host's router on a free loopback port.
+async fn serve(h: &dwa::server::Host) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = h.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
 fn report(name: &str, steps: u64, (total, exec): (Duration, Duration), extra: &str) {
     println!(
         "{name:<30} {steps:>7} steps: {:>6.2} s incl. submit = {:>7.0} steps/s; running {:>6.2} s = {:>7.0} steps/s; peak RSS {:>6.1} MB {extra}",
@@ -208,12 +219,7 @@ async fn run(scenario: &str) {
         }
         "submit" => {
             let (h, _d) = host(5).await;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let router = h.router.clone();
-            tokio::spawn(async move { axum::serve(listener, router).await });
+            let addr = serve(&h).await;
             let client = reqwest::Client::new();
             let total = 20_000usize;
             let conc = 64usize;
@@ -256,12 +262,7 @@ async fn run(scenario: &str) {
         }
         "latency" => {
             let (h, _d) = host(5).await;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let router = h.router.clone();
-            tokio::spawn(async move { axum::serve(listener, router).await });
+            let addr = serve(&h).await;
             let started: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
             let mut rx = h.engine.store().subscribe();
             let st = started.clone();
