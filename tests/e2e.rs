@@ -594,6 +594,20 @@ async fn invalid_tasks_are_refused_naming_step_and_field_and_nothing_is_stored()
             "dependsOn",
             "unknown field `dependsOn`",
         ),
+        (
+            json!({"type": "download.file", "payload": {"href": "x"}}),
+            422,
+            None,
+            "payload.url",
+            "is required (input schema of download.file)",
+        ),
+        (
+            json!({"type": "p", "steps": [{"id": "d", "task": "download.file", "input": {"url": 5}}]}),
+            422,
+            Some("d"),
+            "steps[0].input.url",
+            "expected string, got integer",
+        ),
     ];
     for (body, status, step, field, msg) in cases {
         let (got, resp) = submit(&host, &body).await;
@@ -888,4 +902,26 @@ async fn streamed_chunks_become_progress_events_then_the_result() {
             "chunks come before the completion: {kinds:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_built_from_templates_are_checked_before_the_call() {
+    let fake = Fake::start().await;
+    let (_d, host) = start(&fake, &[]);
+    let id = submit_ok(
+        &host,
+        &json!({"type": "p", "payload": {"u": "short"},
+                "steps": [{"id": "d", "task": "download.file", "input": {"url": "{{payload.u}}"}}]}),
+    )
+    .await;
+    let t = wait_done(&host, &id).await;
+    assert_eq!(t["status"], "failed");
+    assert_eq!(
+        t["error"],
+        "step d (download.file) failed: input does not match the input schema of download.file: $.url must have at least 8 characters"
+    );
+    assert!(
+        fake.calls_of("download.file").is_empty(),
+        "the backend was not called"
+    );
 }

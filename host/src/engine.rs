@@ -858,6 +858,21 @@ impl Engine {
             },
         };
 
+        // Inputs made of templates are only known now: check them as the
+        // submission checked literal ones.
+        if let Ok(info) = self
+            .catalog()
+            .lookup(&step.task, Some(&step.placement.backend))
+            && let Some(schema) = &info.input_schema
+        {
+            let problems = crate::schema::check(schema, &input);
+            if let Some((path, problem)) = problems.first() {
+                return Err(StepError::permanent(format!(
+                    "input does not match the input schema of {}: {path} {problem}",
+                    step.task
+                )));
+            }
+        }
         let timeout = Duration::from_millis(step.placement.timeout_ms);
         // Streamed chunks become step:progress events, in order, off the
         // call's path (builtin tasks never stream).

@@ -5,7 +5,8 @@
 //! - [`model`]: the task JSON and the API's answers (the wire contract).
 //! - [`template`]: `{{ ... }}` templates, parsed once, resolved per step.
 //! - [`plan`]: validation and planning into a dependency graph (petgraph).
-//! - [`catalog`]: which tasks exist and which backend serves each.
+//! - [`catalog`]: which tasks exist and which backend serves each; [`schema`]
+//!   checks inputs against the JSON Schema a backend announces.
 //! - [`store`]: the durable queue and state behind one trait
 //!   ([`store::sqlite`] embedded by default).
 //! - [`engine`]: worker pools per queue that lease step jobs, run them,
@@ -35,6 +36,7 @@ pub mod model;
 pub mod plan;
 pub mod plugins;
 pub mod retry;
+pub mod schema;
 pub mod server;
 pub mod store;
 pub mod template;

@@ -21,8 +21,8 @@ pub struct TaskSpec {
     /// The queue its steps go to; gpu tasks default to `gpu`, others to `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
-    /// The task's input; a pipeline's first steps receive it.
-    #[serde(default)]
+    /// The task's input; a pipeline's first steps receive it. Default `{}`.
+    #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub payload: Value,
     /// The steps of a pipeline; absent for a single task.
@@ -119,6 +119,10 @@ pub struct RetryConfig {
     /// Upper bound of an exponential wait in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_delay: Option<u64>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
 }
 
 fn default_attempts() -> u32 {

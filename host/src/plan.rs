@@ -401,6 +401,30 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
             .or_else(|| spec.resources.as_ref().and_then(|r| r.timeout))
             .or_else(|| info.as_ref().and_then(|i| i.timeout))
             .unwrap_or(DEFAULT_TIMEOUT_SECS);
+        // An input known at submission (the payload, or a literal input) is
+        // checked against the schema the backend announces for the task.
+        if let Some(schema) = info.as_ref().and_then(|i| i.input_schema.as_ref()) {
+            let known = match &s.input {
+                Some(v) => Template::parse(v)
+                    .ok()
+                    .filter(Template::is_literal)
+                    .map(|_| (v, field("input"))),
+                None if deps[i].is_empty() && s.for_each.is_none() => {
+                    Some((&spec.payload, "payload".to_owned()))
+                }
+                None => None,
+            };
+            if let Some((value, at)) = known {
+                for (path, problem) in crate::schema::check(schema, value) {
+                    let rest = path.trim_start_matches('$');
+                    c.err(
+                        k,
+                        format!("{at}{rest}"),
+                        format!("{problem} (input schema of {})", s.task),
+                    );
+                }
+            }
+        }
         let placement = Placement {
             backend: info.map(|i| i.backend).unwrap_or_default(),
             queue,

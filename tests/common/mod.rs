@@ -280,8 +280,11 @@ pub fn fake_catalog() -> Value {
                "gpu": gpu, "timeout": 60, "streaming": false, "chunk": null,
                "inputSchema": {"type": "object"}, "outputSchema": {"type": "object"}})
     };
+    let mut download = t("download.file", None);
+    download["inputSchema"] = json!({"type": "object", "required": ["url"],
+        "properties": {"url": {"type": "string", "minLength": 8}}});
     json!({"tasks": [
-        t("download.file", None), t("scenes.detect", None), t("audio.extract", None),
+        download, t("scenes.detect", None), t("audio.extract", None),
         t("florence.caption", Some("T4")), t("whisper.transcribe", Some("T4")),
         t("llm.summarize", None), t("tts.speak", None), t("flaky", None), t("reject", None),
         t("hang", None), t("gated", None), t("poll.job", None), t("slow.ok", None),
