@@ -860,9 +860,9 @@ impl Engine {
 
         // Inputs made of templates are only known now: check them as the
         // submission checked literal ones.
-        if let Ok(info) = self
-            .catalog()
-            .lookup(&step.task, Some(&step.placement.backend))
+        let catalog = (step.placement.backend != "builtin").then(|| self.catalog());
+        if let Some(catalog) = &catalog
+            && let Ok(info) = catalog.lookup(&step.task, Some(&step.placement.backend))
             && let Some(schema) = &info.input_schema
         {
             let problems = crate::schema::check(schema, &input);
