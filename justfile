@@ -29,9 +29,10 @@ test-setup: build-plugins
 build-plugins:
     bash scripts/build-plugins.sh
 
-# Scaffold a new Rust effect plugin under plugins/effects/NAME that builds and loads as is.
-new-plugin NAME:
-    bash scripts/new-plugin.sh {{NAME}}
+# Scaffold a plugin that builds and loads as is: `just new-plugin NAME` (Rust effect)
+# or `just new-plugin effect python NAME`.
+new-plugin +ARGS:
+    bash scripts/new-plugin.sh {{ARGS}}
 
 # Benchmarks (release build): engine steps/s, HTTP submissions/s, plugin calls
 # and loads, Redis with 1 and 2 hosts, and BullMQ on the same Redis.
