@@ -642,14 +642,7 @@ async fn invalid_tasks_are_refused_naming_step_and_field_and_nothing_is_stored()
             .contains("too large")
     );
     // Nothing was stored or queued.
-    let list: Value = client()
-        .get(host.url("/api/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&host, "/api/tasks").await;
     assert_eq!(list["tasks"], json!([]));
     assert!(fake.calls().is_empty());
 }
@@ -776,28 +769,14 @@ async fn list_health_catalog_openapi_and_polling_backends() {
     assert_eq!(get("?status=weird").await.status().as_u16(), 400);
     assert_eq!(get("?limit=0").await.status().as_u16(), 400);
 
-    let health: Value = client()
-        .get(host.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&host, "/health").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["store"]["kind"], "sqlite");
     assert_eq!(health["backends"][0]["name"], "local");
     assert_eq!(health["backends"][0]["ok"], true);
     assert_eq!(health["backends"][0]["tasks"], 14);
 
-    let catalog: Value = client()
-        .get(host.url("/api/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = get_json(&host, "/api/catalog").await;
     let caption = catalog["tasks"]
         .as_array()
         .unwrap()
@@ -816,14 +795,7 @@ async fn list_health_catalog_openapi_and_polling_backends() {
         .unwrap();
     assert_eq!(refreshed[0]["ok"], true);
 
-    let doc: Value = client()
-        .get(host.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&host, "/openapi.json").await;
     for p in [
         "/api/tasks",
         "/api/tasks/{id}",

@@ -113,14 +113,7 @@ async fn two_hosts_share_pipelines_exactly_once_and_see_each_others_events() {
     );
     assert_eq!(fake.calls_of("gated")[0].host, "host-b");
     assert_eq!(get_task(&a, &id).await["status"], "completed");
-    let health: Value = client()
-        .get(a.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&a, "/health").await;
     assert_eq!(health["store"]["kind"], "redis");
 }
 

@@ -140,16 +140,21 @@ pub async fn submit_ok(host: &Host, task: &Value) -> String {
     body["id"].as_str().expect("id").to_owned()
 }
 
-/// GETs a task.
-pub async fn get_task(host: &Host, id: &str) -> Value {
+/// GETs a path of the host's API and parses the JSON answer.
+pub async fn get_json(host: &Host, path: &str) -> Value {
     client()
-        .get(host.url(&format!("/api/tasks/{id}")))
+        .get(host.url(path))
         .send()
         .await
-        .expect("GET task")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
         .json()
         .await
-        .expect("task JSON")
+        .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+}
+
+/// GETs a task.
+pub async fn get_task(host: &Host, id: &str) -> Value {
+    get_json(host, &format!("/api/tasks/{id}")).await
 }
 
 /// Waits (bounded) until the task reaches a terminal status; answers it.
