@@ -292,7 +292,7 @@ async fn task_events(
     // Subscribe before reading the replay so that nothing falls in between.
     let mut live = store.subscribe();
     let task = store
-        .task(&id)
+        .task_summary(&id)
         .await
         .map_err(EngineError::from)?
         .ok_or_else(|| EngineError::NotFound(id.clone()))?;

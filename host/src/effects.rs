@@ -134,8 +134,9 @@ pub async fn fire(
     if effects.is_empty() {
         return;
     }
-    let view = match engine.get(&task_id).await {
-        Ok(v) => v,
+    let view = match engine.store().task_summary(&task_id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return,
         Err(e) => {
             tracing::warn!(task = %task_id, error = %e, "effects skipped: task unreadable");
             return;

@@ -1034,8 +1034,8 @@ pub fn parallel_groups(mut spans: Vec<(String, i64, i64)>) -> Vec<Vec<String>> {
 }
 
 /// The task's status JSON that effects receive (and a webhook sends by default).
-pub fn status_body(v: &TaskView) -> Value {
-    json!({"taskId": v.id, "status": v.status, "result": v.result, "error": v.error})
+pub fn status_body(t: &TaskRecord) -> Value {
+    json!({"taskId": t.id, "status": t.status, "result": t.result, "error": t.error})
 }
 
 #[cfg(test)]

@@ -154,6 +154,10 @@ async fn completion_releases_dependants_atomically(s: Arc<dyn Store>, _c: Arc<Ma
             .iter()
             .all(|st| st.status == StepStatus::Completed)
     );
+    let summary = s.task_summary(&id).await.unwrap().unwrap();
+    assert_eq!((summary.status, &summary.result), (rec.status, &rec.result));
+    assert!(summary.steps.is_empty(), "a summary carries no steps");
+    assert!(s.task_summary("nope").await.unwrap().is_none());
     assert_eq!(
         s.step_results(&id, &[0, 3]).await.unwrap(),
         vec![Some(json!({"v": "a"})), Some(json!({"done": true}))]

@@ -265,6 +265,10 @@ pub trait Store: Send + Sync + 'static {
     /// A task with its steps.
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
 
+    /// A task without its steps: cheap whatever the pipeline's size (for
+    /// effects and event streams, which need only its status).
+    async fn task_summary(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
+
     /// The stored spec of a task, to rebuild its plan.
     async fn spec(&self, id: &str) -> Result<Option<String>, StoreError>;
 

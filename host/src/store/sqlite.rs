@@ -444,6 +444,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn task_summary(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| load_task(c, &id, false)).await
+    }
+
     async fn spec(&self, id: &str) -> Result<Option<String>, StoreError> {
         let id = id.to_owned();
         self.read(move |c| {

@@ -538,6 +538,11 @@ impl Store for RedisStore {
         Ok(Some(rec))
     }
 
+    async fn task_summary(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let m = self.hgetall(&self.k(&["t", id])).await?;
+        Ok((!m.is_empty()).then(|| record(id, &m, String::new())))
+    }
+
     async fn spec(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.count();
         self.conn
