@@ -29,8 +29,8 @@ test-setup: build-plugins
 build-plugins:
     bash scripts/build-plugins.sh
 
-# Scaffold a plugin that builds and loads as is: `just new-plugin NAME` (Rust effect)
-# or `just new-plugin effect python NAME`.
+# Scaffold a plugin that builds and loads as is: `just new-plugin KIND LANG NAME`
+# (KIND effect|functions|transform, LANG rust|python|js), or `just new-plugin NAME` (a Rust effect).
 new-plugin +ARGS:
     bash scripts/new-plugin.sh {{ARGS}}
 

@@ -2,9 +2,13 @@
 # Builds every plugin: first-party ones into plugins/dist (what `dwa serve`
 # loads by default), hostile and benchmark ones into plugins/dist-testing
 # (used by the tests only). Rust plugins need the wasm32-wasip2 target;
-# Python plugins need componentize-py (from PyPI). Both are installed here.
+# Python plugins need componentize-py (from PyPI); JavaScript plugins need
+# node and componentize-js (from npm). The first two are installed here, and
+# componentize-js too when node and npm are present.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+shopt -s nullglob
+# DWA_REPO overrides the repository root (the scaffold test builds in a copy).
+cd "${DWA_REPO:-$(dirname "$0")/..}"
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
@@ -23,6 +27,8 @@ copy() { # folder, crate prefix, destination
     done
 }
 copy effects dwa_effect plugins/dist
+copy functions dwa_functions plugins/dist
+copy transforms dwa_transform plugins/dist
 copy testing dwa_testing plugins/dist-testing
 
 # Python plugins: rebuilt only when their sources or the WIT changed.
@@ -33,11 +39,31 @@ scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))
 for dir in plugins/python/*/; do
     name=$(basename "$dir")
     wasm="plugins/dist/$name.wasm"
-    if [ -f "$wasm" ] && [ -z "$(find "$dir" wit -newer "$wasm" -type f | head -1)" ]; then
+    world=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["world"].split("/")[1].split("@")[0])' "$dir/plugin.json")
+    if [ -f "$wasm" ] && [ -z "$(find "$dir" wit -newer "$wasm" -type f -not -path '*/__pycache__/*' | head -1)" ]; then
         echo "python plugin $name is up to date"
     else
-        "$scripts_dir/componentize-py" -d wit -w effect-handler componentize app -p "$dir" -o "$wasm"
+        "$scripts_dir/componentize-py" -d wit -w "$world" componentize app -p "$dir" -o "$wasm"
     fi
     cp "$dir/plugin.json" "plugins/dist/$name.json"
 done
-echo "plugins built: $(ls plugins/dist/*.wasm | wc -l) in plugins/dist, $(ls plugins/dist-testing/*.wasm | wc -l) in plugins/dist-testing"
+
+# JavaScript plugins: componentize-js from npm (pinned in plugins/js/package-lock.json).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    sudo=""
+    if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
+    if command -v apt-get >/dev/null 2>&1; then
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+    else
+        echo "error: JavaScript plugins need node (18 or later) and npm, and apt-get is not here to install them" >&2
+        exit 1
+    fi
+fi
+if [ ! -d plugins/js/node_modules/@bytecodealliance/componentize-js ]; then
+    (cd plugins/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+node plugins/js/build.mjs plugins/dist
+dist=(plugins/dist/*.wasm)
+testing=(plugins/dist-testing/*.wasm)
+echo "plugins built: ${#dist[@]} in plugins/dist, ${#testing[@]} in plugins/dist-testing"

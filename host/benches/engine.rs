@@ -91,6 +91,7 @@ async fn host_on(
         catalog_refresh_secs: 0,
         plugin_dir: dir.path().join("no-plugins"),
         plugin_cache_dir: dir.path().join("plugin-cache"),
+        work_dir: dir.path().join("work"),
         plugin_watch_ms: 0,
         http_allow: String::new(),
         plugin_policy: None,
@@ -364,6 +365,7 @@ async fn plugins_bench() {
         cache_dir: Some(cache.path().to_path_buf()),
         http_allow: String::new(),
         policy_file: None,
+        work_dir: cache.path().join("work"),
     };
     let skip_python = std::env::var("DWA_BENCH_SKIP_PYTHON").is_ok();
     for (what, dir, name) in [

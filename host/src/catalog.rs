@@ -67,6 +67,8 @@ pub struct Catalog {
     by_name: BTreeMap<String, Vec<TaskInfo>>,
     configured: Vec<String>,
     effects: BTreeSet<String>,
+    functions: BTreeMap<String, (usize, usize)>,
+    any_function: bool,
 }
 
 /// Why a step's task could not be placed on a backend.
@@ -157,6 +159,37 @@ impl Catalog {
     /// Declares the effects that loaded plugins provide.
     pub fn set_effects(&mut self, effects: impl IntoIterator<Item = String>) {
         self.effects = effects.into_iter().collect();
+    }
+
+    /// Takes in what the loaded plugins provide: effects, template functions
+    /// and transform tasks (backend `wasm`), replacing what they provided before.
+    pub fn set_plugins(&mut self, plugins: &crate::plugins::Plugins) {
+        self.set_effects(plugins.effects());
+        self.functions = plugins.functions();
+        self.clear_backend("wasm");
+        self.add_backend("wasm");
+        for t in plugins.tasks() {
+            self.insert(t);
+        }
+    }
+
+    /// Declares template functions by name with their (fewest, most) arguments.
+    pub fn set_functions(&mut self, functions: BTreeMap<String, (usize, usize)>) {
+        self.functions = functions;
+    }
+
+    /// Accepts any function name (a stored task read back after a plugin went away).
+    pub fn allow_any_function(&mut self) {
+        self.any_function = true;
+    }
+
+    /// The template filters templates may use: builtins and plugin functions.
+    pub fn filters(&self) -> crate::template::Filters<'_> {
+        if self.any_function {
+            crate::template::Filters::Any
+        } else {
+            crate::template::Filters::With(&self.functions)
+        }
     }
 
     /// Whether an effect (`$event`) is provided by a loaded plugin.

@@ -54,6 +54,8 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     /// `DWA_PLUGIN_CACHE_DIR`: where compiled plugins are cached (default: `<DWA_DATA_DIR>/plugin-cache`).
     pub plugin_cache_dir: PathBuf,
+    /// `DWA_WORK_DIR`: where each task's working folder is made (default: `<DWA_DATA_DIR>/work`).
+    pub work_dir: PathBuf,
     /// `DWA_PLUGIN_WATCH_MS`: how often the plugin folder is checked for changes (0: never).
     pub plugin_watch_ms: u64,
     /// `DWA_HTTP_ALLOW`: hosts/IPs/CIDRs plugin HTTP may reach although private.
@@ -130,6 +132,14 @@ impl Config {
                     var("DWA_DATA_DIR")
                         .map_or_else(|| PathBuf::from("./data"), PathBuf::from)
                         .join("plugin-cache")
+                },
+                PathBuf::from,
+            ),
+            work_dir: var("DWA_WORK_DIR").map_or_else(
+                || {
+                    var("DWA_DATA_DIR")
+                        .map_or_else(|| PathBuf::from("./data"), PathBuf::from)
+                        .join("work")
                 },
                 PathBuf::from,
             ),

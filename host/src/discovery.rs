@@ -31,11 +31,11 @@ pub struct BackendStatus {
 pub async fn refresh(engine: &Arc<Engine>) -> Vec<BackendStatus> {
     let old = engine.catalog();
     let mut next = Catalog::with_builtins();
-    // The plugin host is the source of truth for effects (it hot-reloads).
-    next.set_effects(match engine.plugins() {
-        Some(p) => p.effects(),
-        None => old.effects(),
-    });
+    // The plugin host is the source of truth for what plugins provide (it hot-reloads).
+    match engine.plugins() {
+        Some(p) => next.set_plugins(p),
+        None => next.set_effects(old.effects()),
+    }
     let mut statuses = Vec::new();
     let backends: Vec<_> = engine.executor().backends().cloned().collect();
     let fetched = futures::future::join_all(backends.iter().map(|b| b.fetch_catalog())).await;

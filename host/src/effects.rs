@@ -174,7 +174,11 @@ pub async fn fire(
     };
     let host: Arc<dyn PluginHost> = Arc::new(EngineServices(engine.clone()));
     for effect in effects {
-        let outcome = match effect.config.resolve(&scope) {
+        let fns = crate::plugins::TaskFunctions {
+            plugins: Some(&plugins),
+            task_id: &task_id,
+        };
+        let outcome = match effect.config.resolve_with(&scope, &fns).await {
             Err(e) => Err(format!("config: {e}")),
             Ok(config) => {
                 let call = EffectCall {

@@ -22,7 +22,7 @@ use crate::model::{
     CreatedTask, StepStatusView, TaskList, TaskSpec, TaskStatus, TaskSummary, TaskView, rfc3339,
 };
 use crate::plan::{FieldError, Placement, Plan};
-use crate::plugins::Plugins;
+use crate::plugins::{Plugins, TaskFunctions};
 use crate::retry;
 use crate::store::{Job, ListFilter, NewStep, NewTask, Store, StoreError, TaskRecord, Transition};
 use crate::template::Scope;
@@ -180,10 +180,13 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Updates the effects the catalog accepts (after a plugin reload).
-    pub fn set_effects(&self, effects: Vec<String>) {
+    /// Updates what plugins provide in the catalog: effects, functions and wasm tasks (after a reload).
+    pub fn refresh_plugins(&self) {
+        let Some(plugins) = &self.plugins else {
+            return;
+        };
         let mut next = (*self.catalog()).clone();
-        next.set_effects(effects);
+        next.set_plugins(plugins);
         self.set_catalog(next);
     }
 
@@ -787,8 +790,13 @@ impl Engine {
                             steps: Some(&results),
                             ..Default::default()
                         };
+                        let fns = TaskFunctions {
+                            plugins: self.plugins.as_deref(),
+                            task_id: &job.task_id,
+                        };
                         let v = t
-                            .resolve(&scope)
+                            .resolve_with(&scope, &fns)
+                            .await
                             .map_err(|e| StepError::permanent(format!("forEach: {e}")))?;
                         let Value::Array(list) = v else {
                             return Err(StepError::permanent(format!(
@@ -834,7 +842,12 @@ impl Engine {
                     index: job.item.map(|i| i as usize),
                     ..Default::default()
                 };
-                t.resolve(&scope)
+                let fns = TaskFunctions {
+                    plugins: self.plugins.as_deref(),
+                    task_id: &job.task_id,
+                };
+                t.resolve_with(&scope, &fns)
+                    .await
                     .map_err(|e| StepError::permanent(format!("input: {e}")))?
             }
             None => match (item, step.deps.as_slice()) {

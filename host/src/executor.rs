@@ -8,6 +8,22 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::backend::HttpBackend;
+use crate::plugins::Plugins;
+use crate::plugins::runtime::CallError;
+
+/// Whether a plugin failure may pass on another try: the plugin's own word,
+/// or, for the host's reasons, whether they may change (a reload, a free slot).
+fn step_error(e: CallError) -> StepError {
+    let retryable = match &e {
+        CallError::Plugin { retryable, .. } => *retryable,
+        CallError::Deadline { .. } | CallError::Host { .. } => true,
+        CallError::Memory { .. } | CallError::Fuel { .. } | CallError::Trap { .. } => false,
+    };
+    StepError {
+        message: e.to_string(),
+        retryable,
+    }
+}
 
 /// Why a try failed, and whether another try could succeed (apalis' distinction).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +76,7 @@ pub struct StepCall {
 #[derive(Clone, Default)]
 pub struct Executor {
     backends: HashMap<String, Arc<HttpBackend>>,
+    plugins: Option<Arc<Plugins>>,
 }
 
 impl Executor {
@@ -67,7 +84,14 @@ impl Executor {
     pub fn new(backends: Vec<Arc<HttpBackend>>) -> Self {
         Executor {
             backends: backends.into_iter().map(|b| (b.name.clone(), b)).collect(),
+            plugins: None,
         }
+    }
+
+    /// Runs `wasm` tasks on these plugins.
+    pub fn with_plugins(mut self, plugins: Arc<Plugins>) -> Self {
+        self.plugins = Some(plugins);
+        self
     }
 
     /// The configured HTTP backends.
@@ -79,6 +103,13 @@ impl Executor {
     pub async fn run(&self, backend: &str, call: StepCall) -> Result<Value, StepError> {
         match backend {
             "builtin" => crate::builtin::run(&call.task, call.input, call.attempt).await,
+            "wasm" => match &self.plugins {
+                Some(p) => p
+                    .run_task(&call.task, &call.input, &call.task_id)
+                    .await
+                    .map_err(step_error),
+                None => Err(StepError::permanent("plugins are disabled on this host")),
+            },
             other => match self.backends.get(other) {
                 Some(b) => b.run(&call).await,
                 None => Err(StepError::permanent(format!(

@@ -405,7 +405,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
         // checked against the schema the backend announces for the task.
         if let Some(schema) = info.as_ref().and_then(|i| i.input_schema.as_ref()) {
             let known = match &s.input {
-                Some(v) => Template::parse(v)
+                Some(v) => Template::parse_with(v, c.catalog.filters())
                     .ok()
                     .filter(Template::is_literal)
                     .map(|_| (v, field("input"))),
@@ -483,20 +483,20 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
             });
         };
         let input = match &s.input {
-            Some(v) => match Template::parse(v) {
+            Some(v) => match Template::parse_with(v, c.catalog.filters()) {
                 Ok(mut t) => {
                     bind(&mut t, field("input"), &mut c, false);
                     Some(t)
                 }
                 Err(e) => {
-                    c.err(k, field("input"), e.to_string());
+                    c.err(k, format!("{}{}", field("input"), e.at), e.to_string());
                     None
                 }
             },
             None => None,
         };
         let for_each = match &s.for_each {
-            Some(v) => match Template::parse(v) {
+            Some(v) => match Template::parse_with(v, c.catalog.filters()) {
                 Ok(mut t) => {
                     match &t {
                         Template::Whole(_) => {}
@@ -511,7 +511,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
                     Some(t)
                 }
                 Err(e) => {
-                    c.err(k, field("forEach"), e.to_string());
+                    c.err(k, format!("{}{}", field("forEach"), e.at), e.to_string());
                     None
                 }
             },
@@ -627,7 +627,7 @@ fn plan_effects(
             );
             continue;
         }
-        match Template::parse(&Value::Object(e.config.clone())) {
+        match Template::parse_with(&Value::Object(e.config.clone()), c.catalog.filters()) {
             Ok(mut t) => {
                 let mut problems = Vec::new();
                 t.exprs_mut(&mut |x| match &mut x.root {
@@ -656,7 +656,7 @@ fn plan_effects(
                     config: t,
                 });
             }
-            Err(err) => c.err(None, field, err.to_string()),
+            Err(err) => c.err(None, format!("{field}{}", err.at), err.to_string()),
         }
     }
     out
@@ -721,8 +721,9 @@ impl Plan {
         for b in crate::catalog::BACKEND_PRECEDENCE {
             catalog.add_backend(b);
         }
-        // Effects were checked at submission; a plugin unloaded since must
-        // not make the stored task unreadable.
+        // Effects and functions were checked at submission; a plugin unloaded
+        // since must not make the stored task unreadable.
+        catalog.allow_any_function();
         catalog.set_effects(
             [
                 &spec.on_pending,

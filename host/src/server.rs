@@ -108,6 +108,7 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             cache_dir: Some(config.plugin_cache_dir.clone()),
             http_allow: config.http_allow.clone(),
             policy_file: config.plugin_policy.clone(),
+            work_dir: config.work_dir.clone(),
         })
         .map_err(|e| StartError::Unsupported(e.to_string()))?,
     );
@@ -127,14 +128,14 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
         tracing::info!(plugins = ?report.loaded, "plugins loaded");
     }
     let mut catalog = Catalog::with_builtins();
-    catalog.set_effects(plugins.effects());
+    catalog.set_plugins(&plugins);
     for b in &backends {
         catalog.add_backend(&b.name);
     }
     let engine = Engine::new(
         store,
         catalog,
-        Executor::new(backends),
+        Executor::new(backends).with_plugins(plugins.clone()),
         EngineConfig {
             worker_concurrency: config.worker_concurrency,
             gpu_worker_concurrency: config.gpu_worker_concurrency,
@@ -148,9 +149,9 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
         plugins.watch(
             config.plugin_dir.clone(),
             Duration::from_millis(config.plugin_watch_ms),
-            move |effects| {
+            move || {
                 if let Some(engine) = weak.upgrade() {
-                    engine.set_effects(effects);
+                    engine.refresh_plugins();
                 }
             },
         );

@@ -4,7 +4,7 @@
 //! A template that is the whole string keeps the JSON type of its value
 //! (`"{{index}}"` gives a number); inside a longer string it is stringified.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -19,6 +19,8 @@ pub struct ParseError {
     pub position: usize,
     /// The whole string.
     pub text: String,
+    /// Where the string sits in the value parsed (`.a[0]`; empty at the top).
+    pub at: String,
 }
 
 /// Why a parsed template could not be resolved at run time.
@@ -99,6 +101,49 @@ pub const BUILTIN_FILTERS: [(&str, usize, usize); 9] = [
     ("last", 0, 0),
 ];
 
+fn is_builtin(name: &str) -> bool {
+    BUILTIN_FILTERS.iter().any(|(n, _, _)| *n == name)
+}
+
+/// The filters a template may use besides the builtins.
+#[derive(Debug, Clone, Copy)]
+pub enum Filters<'a> {
+    /// Builtins only.
+    Builtin,
+    /// Builtins and these plugin functions, with their (fewest, most) arguments.
+    With(&'a BTreeMap<String, (usize, usize)>),
+    /// Any name (checked when it runs): for tasks read back from the store.
+    Any,
+}
+
+impl Filters<'_> {
+    fn arity(&self, name: &str) -> Option<(usize, usize)> {
+        if let Some((_, least, most)) = BUILTIN_FILTERS.iter().find(|(n, _, _)| *n == name) {
+            return Some((*least, *most));
+        }
+        match self {
+            Filters::Builtin => None,
+            Filters::With(m) => m.get(name).copied(),
+            Filters::Any => Some((0, usize::MAX)),
+        }
+    }
+
+    fn known(&self) -> String {
+        let mut names: Vec<&str> = BUILTIN_FILTERS.iter().map(|(n, _, _)| *n).collect();
+        if let Filters::With(m) = self {
+            names.extend(m.keys().map(String::as_str));
+        }
+        names.join(", ")
+    }
+}
+
+/// Runs filters that plugins provide (template functions).
+#[async_trait::async_trait]
+pub trait Functions: Send + Sync {
+    /// Applies function `name` to `value` with `args`.
+    async fn call(&self, name: &str, value: &Value, args: &[Value]) -> Result<Value, String>;
+}
+
 /// A piece of an interpolated string.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Part {
@@ -143,14 +188,25 @@ pub struct Scope<'a> {
 }
 
 impl Template {
-    /// Parses every string inside `value`.
+    /// Parses every string inside `value`, with the builtin filters only.
     pub fn parse(value: &Value) -> Result<Template, ParseError> {
+        Template::parse_with(value, Filters::Builtin)
+    }
+
+    /// Parses every string inside `value`; filters must be builtins or in `filters`.
+    pub fn parse_with(value: &Value, filters: Filters<'_>) -> Result<Template, ParseError> {
         Ok(match value {
-            Value::String(s) => parse_string(s)?,
+            Value::String(s) => parse_string_with(s, filters)?,
             Value::Array(items) => {
                 let parsed = items
                     .iter()
-                    .map(Template::parse)
+                    .enumerate()
+                    .map(|(i, v)| {
+                        Template::parse_with(v, filters).map_err(|mut e| {
+                            e.at = format!("[{i}]{}", e.at);
+                            e
+                        })
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 if parsed.iter().all(|t| matches!(t, Template::Literal(_))) {
                     Template::Literal(value.clone())
@@ -161,7 +217,11 @@ impl Template {
             Value::Object(map) => {
                 let mut parsed = Vec::with_capacity(map.len());
                 for (k, v) in map {
-                    parsed.push((k.clone(), Template::parse(v)?));
+                    let t = Template::parse_with(v, filters).map_err(|mut e| {
+                        e.at = format!(".{k}{}", e.at);
+                        e
+                    })?;
+                    parsed.push((k.clone(), t));
                 }
                 if parsed
                     .iter()
@@ -215,17 +275,58 @@ impl Template {
         matches!(self, Template::Literal(_))
     }
 
-    /// Produces the JSON value for `scope`.
+    /// Whether an expression uses a filter that a plugin provides.
+    pub fn uses_functions(&self) -> bool {
+        let mut found = false;
+        self.exprs(&mut |e| found |= e.filters.iter().any(|f| !is_builtin(&f.name)));
+        found
+    }
+
+    /// Produces the JSON value for `scope` (builtin filters only: a plugin
+    /// filter is an error here; use [`Template::resolve_with`]).
     pub fn resolve(&self, scope: &Scope<'_>) -> Result<Value, ResolveError> {
+        self.assemble(&mut |e| e.resolve(scope))
+    }
+
+    /// Produces the JSON value for `scope`, calling plugin filters through `functions`.
+    pub async fn resolve_with(
+        &self,
+        scope: &Scope<'_>,
+        functions: &dyn Functions,
+    ) -> Result<Value, ResolveError> {
+        if !self.uses_functions() {
+            return self.resolve(scope);
+        }
+        // Expressions are resolved first, in the order `assemble` visits
+        // them, so that the tree walk itself stays synchronous.
+        let mut exprs = Vec::new();
+        self.exprs(&mut |e| exprs.push(e.clone()));
+        let mut values = Vec::with_capacity(exprs.len());
+        for e in &exprs {
+            values.push(e.resolve_with(scope, Some(functions)).await?);
+        }
+        let mut values = values.into_iter();
+        self.assemble(&mut |e| {
+            values.next().ok_or_else(|| ResolveError {
+                expr: e.source.clone(),
+                reason: "internal: expression count changed".into(),
+            })
+        })
+    }
+
+    fn assemble(
+        &self,
+        value_of: &mut dyn FnMut(&Expr) -> Result<Value, ResolveError>,
+    ) -> Result<Value, ResolveError> {
         Ok(match self {
             Template::Literal(v) => v.clone(),
-            Template::Whole(e) => e.resolve(scope)?,
+            Template::Whole(e) => value_of(e)?,
             Template::Interp(parts) => {
                 let mut out = String::new();
                 for p in parts {
                     match p {
                         Part::Lit(s) => out.push_str(s),
-                        Part::Expr(e) => stringify_into(&mut out, &e.resolve(scope)?),
+                        Part::Expr(e) => stringify_into(&mut out, &value_of(e)?),
                     }
                 }
                 Value::String(out)
@@ -233,13 +334,13 @@ impl Template {
             Template::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|t| t.resolve(scope))
+                    .map(|t| t.assemble(value_of))
                     .collect::<Result<_, _>>()?,
             ),
             Template::Object(fields) => {
                 let mut map = Map::with_capacity(fields.len());
                 for (k, t) in fields {
-                    map.insert(k.clone(), t.resolve(scope)?);
+                    map.insert(k.clone(), t.assemble(value_of)?);
                 }
                 Value::Object(map)
             }
@@ -255,19 +356,13 @@ fn stringify_into(out: &mut String, v: &Value) {
 }
 
 impl Expr {
-    /// Looks the expression up in `scope` and applies its filters.
+    /// Looks the expression up in `scope` and applies its (builtin) filters.
     pub fn resolve(&self, scope: &Scope<'_>) -> Result<Value, ResolveError> {
         let found = self.resolve_path(scope);
         if self.filters.is_empty() {
             return found;
         }
-        // A leading `default(x)` also covers a path that is missing.
-        let mut v = match (found, self.filters.first()) {
-            (Err(_), Some(f)) if f.name == "default" => {
-                f.args.first().cloned().unwrap_or(Value::Null)
-            }
-            (r, _) => r?,
-        };
+        let mut v = self.start_filters(found)?;
         for f in &self.filters {
             v = apply_filter(f, v).map_err(|reason| ResolveError {
                 expr: self.source.clone(),
@@ -275,6 +370,43 @@ impl Expr {
             })?;
         }
         Ok(v)
+    }
+
+    /// Like [`Expr::resolve`], with plugin filters run through `functions`.
+    pub async fn resolve_with(
+        &self,
+        scope: &Scope<'_>,
+        functions: Option<&dyn Functions>,
+    ) -> Result<Value, ResolveError> {
+        let found = self.resolve_path(scope);
+        if self.filters.is_empty() {
+            return found;
+        }
+        let mut v = self.start_filters(found)?;
+        for f in &self.filters {
+            let out = match functions {
+                Some(fns) if !is_builtin(&f.name) => fns
+                    .call(&f.name, &v, &f.args)
+                    .await
+                    .map_err(|e| format!("filter {}: {e}", f.name)),
+                _ => apply_filter(f, v),
+            };
+            v = out.map_err(|reason| ResolveError {
+                expr: self.source.clone(),
+                reason,
+            })?;
+        }
+        Ok(v)
+    }
+
+    fn start_filters(&self, found: Result<Value, ResolveError>) -> Result<Value, ResolveError> {
+        // A leading `default(x)` also covers a path that is missing.
+        match (found, self.filters.first()) {
+            (Err(_), Some(f)) if f.name == "default" => {
+                Ok(f.args.first().cloned().unwrap_or(Value::Null))
+            }
+            (r, _) => r,
+        }
     }
 
     fn resolve_path(&self, scope: &Scope<'_>) -> Result<Value, ResolveError> {
@@ -410,7 +542,7 @@ fn apply_filter(f: &Filter, v: Value) -> Result<Value, String> {
                 other => return Err(wrong("an array or string", other)),
             }
         }
-        other => return Err(format!("unknown filter {other:?}")),
+        other => return Err(format!("filter {other:?} is not loaded on this host")),
     })
 }
 
@@ -439,14 +571,20 @@ fn path_string(path: &[Seg]) -> String {
     s
 }
 
-/// Parses one string; `Template::Literal` when it holds no `{{`.
+/// Parses one string with the builtin filters; `Template::Literal` when it holds no `{{`.
 pub fn parse_string(s: &str) -> Result<Template, ParseError> {
+    parse_string_with(s, Filters::Builtin)
+}
+
+/// Parses one string; filters must be builtins or in `filters`.
+pub fn parse_string_with(s: &str, filters: Filters<'_>) -> Result<Template, ParseError> {
     if !s.contains("{{") {
         if let Some(pos) = s.find("}}") {
             return Err(ParseError {
                 message: "unmatched '}}'".into(),
                 position: s[..pos].chars().count(),
                 text: s.into(),
+                at: String::new(),
             });
         }
         return Ok(Template::Literal(Value::String(s.to_owned())));
@@ -458,6 +596,7 @@ pub fn parse_string(s: &str) -> Result<Template, ParseError> {
         message,
         position: s[..byte].chars().count(),
         text: s.to_owned(),
+        at: String::new(),
     };
     while let Some(open) = rest.find("{{") {
         let lit = &rest[..open];
@@ -478,7 +617,7 @@ pub fn parse_string(s: &str) -> Result<Template, ParseError> {
                 offset + inner_start + nested,
             ));
         }
-        let expr = parse_expr(inner).map_err(|(m, p)| err(m, offset + inner_start + p))?;
+        let expr = parse_expr(inner, filters).map_err(|(m, p)| err(m, offset + inner_start + p))?;
         parts.push(Part::Expr(expr));
         let consumed = inner_start + close + 2;
         rest = &rest[consumed..];
@@ -499,7 +638,7 @@ pub fn parse_string(s: &str) -> Result<Template, ParseError> {
 }
 
 /// Parses the inside of `{{ }}`; errors carry a byte offset into `inner`.
-fn parse_expr(inner: &str) -> Result<Expr, (String, usize)> {
+fn parse_expr(inner: &str, known: Filters<'_>) -> Result<Expr, (String, usize)> {
     let bytes = inner.as_bytes();
     let mut i = 0;
     while i < bytes.len() && bytes[i].is_ascii_whitespace() {
@@ -585,18 +724,14 @@ fn parse_expr(inner: &str) -> Result<Expr, (String, usize)> {
             i = close + 1;
             skip_ws(&mut i);
         }
-        match BUILTIN_FILTERS.iter().find(|(n, _, _)| *n == name) {
+        match known.arity(&name) {
             None => {
-                let known: Vec<&str> = BUILTIN_FILTERS.iter().map(|(n, _, _)| *n).collect();
                 return Err((
-                    format!(
-                        "unknown filter {name:?}; known filters: {}",
-                        known.join(", ")
-                    ),
+                    format!("unknown filter {name:?}; known filters: {}", known.known()),
                     name_at,
                 ));
             }
-            Some((_, least, most)) if args.len() < *least || args.len() > *most => {
+            Some((least, most)) if args.len() < least || args.len() > most => {
                 let want = if least == most {
                     format!("{least}")
                 } else {
@@ -898,5 +1033,104 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(t.resolve(&scope).unwrap(), json!("boom"));
+    }
+
+    /// Plugin functions that record their calls: `double` (a number), `greet(name)`.
+    struct Recorder(std::sync::Mutex<Vec<(String, Vec<Value>)>>);
+
+    #[async_trait::async_trait]
+    impl Functions for Recorder {
+        async fn call(&self, name: &str, value: &Value, args: &[Value]) -> Result<Value, String> {
+            let mut all = vec![value.clone()];
+            all.extend_from_slice(args);
+            self.0.lock().unwrap().push((name.to_owned(), all));
+            match (name, value.as_f64()) {
+                ("double", Some(n)) => Ok(json!(n * 2.0)),
+                ("double", None) => Err("expected a number".into()),
+                ("greet", _) => Ok(json!(format!(
+                    "{} {}",
+                    args[0].as_str().unwrap_or("?"),
+                    value.as_str().unwrap_or("?")
+                ))),
+                _ => Err("no such function".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn plugin_filters_parse_with_their_arity() {
+        let fns: BTreeMap<String, (usize, usize)> = [
+            ("double".to_string(), (0, 0)),
+            ("greet".to_string(), (1, 1)),
+        ]
+        .into();
+        let known = Filters::With(&fns);
+        assert!(parse_string_with("{{ payload.n | double | double }}", known).is_ok());
+        // Builtins alone do not know it: rejected where it is written.
+        let e = parse_string("{{ payload.n | double }}").unwrap_err();
+        assert!(
+            e.message.starts_with("unknown filter \"double\""),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.position, 15);
+        let e = parse_string_with("x {{ payload.n | greet }}", known).unwrap_err();
+        assert_eq!(e.message, "filter greet takes 1 argument(s), got 0");
+        assert_eq!(e.position, 17);
+        let e = parse_string_with("{{ payload.n | nope }}", known).unwrap_err();
+        assert!(
+            e.message.ends_with("first, last, double, greet"),
+            "{}",
+            e.message
+        );
+        // A stored task read back accepts any name.
+        assert!(parse_string_with("{{ payload.n | gone(1, 2) }}", Filters::Any).is_ok());
+    }
+
+    #[tokio::test]
+    async fn plugin_filters_resolve_in_order_and_keep_types() {
+        let fns: BTreeMap<String, (usize, usize)> = [
+            ("double".to_string(), (0, 0)),
+            ("greet".to_string(), (1, 1)),
+        ]
+        .into();
+        let t = Template::parse_with(
+            &json!({
+                "n": "{{ payload.n | double | double }}",
+                "s": "{{ payload.name | greet(\"hi\") | upper }}!",
+                "plain": "{{ payload.n }}",
+                "list": ["{{ payload.n | double }}", 7],
+            }),
+            Filters::With(&fns),
+        )
+        .unwrap();
+        assert!(t.uses_functions());
+        let payload = json!({"n": 3, "name": "ada"});
+        let scope = Scope {
+            payload: Some(&payload),
+            ..Default::default()
+        };
+        let rec = Recorder(Default::default());
+        let v = t.resolve_with(&scope, &rec).await.unwrap();
+        assert_eq!(
+            v,
+            json!({"n": 12.0, "s": "HI ADA!", "plain": 3, "list": [6.0, 7]})
+        );
+        let calls = rec.0.lock().unwrap().clone();
+        assert_eq!(calls[0], ("double".to_string(), vec![json!(3)]));
+        assert_eq!(calls[1], ("double".to_string(), vec![json!(6.0)]));
+        assert_eq!(
+            calls[2],
+            ("greet".to_string(), vec![json!("ada"), json!("hi")])
+        );
+        assert_eq!(calls.len(), 4);
+        // A failing function names the filter and the expression.
+        let bad = parse_string_with("{{ payload.name | double }}", Filters::With(&fns)).unwrap();
+        let e = bad.resolve_with(&scope, &rec).await.unwrap_err();
+        assert_eq!(e.reason, "filter double: expected a number");
+        assert_eq!(e.expr, "payload.name | double");
+        // Without functions, a plugin filter is an error, not a silent pass.
+        let e = bad.resolve(&scope).unwrap_err();
+        assert!(e.reason.contains("not loaded"), "{}", e.reason);
     }
 }

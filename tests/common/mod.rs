@@ -23,6 +23,10 @@ use tokio::sync::{Notify, watch};
 
 /// The longest any bounded wait in these tests lasts.
 pub const WAIT: Duration = Duration::from_secs(30);
+/// How long a host may take to start: the first start compiles every plugin
+/// (a debug build of the host compiles the 12-18 MB Python and JavaScript
+/// components in ~10-15 s each; later starts read the artifact cache).
+pub const START_WAIT: Duration = Duration::from_secs(240);
 
 // ---------------------------------------------------------------- the host
 
@@ -64,8 +68,8 @@ impl Host {
             }
         });
         let base = rx
-            .recv_timeout(WAIT)
-            .expect("dwa did not print its address within 30 s");
+            .recv_timeout(START_WAIT)
+            .expect("dwa did not print its address within 240 s");
         Host {
             child: Some(child),
             base,

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 /// The WIT package version this host implements.
 pub const HOST_WIT_VERSION: (u64, u64, u64) = (0, 1, 0);
 /// The worlds this host can run.
-pub const KNOWN_WORLDS: [&str; 1] = ["effect-handler"];
+pub const KNOWN_WORLDS: [&str; 3] = ["effect-handler", "template-functions", "transform-task"];
 
 /// A plugin's manifest (`<name>.json` beside `<name>.wasm`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -41,9 +41,65 @@ pub struct Manifest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Provides {
-    /// Effect names (`$event` values) it handles.
+    /// Effect names (`$event` values) it handles (effect-handler).
     #[serde(default)]
     pub effects: Vec<String>,
+    /// Template functions it exports (template-functions).
+    #[serde(default)]
+    pub functions: Vec<FunctionDecl>,
+    /// Tasks it runs (transform-task).
+    #[serde(default)]
+    pub tasks: Vec<TaskDecl>,
+}
+
+/// A template function a plugin exports, with the arguments it takes
+/// besides the piped value (so that a wrong count fails at submission).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FunctionDecl {
+    /// The filter name used in templates.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Fewest arguments (default 0).
+    #[serde(default)]
+    pub min_args: usize,
+    /// Most arguments (default: `minArgs`).
+    #[serde(default)]
+    pub max_args: Option<usize>,
+}
+
+impl FunctionDecl {
+    /// (fewest, most) arguments.
+    pub fn arity(&self) -> (usize, usize) {
+        (self.min_args, self.max_args.unwrap_or(self.min_args))
+    }
+}
+
+/// A transform task a plugin runs, as the catalog shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskDecl {
+    /// The task's name, e.g. `image.resize`.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Category (`transform` by default).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Default timeout in seconds (the plugin's own per-call limit still applies).
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// JSON Schema of its input; checked at submission like a backend's.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub input_schema: Option<serde_json::Value>,
+    /// JSON Schema of its output.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<serde_json::Value>,
 }
 
 /// What a plugin asks to be allowed.
@@ -53,6 +109,9 @@ pub struct Permissions {
     /// Host patterns it may call over HTTP: `api.example.com`, `*.slack.com`, `*`.
     #[serde(default)]
     pub http: Vec<String>,
+    /// Whether a transform task wants its task's working folder (read-write).
+    #[serde(default)]
+    pub workdir: bool,
 }
 
 /// Per-call limits; the host applies defaults and caps.
@@ -156,10 +215,102 @@ impl Manifest {
                 self.name
             )));
         }
-        if world.world == "effect-handler" && self.provides.effects.is_empty() {
+        let p = &self.provides;
+        let (what, count, others) = match world.world.as_str() {
+            "effect-handler" => (
+                "an effect-handler must provide at least one effect (provides.effects)",
+                p.effects.len(),
+                p.functions.len() + p.tasks.len(),
+            ),
+            "template-functions" => (
+                "a template-functions plugin must provide at least one function (provides.functions)",
+                p.functions.len(),
+                p.effects.len() + p.tasks.len(),
+            ),
+            _ => (
+                "a transform-task plugin must provide at least one task (provides.tasks)",
+                p.tasks.len(),
+                p.effects.len() + p.functions.len(),
+            ),
+        };
+        if count == 0 {
+            return Err(err(what.into()));
+        }
+        if others > 0 {
+            return Err(err(format!(
+                "a {} plugin provides only {}",
+                world.world,
+                match world.world.as_str() {
+                    "effect-handler" => "effects",
+                    "template-functions" => "functions",
+                    _ => "tasks",
+                }
+            )));
+        }
+        if self.permissions.workdir && world.world != "transform-task" {
             return Err(err(
-                "an effect-handler must provide at least one effect".into()
+                "permissions.workdir is for transform-task plugins only".into(),
             ));
+        }
+        for f in &p.functions {
+            let valid = !f.name.is_empty()
+                && f.name.len() <= 64
+                && f.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !f.name.as_bytes()[0].is_ascii_digit();
+            if !valid {
+                return Err(err(format!(
+                    "function name {:?} must be 1-64 letters, digits or '_', not starting with a digit",
+                    f.name
+                )));
+            }
+            if crate::template::BUILTIN_FILTERS
+                .iter()
+                .any(|(n, _, _)| *n == f.name)
+            {
+                return Err(err(format!(
+                    "function {:?} would shadow the builtin filter of that name",
+                    f.name
+                )));
+            }
+            let (least, most) = f.arity();
+            if most < least || most > 16 {
+                return Err(err(format!(
+                    "function {:?}: maxArgs must be between minArgs and 16",
+                    f.name
+                )));
+            }
+        }
+        for t in &p.tasks {
+            let valid = !t.name.is_empty()
+                && t.name.len() <= 128
+                && t.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !valid {
+                return Err(err(format!(
+                    "task name {:?} must be 1-128 letters, digits, '.', '_' or '-'",
+                    t.name
+                )));
+            }
+            if t.timeout.is_some_and(|s| !(s > 0.0 && s <= 86_400.0)) {
+                return Err(err(format!(
+                    "task {:?}: timeout must be between 0 and 86400 seconds",
+                    t.name
+                )));
+            }
+            for (field, schema) in [
+                ("inputSchema", &t.input_schema),
+                ("outputSchema", &t.output_schema),
+            ] {
+                if schema.as_ref().is_some_and(|s| !s.is_object()) {
+                    return Err(err(format!(
+                        "task {:?}: {field} must be a JSON object",
+                        t.name
+                    )));
+                }
+            }
         }
         for e in &self.provides.effects {
             if e.is_empty()
@@ -234,6 +385,7 @@ mod tests {
             wasm: None,
             provides: Provides {
                 effects: vec!["x".into()],
+                ..Default::default()
             },
             permissions: Permissions::default(),
             limits: Limits::default(),
@@ -280,5 +432,76 @@ mod tests {
         assert!(!host_matches("*.slack.com", "evilslack.com"));
         assert!(host_matches("API.example.com", "api.EXAMPLE.com"));
         assert!(!host_matches("api.example.com", "api.example.com.evil"));
+    }
+
+    #[test]
+    fn provides_must_match_the_world() {
+        let mut m = manifest("dwa:plugin/template-functions@0.1.0");
+        let e = m.validate("f").unwrap_err();
+        assert!(e.message.contains("at least one function"), "{e}");
+        m.provides.effects.clear();
+        m.provides.functions.push(FunctionDecl {
+            name: "slugify".into(),
+            description: None,
+            min_args: 0,
+            max_args: None,
+        });
+        assert!(m.validate("f").is_ok());
+        m.provides.functions[0].name = "upper".into();
+        assert!(
+            m.validate("f")
+                .unwrap_err()
+                .message
+                .contains("shadow the builtin")
+        );
+        m.provides.functions[0].name = "a.b".into();
+        assert!(
+            m.validate("f")
+                .unwrap_err()
+                .message
+                .contains("function name")
+        );
+        m.provides.functions[0] = FunctionDecl {
+            name: "f".into(),
+            description: None,
+            min_args: 2,
+            max_args: Some(1),
+        };
+        assert!(m.validate("f").unwrap_err().message.contains("maxArgs"));
+
+        let mut t = manifest("dwa:plugin/transform-task@0.1.0");
+        t.provides.effects.clear();
+        assert!(
+            t.validate("f")
+                .unwrap_err()
+                .message
+                .contains("at least one task")
+        );
+        t.provides.tasks.push(TaskDecl {
+            name: "image.resize".into(),
+            description: None,
+            category: None,
+            timeout: Some(30.0),
+            input_schema: Some(serde_json::json!({"type": "object"})),
+            output_schema: None,
+        });
+        t.permissions.workdir = true;
+        assert!(t.validate("f").is_ok());
+        t.provides.tasks[0].input_schema = Some(serde_json::json!(3));
+        assert!(
+            t.validate("f")
+                .unwrap_err()
+                .message
+                .contains("inputSchema must be a JSON object")
+        );
+
+        let mut e = manifest("dwa:plugin/effect-handler@0.1.0");
+        e.permissions.workdir = true;
+        assert!(
+            e.validate("f")
+                .unwrap_err()
+                .message
+                .contains("transform-task plugins only")
+        );
     }
 }

@@ -27,7 +27,7 @@ pub mod runtime;
 
 use manifest::Manifest;
 use outbound::{NetPolicy, Outbound};
-use runtime::{CallError, CallSpec, CallState, EffectCall, EffectHandlerPre, PluginHost};
+use runtime::{Call, CallError, CallSpec, CallState, EffectCall, PluginHost, Pre};
 
 /// How the plugin host is set up.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +40,8 @@ pub struct PluginConfig {
     pub http_allow: String,
     /// `DWA_PLUGIN_POLICY`: the operator's grants file.
     pub policy_file: Option<PathBuf>,
+    /// `DWA_WORK_DIR`: where each task's working folder is made.
+    pub work_dir: PathBuf,
 }
 
 /// The operator's grants (`DWA_PLUGIN_POLICY`, JSON): per plugin, and a default.
@@ -61,6 +63,9 @@ pub struct Grants {
     /// Host patterns it may reach over HTTP.
     #[serde(default)]
     pub http: Vec<String>,
+    /// Whether a transform may have its task's working folder.
+    #[serde(default)]
+    pub workdir: bool,
 }
 
 /// A loaded plugin, as `GET /api/plugins` shows it.
@@ -77,6 +82,14 @@ pub struct PluginInfo {
     pub description: Option<String>,
     /// Effects it handles.
     pub effects: Vec<String>,
+    /// Template functions it exports.
+    pub functions: Vec<String>,
+    /// Transform tasks it runs.
+    pub tasks: Vec<String>,
+    /// Whether it asked for its task's working folder.
+    pub asked_workdir: bool,
+    /// Whether it was granted it.
+    pub granted_workdir: bool,
     /// HTTP host patterns its manifest asks for.
     pub asked_http: Vec<String>,
     /// HTTP host patterns granted (asked ∩ operator).
@@ -97,15 +110,68 @@ pub struct PluginInfo {
 
 struct Loaded {
     manifest: Manifest,
-    pre: EffectHandlerPre<CallState>,
+    pre: Pre,
     outbound: Outbound,
     info: PluginInfo,
+}
+
+impl Loaded {
+    /// Everything it provides, as (kind, name), for the registry's indexes.
+    fn provided(&self) -> Vec<(Kind, String)> {
+        let p = &self.manifest.provides;
+        let mut v: Vec<(Kind, String)> = p
+            .effects
+            .iter()
+            .map(|e| (Kind::Effect, e.clone()))
+            .collect();
+        v.extend(p.functions.iter().map(|f| (Kind::Function, f.name.clone())));
+        v.extend(p.tasks.iter().map(|t| (Kind::Task, t.name.clone())));
+        v
+    }
+}
+
+/// What a plugin can provide; names are unique within a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Effect,
+    Function,
+    Task,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Effect => "effect",
+            Kind::Function => "function",
+            Kind::Task => "task",
+        }
+    }
 }
 
 #[derive(Default)]
 struct Registry {
     plugins: BTreeMap<String, Arc<Loaded>>,
-    effects: HashMap<String, Arc<Loaded>>,
+    provided: HashMap<(Kind, String), Arc<Loaded>>,
+}
+
+impl Registry {
+    fn remove(&mut self, name: &str) -> Option<Arc<Loaded>> {
+        let old = self.plugins.remove(name)?;
+        for key in old.provided() {
+            self.provided.remove(&key);
+        }
+        Some(old)
+    }
+
+    fn find(&self, kind: Kind, name: &str) -> Result<Arc<Loaded>, CallError> {
+        self.provided
+            .get(&(kind, name.to_owned()))
+            .cloned()
+            .ok_or_else(|| CallError::Host {
+                plugin: name.to_owned(),
+                message: format!("no loaded plugin provides {} {name:?}", kind.noun()),
+            })
+    }
 }
 
 /// When a plugin's files last changed: (manifest, component) modification times and sizes.
@@ -167,6 +233,7 @@ pub struct Plugins {
     registry: RwLock<Registry>,
     slots: Semaphore,
     errors: RwLock<Vec<String>>,
+    work_dir: PathBuf,
 }
 
 /// Why the plugin host could not start.
@@ -203,6 +270,7 @@ impl Plugins {
             registry: RwLock::new(Registry::default()),
             slots: Semaphore::new(runtime::MAX_INSTANCES as usize),
             errors: RwLock::new(Vec::new()),
+            work_dir: config.work_dir.clone(),
         })
     }
 
@@ -272,16 +340,18 @@ impl Plugins {
                 manifest::HOST_WIT_VERSION.2
             )
         })?;
-        let pre = EffectHandlerPre::new(instance_pre).map_err(|e| {
-            format!("plugin {who}: does not export the effect-handler world: {e:#}")
-        })?;
-        let operator = self.policy.as_ref().map(|p| {
+        let pre = Pre::new(&world.world, instance_pre).map_err(|e| format!("plugin {who}: {e}"))?;
+        let grants = self.policy.as_ref().map(|p| {
             p.plugins
                 .get(&manifest.name)
                 .or(p.default.as_ref())
-                .map(|g| g.http.clone())
+                .cloned()
                 .unwrap_or_default()
         });
+        // Without a policy file the operator grants what was asked.
+        let granted_workdir =
+            manifest.permissions.workdir && grants.as_ref().is_none_or(|g| g.workdir);
+        let operator = grants.map(|g| g.http);
         let outbound = Outbound::new(
             &who,
             manifest.permissions.http.clone(),
@@ -298,6 +368,20 @@ impl Plugins {
             ),
             description: manifest.description.clone(),
             effects: manifest.provides.effects.clone(),
+            functions: manifest
+                .provides
+                .functions
+                .iter()
+                .map(|f| f.name.clone())
+                .collect(),
+            tasks: manifest
+                .provides
+                .tasks
+                .iter()
+                .map(|t| t.name.clone())
+                .collect(),
+            asked_workdir: manifest.permissions.workdir,
+            granted_workdir,
             asked_http: manifest.permissions.http.clone(),
             granted_http: outbound.granted(),
             memory_mb: manifest.memory_bytes() >> 20,
@@ -317,23 +401,22 @@ impl Plugins {
             .registry
             .write()
             .map_err(|_| "plugin registry lock poisoned".to_string())?;
-        for e in &loaded.manifest.provides.effects {
-            if let Some(other) = reg.effects.get(e)
+        let provided = loaded.provided();
+        for key in &provided {
+            if let Some(other) = reg.provided.get(key)
                 && other.manifest.name != loaded.manifest.name
             {
                 return Err(format!(
-                    "plugin {who}: effect {e:?} is already provided by plugin {}",
+                    "plugin {who}: {} {:?} is already provided by plugin {}",
+                    key.0.noun(),
+                    key.1,
                     other.manifest.name
                 ));
             }
         }
-        if let Some(old) = reg.plugins.remove(&loaded.manifest.name) {
-            for e in &old.manifest.provides.effects {
-                reg.effects.remove(e);
-            }
-        }
-        for e in &loaded.manifest.provides.effects {
-            reg.effects.insert(e.clone(), loaded.clone());
+        reg.remove(&loaded.manifest.name);
+        for key in provided {
+            reg.provided.insert(key, loaded.clone());
         }
         reg.plugins.insert(loaded.manifest.name.clone(), loaded);
         tracing::info!(plugin = %who, from_cache, "plugin loaded");
@@ -381,10 +464,60 @@ impl Plugins {
         let mut v: Vec<String> = self
             .registry
             .read()
-            .map(|r| r.effects.keys().cloned().collect())
+            .map(|r| {
+                r.provided
+                    .keys()
+                    .filter(|(k, _)| *k == Kind::Effect)
+                    .map(|(_, n)| n.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// The template functions loaded plugins export, with their (fewest, most) arguments.
+    pub fn functions(&self) -> BTreeMap<String, (usize, usize)> {
+        self.registry
+            .read()
+            .map(|r| {
+                r.plugins
+                    .values()
+                    .flat_map(|p| p.manifest.provides.functions.iter())
+                    .map(|f| (f.name.clone(), f.arity()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The transform tasks loaded plugins run, as catalog entries (backend `wasm`).
+    pub fn tasks(&self) -> Vec<crate::catalog::TaskInfo> {
+        self.registry
+            .read()
+            .map(|r| {
+                r.plugins
+                    .values()
+                    .flat_map(|p| p.manifest.provides.tasks.iter())
+                    .map(|t| crate::catalog::TaskInfo {
+                        category: Some(t.category.clone().unwrap_or_else(|| "transform".into())),
+                        description: t.description.clone(),
+                        timeout: t.timeout,
+                        input_schema: t.input_schema.clone(),
+                        output_schema: t.output_schema.clone(),
+                        ..crate::catalog::TaskInfo::bare(&t.name, "wasm")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The working folder of a task (made by the first transform that needs it).
+    pub fn task_workdir(&self, task_id: &str) -> Option<PathBuf> {
+        let safe = !task_id.is_empty()
+            && task_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        safe.then(|| self.work_dir.join(task_id))
     }
 
     /// Unloads a plugin (its manifest was removed); in-flight calls finish.
@@ -392,27 +525,19 @@ impl Plugins {
         let Ok(mut reg) = self.registry.write() else {
             return false;
         };
-        match reg.plugins.remove(name) {
-            Some(old) => {
-                for e in &old.manifest.provides.effects {
-                    reg.effects.remove(e);
-                }
-                true
-            }
-            None => false,
-        }
+        reg.remove(name).is_some()
     }
 
     /// Watches `dir` (polling every `every`): a new or rebuilt plugin is
     /// loaded and replaces the old one (calls in flight finish on the old
     /// version); one that fails to load leaves the previous version serving,
     /// and the reason shows in `load_errors`; a removed manifest unloads its
-    /// plugin. `changed` is called with the effects provided after a change.
+    /// plugin. `changed` is called after each change.
     pub fn watch(
         self: &Arc<Self>,
         dir: PathBuf,
         every: std::time::Duration,
-        changed: impl Fn(Vec<String>) + Send + Sync + 'static,
+        changed: impl Fn() + Send + Sync + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
@@ -431,7 +556,7 @@ impl Plugins {
                     tracing::error!(error = %e, "plugin reload failed");
                 }
                 seen = now;
-                changed(me.effects());
+                changed();
             }
         })
     }
@@ -485,21 +610,89 @@ impl Plugins {
         task_id: &str,
         host: Arc<dyn PluginHost>,
     ) -> Result<String, CallError> {
-        let plugin = self
-            .registry
-            .read()
-            .ok()
-            .and_then(|r| r.effects.get(effect).cloned())
-            .ok_or_else(|| CallError::Host {
-                plugin: effect.to_owned(),
-                message: format!("no loaded plugin provides effect {effect:?}"),
+        let plugin = self.find(Kind::Effect, effect)?;
+        self.run(&plugin, task_id, Some(host), None, Call::Effect(call))
+            .await
+    }
+
+    /// Calls template function `name` on `value` with `args`; answers its JSON.
+    pub async fn call_function(
+        &self,
+        name: &str,
+        value: &serde_json::Value,
+        args: &[serde_json::Value],
+        task_id: &str,
+    ) -> Result<serde_json::Value, CallError> {
+        let plugin = self.find(Kind::Function, name)?;
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(value.clone());
+        all.extend_from_slice(args);
+        let call = Call::Function {
+            name: name.to_owned(),
+            args: serde_json::Value::Array(all).to_string(),
+        };
+        let out = self.run(&plugin, task_id, None, None, call).await?;
+        parse_answer(&plugin, &out)
+    }
+
+    /// Runs transform task `task` on `input` for task `task_id`.
+    pub async fn run_task(
+        &self,
+        task: &str,
+        input: &serde_json::Value,
+        task_id: &str,
+    ) -> Result<serde_json::Value, CallError> {
+        let plugin = self.find(Kind::Task, task)?;
+        let who = format!("{}@{}", plugin.manifest.name, plugin.manifest.version);
+        let workdir = if plugin.info.granted_workdir {
+            let dir = self.task_workdir(task_id).ok_or_else(|| CallError::Host {
+                plugin: who.clone(),
+                message: format!("task id {task_id:?} cannot name a working folder"),
             })?;
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| CallError::Host {
+                    plugin: who.clone(),
+                    message: format!("cannot make the working folder {}: {e}", dir.display()),
+                })?;
+            Some(dir)
+        } else {
+            None
+        };
+        let call = Call::Transform {
+            task: task.to_owned(),
+            input: input.to_string(),
+        };
+        let out = self
+            .run(&plugin, task_id, None, workdir.as_deref(), call)
+            .await?;
+        parse_answer(&plugin, &out)
+    }
+
+    fn find(&self, kind: Kind, name: &str) -> Result<Arc<Loaded>, CallError> {
+        self.registry
+            .read()
+            .map_err(|_| CallError::Host {
+                plugin: name.to_owned(),
+                message: "plugin registry lock poisoned".into(),
+            })?
+            .find(kind, name)
+    }
+
+    async fn run(
+        &self,
+        plugin: &Loaded,
+        task_id: &str,
+        host: Option<Arc<dyn PluginHost>>,
+        workdir: Option<&Path>,
+        call: Call,
+    ) -> Result<String, CallError> {
         let who = format!("{}@{}", plugin.manifest.name, plugin.manifest.version);
         let _slot = self.slots.acquire().await.map_err(|_| CallError::Host {
             plugin: who.clone(),
             message: "plugin host is shutting down".into(),
         })?;
-        runtime::call_effect(
+        runtime::call(
             &self.engine,
             CallSpec {
                 plugin: &who,
@@ -509,10 +702,59 @@ impl Plugins {
                 timeout: plugin.manifest.timeout(),
                 fuel: plugin.manifest.limits.fuel,
                 task_id,
-                host,
+                host: host.unwrap_or_else(|| Arc::new(NoServices)),
+                workdir,
             },
             call,
         )
         .await
+    }
+}
+
+/// What functions and transforms get for `emit`/`enqueue`: nothing (their
+/// worlds do not import them; this only fills the call's slot).
+struct NoServices;
+
+#[async_trait::async_trait]
+impl PluginHost for NoServices {
+    async fn emit(&self, _: &str, _: &str, _: serde_json::Value) -> Result<(), String> {
+        Err("not available to this plugin".into())
+    }
+    async fn enqueue(&self, _: serde_json::Value) -> Result<String, String> {
+        Err("not available to this plugin".into())
+    }
+}
+
+fn parse_answer(plugin: &Loaded, out: &str) -> Result<serde_json::Value, CallError> {
+    serde_json::from_str(out).map_err(|e| CallError::Plugin {
+        plugin: format!("{}@{}", plugin.manifest.name, plugin.manifest.version),
+        message: format!("answered something that is not JSON: {e}"),
+        retryable: false,
+    })
+}
+
+/// Plugin filters for the templates of one task.
+pub struct TaskFunctions<'a> {
+    /// The plugin host (None: plugins are disabled).
+    pub plugins: Option<&'a Plugins>,
+    /// The task whose templates are resolved.
+    pub task_id: &'a str,
+}
+
+#[async_trait::async_trait]
+impl crate::template::Functions for TaskFunctions<'_> {
+    async fn call(
+        &self,
+        name: &str,
+        value: &serde_json::Value,
+        args: &[serde_json::Value],
+    ) -> Result<serde_json::Value, String> {
+        match self.plugins {
+            Some(p) => p
+                .call_function(name, value, args, self.task_id)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("plugins are disabled on this host".into()),
+        }
     }
 }

@@ -13,15 +13,95 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::outbound::{self, Outbound};
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "effect-handler",
-    imports: { default: async },
-    exports: { default: async },
-});
+/// Bindings of the `effect-handler` world (and of the shared `types` and `host`).
+pub mod effect_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "effect-handler",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
 
-pub use dwa::plugin::host::LogLevel;
-pub use exports::dwa::plugin::effect::EffectCall;
+/// Bindings of the `template-functions` world (and of `logging`).
+pub mod functions_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "template-functions",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "dwa:plugin/types": crate::plugins::runtime::effect_world::dwa::plugin::types,
+        },
+    });
+}
+
+/// Bindings of the `transform-task` world.
+pub mod transform_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "transform-task",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "dwa:plugin/types": crate::plugins::runtime::effect_world::dwa::plugin::types,
+            "dwa:plugin/logging": crate::plugins::runtime::functions_world::dwa::plugin::logging,
+        },
+    });
+}
+
+use effect_world::dwa;
+pub use effect_world::dwa::plugin::host::LogLevel;
+pub use effect_world::exports::dwa::plugin::effect::EffectCall;
+pub use effect_world::{EffectHandler, EffectHandlerPre};
+pub use functions_world::TemplateFunctionsPre;
+pub use transform_world::TransformTaskPre;
+
+/// A plugin pre-instantiated for the world it implements.
+pub enum Pre {
+    /// An effect handler.
+    Effect(EffectHandlerPre<CallState>),
+    /// Template functions.
+    Functions(TemplateFunctionsPre<CallState>),
+    /// Transform tasks.
+    Transform(TransformTaskPre<CallState>),
+}
+
+impl Pre {
+    /// Checks that `pre`'s component exports what `world` needs.
+    pub fn new(
+        world: &str,
+        pre: wasmtime::component::InstancePre<CallState>,
+    ) -> Result<Pre, String> {
+        let r = match world {
+            "effect-handler" => EffectHandlerPre::new(pre).map(Pre::Effect),
+            "template-functions" => TemplateFunctionsPre::new(pre).map(Pre::Functions),
+            "transform-task" => TransformTaskPre::new(pre).map(Pre::Transform),
+            other => return Err(format!("world {other:?} is not one this host runs")),
+        };
+        r.map_err(|e| format!("does not export the {world} world: {e:#}"))
+    }
+}
+
+/// One call into a plugin.
+pub enum Call {
+    /// Fire an effect.
+    Effect(EffectCall),
+    /// Call a template function with `[value, args...]`.
+    Function {
+        /// Function name.
+        name: String,
+        /// JSON array text.
+        args: String,
+    },
+    /// Run a transform task.
+    Transform {
+        /// Task name.
+        task: String,
+        /// JSON input text.
+        input: String,
+    },
+}
 
 /// Epoch ticks per second: the deadline's granularity.
 pub const TICK: Duration = Duration::from_millis(5);
@@ -151,8 +231,8 @@ fn reserved(event: &str) -> bool {
     event.starts_with("step:") || event.starts_with("pipeline:") || event.starts_with("effect:")
 }
 
-impl dwa::plugin::host::Host for CallState {
-    async fn log(&mut self, level: LogLevel, message: String) {
+impl CallState {
+    fn log_line(&self, level: LogLevel, message: &str) {
         let plugin = self.plugin.as_str();
         let message: String = message.chars().take(4096).collect();
         match level {
@@ -161,6 +241,25 @@ impl dwa::plugin::host::Host for CallState {
             LogLevel::Warn => tracing::warn!(plugin, "{message}"),
             LogLevel::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+}
+
+impl functions_world::dwa::plugin::logging::Host for CallState {
+    async fn log(&mut self, level: functions_world::dwa::plugin::logging::Level, message: String) {
+        use functions_world::dwa::plugin::logging::Level;
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        self.log_line(level, &message);
+    }
+}
+
+impl dwa::plugin::host::Host for CallState {
+    async fn log(&mut self, level: LogLevel, message: String) {
+        self.log_line(level, &message);
     }
 
     async fn http_fetch(
@@ -248,6 +347,8 @@ pub fn linker(engine: &Engine) -> Result<Linker<CallState>, String> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
     EffectHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
+    functions_world::dwa::plugin::logging::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        .map_err(|e| e.to_string())?;
     Ok(linker)
 }
 
@@ -256,7 +357,7 @@ pub struct CallSpec<'a> {
     /// `name@version`.
     pub plugin: &'a str,
     /// The plugin's pre-instantiated component.
-    pub pre: &'a EffectHandlerPre<CallState>,
+    pub pre: &'a Pre,
     /// Its HTTP capability.
     pub outbound: &'a Outbound,
     /// Memory cap.
@@ -269,24 +370,32 @@ pub struct CallSpec<'a> {
     pub task_id: &'a str,
     /// The engine's services.
     pub host: Arc<dyn PluginHost>,
+    /// The folder preopened as `.` (granted transform tasks only).
+    pub workdir: Option<&'a std::path::Path>,
 }
 
-/// Runs one effect call in a fresh instance.
-pub async fn call_effect(
-    engine: &Engine,
-    spec: CallSpec<'_>,
-    call: EffectCall,
-) -> Result<String, CallError> {
-    // No preopens, no environment, no sockets, no name lookup: WASI gives the
-    // plugin clocks, randomness and (discarded) stdio, nothing more.
-    // stderr is kept (bounded) so that a panic message can explain a trap.
+/// Runs one call in a fresh instance.
+pub async fn call(engine: &Engine, spec: CallSpec<'_>, call: Call) -> Result<String, CallError> {
+    // No preopens (but a granted working folder), no environment, no
+    // sockets, no name lookup: WASI gives the plugin clocks, randomness and
+    // (discarded) stdio, nothing more. stderr is kept (bounded) so that a
+    // panic message can explain a trap.
     let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(8 * 1024);
-    let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+    let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
+    builder
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        .stderr(stderr.clone())
-        .build();
+        .stderr(stderr.clone());
+    if let Some(dir) = spec.workdir {
+        builder
+            .preopened_dir(dir, ".", wasmtime_wasi::FsPerms::ReadWrite)
+            .map_err(|e| CallError::Host {
+                plugin: spec.plugin.to_owned(),
+                message: format!("cannot open the working folder {}: {e}", dir.display()),
+            })?;
+    }
+    let wasi = builder.build();
     let state = CallState {
         wasi,
         table: ResourceTable::new(),
@@ -312,11 +421,27 @@ pub async fn call_effect(
         message: e.to_string(),
     })?;
     let result = async {
-        let bindings = spec.pre.instantiate_async(&mut store).await?;
-        bindings
-            .dwa_plugin_effect()
-            .call_handle(&mut store, &call)
-            .await
+        match (spec.pre, &call) {
+            (Pre::Effect(pre), Call::Effect(c)) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.dwa_plugin_effect().call_handle(&mut store, c).await
+            }
+            (Pre::Functions(pre), Call::Function { name, args }) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.dwa_plugin_functions()
+                    .call_call(&mut store, name, args)
+                    .await
+            }
+            (Pre::Transform(pre), Call::Transform { task, input }) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.dwa_plugin_transform()
+                    .call_run(&mut store, task, input)
+                    .await
+            }
+            _ => Err(wasmtime::Error::msg(
+                "this plugin does not implement the world this call needs",
+            )),
+        }
     }
     .await;
     match result {

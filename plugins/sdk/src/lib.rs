@@ -96,7 +96,10 @@ pub fn send(
                     return Err(fail(format!(
                         "{method} {url} answered {}: {}",
                         resp.status,
-                        String::from_utf8_lossy(&resp.body).chars().take(300).collect::<String>()
+                        String::from_utf8_lossy(&resp.body)
+                            .chars()
+                            .take(300)
+                            .collect::<String>()
                     )));
                 }
                 return Ok(resp);

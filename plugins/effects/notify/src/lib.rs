@@ -5,7 +5,10 @@
 //! - `email`: an HTTP mail API (`url`, optional `apiKey` as a bearer token),
 //!   body `{"to", "from", "subject", "text"}`.
 
-use dwa_plugin_sdk::{Effect, EffectCall, PluginError, Value, config, fail, json, json_headers, optional_str, required_str, send};
+use dwa_plugin_sdk::{
+    Effect, EffectCall, PluginError, Value, config, fail, json, json_headers, optional_str,
+    required_str, send,
+};
 
 struct Notify;
 
@@ -41,7 +44,13 @@ impl Effect for Notify {
                 )));
             }
         };
-        let resp = send("POST", &url, headers, Some(body.to_string().into_bytes()), 3)?;
+        let resp = send(
+            "POST",
+            &url,
+            headers,
+            Some(body.to_string().into_bytes()),
+            3,
+        )?;
         Ok(json!({"channel": channel, "status": resp.status}).to_string())
     }
 }

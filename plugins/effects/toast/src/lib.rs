@@ -1,6 +1,8 @@
 //! `toast`: a `toast` event (`text`, `variant`) on the task's stream.
 
-use dwa_plugin_sdk::{Effect, EffectCall, PluginError, config, emit, fail, json, optional_str, required_str};
+use dwa_plugin_sdk::{
+    Effect, EffectCall, PluginError, config, emit, fail, json, optional_str, required_str,
+};
 
 struct Toast;
 

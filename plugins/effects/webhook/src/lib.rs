@@ -3,7 +3,10 @@
 //! `X-DWA-Signature: sha256=<hex HMAC-SHA256 of the body>`. Transport errors
 //! and 5xx answers are retried (3 tries).
 
-use dwa_plugin_sdk::{Effect, EffectCall, PluginError, Value, config, fail, json, json_headers, optional_str, required_str, send};
+use dwa_plugin_sdk::{
+    Effect, EffectCall, PluginError, Value, config, fail, json, json_headers, optional_str,
+    required_str, send,
+};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -16,7 +19,10 @@ fn signature(secret: &str, body: &[u8]) -> Result<String, PluginError> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
         .map_err(|e| fail(format!("webhook: bad secret: {e}")))?;
     mac.update(body);
-    Ok(format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+    Ok(format!(
+        "sha256={}",
+        hex::encode(mac.finalize().into_bytes())
+    ))
 }
 
 impl Effect for Webhook {
@@ -25,7 +31,10 @@ impl Effect for Webhook {
         let url = required_str(&cfg, "webhook", "url")?;
         let method = optional_str(&cfg, "method", "POST").to_ascii_uppercase();
         if !METHODS.contains(&method.as_str()) {
-            return Err(fail(format!("webhook: method {method:?} is not one of {}", METHODS.join(", "))));
+            return Err(fail(format!(
+                "webhook: method {method:?} is not one of {}",
+                METHODS.join(", ")
+            )));
         }
         let body: Vec<u8> = match cfg.get("body") {
             None | Some(Value::Null) => call.task.clone().into_bytes(),
@@ -50,6 +59,9 @@ mod tests {
     fn signature_matches_a_known_vector() {
         // RFC 4231 test case 2.
         let s = super::signature("Jefe", b"what do ya want for nothing?").unwrap();
-        assert_eq!(s, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            s,
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }
