@@ -157,50 +157,6 @@ async fn receive(
     }
 }
 
-/// Reads the task's event stream until `pred` holds for the events so far
-/// (bounded); reconnects if the server closes the stream first.
-async fn events_until(
-    host: &Host,
-    id: &str,
-    pred: impl Fn(&[(String, Value)]) -> bool,
-) -> Vec<(String, Value)> {
-    use futures::StreamExt;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let resp = client()
-            .get(host.url(&format!("/api/tasks/{id}/events")))
-            .send()
-            .await
-            .unwrap();
-        let mut stream = resp.bytes_stream();
-        let mut buf = String::new();
-        let mut evs: Vec<(String, Value)> = Vec::new();
-        loop {
-            let next = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Ok(n) => n,
-                Err(_) => panic!(
-                    "events of {id} never matched within 30 s; got {:?}",
-                    evs.iter()
-                        .map(|(k, v)| format!("{k} {}", v["data"]))
-                        .collect::<Vec<_>>()
-                ),
-            };
-            let Some(Ok(chunk)) = next else { break };
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let block: String = buf.drain(..end + 2).collect();
-                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) {
-                    let v: Value = serde_json::from_str(data.trim()).unwrap();
-                    evs.push((v["type"].as_str().unwrap_or("").to_owned(), v));
-                }
-            }
-            if pred(&evs) {
-                return evs;
-            }
-        }
-    }
-}
-
 /// The names of the loaded plugins in a `GET /api/plugins` answer.
 fn plugin_names(list: &Value) -> Vec<String> {
     list["plugins"]
@@ -211,10 +167,6 @@ fn plugin_names(list: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn has(evs: &[(String, Value)], kind: &str) -> bool {
-    evs.iter().any(|(k, _)| k == kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
