@@ -11,6 +11,8 @@ redis_pid=$!
 trap 'kill $redis_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 export REDIS_URL="redis://127.0.0.1:$port"
+# The transforms' code compiled natively, for the plugin/native ratios.
+cargo build --release --manifest-path plugins/Cargo.toml -p dwa-bench-native
 cargo bench -p dwa --bench engine -- "$@"
 if command -v node >/dev/null 2>&1; then
     (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; } && node bench.js && BULLMQ_WORKERS=2 node bench.js)

@@ -13,7 +13,10 @@ cd "${DWA_REPO:-$(dirname "$0")/..}"
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
-cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+# simd128: wasmtime runs WebAssembly SIMD, and the tokenizer's regex and the
+# image codecs vectorise with it (chunk.text by tokens ~1.3x faster).
+CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="${CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS:--C target-feature=+simd128}" \
+    cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 target=$(cargo metadata --format-version 1 --no-deps --manifest-path plugins/Cargo.toml |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 out="$target/wasm32-wasip2/release"
