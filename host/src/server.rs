@@ -46,6 +46,33 @@ pub struct Host {
     pub redis: Option<Arc<RedisStore>>,
 }
 
+/// Removes the working folders of tasks the store no longer has (purged by
+/// retention), so that files do not outlive their tasks.
+pub async fn sweep_work_dirs(store: &dyn Store, work_dir: &std::path::Path) -> usize {
+    let Ok(mut entries) = tokio::fs::read_dir(work_dir).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let Some(id) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        // Only a definite "no such task" removes anything; a store error keeps the folder.
+        if matches!(store.task_summary(&id).await, Ok(None)) {
+            match tokio::fs::remove_dir_all(e.path()).await {
+                Ok(()) => removed += 1,
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a purged task's working folder")
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(folders = removed, "removed working folders of purged tasks");
+    }
+    removed
+}
+
 /// Opens the store, reads the backends' catalogs, starts the engine.
 pub async fn build(config: &Config) -> Result<Host, StartError> {
     let mut redis_store = None;
@@ -73,12 +100,16 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
     // (concurrent purges on Redis are harmless: each is one script).
     let purger = store.clone();
     let retention_ms = (config.retention_hours * 3600 * 1000) as i64;
+    let work_dir = config.work_dir.clone();
     tokio::spawn(async move {
         loop {
             let before = crate::model::now_ms() - retention_ms;
             match purger.purge_finished(before, 500).await {
                 Ok(n) if n > 0 => tracing::info!(tasks = n, "purged finished tasks past retention"),
-                Ok(_) => tokio::time::sleep(Duration::from_secs(60)).await,
+                Ok(_) => {
+                    sweep_work_dirs(&*purger, &work_dir).await;
+                    tokio::time::sleep(Duration::from_secs(60)).await
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "retention purge failed");
                     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -184,4 +215,28 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
         router,
         redis: redis_store,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sweep_removes_only_folders_of_tasks_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("data")).unwrap();
+        let t = crate::store::conformance::chain_task(1);
+        let id = t.id.clone();
+        store.create_task(t).await.unwrap();
+        let work = dir.path().join("work");
+        for name in [id.as_str(), "01a2-purged-long-ago"] {
+            std::fs::create_dir_all(work.join(name)).unwrap();
+            std::fs::write(work.join(name).join("out.png"), b"x").unwrap();
+        }
+        assert_eq!(sweep_work_dirs(&store, &work).await, 1);
+        assert!(work.join(&id).join("out.png").exists());
+        assert!(!work.join("01a2-purged-long-ago").exists());
+        // No folder at all is not an error.
+        assert_eq!(sweep_work_dirs(&store, &dir.path().join("none")).await, 0);
+    }
 }
