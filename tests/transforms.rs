@@ -670,3 +670,68 @@ async fn mixed_language_pipeline_through_the_api() {
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("payload.width"), "{body}");
 }
+
+/// A transform plugin replaced while a pipeline runs: the step before the
+/// swap ran on the old version, the step after it on the new one; a broken
+/// rebuild then leaves the last good version serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_replaced_while_a_pipeline_runs() {
+    let fake = Fake::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // `chunker` serves chunk.text; version 0.2.0 is (deliberately) another
+    // component, so its answers tell the versions apart.
+    let put = |version: &str, wasm: &str, world: &str| {
+        std::fs::copy(dist().join(wasm), dir.path().join("chunker.wasm")).unwrap();
+        let m = json!({"name": "chunker", "version": version, "world": world,
+                       "provides": {"tasks": [{"name": "chunk.text"}]}});
+        std::fs::write(dir.path().join("chunker.json"), m.to_string()).unwrap();
+    };
+    put("0.1.0", "text.wasm", "dwa:plugin/transform-task@0.1.0");
+    let env = vec![
+        ("LOCAL_BACKEND_URL", fake.base.clone()),
+        ("DWA_PLUGIN_DIR", dir.path().display().to_string()),
+        ("DWA_PLUGIN_CACHE_DIR", cache().display().to_string()),
+        ("DWA_PLUGIN_WATCH_MS", "50".into()),
+    ];
+    let host = tokio::task::block_in_place(|| Host::start(data.path(), &env));
+    let id = submit_ok(&host, &json!({"type": "swap", "steps": [
+        {"id": "before", "task": "chunk.text", "input": {"text": "abcdef", "size": 3}},
+        {"id": "wait", "task": "gated", "dependsOn": ["before"], "input": {}},
+        {"id": "after", "task": "chunk.text", "dependsOn": ["wait"], "input": {"text": "abcdef", "size": 3}}
+    ]})).await;
+    fake.wait_for("the gated step", |f| f.inflight("gated") == 1).await;
+
+    put("0.2.0", "json.wasm", "dwa:plugin/transform-task@0.1.0");
+    let version = || async {
+        let v = get_json(&host, "/api/plugins").await;
+        v["plugins"][0]["version"].as_str().unwrap_or("").to_owned()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while version().await != "0.2.0" {
+        assert!(tokio::time::Instant::now() < deadline, "the rebuilt plugin never replaced the old one");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    fake.open_gate();
+    let t = wait_done(&host, &id).await;
+    assert_eq!(t["status"], "failed", "{t:#}");
+    assert_eq!(t["stepResults"]["before"]["count"], 2, "the old version ran the first step: {t:#}");
+    let error = t["error"].as_str().unwrap();
+    assert!(
+        error.contains("plugin chunker@0.2.0: this plugin runs json.pick, not chunk.text"),
+        "the new version ran the last step: {error}"
+    );
+
+    // A broken rebuild: the last good version keeps serving and the reason shows.
+    put("0.3.0", "json.wasm", "dwa:plugin/transform-task@0.7.0");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = get_json(&host, "/api/plugins").await;
+        if v["errors"].to_string().contains("targets dwa:plugin@0.7.0") {
+            assert_eq!(v["plugins"][0]["version"], "0.2.0", "{v}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the broken rebuild was never reported: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
