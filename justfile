@@ -18,6 +18,10 @@ serve: build-plugins
 test: test-setup
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    # Compile every plugin once into the tests' shared artifact cache, so that
+    # the tests' hosts do not all compile the same components at once.
+    cargo build --bin dwa
+    DWA_PLUGIN_DIR=plugins/dist DWA_PLUGIN_CACHE_DIR=target/dwa-test-plugin-cache ./target/debug/dwa plugins
     cargo test --workspace --lib --bins --tests
 
 # What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target,
@@ -38,6 +42,10 @@ new-plugin +ARGS:
 # and loads, Redis with 1 and 2 hosts, and BullMQ on the same Redis.
 bench: build-plugins
     bash scripts/bench.sh
+
+# Load every built plugin (compiling it into the cache) and list what each provides.
+check-plugins: build-plugins
+    cargo run -q --bin dwa -- plugins
 
 # Print the OpenAPI document.
 openapi:

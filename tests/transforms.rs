@@ -700,7 +700,8 @@ async fn transform_replaced_while_a_pipeline_runs() {
         {"id": "wait", "task": "gated", "dependsOn": ["before"], "input": {}},
         {"id": "after", "task": "chunk.text", "dependsOn": ["wait"], "input": {"text": "abcdef", "size": 3}}
     ]})).await;
-    fake.wait_for("the gated step", |f| f.inflight("gated") == 1).await;
+    fake.wait_for("the gated step", |f| f.inflight("gated") == 1)
+        .await;
 
     put("0.2.0", "json.wasm", "dwa:plugin/transform-task@0.1.0");
     let version = || async {
@@ -709,13 +710,19 @@ async fn transform_replaced_while_a_pipeline_runs() {
     };
     let deadline = tokio::time::Instant::now() + WAIT;
     while version().await != "0.2.0" {
-        assert!(tokio::time::Instant::now() < deadline, "the rebuilt plugin never replaced the old one");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuilt plugin never replaced the old one"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     fake.open_gate();
     let t = wait_done(&host, &id).await;
     assert_eq!(t["status"], "failed", "{t:#}");
-    assert_eq!(t["stepResults"]["before"]["count"], 2, "the old version ran the first step: {t:#}");
+    assert_eq!(
+        t["stepResults"]["before"]["count"], 2,
+        "the old version ran the first step: {t:#}"
+    );
     let error = t["error"].as_str().unwrap();
     assert!(
         error.contains("plugin chunker@0.2.0: this plugin runs json.pick, not chunk.text"),
@@ -731,7 +738,10 @@ async fn transform_replaced_while_a_pipeline_runs() {
             assert_eq!(v["plugins"][0]["version"], "0.2.0", "{v}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the broken rebuild was never reported: {v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken rebuild was never reported: {v}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }

@@ -19,6 +19,9 @@ enum Command {
     Serve,
     /// Print the OpenAPI document.
     Openapi,
+    /// Load every plugin of DWA_PLUGIN_DIR (compiling it into the artifact
+    /// cache) and list what each provides; fails if any cannot be loaded.
+    Plugins,
 }
 
 #[tokio::main]
@@ -32,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
+        Command::Plugins => check_plugins().await,
         Command::Openapi => {
             println!(
                 "{}",
@@ -40,6 +44,52 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn check_plugins() -> anyhow::Result<()> {
+    let config = dwa::config::Config::from_env()?;
+    let plugins = dwa::plugins::Plugins::new(&dwa::plugins::PluginConfig {
+        dir: config.plugin_dir.clone(),
+        cache_dir: Some(config.plugin_cache_dir.clone()),
+        http_allow: config.http_allow.clone(),
+        policy_file: config.plugin_policy.clone(),
+        work_dir: config.work_dir.clone(),
+    })?;
+    let dir = config.plugin_dir.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let r = plugins.load_dir(&dir);
+        (r, plugins.list())
+    })
+    .await?;
+    let (report, list) = report;
+    for p in &list {
+        let provides: Vec<&str> = p
+            .effects
+            .iter()
+            .chain(&p.functions)
+            .chain(&p.tasks)
+            .map(String::as_str)
+            .collect();
+        println!(
+            "{:<12} {:<8} {:<40} {:>8.1} ms{}  {}",
+            p.name,
+            p.version,
+            p.world,
+            p.load_ms,
+            if p.from_cache { " (cached)" } else { "" },
+            provides.join(", ")
+        );
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    anyhow::ensure!(
+        report.errors.is_empty(),
+        "{} plugin(s) in {} could not be loaded",
+        report.errors.len(),
+        config.plugin_dir.display()
+    );
+    Ok(())
 }
 
 async fn serve() -> anyhow::Result<()> {
