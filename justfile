@@ -11,8 +11,7 @@ default:
 
 # Build the plugins and the host, then start it on the embedded store (PORT, DWA_DATA_DIR, ... from the environment).
 serve: build-plugins
-    cargo build --bin dwa
-    ./target/debug/dwa serve
+    cargo run --bin dwa -- serve
 
 # Install what the tests need, then run formatting, lints and every test.
 test: test-setup
@@ -20,8 +19,7 @@ test: test-setup
     cargo clippy --all-targets -- -D warnings
     # Compile every plugin once into the tests' shared artifact cache, so that
     # the tests' hosts do not all compile the same components at once.
-    cargo build --bin dwa
-    DWA_PLUGIN_DIR=plugins/dist DWA_PLUGIN_CACHE_DIR=target/dwa-test-plugin-cache ./target/debug/dwa plugins
+    DWA_PLUGIN_DIR=plugins/dist DWA_PLUGIN_CACHE_DIR=target/dwa-test-plugin-cache RUST_LOG=warn cargo run -q --bin dwa -- plugins
     cargo test --workspace --lib --bins --tests
 
 # What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target,
