@@ -14,11 +14,14 @@ if (!outDir) {
   process.exit(2);
 }
 
-const dirs = only.length
+const hasManifest = (d) => stat(join(d, "plugin.json")).then(() => true, () => false);
+const candidates = only.length
   ? only.map((d) => resolve(d))
   : (await readdir(here, { withFileTypes: true }))
       .filter((e) => e.isDirectory() && e.name !== "node_modules")
       .map((e) => join(here, e.name));
+const dirs = [];
+for (const d of candidates) if (await hasManifest(d)) dirs.push(d);
 
 const newest = async (paths) => {
   let t = 0;
