@@ -17,15 +17,34 @@ serve: build-plugins
 test: test-setup
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    .venv/bin/python -m shared.tasks.gen --check
+    .venv/bin/python -m pytest -q tests/python
     # Compile every plugin once into the tests' shared artifact cache, so that
     # the tests' hosts do not all compile the same components at once.
     DWA_PLUGIN_DIR=plugins/dist DWA_PLUGIN_CACHE_DIR=target/dwa-test-plugin-cache RUST_LOG=warn cargo run -q --bin dwa -- plugins
     cargo test --workspace --lib --bins --tests
 
 # What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target,
-# componentize-py) and a redis-server binary (the tests start their own).
-test-setup: build-plugins
+# componentize-py, componentize-js), the Python backend environment, and a
+# redis-server binary (the tests start their own).
+test-setup: build-plugins python-setup
     bash scripts/install-redis.sh
+
+# The backends' Python environment (.venv, backends/requirements.txt).
+python-setup:
+    bash scripts/python-setup.sh
+
+# Regenerate shared/catalog.json and clients/ts/tasks.ts from the @task decorators.
+gen-types: python-setup
+    .venv/bin/python -m shared.tasks.gen
+
+# Fail when shared/catalog.json or clients/ts/tasks.ts is stale.
+check-types: python-setup
+    .venv/bin/python -m shared.tasks.gen --check
+
+# The local Python backend (http://127.0.0.1:8000); start the host with LOCAL_BACKEND_URL=http://127.0.0.1:8000.
+backend-local: python-setup
+    .venv/bin/python -m backends.local --port 8000
 
 # Build every plugin into plugins/dist (and the test plugins into plugins/dist-testing).
 build-plugins:

@@ -1,0 +1,194 @@
+"""The backend protocol of DESIGN.md as one ASGI app (FastAPI), served by
+every backend: `backends/local` (uvicorn), `backends/ray` (Ray Serve ingress)
+and `backends/modal` (a Modal ASGI function).
+
+- `GET  /tasks`                     the catalog, from the `@task` decorators
+- `POST /tasks/{name}`              `{"input", "taskId", "stepId"}` → `{"result"}`;
+                                    a streaming task answers SSE (or NDJSON when asked);
+                                    a long task (timeout > DWA_SYNC_LIMIT_S, or `?async=1`)
+                                    answers 202 `{"jobId", "retryAfterMs"}`
+- `GET  /tasks/{name}/jobs/{jobId}` 202 while running, then the result or the error
+- `GET  /health`
+
+Errors are `{"error": {"message", "retryable"}}` with 404 (unknown task), 422
+(bad input or a task's permanent failure), 503 (a retryable failure) or 500.
+With `DWA_BACKEND_TOKEN` set, every call but /health needs `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from shared.tasks import TaskError, TaskMeta, discover
+from shared.tasks.context import Job, reset_job, set_job
+
+#: How long a job's outcome is kept for polling after it ends.
+JOB_TTL_S = 3600.0
+
+
+def _error(status: int, message: str, retryable: bool) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "retryable": retryable}}, status_code=status)
+
+
+def _validation_message(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(x) for x in err.get("loc", ())) or "input"
+        parts.append(f"input.{where}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def merge_chunks(chunks: list[Any]) -> Any:
+    """A streaming task's final result: text chunks joined, others listed."""
+    if chunks and all(isinstance(c, str) for c in chunks):
+        return "".join(chunks)
+    return chunks
+
+
+class Jobs:
+    """Submit-then-poll jobs of this process (kept `JOB_TTL_S` after they end)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, dict[str, Any]] = {}
+
+    def start(self, coro) -> str:
+        self._sweep()
+        job_id = uuid.uuid4().hex
+        entry: dict[str, Any] = {"done": False, "ended": None}
+        self._jobs[job_id] = entry
+
+        async def run() -> None:
+            try:
+                entry["result"] = await coro
+            except Exception as e:  # recorded for the poller
+                entry["exception"] = e
+            entry["done"] = True
+            entry["ended"] = time.monotonic()
+
+        entry["task"] = asyncio.get_running_loop().create_task(run())
+        return job_id
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        return self._jobs.get(job_id)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for k in [k for k, v in self._jobs.items() if v["ended"] and now - v["ended"] > JOB_TTL_S]:
+            del self._jobs[k]
+
+
+def create_app(tasks: dict[str, TaskMeta] | None = None) -> FastAPI:
+    """The app, serving `tasks` (default: every discovered task)."""
+    registry = tasks if tasks is not None else discover()
+    token = os.environ.get("DWA_BACKEND_TOKEN") or None
+    sync_limit = float(os.environ.get("DWA_SYNC_LIMIT_S", "120"))
+    jobs = Jobs()
+    app = FastAPI(title="dwa backend", version="0.1.0")
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next):
+        if token and request.url.path != "/health":
+            if request.headers.get("authorization") != f"Bearer {token}":
+                return _error(401, "missing or wrong bearer token", False)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"ok": True, "tasks": len(registry)}
+
+    @app.get("/tasks")
+    async def catalog() -> dict:
+        return {"tasks": [m.catalog_entry() for m in registry.values()]}
+
+    async def call(meta: TaskMeta, kwargs: dict[str, Any], job: Job) -> Any:
+        token_ = set_job(job)
+        try:
+            if inspect.iscoroutinefunction(meta.fn):
+                return await meta.fn(**kwargs)
+            # Sync code runs in a worker thread; copy the context so the job is visible there.
+            return await run_in_threadpool(meta.fn, **kwargs)
+        finally:
+            reset_job(token_)
+
+    def outcome(e: Exception) -> JSONResponse:
+        if isinstance(e, TaskError):
+            return _error(503 if e.retryable else 422, e.message, e.retryable)
+        return _error(500, f"{type(e).__name__}: {e}", True)
+
+    @app.post("/tasks/{name}")
+    async def run(name: str, request: Request):
+        meta = registry.get(name)
+        if meta is None:
+            return _error(404, f"unknown task {name!r}: this backend serves {len(registry)} tasks (GET /tasks)", False)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "the body must be JSON: {\"input\": {...}, \"taskId\": ..., \"stepId\": ...}", False)
+        if not isinstance(body, dict) or not isinstance(body.get("input", {}), dict):
+            return _error(400, "the body must be an object whose `input` is an object", False)
+        try:
+            parsed = meta.input_model.model_validate(body.get("input") or {})  # type: ignore[attr-defined]
+        except ValidationError as e:
+            return _error(422, f"{name}: {_validation_message(e)}", False)
+        kwargs = {k: getattr(parsed, k) for k in type(parsed).model_fields}
+        job = Job(task_id=str(body.get("taskId") or "local"), step_id=str(body.get("stepId") or ""))
+
+        if meta.streaming:
+            ndjson = "application/x-ndjson" in request.headers.get("accept", "")
+            return StreamingResponse(
+                stream(meta, kwargs, job, ndjson),
+                media_type="application/x-ndjson" if ndjson else "text/event-stream",
+            )
+        if request.query_params.get("async") in ("1", "true") or meta.timeout > sync_limit:
+            job_id = jobs.start(call(meta, kwargs, job))
+            return JSONResponse({"jobId": job_id, "retryAfterMs": 500}, status_code=202)
+        try:
+            result = await call(meta, kwargs, job)
+        except Exception as e:
+            return outcome(e)
+        return {"result": result}
+
+    async def stream(meta: TaskMeta, kwargs: dict[str, Any], job: Job, ndjson: bool) -> AsyncIterator[str]:
+        def frame(obj: Any) -> str:
+            text = json.dumps(obj)
+            return f"{text}\n" if ndjson else f"data: {text}\n\n"
+
+        chunks: list[Any] = []
+        token_ = set_job(job)
+        try:
+            gen = meta.fn(**kwargs)
+            items = gen if inspect.isasyncgen(gen) else iterate_in_threadpool(gen)
+            async for chunk in items:
+                chunks.append(chunk)
+                yield frame(chunk)
+            yield frame({"result": merge_chunks(chunks)})
+        except TaskError as e:
+            yield frame({"error": {"message": e.message, "retryable": e.retryable}})
+        except Exception as e:
+            yield frame({"error": {"message": f"{type(e).__name__}: {e}", "retryable": True}})
+        finally:
+            reset_job(token_)
+
+    @app.get("/tasks/{name}/jobs/{job_id}")
+    async def poll(name: str, job_id: str):
+        entry = jobs.get(job_id)
+        if entry is None:
+            return _error(404, f"no job {job_id!r} on this backend (finished jobs are kept {JOB_TTL_S:.0f} s)", False)
+        if not entry["done"]:
+            return JSONResponse({"jobId": job_id, "status": "running", "retryAfterMs": 500}, status_code=202)
+        if "exception" in entry:
+            return outcome(entry["exception"])
+        return {"result": entry["result"]}
+
+    return app

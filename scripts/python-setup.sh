@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The Python environment of the backends and their tests: .venv with
+# backends/requirements.txt (pinned). Reinstalls only when that file changed.
+set -euo pipefail
+cd "${DWA_REPO:-$(dirname "$0")/..}"
+req=backends/requirements.txt
+stamp=.venv/.requirements.sha256
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+if ! python3 -m venv .venv 2>/dev/null; then
+    # Debian's python3 lacks venv until python3-venv is installed.
+    sudo=""
+    if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -r "$req"
+echo "$want" > "$stamp"
+echo "python environment ready: .venv ($(.venv/bin/python --version))"

@@ -1,0 +1,85 @@
+"""What a running task knows of its call: the dwa task and step it serves,
+and the task's working folder, where it reads and writes files.
+
+The folder is `DWA_WORK_DIR/<taskId>` (default `./data/work/<taskId>`): the
+same layout as the host's, so that a backend on the host's machine (the
+local backend) shares files with the host's WebAssembly transforms. File
+names in inputs and outputs are relative to it; absolute paths are taken as
+they are.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import TaskError
+
+
+@dataclass(frozen=True)
+class Job:
+    """The call being served."""
+
+    task_id: str = "local"
+    step_id: str = ""
+
+
+_current: contextvars.ContextVar[Job] = contextvars.ContextVar("dwa_job", default=Job())
+_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def set_job(job: Job) -> contextvars.Token:
+    """Marks the call being served (the server does this per request)."""
+    return _current.set(job)
+
+
+def reset_job(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+def job() -> Job:
+    return _current.get()
+
+
+def work_root() -> Path:
+    return Path(os.environ.get("DWA_WORK_DIR") or Path(os.environ.get("DWA_DATA_DIR", "./data")) / "work")
+
+
+def workdir() -> Path:
+    """The current task's working folder, made on first use."""
+    tid = job().task_id
+    if not _SAFE.match(tid):
+        raise TaskError(f"task id {tid!r} cannot name a working folder")
+    d = work_root() / tid
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def resolve(path: str, field: str = "path", must_exist: bool = True) -> Path:
+    """A file named in an input: relative to the working folder, or absolute."""
+    if not path:
+        raise TaskError(f"`{field}` must not be empty")
+    p = Path(path)
+    if not p.is_absolute():
+        p = workdir() / p
+    if must_exist and not p.is_file():
+        raise TaskError(f"`{field}` {path}: no such file")
+    return p
+
+
+def output(name: str) -> Path:
+    """Where to write an output file of that name (inside the working folder)."""
+    p = workdir() / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def relative(p: Path) -> str:
+    """How an output file is named in a result: relative to the working folder when inside it."""
+    try:
+        return str(p.resolve().relative_to(workdir().resolve()))
+    except ValueError:
+        return str(p)

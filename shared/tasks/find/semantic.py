@@ -1,0 +1,64 @@
+"""Text embeddings and search. Embeddings use sentence-transformers (torch:
+heavy; run by `just test-heavy`); search over given embeddings is numpy only."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from typing_extensions import TypedDict
+
+from ..decorator import task
+from ..errors import MissingDependency, TaskError
+
+
+class Embeddings(TypedDict):
+    model: str
+    dimensions: int
+    vectors: list[list[float]]
+
+
+@lru_cache(maxsize=2)
+def _model(name: str):
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise MissingDependency("semantic.embed", "sentence-transformers") from None
+    return SentenceTransformer(name)
+
+
+@task("semantic.embed", category="find", capabilities=["embeddings"], timeout=300)
+def semantic_embed(texts: list[str], model: str = "sentence-transformers/all-MiniLM-L6-v2") -> Embeddings:
+    """Embeds texts into unit vectors (cosine similarity = dot product)."""
+    if not texts:
+        raise TaskError("`texts` must hold at least one text")
+    vectors = _model(model).encode(texts, normalize_embeddings=True)
+    return {"model": model, "dimensions": int(vectors.shape[1]), "vectors": vectors.tolist()}
+
+
+class Hit(TypedDict):
+    index: int
+    score: float
+    text: str | None
+
+
+class Hits(TypedDict):
+    hits: list[Hit]
+
+
+@task("semantic.search", category="find", capabilities=["embeddings"], timeout=120)
+def semantic_search(query_vector: list[float], vectors: list[list[float]], texts: list[str] | None = None, top_k: int = 5) -> Hits:
+    """Ranks `vectors` by cosine similarity to `query_vector` (e.g. outputs of semantic.embed)."""
+    import numpy as np
+
+    if not vectors:
+        raise TaskError("`vectors` is empty: nothing to search")
+    m = np.asarray(vectors, dtype=np.float32)
+    q = np.asarray(query_vector, dtype=np.float32)
+    if m.ndim != 2 or q.shape != (m.shape[1],):
+        raise TaskError(f"`query_vector` has {q.shape[0] if q.ndim == 1 else '?'} dimensions but `vectors` have {m.shape[1] if m.ndim == 2 else '?'}")
+    if texts is not None and len(texts) != len(vectors):
+        raise TaskError("`texts` must be as many as `vectors`")
+    norms = np.linalg.norm(m, axis=1) * (np.linalg.norm(q) or 1.0)
+    scores = (m @ q) / np.where(norms == 0, 1.0, norms)
+    order = np.argsort(-scores)[: max(1, top_k)]
+    return {"hits": [{"index": int(i), "score": float(scores[i]), "text": texts[i] if texts else None} for i in order]}

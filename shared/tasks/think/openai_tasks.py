@@ -1,0 +1,111 @@
+"""Language tasks through the OpenAI API, or any OpenAI-compatible server:
+the `openai` client honours `OPENAI_BASE_URL` and `OPENAI_API_KEY`."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+from typing_extensions import TypedDict
+
+from ..decorator import task
+from ..errors import MissingDependency, TaskError
+
+
+def _client(task_name: str):
+    try:
+        import openai
+    except ImportError:
+        raise MissingDependency(task_name, "openai") from None
+    return openai.OpenAI(max_retries=0, timeout=120.0)
+
+
+def _call(task_name: str, fn):
+    """Maps the client's errors: rate limits and 5xx may pass later, the rest will not."""
+    import openai
+
+    try:
+        return fn()
+    except openai.APIStatusError as e:
+        retryable = e.status_code == 429 or e.status_code >= 500
+        raise TaskError(f"{task_name}: the API answered {e.status_code}: {e.message}", retryable=retryable) from None
+    except openai.APIConnectionError as e:
+        raise TaskError(f"{task_name}: cannot reach the API: {e}", retryable=True) from None
+
+
+@task("openai.chat", category="think", capabilities=["llm", "network"], timeout=300, streaming=True)
+def openai_chat(prompt: str, system: str | None = None, model: str = "gpt-4o-mini",
+                temperature: float = 0.7, max_tokens: int | None = None) -> Iterator[str]:
+    """Chat completion, streamed: each piece of text arrives as it is generated."""
+    client = _client("openai.chat")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    stream = _call("openai.chat", lambda: client.chat.completions.create(
+        model=model, messages=messages, temperature=temperature, max_tokens=max_tokens, stream=True))
+    for event in stream:
+        for choice in event.choices:
+            if choice.delta and choice.delta.content:
+                yield choice.delta.content
+
+
+class Summary(TypedDict):
+    summary: str
+    model: str
+
+
+@task("llm.summarize", category="think", capabilities=["llm", "network"], timeout=300)
+def llm_summarize(text: str, max_words: int = 150, model: str = "gpt-4o-mini") -> Summary:
+    """Summarises a text in at most `max_words` words."""
+    if not text.strip():
+        raise TaskError("`text` is empty: nothing to summarise")
+    client = _client("llm.summarize")
+    r = _call("llm.summarize", lambda: client.chat.completions.create(
+        model=model, temperature=0.2,
+        messages=[{"role": "system", "content": f"Summarise the user's text in at most {max_words} words. Answer with the summary only."},
+                  {"role": "user", "content": text}]))
+    return {"summary": (r.choices[0].message.content or "").strip(), "model": r.model}
+
+
+class Extracted(TypedDict):
+    data: dict
+
+
+@task("openai.extract", category="think", capabilities=["llm", "network"], timeout=300)
+def openai_extract(text: str, fields: dict[str, str], model: str = "gpt-4o-mini") -> Extracted:
+    """Extracts the named `fields` (name → what it means) from a text as JSON."""
+    if not fields:
+        raise TaskError("`fields` must name at least one field")
+    client = _client("openai.extract")
+    spec = "\n".join(f"- {k}: {v}" for k, v in fields.items())
+    r = _call("openai.extract", lambda: client.chat.completions.create(
+        model=model, temperature=0, response_format={"type": "json_object"},
+        messages=[{"role": "system", "content": f"Extract these fields from the user's text and answer a JSON object with exactly these keys (null when absent):\n{spec}"},
+                  {"role": "user", "content": text}]))
+    content = r.choices[0].message.content or ""
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError:
+        raise TaskError(f"openai.extract: the model did not answer JSON: {content[:200]!r}", retryable=True) from None
+    if not isinstance(data, dict):
+        raise TaskError("openai.extract: the model answered JSON that is not an object", retryable=True)
+    return {"data": {k: data.get(k) for k in fields}}
+
+
+class Classified(TypedDict):
+    label: str
+    labels: list[str]
+
+
+@task("openai.classify", category="think", capabilities=["llm", "network"], timeout=120)
+def openai_classify(text: str, labels: list[str], model: str = "gpt-4o-mini") -> Classified:
+    """Picks the one label (of `labels`) that fits the text best."""
+    if len(labels) < 2:
+        raise TaskError("`labels` must offer at least two labels")
+    client = _client("openai.classify")
+    r = _call("openai.classify", lambda: client.chat.completions.create(
+        model=model, temperature=0,
+        messages=[{"role": "system", "content": "Answer with exactly one of these labels and nothing else: " + ", ".join(labels)},
+                  {"role": "user", "content": text}]))
+    answer = (r.choices[0].message.content or "").strip().strip(".").lower()
+    match = next((l for l in labels if l.lower() == answer), None)
+    if match is None:
+        raise TaskError(f"openai.classify: the model answered {answer!r}, not one of the labels", retryable=True)
+    return {"label": match, "labels": labels}

@@ -1,0 +1,80 @@
+"""Metadata the `@task` decorator records: what the catalog announces, what
+backends need to place a task (GPU, timeout) and how the host may split it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+Category = Literal["see", "hear", "think", "speak", "get", "transform", "find", "watch"]
+CATEGORIES: tuple[str, ...] = ("see", "hear", "think", "speak", "get", "transform", "find", "watch")
+
+MergeStrategy = Literal["concat_segments", "concat_text", "concat_lists", "sum_counts"]
+MERGE_STRATEGIES: tuple[str, ...] = ("concat_segments", "concat_text", "concat_lists", "sum_counts")
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """How the host may split one call into chunk jobs run in parallel.
+
+    `input` names the input field holding the media (or text) to split,
+    `default_size` is a chunk's length (seconds for audio/video, characters
+    for text), `overlap` how much consecutive chunks share, and `merge` the
+    strategy that joins the chunk results.
+    """
+
+    input: str
+    default_size: float
+    overlap: float = 0.0
+    merge: MergeStrategy = "concat_segments"
+
+    def __post_init__(self) -> None:
+        if self.default_size <= 0:
+            raise ValueError(f"chunk.default_size must be positive, got {self.default_size}")
+        if not 0 <= self.overlap < self.default_size:
+            raise ValueError(
+                f"chunk.overlap must be at least 0 and smaller than default_size ({self.default_size}), got {self.overlap}"
+            )
+        if self.merge not in MERGE_STRATEGIES:
+            raise ValueError(f"chunk.merge {self.merge!r} is not one of {', '.join(MERGE_STRATEGIES)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "defaultSize": self.default_size,
+            "overlap": self.overlap,
+            "merge": self.merge,
+        }
+
+
+@dataclass
+class TaskMeta:
+    """One registered task: its metadata and the function that runs it."""
+
+    name: str
+    category: str
+    description: str
+    fn: Callable[..., Any]
+    capabilities: tuple[str, ...] = ()
+    gpu: str | None = None
+    timeout: float = 300.0
+    chunk: ChunkConfig | None = None
+    streaming: bool = False
+    module: str = ""
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] = field(default_factory=dict)
+
+    def catalog_entry(self) -> dict[str, Any]:
+        """The entry `GET /tasks` announces (DESIGN.md's backend protocol)."""
+        return {
+            "name": self.name,
+            "category": self.category,
+            "description": self.description,
+            "capabilities": list(self.capabilities),
+            "gpu": self.gpu,
+            "timeout": self.timeout,
+            "streaming": self.streaming,
+            "chunk": self.chunk.to_json() if self.chunk else None,
+            "inputSchema": self.input_schema,
+            "outputSchema": self.output_schema,
+        }
