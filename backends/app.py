@@ -138,7 +138,7 @@ def create_app(tasks: dict[str, TaskMeta] | None = None) -> FastAPI:
         if not isinstance(body, dict) or not isinstance(body.get("input", {}), dict):
             return _error(400, "the body must be an object whose `input` is an object", False)
         try:
-            parsed = meta.input_model.model_validate(body.get("input") or {})  # type: ignore[attr-defined]
+            parsed = meta.input_model.model_validate(body.get("input") or {})
         except ValidationError as e:
             return _error(422, f"{name}: {_validation_message(e)}", False)
         kwargs = {k: getattr(parsed, k) for k in type(parsed).model_fields}

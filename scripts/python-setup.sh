@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The Python environment of the backends and their tests: .venv with
-# backends/requirements.txt (pinned). Reinstalls only when that file changed.
+# backends/requirements.txt and requirements-ray.txt (pinned). Reinstalls only
+# when those files changed.
 set -euo pipefail
 cd "${DWA_REPO:-$(dirname "$0")/..}"
-req=backends/requirements.txt
 stamp=.venv/.requirements.sha256
-want=$(sha256sum "$req" | cut -d' ' -f1)
+want=$(cat backends/requirements.txt backends/requirements-ray.txt | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -18,6 +18,6 @@ if ! python3 -m venv .venv 2>/dev/null; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r "$req"
+.venv/bin/python -m pip install --quiet -r backends/requirements.txt -r backends/requirements-ray.txt
 echo "$want" > "$stamp"
 echo "python environment ready: .venv ($(.venv/bin/python --version))"

@@ -5,11 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
-use axum::Router;
 use common::*;
 use serde_json::{Value, json};
 
@@ -17,115 +14,19 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `python -m backends.local --port 0` from the repo's .venv, killed on drop.
-struct Backend {
-    child: Child,
-    base: String,
-}
-
-impl Backend {
-    fn start(work_dir: &Path, env: &[(&str, String)]) -> Backend {
-        let python = repo().join(".venv/bin/python");
-        assert!(
-            python.exists(),
-            ".venv is missing: run `just python-setup` (just test does)"
-        );
-        let mut cmd = Command::new(python);
-        cmd.args(["-m", "backends.local", "--port", "0"])
-            .current_dir(repo())
-            .env("DWA_WORK_DIR", work_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start the local backend");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("dwa backend listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let base = rx
-            .recv_timeout(WAIT)
-            .expect("the local backend did not print its address within 30 s");
-        Backend { child, base }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A 16-bit mono WAV of a sine tone.
-fn tone_wav(seconds: f64, rate: u32) -> Vec<u8> {
-    let n = (seconds * rate as f64) as u32;
-    let mut out = Vec::with_capacity(44 + 2 * n as usize);
-    let data_len = 2 * n;
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..n {
-        let v = (0.4
-            * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / rate as f64).sin()
-            * 32767.0) as i16;
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
-fn png(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 128]));
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut out, image::ImageFormat::Png)
-        .unwrap();
-    out.into_inner()
-}
-
-/// A local web server with the files the pipelines download.
-async fn site() -> String {
-    let wav = tone_wav(5.0, 22050);
-    let photo = png(400, 300);
-    let app = Router::new()
-        .route(
-            "/media/tone.wav",
-            axum::routing::get(move || async move { ([("content-type", "audio/wav")], wav) }),
-        )
-        .route(
-            "/media/photo.png",
-            axum::routing::get(move || async move { ([("content-type", "image/png")], photo) }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_tasks_through_the_host() {
-    let web = site().await;
+    let web = media_site().await;
     let data = tempfile::tempdir().unwrap();
     let work = data.path().join("work");
-    let backend = tokio::task::block_in_place(|| Backend::start(&work, &[]));
+    let backend = tokio::task::block_in_place(|| {
+        PyService::start(
+            &["-m", "backends.local", "--port", "0"],
+            "dwa backend listening on ",
+            &[("DWA_WORK_DIR", work.display().to_string())],
+            WAIT,
+        )
+    });
     let env = vec![
         ("LOCAL_BACKEND_URL", backend.base.clone()),
         ("DWA_WORK_DIR", work.display().to_string()),

@@ -50,7 +50,7 @@ def run_gpu(name: str, payload: dict, task_id: str = "modal") -> object:
     from shared.tasks.context import Job, reset_job, set_job
 
     meta = discover()[name]
-    kwargs = meta.input_model.model_validate(payload).model_dump()  # type: ignore[attr-defined]
+    kwargs = meta.input_model.model_validate(payload).model_dump()
     token = set_job(Job(task_id=task_id))
     try:
         return meta.fn(**kwargs)
@@ -70,5 +70,5 @@ def main(task_type: str, payload: str = "{}") -> None:
     if meta.gpu:
         print(json.dumps(run_gpu.remote(task_type, data), indent=2))
     else:
-        kwargs = meta.input_model.model_validate(data).model_dump()  # type: ignore[attr-defined]
+        kwargs = meta.input_model.model_validate(data).model_dump()
         print(json.dumps(meta.fn(**kwargs), indent=2))

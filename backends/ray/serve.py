@@ -6,12 +6,16 @@ deployment; GPU tasks run in a deployment of their own that asks Ray for a GPU.
     # host: RAY_URL=http://127.0.0.1:8000
 
 Per-task resources come from the decorators: tasks with `gpu=` go to the
-`GpuTasks` deployment (`num_gpus` from DWA_RAY_NUM_GPUS, default 1; set 0 to
-try GPU tasks on a CPU-only cluster); the rest run in the ingress replicas.
+`GpuTasks` deployment (one GPU per replica when the cluster has GPUs, none on
+a CPU-only cluster; DWA_RAY_NUM_GPUS overrides); the rest run in the ingress
+replicas. `python -m backends.ray.run` starts Ray and Serve and stops both
+cleanly on SIGTERM.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -24,7 +28,20 @@ from shared.tasks.context import Job, reset_job, set_job
 TASKS = discover()
 
 
-@serve.deployment(ray_actor_options={"num_gpus": float(os.environ.get("DWA_RAY_NUM_GPUS", "1"))})
+def gpus_per_replica() -> float:
+    """DWA_RAY_NUM_GPUS, else 1 when the cluster has a GPU and 0 when it has none
+    (a GPU deployment on a CPU-only cluster would wait for a GPU forever)."""
+    if "DWA_RAY_NUM_GPUS" in os.environ:
+        return float(os.environ["DWA_RAY_NUM_GPUS"])
+    import ray
+
+    if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1:
+        return 1.0
+    logging.getLogger("dwa").warning("no GPU in the Ray cluster: GPU tasks run on CPU (set DWA_RAY_NUM_GPUS to override)")
+    return 0.0
+
+
+@serve.deployment
 class GpuTasks:
     """Runs the GPU tasks; one replica holds its models warm between calls."""
 
@@ -45,11 +62,23 @@ def _forwarded(meta: TaskMeta):
     from shared.tasks.context import job
 
     async def run(**kwargs):
-        handle = _gpu["handle"]
+        # Through the module, not this closure's globals: Serve ships the app
+        # to the replica pickled by value, globals and all.
+        from backends.ray import serve as this_module
+
+        handle = this_module._gpu["handle"]
         if handle is None:
             raise RuntimeError("the GpuTasks deployment is not bound to this ingress")
+        from ray.exceptions import RayTaskError
+
         j = job()
-        return await handle.run.remote(meta.name, kwargs, j.task_id, j.step_id)
+        try:
+            return await handle.run.remote(meta.name, kwargs, j.task_id, j.step_id)
+        except RayTaskError as e:
+            # The task's own error (message and retry hint), not Ray's wrapper.
+            if isinstance(e.cause, Exception):
+                raise e.cause from None
+            raise
 
     return run
 
@@ -59,9 +88,7 @@ def build():
     tasks = dict(TASKS)
     for name, meta in TASKS.items():
         if meta.gpu and not meta.streaming:
-            forwarded = TaskMeta(**{**meta.__dict__, "fn": _forwarded(meta)})
-            forwarded.input_model = meta.input_model  # type: ignore[attr-defined]
-            tasks[name] = forwarded
+            tasks[name] = dataclasses.replace(meta, fn=_forwarded(meta))
     return create_app(tasks)
 
 
@@ -74,7 +101,9 @@ class Ingress:
     """The backend protocol; GPU tasks go to the GpuTasks deployment."""
 
     def __init__(self, gpu) -> None:
-        _gpu["handle"] = gpu
+        from backends.ray import serve as this_module  # the real module (see _forwarded)
+
+        this_module._gpu["handle"] = gpu
 
 
-deployment = Ingress.bind(GpuTasks.bind())
+deployment = Ingress.bind(GpuTasks.options(ray_actor_options={"num_gpus": gpus_per_replica()}).bind())

@@ -75,8 +75,8 @@ def task(
             module=fn.__module__,
             input_schema=input_schema,
             output_schema=output_schema,
+            input_model=model,
         )
-        meta.input_model = model  # type: ignore[attr-defined]
         REGISTRY[name] = meta
         fn.__dwa_task__ = meta  # type: ignore[attr-defined]
         return fn

@@ -63,6 +63,8 @@ class TaskMeta:
     module: str = ""
     input_schema: dict[str, Any] = field(default_factory=dict)
     output_schema: dict[str, Any] = field(default_factory=dict)
+    #: The pydantic model that validates (and coerces) an input.
+    input_model: Any = field(default=None, repr=False, compare=False)
 
     def catalog_entry(self) -> dict[str, Any]:
         """The entry `GET /tasks` announces (DESIGN.md's backend protocol)."""

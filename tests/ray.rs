@@ -1,0 +1,109 @@
+//! A real local Ray: `python -m backends.ray.run` starts Ray and Serve with
+//! backends/ray/serve.py, the real host forwards to it (RAY_URL), and a
+//! pipeline of real tasks runs; a GPU task goes through the GPU deployment.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_on_ray_serve() {
+    let web = media_site().await;
+    let data = tempfile::tempdir().unwrap();
+    let work = data.path().join("work");
+    let port = free_port().to_string();
+    // Ray starts a head node, Serve and three replicas: give it time.
+    let ray = tokio::task::block_in_place(|| {
+        PyService::start(
+            &["-m", "backends.ray.run", "--port", &port, "--num-cpus", "2"],
+            "dwa ray backend listening on ",
+            &[
+                ("DWA_WORK_DIR", work.display().to_string()),
+                ("RAY_USAGE_STATS_ENABLED", "0".into()),
+            ],
+            Duration::from_secs(240),
+        )
+    });
+    let env = vec![
+        ("RAY_URL", ray.base.clone()),
+        ("DWA_WORK_DIR", work.display().to_string()),
+        (
+            "DWA_PLUGIN_DIR",
+            repo().join("plugins/dist").display().to_string(),
+        ),
+        (
+            "DWA_PLUGIN_CACHE_DIR",
+            repo()
+                .join("target/dwa-test-plugin-cache")
+                .display()
+                .to_string(),
+        ),
+    ];
+    let host = tokio::task::block_in_place(|| Host::start(data.path(), &env));
+    let catalog = get_json(&host, "/api/catalog").await;
+    let backend_of = |name: &str| {
+        catalog["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["backend"].clone())
+    };
+    assert_eq!(backend_of("chunk.audio"), Some(json!("ray")), "{catalog}");
+
+    let id = submit_ok(&host, &json!({
+        "type": "audio-prep",
+        "payload": {"url": format!("{web}/media/tone.wav")},
+        "steps": [
+            {"id": "download", "task": "download.file", "input": {"url": "{{payload.url}}"}},
+            {"id": "wav", "task": "convert.audio", "dependsOn": ["download"],
+             "input": {"path": "{{steps.download.path}}", "sample_rate": 8000}},
+            {"id": "chunks", "task": "chunk.audio", "dependsOn": ["wav"],
+             "input": {"path": "{{steps.wav.path}}", "seconds": 2.5}},
+            {"id": "each", "task": "builtin.echo", "dependsOn": ["chunks"], "forEach": "{{steps.chunks.chunks}}",
+             "input": {"file": "{{item.path}}"}}
+        ]
+    })).await;
+    let t = wait_done(&host, &id).await;
+    assert_eq!(t["status"], "completed", "{t:#}");
+    assert_eq!(t["stepResults"]["wav"]["sampleRate"], 8000);
+    assert_eq!(
+        t["stepResults"]["each"].as_array().unwrap().len(),
+        2,
+        "{t:#}"
+    );
+
+    // A GPU task runs in the GPU deployment (202 + polling: its timeout is
+    // long); its own error comes back as the task's error, not Ray's wrapper.
+    let id = submit_ok(
+        &host,
+        &json!({"type": "yolo.detect", "payload": {"image_path": "none.jpg"}}),
+    )
+    .await;
+    let t = wait_done(&host, &id).await;
+    assert_eq!(t["status"], "failed");
+    let error = t["error"].as_str().unwrap();
+    assert!(
+        error.contains("`image_path` none.jpg: no such file"),
+        "{error}"
+    );
+    assert!(!error.contains("RayTaskError"), "{error}");
+    drop(host);
+    drop(ray);
+}
