@@ -8,6 +8,7 @@ export type TaskName =
   | "chunk.video"
   | "convert.audio"
   | "convert.video"
+  | "diag.echo"
   | "download.file"
   | "elevenlabs.speak"
   | "espeak.speak"
@@ -56,6 +57,9 @@ export interface TaskPayloads {
     "path": string;
     "format"?: "mp4" | "webm" | "mkv";
     "height"?: number | null;
+  };
+  "diag.echo": {
+    "value"?: unknown;
   };
   "download.file": {
     "url": string;
@@ -194,6 +198,7 @@ export interface TaskResults {
     "format": string;
     "duration": number | null;
   };
+  "diag.echo": unknown;
   "download.file": {
     "path": string;
     "bytes": number;
@@ -319,6 +324,7 @@ export const TASK_METADATA = {
   "chunk.video": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Cuts video into `seconds`-long pieces overlapping by `overlap` (with their time offsets).", "gpu": null, "streaming": false, "timeout": 3600.0},
   "convert.audio": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Converts audio (or a video's audio track) to another format, sample rate and channel count.", "gpu": null, "streaming": false, "timeout": 1800.0},
   "convert.video": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Re-encodes a video (H.264/AAC in mp4, VP9/Opus in webm), optionally scaled to `height`.", "gpu": null, "streaming": false, "timeout": 3600.0},
+  "diag.echo": {"capabilities": [], "category": "transform", "chunk": null, "description": "Returns `value` unchanged (diagnostics and the backend-hop benchmark).", "gpu": null, "streaming": false, "timeout": 10.0},
   "download.file": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Downloads a URL into the task's working folder (streamed; written whole or not at all).", "gpu": null, "streaming": false, "timeout": 900.0},
   "elevenlabs.speak": {"capabilities": ["tts", "network"], "category": "speak", "chunk": null, "description": "Speaks `text` with an ElevenLabs voice into an MP3 (ELEVENLABS_API_KEY; ELEVENLABS_BASE_URL for a proxy).", "gpu": null, "streaming": false, "timeout": 300.0},
   "espeak.speak": {"capabilities": ["tts"], "category": "speak", "chunk": null, "description": "Speaks `text` with espeak-ng (a local formant synthesiser) into a WAV file.", "gpu": null, "streaming": false, "timeout": 120.0},

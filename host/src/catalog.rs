@@ -69,6 +69,7 @@ pub struct Catalog {
     effects: BTreeSet<String>,
     functions: BTreeMap<String, (usize, usize)>,
     any_function: bool,
+    generated: std::sync::Arc<BTreeMap<String, TaskInfo>>,
 }
 
 /// Why a step's task could not be placed on a backend.
@@ -113,8 +114,46 @@ impl Catalog {
         }
     }
 
+    /// Reads the catalog `just gen-types` generates from the Python
+    /// decorators (`shared/catalog.json`): its schemas complete what a
+    /// backend announces without them.
+    pub fn load_generated(path: &std::path::Path) -> Result<BTreeMap<String, TaskInfo>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the task catalog {}: {e}", path.display()))?;
+        #[derive(Deserialize)]
+        struct File {
+            tasks: Vec<TaskInfo>,
+        }
+        let file: File = serde_json::from_str(&text)
+            .map_err(|e| format!("the task catalog {} is invalid: {e}", path.display()))?;
+        Ok(file
+            .tasks
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect())
+    }
+
+    /// Uses `generated` (see [`Catalog::load_generated`]) from now on.
+    pub fn set_generated(&mut self, generated: std::sync::Arc<BTreeMap<String, TaskInfo>>) {
+        self.generated = generated;
+    }
+
+    /// The generated catalog in use.
+    pub fn generated(&self) -> std::sync::Arc<BTreeMap<String, TaskInfo>> {
+        self.generated.clone()
+    }
+
     /// Adds (or replaces) what one backend serves.
-    pub fn insert(&mut self, info: TaskInfo) {
+    pub fn insert(&mut self, mut info: TaskInfo) {
+        if let Some(g) = self.generated.get(&info.name) {
+            // A backend that announces no schema gets the generated one.
+            if info.input_schema.is_none() {
+                info.input_schema = g.input_schema.clone();
+            }
+            if info.output_schema.is_none() {
+                info.output_schema = g.output_schema.clone();
+            }
+        }
         self.add_backend(&info.backend.clone());
         let list = self.by_name.entry(info.name.clone()).or_default();
         list.retain(|i| i.backend != info.backend);
@@ -254,5 +293,38 @@ mod tests {
         c.clear_backend("modal");
         assert_eq!(c.lookup("x.y", None).unwrap().backend, "local");
         assert!(c.lookup("builtin.echo", None).is_ok());
+    }
+
+    #[test]
+    fn generated_schemas_fill_gaps_but_never_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.json");
+        std::fs::write(
+            &path,
+            r#"{"tasks": [{"name": "a.b", "category": "get", "inputSchema": {"type": "object", "required": ["url"]}}]}"#,
+        )
+        .unwrap();
+        let generated = Catalog::load_generated(&path).unwrap();
+        let mut c = Catalog::with_builtins();
+        c.set_generated(std::sync::Arc::new(generated));
+        c.insert(info("a.b", "local"));
+        let got = c.lookup("a.b", None).unwrap();
+        assert_eq!(got.input_schema.as_ref().unwrap()["required"][0], "url");
+        let mut own = info("a.b", "ray");
+        own.input_schema = Some(serde_json::json!({"type": "object"}));
+        c.insert(own);
+        let got = c.lookup("a.b", Some("ray")).unwrap();
+        assert!(got.input_schema.as_ref().unwrap().get("required").is_none());
+        std::fs::write(&path, "{").unwrap();
+        assert!(
+            Catalog::load_generated(&path)
+                .unwrap_err()
+                .contains("is invalid")
+        );
+        assert!(
+            Catalog::load_generated(&dir.path().join("none.json"))
+                .unwrap_err()
+                .contains("cannot read")
+        );
     }
 }

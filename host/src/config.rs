@@ -48,6 +48,8 @@ pub struct Config {
     pub lease_ms: i64,
     /// `DWA_SHUTDOWN_GRACE_MS`: how long running steps may finish after SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// `DWA_TASK_CATALOG`: the catalog generated from the Python tasks (`just gen-types`), whose schemas fill in for a backend that announces none.
+    pub task_catalog: PathBuf,
     /// `DWA_CATALOG_REFRESH_SECS`: how often backend catalogs are re-read (0: never).
     pub catalog_refresh_secs: u64,
     /// `DWA_PLUGIN_DIR`: where plugins (`.wasm` + manifest) are loaded from.
@@ -124,6 +126,8 @@ impl Config {
             max_body_bytes: parse("DWA_MAX_BODY_BYTES", 16 * 1024 * 1024usize, |n| *n >= 1024)?,
             lease_ms: parse("DWA_LEASE_MS", 30_000i64, |n| (100..=3_600_000).contains(n))?,
             shutdown_grace_ms: parse("DWA_SHUTDOWN_GRACE_MS", 10_000u64, |_| true)?,
+            task_catalog: var("DWA_TASK_CATALOG")
+                .map_or_else(|| PathBuf::from("shared/catalog.json"), PathBuf::from),
             catalog_refresh_secs: parse("DWA_CATALOG_REFRESH_SECS", 60u64, |_| true)?,
             plugin_dir: var("DWA_PLUGIN_DIR")
                 .map_or_else(|| PathBuf::from("plugins/dist"), PathBuf::from),

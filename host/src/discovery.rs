@@ -31,6 +31,7 @@ pub struct BackendStatus {
 pub async fn refresh(engine: &Arc<Engine>) -> Vec<BackendStatus> {
     let old = engine.catalog();
     let mut next = Catalog::with_builtins();
+    next.set_generated(old.generated());
     // The plugin host is the source of truth for what plugins provide (it hot-reloads).
     match engine.plugins() {
         Some(p) => next.set_plugins(p),

@@ -160,6 +160,18 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
     }
     let mut catalog = Catalog::with_builtins();
     catalog.set_plugins(&plugins);
+    // An explicit DWA_TASK_CATALOG must load; the default path may be absent
+    // (a host run outside the repository).
+    match Catalog::load_generated(&config.task_catalog) {
+        Ok(g) => {
+            tracing::info!(tasks = g.len(), path = %config.task_catalog.display(), "generated task catalog loaded");
+            catalog.set_generated(Arc::new(g));
+        }
+        Err(e) if std::env::var_os("DWA_TASK_CATALOG").is_some() => {
+            return Err(StartError::Unsupported(e));
+        }
+        Err(e) => tracing::debug!("{e}"),
+    }
     for b in &backends {
         catalog.add_backend(&b.name);
     }
