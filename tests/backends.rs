@@ -109,6 +109,52 @@ async fn python_tasks_through_the_host() {
     assert_eq!(t["stepResults"]["small"]["height"], 75);
     assert!(work.join(&id).join("small.webp").exists());
 
+    // A chunked step: the host splits the audio with chunk.audio, runs the
+    // parts in parallel and merges their segments with their time offsets.
+    let id = submit_ok(&host, &json!({
+        "type": "loudness",
+        "payload": {"url": format!("{web}/media/tone.wav")},
+        "steps": [
+            {"id": "download", "task": "download.file", "input": {"url": "{{payload.url}}"}},
+            {"id": "levels", "task": "audio.levels", "dependsOn": ["download"], "chunk": {"size": 2, "concurrency": 3},
+             "input": {"path": "{{steps.download.path}}", "window": 1.0}},
+            {"id": "report", "task": "builtin.echo", "dependsOn": ["levels"],
+             "input": {"n": "{{steps.levels.segments | length}}", "chunks": "{{steps.levels.chunks}}"}}
+        ]
+    })).await;
+    let t = wait_done(&host, &id).await;
+    assert_eq!(t["status"], "completed", "{t:#}");
+    let levels = &t["stepResults"]["levels"];
+    let starts: Vec<f64> = levels["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["start"].as_f64().unwrap())
+        .collect();
+    assert_eq!(starts, [0.0, 1.0, 2.0, 3.0, 4.0], "{levels:#}");
+    for seg in levels["segments"].as_array().unwrap() {
+        // A sine of amplitude 0.4: RMS 0.283, -11 dBFS.
+        let db = seg["db"].as_f64().unwrap();
+        assert!((db + 11.0).abs() < 0.5, "{seg}");
+    }
+    assert_eq!(t["stepResults"]["report"], json!({"n": 5, "chunks": 3}));
+    let ids: Vec<&str> = t["stepStatus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "download",
+            "levels-split",
+            "levels-parts",
+            "levels",
+            "report"
+        ]
+    );
+
     // A task's own failure (a permanent one) reaches the task's error.
     let id = submit_ok(
         &host,

@@ -4,6 +4,7 @@
 /** Every task the Python backends serve. */
 export type TaskName =
   | "audio.extract"
+  | "audio.levels"
   | "chunk.audio"
   | "chunk.video"
   | "convert.audio"
@@ -35,6 +36,10 @@ export interface TaskPayloads {
     "path": string;
     "format"?: "wav" | "mp3" | "ogg" | "flac" | "m4a";
     "sample_rate"?: number;
+  };
+  "audio.levels": {
+    "path": string;
+    "window"?: number;
   };
   "chunk.audio": {
     "path": string;
@@ -167,6 +172,14 @@ export interface TaskResults {
     "duration": number | null;
     "sampleRate": number;
     "channels": number;
+  };
+  "audio.levels": {
+    "segments": Array<{
+      "start": number;
+      "end": number;
+      "db": number;
+    }>;
+    "peakDb": number;
   };
   "chunk.audio": {
     "chunks": Array<{
@@ -320,6 +333,7 @@ export interface TaskResults {
 /** Placement and behaviour of each task. */
 export const TASK_METADATA = {
   "audio.extract": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Extracts a video's audio track (mono, `sample_rate`), e.g. for transcription.", "gpu": null, "streaming": false, "timeout": 1800.0},
+  "audio.levels": {"capabilities": ["ffmpeg"], "category": "hear", "chunk": {"defaultSize": 60.0, "input": "path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Loudness (RMS, dBFS) of each `window` seconds of an audio file: where speech or silence is.", "gpu": null, "streaming": false, "timeout": 600.0},
   "chunk.audio": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Cuts audio into `seconds`-long pieces overlapping by `overlap` (with their time offsets).", "gpu": null, "streaming": false, "timeout": 1800.0},
   "chunk.video": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Cuts video into `seconds`-long pieces overlapping by `overlap` (with their time offsets).", "gpu": null, "streaming": false, "timeout": 3600.0},
   "convert.audio": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Converts audio (or a video's audio track) to another format, sample rate and channel count.", "gpu": null, "streaming": false, "timeout": 1800.0},
@@ -341,7 +355,7 @@ export const TASK_METADATA = {
   "semantic.embed": {"capabilities": ["embeddings"], "category": "find", "chunk": null, "description": "Embeds texts into unit vectors (cosine similarity = dot product).", "gpu": null, "streaming": false, "timeout": 300.0},
   "semantic.search": {"capabilities": ["embeddings"], "category": "find", "chunk": null, "description": "Ranks `vectors` by cosine similarity to `query_vector` (e.g. outputs of semantic.embed).", "gpu": null, "streaming": false, "timeout": 120.0},
   "web.fetch": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Fetches a web page and answers its title and readable text (scripts and styles dropped).", "gpu": null, "streaming": false, "timeout": 60.0},
-  "whisper.transcribe": {"capabilities": ["asr"], "category": "hear", "chunk": {"defaultSize": 30.0, "input": "audio_path", "merge": "concat_segments", "overlap": 0.0}, "description": "Transcribes speech with timestamps (`model`: a size name or a local model folder).", "gpu": "T4", "streaming": false, "timeout": 1800.0},
+  "whisper.transcribe": {"capabilities": ["asr"], "category": "hear", "chunk": {"defaultSize": 30.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Transcribes speech with timestamps (`model`: a size name or a local model folder).", "gpu": "T4", "streaming": false, "timeout": 1800.0},
   "yolo.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Detects objects in an image with Ultralytics YOLO (boxes in pixels).", "gpu": "T4", "streaming": false, "timeout": 300.0},
   "youtube.download": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Downloads a video (or only its audio) with yt-dlp into the working folder.", "gpu": null, "streaming": false, "timeout": 1800.0},
 } as const;

@@ -19,6 +19,7 @@ pub fn catalog() -> Vec<TaskInfo> {
         gpu: None,
         timeout: None,
         streaming: false,
+        chunk: None,
         input_schema: None,
         output_schema: None,
     };
@@ -33,6 +34,10 @@ pub fn catalog() -> Vec<TaskInfo> {
             "Diagnostics: fails with `message` (retryable unless `retryable: false`); with `failAttempts: n` it fails the first n tries and then returns its input.",
         ),
         entry(
+            "builtin.merge",
+            "Joins the parts of a chunked step (`strategy`, `parts`, `chunks`, `overlap`); the host adds it when it expands `chunk`.",
+        ),
+        entry(
             "builtin.range",
             "Benchmarks: returns the list [0, 1, ..., n-1] for `n` up to 1,000,000.",
         ),
@@ -43,6 +48,7 @@ pub fn catalog() -> Vec<TaskInfo> {
 pub async fn run(task: &str, input: Value, attempt: u32) -> Result<Value, StepError> {
     match task {
         "builtin.echo" => Ok(input),
+        "builtin.merge" => crate::chunking::merge(&input).map_err(StepError::permanent),
         "builtin.sleep" => {
             let ms = input.get("ms").and_then(Value::as_u64).ok_or_else(|| {
                 StepError::permanent("builtin.sleep needs input field `ms` (a whole number)")

@@ -31,6 +31,9 @@ pub struct TaskInfo {
     /// Whether it answers with a stream of chunks.
     #[serde(default)]
     pub streaming: bool,
+    /// How the host may split one call into chunk jobs (None: it cannot).
+    #[serde(default)]
+    pub chunk: Option<ChunkSpec>,
     /// JSON Schema of its input.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -52,10 +55,33 @@ impl TaskInfo {
             gpu: None,
             timeout: None,
             streaming: false,
+            chunk: None,
             input_schema: None,
             output_schema: None,
         }
     }
+}
+
+/// A task's chunking, as its backend announces it (the `@task` decorator's `chunk`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkSpec {
+    /// The input field holding what is split (a file name, or text).
+    pub input: String,
+    /// `audio`, `video` or `text`: split by chunk.audio, chunk.video or chunk.text.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// A chunk's length: seconds, or characters for text.
+    pub default_size: f64,
+    /// How much consecutive chunks share.
+    #[serde(default)]
+    pub overlap: f64,
+    /// How the parts' results are joined (see `builtin.merge`).
+    pub merge: String,
+}
+
+fn default_kind() -> String {
+    "audio".into()
 }
 
 /// Backends in the order a task served by several of them is sent to.

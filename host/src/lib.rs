@@ -4,7 +4,8 @@
 //!
 //! - [`model`]: the task JSON and the API's answers (the wire contract).
 //! - [`template`]: `{{ ... }}` templates, parsed once, resolved per step.
-//! - [`plan`]: validation and planning into a dependency graph (petgraph).
+//! - [`plan`]: validation and planning into a dependency graph (petgraph);
+//!   [`chunking`] first expands chunked steps into split, parts and merge.
 //! - [`catalog`]: which tasks exist and which backend serves each; [`schema`]
 //!   checks inputs against the JSON Schema a backend announces.
 //! - [`store`]: the durable queue and state behind one trait
@@ -26,6 +27,7 @@ pub mod api;
 pub mod backend;
 pub mod builtin;
 pub mod catalog;
+pub mod chunking;
 pub mod clock;
 pub mod config;
 pub mod discovery;

@@ -83,6 +83,25 @@ pub struct StepSpec {
     /// Overrides the task-level retry policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryConfig>,
+    /// Split the step's input into chunks run in parallel and merge their
+    /// results (for tasks whose catalog entry has a `chunk` config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<ChunkRequest>,
+}
+
+/// A step's request to be chunked; every field defaults to the task's own config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChunkRequest {
+    /// A chunk's length (seconds, or characters for text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<f64>,
+    /// How much consecutive chunks share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<f64>,
+    /// At most this many chunks run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 /// Resource hints; `timeout` (seconds) bounds each try of a step.

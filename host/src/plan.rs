@@ -196,7 +196,9 @@ fn check_timeout(c: &mut Checker<'_>, step: Option<&str>, field: &str, t: Option
 }
 
 /// Validates `spec` against `catalog` and plans it; every problem is reported.
+/// Chunked steps are first expanded into split, parts and merge steps.
 pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> {
+    let spec = crate::chunking::expand(spec, catalog)?;
     let mut c = Checker {
         errors: Vec::new(),
         catalog,
@@ -241,6 +243,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
             for_each_concurrency: None,
             resources: None,
             retry: None,
+            chunk: None,
         }],
     };
 
@@ -776,6 +779,7 @@ mod tests {
                 gpu: gpu.map(str::to_owned),
                 timeout: Some(120.0),
                 streaming: false,
+                chunk: None,
                 input_schema: None,
                 output_schema: None,
             });

@@ -9,6 +9,7 @@ from typing import Any, Callable, Literal
 Category = Literal["see", "hear", "think", "speak", "get", "transform", "find", "watch"]
 CATEGORIES: tuple[str, ...] = ("see", "hear", "think", "speak", "get", "transform", "find", "watch")
 
+ChunkKind = Literal["audio", "video", "text"]
 MergeStrategy = Literal["concat_segments", "concat_text", "concat_lists", "sum_counts"]
 MERGE_STRATEGIES: tuple[str, ...] = ("concat_segments", "concat_text", "concat_lists", "sum_counts")
 
@@ -17,16 +18,20 @@ MERGE_STRATEGIES: tuple[str, ...] = ("concat_segments", "concat_text", "concat_l
 class ChunkConfig:
     """How the host may split one call into chunk jobs run in parallel.
 
-    `input` names the input field holding the media (or text) to split,
-    `default_size` is a chunk's length (seconds for audio/video, characters
-    for text), `overlap` how much consecutive chunks share, and `merge` the
-    strategy that joins the chunk results.
+    `input` names the input field holding the media file (or text) to split,
+    `kind` what it is (`audio`, `video` or `text`: the host splits it with
+    chunk.audio, chunk.video or chunk.text), `default_size` a chunk's length
+    (seconds for audio/video, characters for text), `overlap` how much
+    consecutive chunks share, and `merge` the strategy that joins the chunk
+    results (`concat_segments` shifts each part's `segments` by its chunk's
+    start time).
     """
 
     input: str
     default_size: float
     overlap: float = 0.0
     merge: MergeStrategy = "concat_segments"
+    kind: ChunkKind = "audio"
 
     def __post_init__(self) -> None:
         if self.default_size <= 0:
@@ -37,6 +42,8 @@ class ChunkConfig:
             )
         if self.merge not in MERGE_STRATEGIES:
             raise ValueError(f"chunk.merge {self.merge!r} is not one of {', '.join(MERGE_STRATEGIES)}")
+        if self.kind not in ("audio", "video", "text"):
+            raise ValueError(f"chunk.kind {self.kind!r} is not one of audio, video, text")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +51,7 @@ class ChunkConfig:
             "defaultSize": self.default_size,
             "overlap": self.overlap,
             "merge": self.merge,
+            "kind": self.kind,
         }
 
 

@@ -34,7 +34,7 @@ def test_schema_from_type_hints():
     assert meta.output_schema["properties"]["tags"] == {"type": "array", "items": {"type": "string"}}
     entry = meta.catalog_entry()
     assert entry["gpu"] == "T4" and entry["timeout"] == 30.0
-    assert entry["chunk"] == {"input": "text", "defaultSize": 100, "overlap": 10, "merge": "concat_text"}
+    assert entry["chunk"] == {"input": "text", "defaultSize": 100, "overlap": 10, "merge": "concat_text", "kind": "audio"}
     # The input model refuses unknown fields and wrong types.
     with pytest.raises(Exception):
         meta.input_model.model_validate({"text": "x", "nope": 1})

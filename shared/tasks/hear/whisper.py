@@ -37,7 +37,7 @@ def _model(name: str):
 
 
 @task("whisper.transcribe", category="hear", capabilities=["asr"], gpu="T4", timeout=1800,
-      chunk=ChunkConfig(input="audio_path", default_size=30.0, overlap=0.0, merge="concat_segments"))
+      chunk=ChunkConfig(input="audio_path", default_size=30.0, overlap=0.0, merge="concat_segments", kind="audio"))
 def whisper_transcribe(audio_path: str, language: str | None = None, model: str = "tiny.en") -> Transcript:
     """Transcribes speech with timestamps (`model`: a size name or a local model folder)."""
     path = resolve(audio_path, "audio_path")
