@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "${DWA_REPO:-$(dirname "$0")/..}"
 stamp=.venv/.requirements.sha256
-want=$(cat backends/requirements.txt backends/requirements-ray.txt | sha256sum | cut -d' ' -f1)
+want=$( (cat backends/requirements.txt backends/requirements-ray.txt; grep -o 'scikit-image==[0-9.]*' "$0") | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -19,5 +19,8 @@ if ! python3 -m venv .venv 2>/dev/null; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r backends/requirements.txt -r backends/requirements-ray.txt
+# Test images only (skimage/data/astronaut.png: a real face): never imported,
+# so none of scikit-image's own dependencies are needed.
+.venv/bin/python -m pip install --quiet --no-deps scikit-image==0.26.0
 echo "$want" > "$stamp"
 echo "python environment ready: .venv ($(.venv/bin/python --version))"

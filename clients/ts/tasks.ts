@@ -5,10 +5,13 @@
 export type TaskName =
   | "audio.extract"
   | "audio.levels"
+  | "audio.normalize"
   | "chunk.audio"
   | "chunk.video"
+  | "clip.embed"
   | "convert.audio"
   | "convert.video"
+  | "depth.estimate"
   | "diag.echo"
   | "download.file"
   | "elevenlabs.speak"
@@ -16,15 +19,37 @@ export type TaskName =
   | "faces.detect"
   | "florence.caption"
   | "frames.extract"
+  | "http.request"
+  | "image.describe"
+  | "language.detect"
+  | "llm.answer"
   | "llm.summarize"
+  | "motion.detect"
+  | "objects.track"
+  | "ocr.read"
   | "openai.chat"
   | "openai.classify"
+  | "openai.embed"
   | "openai.extract"
   | "openai.speak"
+  | "openai.transcribe"
+  | "openai.translate"
+  | "pdf.text"
+  | "piper.speak"
+  | "pose.detect"
   | "rss.fetch"
+  | "sam2.segment"
   | "scenes.detect"
   | "semantic.embed"
   | "semantic.search"
+  | "siglip.classify"
+  | "speakers.diarize"
+  | "subtitles.write"
+  | "tracking.faces"
+  | "vad.detect"
+  | "vector.query"
+  | "vector.upsert"
+  | "video.thumbnail"
   | "web.fetch"
   | "whisper.transcribe"
   | "yolo.detect"
@@ -41,6 +66,11 @@ export interface TaskPayloads {
     "path": string;
     "window"?: number;
   };
+  "audio.normalize": {
+    "path": string;
+    "target_lufs"?: number;
+    "format"?: "wav" | "mp3" | "flac";
+  };
   "chunk.audio": {
     "path": string;
     "seconds"?: number;
@@ -50,6 +80,12 @@ export interface TaskPayloads {
     "path": string;
     "seconds"?: number;
     "overlap"?: number;
+  };
+  "clip.embed": {
+    "image_path"?: string | null;
+    "text"?: string | null;
+    "model"?: string;
+    "pretrained"?: string;
   };
   "convert.audio": {
     "path": string;
@@ -62,6 +98,10 @@ export interface TaskPayloads {
     "path": string;
     "format"?: "mp4" | "webm" | "mkv";
     "height"?: number | null;
+  };
+  "depth.estimate": {
+    "image_path": string;
+    "model_id"?: string;
   };
   "diag.echo": {
     "value"?: unknown;
@@ -98,10 +138,46 @@ export interface TaskPayloads {
     "max_frames"?: number;
     "width"?: number | null;
   };
+  "http.request": {
+    "url": string;
+    "method"?: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+    "headers"?: Record<string, string> | null;
+    "body"?: unknown | null;
+    "timeout_s"?: number;
+    "fail_on_status"?: boolean;
+  };
+  "image.describe": {
+    "image_path": string;
+    "prompt"?: string;
+    "model"?: string;
+  };
+  "language.detect": {
+    "audio_path": string;
+    "model"?: string;
+  };
+  "llm.answer": {
+    "question": string;
+    "context": Array<string>;
+    "model"?: string;
+  };
   "llm.summarize": {
     "text": string;
     "max_words"?: number;
     "model"?: string;
+  };
+  "motion.detect": {
+    "video_path": string;
+    "fps"?: number;
+    "threshold"?: number;
+  };
+  "objects.track": {
+    "video_path": string;
+    "model"?: string;
+    "confidence"?: number;
+  };
+  "ocr.read": {
+    "image_path": string;
+    "min_confidence"?: number;
   };
   "openai.chat": {
     "prompt": string;
@@ -115,6 +191,10 @@ export interface TaskPayloads {
     "labels": Array<string>;
     "model"?: string;
   };
+  "openai.embed": {
+    "texts": Array<string>;
+    "model"?: string;
+  };
   "openai.extract": {
     "text": string;
     "fields": Record<string, string>;
@@ -125,9 +205,36 @@ export interface TaskPayloads {
     "voice"?: string;
     "model"?: string;
   };
+  "openai.transcribe": {
+    "audio_path": string;
+    "model"?: string;
+    "language"?: string | null;
+  };
+  "openai.translate": {
+    "text": string;
+    "target"?: string;
+    "model"?: string;
+  };
+  "pdf.text": {
+    "path": string;
+    "max_pages"?: number;
+  };
+  "piper.speak": {
+    "text": string;
+    "voice"?: string | null;
+  };
+  "pose.detect": {
+    "image_path": string;
+  };
   "rss.fetch": {
     "url": string;
     "limit"?: number;
+  };
+  "sam2.segment": {
+    "image_path": string;
+    "points": Array<Array<number>>;
+    "labels"?: Array<number> | null;
+    "model_id"?: string;
   };
   "scenes.detect": {
     "video_path": string;
@@ -143,6 +250,49 @@ export interface TaskPayloads {
     "vectors": Array<Array<number>>;
     "texts"?: Array<string> | null;
     "top_k"?: number;
+  };
+  "siglip.classify": {
+    "image_path": string;
+    "labels": Array<string>;
+    "model_id"?: string;
+  };
+  "speakers.diarize": {
+    "audio_path": string;
+    "num_speakers"?: number | null;
+    "model_id"?: string;
+  };
+  "subtitles.write": {
+    "segments": Array<Record<string, unknown>>;
+    "format"?: "srt" | "vtt";
+    "name"?: string;
+  };
+  "tracking.faces": {
+    "video_path": string;
+    "fps"?: number;
+    "min_size"?: number;
+  };
+  "vad.detect": {
+    "audio_path": string;
+    "threshold"?: number;
+    "min_silence_ms"?: number;
+  };
+  "vector.query": {
+    "collection": string;
+    "vector": Array<number>;
+    "top_k"?: number;
+  };
+  "vector.upsert": {
+    "collection": string;
+    "items": Array<{
+      "id"?: string;
+      "vector"?: Array<number>;
+      "metadata"?: Record<string, unknown>;
+    }>;
+  };
+  "video.thumbnail": {
+    "path": string;
+    "time"?: number | null;
+    "width"?: number;
   };
   "web.fetch": {
     "url": string;
@@ -181,6 +331,10 @@ export interface TaskResults {
     }>;
     "peakDb": number;
   };
+  "audio.normalize": {
+    "path": string;
+    "targetLufs": number;
+  };
   "chunk.audio": {
     "chunks": Array<{
       "index": number;
@@ -199,6 +353,10 @@ export interface TaskResults {
     }>;
     "duration": number;
   };
+  "clip.embed": {
+    "model": string;
+    "vector": Array<number>;
+  };
   "convert.audio": {
     "path": string;
     "format": string;
@@ -210,6 +368,11 @@ export interface TaskResults {
     "path": string;
     "format": string;
     "duration": number | null;
+  };
+  "depth.estimate": {
+    "path": string;
+    "min": number;
+    "max": number;
   };
   "diag.echo": unknown;
   "download.file": {
@@ -250,14 +413,60 @@ export interface TaskResults {
       "time": number;
     }>;
   };
+  "http.request": {
+    "status": number;
+    "headers": Record<string, string>;
+    "json": unknown | null;
+    "text": string | null;
+  };
+  "image.describe": {
+    "description": string;
+    "model": string;
+  };
+  "language.detect": {
+    "language": string;
+    "probability": number;
+  };
+  "llm.answer": {
+    "answer": string;
+    "model": string;
+  };
   "llm.summarize": {
     "summary": string;
     "model": string;
+  };
+  "motion.detect": {
+    "segments": Array<{
+      "start": number;
+      "end": number;
+      "score": number;
+    }>;
+    "frames": number;
+  };
+  "objects.track": {
+    "tracks": Array<Record<string, unknown>>;
+  };
+  "ocr.read": {
+    "text": string;
+    "lines": Array<{
+      "text": string;
+      "confidence": number;
+      "box": {
+        "x": number;
+        "y": number;
+        "width": number;
+        "height": number;
+      };
+    }>;
   };
   "openai.chat": string;
   "openai.classify": {
     "label": string;
     "labels": Array<string>;
+  };
+  "openai.embed": {
+    "model": string;
+    "vectors": Array<Array<number>>;
   };
   "openai.extract": {
     "data": Record<string, unknown>;
@@ -267,11 +476,44 @@ export interface TaskResults {
     "bytes": number;
     "format": string;
   };
+  "openai.transcribe": {
+    "text": string;
+    "language": string | null;
+    "segments": Array<Record<string, unknown>>;
+  };
+  "openai.translate": {
+    "text": string;
+    "target": string;
+  };
+  "pdf.text": {
+    "text": string;
+    "pages": number;
+  };
+  "piper.speak": {
+    "path": string;
+    "seconds": number;
+  };
+  "pose.detect": {
+    "found": boolean;
+    "keypoints": Array<{
+      "name": string;
+      "x": number;
+      "y": number;
+      "visibility": number;
+    }>;
+  };
   "rss.fetch": {
     "items": Array<{
       "link": string;
       "published": string | null;
       "summary": string;
+    }>;
+  };
+  "sam2.segment": {
+    "masks": Array<{
+      "path": string;
+      "score": number;
+      "area": number;
     }>;
   };
   "scenes.detect": {
@@ -294,6 +536,65 @@ export interface TaskResults {
       "score": number;
       "text": string | null;
     }>;
+  };
+  "siglip.classify": {
+    "labels": Array<{
+      "label": string;
+      "score": number;
+    }>;
+  };
+  "speakers.diarize": {
+    "speakers": Array<string>;
+    "segments": Array<{
+      "start": number;
+      "end": number;
+      "speaker": string;
+    }>;
+  };
+  "subtitles.write": {
+    "path": string;
+    "cues": number;
+  };
+  "tracking.faces": {
+    "tracks": Array<{
+      "id": number;
+      "start": number;
+      "end": number;
+      "sightings": Array<{
+        "time": number;
+        "box": {
+          "x": number;
+          "y": number;
+          "width": number;
+          "height": number;
+        };
+      }>;
+    }>;
+    "frames": number;
+  };
+  "vad.detect": {
+    "segments": Array<{
+      "start": number;
+      "end": number;
+    }>;
+    "speechSeconds": number;
+  };
+  "vector.query": {
+    "matches": Array<{
+      "id": string;
+      "score": number;
+      "metadata": Record<string, unknown>;
+    }>;
+  };
+  "vector.upsert": {
+    "collection": string;
+    "upserted": number;
+    "total": number;
+    "dimensions": number;
+  };
+  "video.thumbnail": {
+    "path": string;
+    "time": number;
   };
   "web.fetch": {
     "url": string;
@@ -334,10 +635,13 @@ export interface TaskResults {
 export const TASK_METADATA = {
   "audio.extract": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Extracts a video's audio track (mono, `sample_rate`), e.g. for transcription.", "gpu": null, "streaming": false, "timeout": 1800.0},
   "audio.levels": {"capabilities": ["ffmpeg"], "category": "hear", "chunk": {"defaultSize": 60.0, "input": "path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Loudness (RMS, dBFS) of each `window` seconds of an audio file: where speech or silence is.", "gpu": null, "streaming": false, "timeout": 600.0},
+  "audio.normalize": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Normalises loudness to `target_lufs` (EBU R128, ffmpeg loudnorm), e.g. before publishing a podcast.", "gpu": null, "streaming": false, "timeout": 1800.0},
   "chunk.audio": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Cuts audio into `seconds`-long pieces overlapping by `overlap` (with their time offsets).", "gpu": null, "streaming": false, "timeout": 1800.0},
   "chunk.video": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Cuts video into `seconds`-long pieces overlapping by `overlap` (with their time offsets).", "gpu": null, "streaming": false, "timeout": 3600.0},
+  "clip.embed": {"capabilities": ["vision", "embeddings"], "category": "see", "chunk": null, "description": "Embeds an image or a text into OpenCLIP's shared space (unit vector), for image search.", "gpu": "T4", "streaming": false, "timeout": 300.0},
   "convert.audio": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Converts audio (or a video's audio track) to another format, sample rate and channel count.", "gpu": null, "streaming": false, "timeout": 1800.0},
   "convert.video": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Re-encodes a video (H.264/AAC in mp4, VP9/Opus in webm), optionally scaled to `height`.", "gpu": null, "streaming": false, "timeout": 3600.0},
+  "depth.estimate": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Estimates relative depth with Depth Anything; writes the depth map as a 16-bit PNG.", "gpu": "T4", "streaming": false, "timeout": 300.0},
   "diag.echo": {"capabilities": [], "category": "transform", "chunk": null, "description": "Returns `value` unchanged (diagnostics and the backend-hop benchmark).", "gpu": null, "streaming": false, "timeout": 10.0},
   "download.file": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Downloads a URL into the task's working folder (streamed; written whole or not at all).", "gpu": null, "streaming": false, "timeout": 900.0},
   "elevenlabs.speak": {"capabilities": ["tts", "network"], "category": "speak", "chunk": null, "description": "Speaks `text` with an ElevenLabs voice into an MP3 (ELEVENLABS_API_KEY; ELEVENLABS_BASE_URL for a proxy).", "gpu": null, "streaming": false, "timeout": 300.0},
@@ -345,15 +649,37 @@ export const TASK_METADATA = {
   "faces.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Detects frontal faces with OpenCV's bundled Haar cascade (CPU, no download).", "gpu": null, "streaming": false, "timeout": 120.0},
   "florence.caption": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Captions an image with Florence-2 (`detail`: brief, detailed or more_detailed).", "gpu": "T4", "streaming": false, "timeout": 300.0},
   "frames.extract": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Samples `fps` frames per second of a video as JPEG files (at most `max_frames`).", "gpu": null, "streaming": false, "timeout": 1800.0},
+  "http.request": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Calls an HTTP API: JSON `body` sent as JSON; a JSON answer parsed, any other kept as text.", "gpu": null, "streaming": false, "timeout": 120.0},
+  "image.describe": {"capabilities": ["vision", "llm", "network"], "category": "see", "chunk": null, "description": "Describes an image with an OpenAI-compatible vision model (OPENAI_BASE_URL honoured).", "gpu": null, "streaming": false, "timeout": 300.0},
+  "language.detect": {"capabilities": ["asr"], "category": "hear", "chunk": null, "description": "Detects the spoken language from the first 30 s (faster-whisper, multilingual model).", "gpu": null, "streaming": false, "timeout": 300.0},
+  "llm.answer": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Answers a question from the given passages only (retrieval-augmented answering).", "gpu": null, "streaming": false, "timeout": 300.0},
   "llm.summarize": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Summarises a text in at most `max_words` words.", "gpu": null, "streaming": false, "timeout": 300.0},
+  "motion.detect": {"capabilities": ["video"], "category": "watch", "chunk": null, "description": "Finds when things move: the share of pixels that change between sampled frames above `threshold`.", "gpu": null, "streaming": false, "timeout": 1800.0},
+  "objects.track": {"capabilities": ["video", "vision"], "category": "watch", "chunk": null, "description": "Tracks objects through a video with Ultralytics YOLO + ByteTrack (ids stable across frames).", "gpu": "T4", "streaming": false, "timeout": 3600.0},
+  "ocr.read": {"capabilities": ["vision", "ocr"], "category": "see", "chunk": null, "description": "Reads the text in an image (RapidOCR, PP-OCRv4 on ONNX Runtime; CPU).", "gpu": null, "streaming": false, "timeout": 300.0},
   "openai.chat": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Chat completion, streamed: each piece of text arrives as it is generated.", "gpu": null, "streaming": true, "timeout": 300.0},
   "openai.classify": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Picks the one label (of `labels`) that fits the text best.", "gpu": null, "streaming": false, "timeout": 120.0},
+  "openai.embed": {"capabilities": ["embeddings", "network"], "category": "find", "chunk": null, "description": "Embeds texts through the OpenAI embeddings API (OPENAI_BASE_URL honoured).", "gpu": null, "streaming": false, "timeout": 120.0},
   "openai.extract": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Extracts the named `fields` (name \u2192 what it means) from a text as JSON.", "gpu": null, "streaming": false, "timeout": 300.0},
   "openai.speak": {"capabilities": ["tts", "network"], "category": "speak", "chunk": null, "description": "Speaks `text` with an OpenAI voice into an MP3 (OPENAI_BASE_URL honoured).", "gpu": null, "streaming": false, "timeout": 300.0},
+  "openai.transcribe": {"capabilities": ["asr", "network"], "category": "hear", "chunk": {"defaultSize": 600.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Transcribes through the OpenAI audio API (OPENAI_BASE_URL honoured), with segment timestamps.", "gpu": null, "streaming": false, "timeout": 900.0},
+  "openai.translate": {"capabilities": ["llm", "network"], "category": "think", "chunk": {"defaultSize": 6000, "input": "text", "kind": "text", "merge": "concat_text", "overlap": 0}, "description": "Translates a text into `target` (a language name), keeping its formatting.", "gpu": null, "streaming": false, "timeout": 300.0},
+  "pdf.text": {"capabilities": [], "category": "transform", "chunk": null, "description": "Extracts the text of a PDF, page by page (pypdf).", "gpu": null, "streaming": false, "timeout": 300.0},
+  "piper.speak": {"capabilities": ["tts"], "category": "speak", "chunk": null, "description": "Speaks `text` with a Piper voice (`voice`: an .onnx model path; default DWA_PIPER_VOICE) into a WAV file.", "gpu": null, "streaming": false, "timeout": 300.0},
+  "pose.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Finds a person's body keypoints (MediaPipe Pose, bundled model; CPU). Coordinates are 0-1.", "gpu": null, "streaming": false, "timeout": 120.0},
   "rss.fetch": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Reads an RSS or Atom feed: its title and its newest items.", "gpu": null, "streaming": false, "timeout": 60.0},
+  "sam2.segment": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Segments the object(s) at the given points with SAM 2; writes each mask as a PNG.", "gpu": "A10G", "streaming": false, "timeout": 600.0},
   "scenes.detect": {"capabilities": ["video"], "category": "watch", "chunk": null, "description": "Finds scene cuts (content detector) and writes one keyframe per scene.", "gpu": null, "streaming": false, "timeout": 1800.0},
   "semantic.embed": {"capabilities": ["embeddings"], "category": "find", "chunk": null, "description": "Embeds texts into unit vectors (cosine similarity = dot product).", "gpu": null, "streaming": false, "timeout": 300.0},
   "semantic.search": {"capabilities": ["embeddings"], "category": "find", "chunk": null, "description": "Ranks `vectors` by cosine similarity to `query_vector` (e.g. outputs of semantic.embed).", "gpu": null, "streaming": false, "timeout": 120.0},
+  "siglip.classify": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Scores an image against free-text labels (zero-shot) with SigLIP.", "gpu": "T4", "streaming": false, "timeout": 300.0},
+  "speakers.diarize": {"capabilities": ["asr"], "category": "hear", "chunk": null, "description": "Finds who speaks when (pyannote.audio; needs HF_TOKEN for the gated model).", "gpu": "T4", "streaming": false, "timeout": 1800.0},
+  "subtitles.write": {"capabilities": [], "category": "transform", "chunk": null, "description": "Writes timed segments (`start`, `end`, `text`, e.g. whisper.transcribe's) as SRT or WebVTT.", "gpu": null, "streaming": false, "timeout": 60.0},
+  "tracking.faces": {"capabilities": ["video", "vision"], "category": "watch", "chunk": null, "description": "Detects faces in sampled frames (OpenCV Haar cascade) and links them into tracks over time.", "gpu": null, "streaming": false, "timeout": 1800.0},
+  "vad.detect": {"capabilities": ["asr"], "category": "hear", "chunk": {"defaultSize": 300.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Finds where someone speaks (Silero VAD; CPU).", "gpu": null, "streaming": false, "timeout": 600.0},
+  "vector.query": {"capabilities": ["vectors"], "category": "find", "chunk": null, "description": "The `top_k` nearest items to `vector` (cosine similarity, 1 = same direction).", "gpu": null, "streaming": false, "timeout": 60.0},
+  "vector.upsert": {"capabilities": ["vectors"], "category": "find", "chunk": null, "description": "Adds or replaces vectors (by `id`, with `metadata`) in a collection on disk.", "gpu": null, "streaming": false, "timeout": 300.0},
+  "video.thumbnail": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "One frame of a video as a JPEG (at `time` seconds; default: a third of the way in).", "gpu": null, "streaming": false, "timeout": 300.0},
   "web.fetch": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Fetches a web page and answers its title and readable text (scripts and styles dropped).", "gpu": null, "streaming": false, "timeout": 60.0},
   "whisper.transcribe": {"capabilities": ["asr"], "category": "hear", "chunk": {"defaultSize": 30.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Transcribes speech with timestamps (`model`: a size name or a local model folder).", "gpu": "T4", "streaming": false, "timeout": 1800.0},
   "yolo.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Detects objects in an image with Ultralytics YOLO (boxes in pixels).", "gpu": "T4", "streaming": false, "timeout": 300.0},

@@ -17,6 +17,10 @@ from shared.tasks import TaskError
 from shared.tasks.hear.whisper import whisper_transcribe
 from shared.tasks.see.vision import florence_caption, yolo_detect
 from shared.tasks.speak.tts import elevenlabs_speak
+from shared.tasks.find.vectors import openai_embed
+from shared.tasks.hear.speech import openai_transcribe
+from shared.tasks.see.cpu import image_describe
+from shared.tasks.think.more import llm_answer, openai_translate
 from shared.tasks.think.openai_tasks import llm_summarize, openai_chat, openai_classify, openai_extract
 
 
@@ -32,7 +36,15 @@ def fake_api() -> FastAPI:
         if user == "overload":
             return JSONResponse({"error": {"message": "slow down", "type": "rate_limit"}}, status_code=429)
         system = body["messages"][0]["content"] if body["messages"][0]["role"] == "system" else ""
-        if "JSON object" in system:
+        content = body["messages"][-1]["content"]
+        if isinstance(content, list):
+            kinds = [c["type"] for c in content]
+            answer = f"saw {kinds}" if content[1]["image_url"]["url"].startswith("data:image/png;base64,") else "no image"
+        elif "Translate" in system:
+            answer = user.upper()
+        elif "Answer from these passages" in system:
+            answer = "It is 42 [1]." if "[1] The answer is 42." in system else "I do not know."
+        elif "JSON object" in system:
             answer = json.dumps({"name": "Ada", "year": 1815, "extra": 1})
         elif "exactly one of these labels" in system:
             answer = "Positive."
@@ -51,6 +63,21 @@ def fake_api() -> FastAPI:
         return {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request):
+        body = await request.json()
+        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]} for i, t in enumerate(body["input"])]
+        return {"object": "list", "model": body["model"], "data": list(reversed(data)),
+                "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcribe(request: Request):
+        body = await request.body()  # multipart: the file's bytes are in there
+        heard = "RIFF" in body.decode("latin-1")
+        return {"text": " heard " if heard else " nothing ", "language": "english", "duration": 1.0,
+                "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": 1.0, "text": " heard", "tokens": [],
+                              "temperature": 0.0, "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0}]}
 
     @app.post("/v1/text-to-speech/{voice}")
     async def speak(voice: str, request: Request):
@@ -99,6 +126,20 @@ def test_summarize_extract_classify(openai_env):
     assert openai_classify("great!", ["negative", "positive"]) == {"label": "positive", "labels": ["negative", "positive"]}
     with pytest.raises(TaskError, match="empty"):
         llm_summarize("   ")
+
+
+def test_translate_answer_embed_describe_transcribe(openai_env, work):
+    assert openai_translate("bonjour", target="German") == {"text": "BONJOUR", "target": "German"}
+    assert llm_answer("what?", ["The answer is 42."])["answer"] == "It is 42 [1]."
+    with pytest.raises(TaskError, match="at least one passage"):
+        llm_answer("what?", [])
+    out = openai_embed(["ab", "abcd"])
+    assert out["vectors"] == [[2.0, 1.0], [4.0, 1.0]], "ordered by index"
+    (work / "p.png").write_bytes(b"\x89PNG fake")
+    assert image_describe("p.png")["description"] == "saw ['text', 'image_url']"
+    (work / "a.wav").write_bytes(b"RIFF" + b"\0" * 96)
+    out = openai_transcribe("a.wav")
+    assert out == {"text": "heard", "language": "english", "segments": [{"start": 0.0, "end": 1.0, "text": "heard"}]}
 
 
 def test_api_errors_say_whether_to_retry(openai_env):

@@ -1,0 +1,113 @@
+"""Speech tasks around the transcription: who speaks when (pyannote), which
+language (Whisper), where speech is (Silero VAD, ONNX on CPU), and
+transcription through the OpenAI API."""
+
+from __future__ import annotations
+
+import os
+
+from typing_extensions import TypedDict
+
+from ..context import resolve
+from ..decorator import task
+from ..errors import MissingDependency, TaskError
+from ..types import ChunkConfig
+
+
+class Turn(TypedDict):
+    start: float
+    end: float
+    speaker: str
+
+
+class Diarization(TypedDict):
+    speakers: list[str]
+    segments: list[Turn]
+
+
+@task("speakers.diarize", category="hear", capabilities=["asr"], gpu="T4", timeout=1800)
+def speakers_diarize(audio_path: str, num_speakers: int | None = None,
+                     model_id: str = "pyannote/speaker-diarization-3.1") -> Diarization:
+    """Finds who speaks when (pyannote.audio; needs HF_TOKEN for the gated model)."""
+    if num_speakers is not None and num_speakers < 1:
+        raise TaskError("`num_speakers` must be at least 1")
+    path = resolve(audio_path, "audio_path")
+    try:
+        from pyannote.audio import Pipeline
+    except ImportError:
+        raise MissingDependency("speakers.diarize", "pyannote.audio") from None
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise TaskError("speakers.diarize: HF_TOKEN is not set (the pyannote model is gated)")
+    pipeline = Pipeline.from_pretrained(model_id, use_auth_token=token)
+    result = pipeline(str(path), num_speakers=num_speakers)
+    turns: list[Turn] = [{"start": round(t.start, 3), "end": round(t.end, 3), "speaker": spk}
+                         for t, _, spk in result.itertracks(yield_label=True)]
+    return {"speakers": sorted({t["speaker"] for t in turns}), "segments": turns}
+
+
+class Language(TypedDict):
+    language: str
+    probability: float
+
+
+@task("language.detect", category="hear", capabilities=["asr"], timeout=300)
+def language_detect(audio_path: str, model: str = "base") -> Language:
+    """Detects the spoken language from the first 30 s (faster-whisper, multilingual model)."""
+    path = resolve(audio_path, "audio_path")
+    from .whisper import _model
+
+    _, info = _model(model).transcribe(str(path), beam_size=1, without_timestamps=True)
+    return {"language": info.language, "probability": round(float(info.language_probability), 4)}
+
+
+class Speech(TypedDict):
+    start: float
+    end: float
+
+
+class Activity(TypedDict):
+    segments: list[Speech]
+    speechSeconds: float
+
+
+@task("vad.detect", category="hear", capabilities=["asr"], timeout=600,
+      chunk=ChunkConfig(input="audio_path", default_size=300.0, merge="concat_segments", kind="audio"))
+def vad_detect(audio_path: str, threshold: float = 0.5, min_silence_ms: int = 300) -> Activity:
+    """Finds where someone speaks (Silero VAD; CPU)."""
+    if not 0 < threshold < 1:
+        raise TaskError("`threshold` must be between 0 and 1")
+    path = resolve(audio_path, "audio_path")
+    try:
+        from silero_vad import get_speech_timestamps, load_silero_vad, read_audio
+    except ImportError:
+        raise MissingDependency("vad.detect", "silero-vad") from None
+    model = load_silero_vad(onnx=True)
+    wav = read_audio(str(path), sampling_rate=16000)
+    stamps = get_speech_timestamps(wav, model, threshold=threshold, min_silence_duration_ms=min_silence_ms,
+                                   return_seconds=True)
+    segs: list[Speech] = [{"start": float(s["start"]), "end": float(s["end"])} for s in stamps]
+    return {"segments": segs, "speechSeconds": round(sum(s["end"] - s["start"] for s in segs), 3)}
+
+
+class ApiTranscript(TypedDict):
+    text: str
+    language: str | None
+    segments: list[dict]
+
+
+@task("openai.transcribe", category="hear", capabilities=["asr", "network"], timeout=900,
+      chunk=ChunkConfig(input="audio_path", default_size=600.0, merge="concat_segments", kind="audio"))
+def openai_transcribe(audio_path: str, model: str = "whisper-1", language: str | None = None) -> ApiTranscript:
+    """Transcribes through the OpenAI audio API (OPENAI_BASE_URL honoured), with segment timestamps."""
+    from ..think.openai_tasks import _call, _client
+
+    path = resolve(audio_path, "audio_path")
+    if path.stat().st_size > 25 * 1024 * 1024:
+        raise TaskError(f"`audio_path` {audio_path} is over the API's 25 MB limit: chunk the step")
+    client = _client("openai.transcribe")
+    with open(path, "rb") as f:
+        r = _call("openai.transcribe", lambda: client.audio.transcriptions.create(
+            model=model, file=f, language=language, response_format="verbose_json"))
+    segments = [{"start": float(s.start), "end": float(s.end), "text": s.text.strip()} for s in (r.segments or [])]
+    return {"text": r.text.strip(), "language": getattr(r, "language", None), "segments": segments}
