@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "${DWA_REPO:-$(dirname "$0")/..}"
 stamp=.venv/.requirements.sha256
-want=$( (cat backends/requirements.txt backends/requirements-ray.txt; grep -o 'scikit-image==[0-9.]*' "$0") | sha256sum | cut -d' ' -f1)
+want=$( (cat backends/requirements.txt backends/requirements-ray.txt; grep -o -e 'scikit-image==[0-9.]*' -e 'scenedetect==[0-9.]*' "$0") | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -22,5 +22,7 @@ fi
 # Test images only (skimage/data/astronaut.png: a real face): never imported,
 # so none of scikit-image's own dependencies are needed.
 .venv/bin/python -m pip install --quiet --no-deps scikit-image==0.26.0
+# scenedetect asks for opencv-python; the headless OpenCV above serves it.
+.venv/bin/python -m pip install --quiet --no-deps scenedetect==0.7.2
 echo "$want" > "$stamp"
 echo "python environment ready: .venv ($(.venv/bin/python --version))"

@@ -22,9 +22,38 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Test media made by the Python test helpers: a video with two cuts, and a
+/// real photo with one face (scikit-image's astronaut, installed as test data).
+fn test_media(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let script = format!(
+        "import pathlib, shutil, importlib.util, os\n\
+         from tests.python.test_tasks_more import cuts_video\n\
+         d = pathlib.Path({:?})\n\
+         cuts_video(d / 'cuts.mp4')\n\
+         sk = importlib.util.find_spec('skimage').submodule_search_locations[0]\n\
+         shutil.copy(os.path.join(sk, 'data', 'astronaut.png'), d / 'astronaut.png')\n",
+        dir.display().to_string()
+    );
+    let out = std::process::Command::new(repo().join(".venv/bin/python"))
+        .args(["-c", &script])
+        .current_dir(repo())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "making test media failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ["cuts.mp4", "astronaut.png"]
+        .iter()
+        .map(|n| (n.to_string(), std::fs::read(dir.join(n)).unwrap()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_on_ray_serve() {
-    let web = media_site().await;
+    let media = tempfile::tempdir().unwrap();
+    let web = media_site_with(test_media(media.path())).await;
     let data = tempfile::tempdir().unwrap();
     let work = data.path().join("work");
     let port = free_port().to_string();
@@ -88,6 +117,30 @@ async fn pipeline_on_ray_serve() {
         2,
         "{t:#}"
     );
+
+    // Scenes of a video, then faces on each scene's keyframe (forEach), and
+    // faces on a real photo.
+    let id = submit_ok(&host, &json!({
+        "type": "video-faces",
+        "steps": [
+            {"id": "video", "task": "download.file", "input": {"url": format!("{web}/files/cuts.mp4")}},
+            {"id": "scenes", "task": "scenes.detect", "dependsOn": ["video"], "input": {"video_path": "{{steps.video.path}}"}},
+            {"id": "frames", "task": "faces.detect", "dependsOn": ["scenes"], "forEach": "{{steps.scenes.scenes}}",
+             "forEachConcurrency": 2, "input": {"image_path": "{{item.keyframe}}"}},
+            {"id": "photo", "task": "download.file", "input": {"url": format!("{web}/files/astronaut.png")}},
+            {"id": "face", "task": "faces.detect", "dependsOn": ["photo"], "input": {"image_path": "{{steps.photo.path}}"}}
+        ]
+    })).await;
+    let t = wait_done(&host, &id).await;
+    assert_eq!(t["status"], "completed", "{t:#}");
+    assert_eq!(t["stepResults"]["scenes"]["count"], 3, "{t:#}");
+    let frames = t["stepResults"]["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), 3);
+    assert!(
+        frames.iter().all(|f| f["count"] == 0 && f["width"] == 160),
+        "{t:#}"
+    );
+    assert_eq!(t["stepResults"]["face"]["count"], 1, "{t:#}");
 
     // A GPU task runs in the GPU deployment (202 + polling: its timeout is
     // long); its own error comes back as the task's error, not Ray's wrapper.

@@ -28,13 +28,17 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=None)
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Serve kills an HTTP proxy that is not ready within 5 s three times in
+    # a row; on a loaded machine (two cores, a build running) it can take
+    # longer to start. Give it a minute.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
 
     import ray
     from ray import serve
 
     # Replicas import shared.tasks and backends: put the repository on their path.
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    for k in ("DWA_WORK_DIR", "DWA_DATA_DIR", "DWA_RAY_NUM_GPUS", "DWA_BACKEND_TOKEN", "DWA_SYNC_LIMIT_S",
+    for k in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "DWA_WORK_DIR", "DWA_DATA_DIR", "DWA_RAY_NUM_GPUS", "DWA_BACKEND_TOKEN", "DWA_SYNC_LIMIT_S",
               "OPENAI_BASE_URL", "OPENAI_API_KEY", "ELEVENLABS_BASE_URL", "ELEVENLABS_API_KEY"):
         if k in os.environ:
             env[k] = os.environ[k]

@@ -404,9 +404,27 @@ pub fn png(w: u32, h: u32) -> Vec<u8> {
 
 /// A local web server with the files the pipelines download.
 pub async fn media_site() -> String {
+    media_site_with(Vec::new()).await
+}
+
+/// Like [`media_site`], also serving `extra` files (`/files/<name>`).
+pub async fn media_site_with(extra: Vec<(String, Vec<u8>)>) -> String {
     let wav = tone_wav(5.0, 22050);
     let photo = png(400, 300);
+    let files: Arc<HashMap<String, Vec<u8>>> = Arc::new(extra.into_iter().collect());
     let app = Router::new()
+        .route(
+            "/files/{name}",
+            axum::routing::get(move |UrlPath(name): UrlPath<String>| {
+                let files = files.clone();
+                async move {
+                    match files.get(&name) {
+                        Some(b) => (StatusCode::OK, b.clone()),
+                        None => (StatusCode::NOT_FOUND, Vec::new()),
+                    }
+                }
+            }),
+        )
         .route(
             "/media/tone.wav",
             axum::routing::get(move || async move { ([("content-type", "audio/wav")], wav) }),

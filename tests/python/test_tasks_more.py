@@ -149,3 +149,27 @@ def test_http_request(site):
     assert out["status"] == 404 and out["text"]
     with pytest.raises(TaskError, match="answered 404"):
         http_request(f"{base}/missing")
+
+
+def cuts_video(path):
+    """Three shots of different colours, 1.5 s each: two cuts."""
+    parts = []
+    for i, colour in enumerate(["red", "green", "blue"]):
+        p = path.parent / f"shot{i}.mp4"
+        media.run(["-f", "lavfi", "-i", f"color=c={colour}:duration=1.5:size=160x120:rate=25", "-c:v", "mpeg4", str(p)], "shot")
+        parts.append(p)
+    listing = path.parent / "shots.txt"
+    listing.write_text("".join(f"file '{p}'\n" for p in parts))
+    media.run(["-f", "concat", "-safe", "0", "-i", str(listing), "-c:v", "mpeg4", str(path)], "concat shots")
+
+
+def test_scenes_detect_finds_the_cuts(work):
+    from shared.tasks.watch.scenes import scenes_detect
+
+    cuts_video(work / "cuts.mp4")
+    out = scenes_detect("cuts.mp4")
+    assert out["count"] == 3, out
+    starts = [s["start"] for s in out["scenes"]]
+    assert starts[0] == 0.0 and starts[1] == pytest.approx(1.5, abs=0.1) and starts[2] == pytest.approx(3.0, abs=0.1)
+    for s in out["scenes"]:
+        assert (work / s["keyframe"]).read_bytes()[:2] == b"\xff\xd8"

@@ -5,6 +5,7 @@ cascade OpenCV ships."""
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 from typing_extensions import TypedDict
@@ -12,6 +13,20 @@ from typing_extensions import TypedDict
 from ..context import resolve
 from ..decorator import task
 from ..errors import MissingDependency, TaskError
+
+
+_CV2_LOCK = threading.Lock()
+
+
+def cv2_module(task_name: str):
+    """OpenCV, its first import under a lock: cv2's loader swaps modules in
+    sys.modules while it runs, and steps of one worker run in threads."""
+    with _CV2_LOCK:
+        try:
+            import cv2
+        except ImportError:
+            raise MissingDependency(task_name, "opencv-python-headless") from None
+    return cv2
 
 
 class Box(TypedDict):
@@ -108,10 +123,7 @@ class Faces(TypedDict):
 @task("faces.detect", category="see", capabilities=["vision"], timeout=120)
 def faces_detect(image_path: str, min_size: int = 30, scale_factor: float = 1.1, min_neighbors: int = 5) -> Faces:
     """Detects frontal faces with OpenCV's bundled Haar cascade (CPU, no download)."""
-    try:
-        import cv2
-    except ImportError:
-        raise MissingDependency("faces.detect", "opencv-python-headless") from None
+    cv2 = cv2_module("faces.detect")
     if scale_factor <= 1.0:
         raise TaskError("`scale_factor` must be above 1.0")
     path = resolve(image_path, "image_path")

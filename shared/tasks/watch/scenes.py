@@ -26,6 +26,9 @@ class Scenes(TypedDict):
 @task("scenes.detect", category="watch", capabilities=["video"], timeout=1800)
 def scenes_detect(video_path: str, threshold: float = 27.0, min_scene_seconds: float = 0.5) -> Scenes:
     """Finds scene cuts (content detector) and writes one keyframe per scene."""
+    from ..see.vision import cv2_module
+
+    cv2_module("scenes.detect")  # scenedetect imports OpenCV: do it under the lock
     try:
         from scenedetect import ContentDetector, detect
     except ImportError:

@@ -8,8 +8,8 @@ from typing_extensions import TypedDict
 
 from ..context import resolve
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
-from ..see.vision import Box
+from ..errors import TaskError
+from ..see.vision import Box, cv2_module
 
 
 def iou(a: Box, b: Box) -> float:
@@ -67,10 +67,7 @@ class Tracks(TypedDict):
 
 
 def _frames(path, fps: float):
-    try:
-        import cv2
-    except ImportError:
-        raise MissingDependency("video tracking", "opencv-python-headless") from None
+    cv2 = cv2_module("video tracking")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise TaskError(f"{path.name}: not a video OpenCV can read")
@@ -95,7 +92,7 @@ def tracking_faces(video_path: str, fps: float = 5.0, min_size: int = 30) -> Tra
     if not 0 < fps <= 30:
         raise TaskError("`fps` must be above 0 and at most 30")
     path = resolve(video_path, "video_path")
-    import cv2
+    cv2 = cv2_module("tracking.faces")
 
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     frames: list[tuple[float, list[Box]]] = []
@@ -123,7 +120,7 @@ def motion_detect(video_path: str, fps: float = 5.0, threshold: float = 0.02) ->
     if not 0 < threshold < 1:
         raise TaskError("`threshold` must be between 0 and 1")
     path = resolve(video_path, "video_path")
-    import cv2
+    cv2 = cv2_module("motion.detect")
 
     prev, segments, current, n = None, [], None, 0
     for t, frame in _frames(path, fps):
