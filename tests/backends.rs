@@ -14,16 +14,47 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A stand-in for the OpenAI API (unreachable here): chat completions,
+/// streamed as the real one streams them.
+async fn fake_openai() -> String {
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|axum::Json(body): axum::Json<Value>| async move {
+            let prompt = body["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("").to_owned();
+            let mut out = String::new();
+            for word in prompt.split(' ') {
+                let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "fake",
+                                   "choices": [{"index": 0, "delta": {"content": format!("{} ", word.to_uppercase())}, "finish_reason": null}]});
+                out.push_str(&format!("data: {chunk}\n\n"));
+            }
+            out.push_str("data: [DONE]\n\n");
+            ([("content-type", "text/event-stream")], out).into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}/v1")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_tasks_through_the_host() {
     let web = media_site().await;
+    let openai = fake_openai().await;
     let data = tempfile::tempdir().unwrap();
     let work = data.path().join("work");
     let backend = tokio::task::block_in_place(|| {
         PyService::start(
             &["-m", "backends.local", "--port", "0"],
             "dwa backend listening on ",
-            &[("DWA_WORK_DIR", work.display().to_string())],
+            &[
+                ("DWA_WORK_DIR", work.display().to_string()),
+                ("OPENAI_BASE_URL", openai.clone()),
+                ("OPENAI_API_KEY", "test".into()),
+            ],
             WAIT,
         )
     });
@@ -154,6 +185,36 @@ async fn python_tasks_through_the_host() {
             "report"
         ]
     );
+
+    // A streaming task: its pieces arrive as step:progress events, in order,
+    // before the step completes with their merge.
+    let id = submit_ok(
+        &host,
+        &json!({"type": "openai.chat", "payload": {"prompt": "stream these four words"}}),
+    )
+    .await;
+    let events = read_events(&host.base, &id).await;
+    let pieces: Vec<String> = events
+        .iter()
+        .filter(|(k, _)| k == "step:progress")
+        .map(|(_, v)| v["data"]["chunk"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        pieces,
+        ["STREAM ", "THESE ", "FOUR ", "WORDS "],
+        "{events:?}"
+    );
+    let done = events
+        .iter()
+        .position(|(k, _)| k == "step:complete")
+        .expect("step:complete");
+    let last_piece = events
+        .iter()
+        .rposition(|(k, _)| k == "step:progress")
+        .unwrap();
+    assert!(last_piece < done);
+    let t = get_task(&host, &id).await;
+    assert_eq!(t["result"], "STREAM THESE FOUR WORDS ", "{t:#}");
 
     // A task's own failure (a permanent one) reaches the task's error.
     let id = submit_ok(
