@@ -26,6 +26,8 @@ def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
+    # Listen before saying so: connections wait in the backlog until uvicorn accepts.
+    sock.listen(2048)
     host, port = sock.getsockname()[:2]
     # Tests and scripts read this line to find the port.
     print(f"dwa backend listening on http://{host}:{port}", flush=True)
