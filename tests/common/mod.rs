@@ -37,6 +37,23 @@ pub struct Host {
     pub base: String,
 }
 
+/// Reads the child's stdout (on a thread, to its end) and answers the rest
+/// of the first line starting with `prefix`, or None if none came within
+/// `wait` (or the child closed its stdout first).
+fn ready_line(child: &mut Child, prefix: &'static str, wait: Duration) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(wait).ok()
+}
+
 impl Host {
     /// Starts the binary on a free port with `DWA_DATA_DIR=data_dir` and extra env.
     pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Host {
@@ -57,18 +74,7 @@ impl Host {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn dwa");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("dwa listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let base = rx
-            .recv_timeout(START_WAIT)
+        let base = ready_line(&mut child, "dwa listening on ", START_WAIT)
             .expect("dwa did not print its address within 240 s");
         Host {
             child: Some(child),
@@ -319,25 +325,17 @@ impl PyService {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start the Python backend");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix(ready) {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let base = match rx.recv_timeout(wait) {
-            Ok(b) => b,
-            Err(_) => {
+        let base = match ready_line(&mut child, ready, wait) {
+            Some(b) => b,
+            None => {
+                let why = match child.try_wait() {
+                    Ok(Some(status)) => {
+                        format!("exited ({status}) before printing {ready:?}; its stderr is above")
+                    }
+                    _ => format!("did not print {ready:?} within {} s", wait.as_secs()),
+                };
                 let _ = child.kill();
-                panic!(
-                    "`python {}` did not print {ready:?} within {} s",
-                    args.join(" "),
-                    wait.as_secs()
-                );
+                panic!("`python {}` {why}", args.join(" "));
             }
         };
         PyService {
