@@ -34,11 +34,12 @@ test-setup: build-plugins python-setup
 python-setup:
     bash scripts/python-setup.sh
 
-# The real model runs (`heavy` tests: faster-whisper, Piper) that `just test`
-# skips; installs backends/requirements-heavy.txt into .venv first.
-test-heavy: python-setup
-    .venv/bin/python -m pip install --quiet -r backends/requirements-heavy.txt
-    .venv/bin/python -m pytest -q tests/python -m heavy
+# The real model runs that `just test` skips (pytest marker `heavy`: Piper,
+# faster-whisper, sentence-transformers, RapidOCR, Silero VAD), in their own
+# .venv-heavy (torch makes it several GB).
+test-heavy:
+    bash scripts/python-setup.sh .venv-heavy backends/requirements-heavy.txt
+    .venv-heavy/bin/python -m pytest -q tests/python -m heavy
 
 # Regenerate shared/catalog.json and clients/ts/tasks.ts from the @task decorators.
 gen-types: python-setup

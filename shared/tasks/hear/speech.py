@@ -79,11 +79,23 @@ def vad_detect(audio_path: str, threshold: float = 0.5, min_silence_ms: int = 30
         raise TaskError("`threshold` must be between 0 and 1")
     path = resolve(audio_path, "audio_path")
     try:
-        from silero_vad import get_speech_timestamps, load_silero_vad, read_audio
+        import torch
+        from silero_vad import get_speech_timestamps, load_silero_vad
     except ImportError:
         raise MissingDependency("vad.detect", "silero-vad") from None
+    import subprocess
+
+    import numpy as np
+
+    from .. import media
+
+    # Decoded by ffmpeg (silero's own reader needs torchaudio).
+    done = subprocess.run([media.ffmpeg(), "-hide_banner", "-nostdin", "-i", str(path), "-vn", "-ac", "1", "-ar", "16000",
+                           "-f", "s16le", "-"], capture_output=True, timeout=600)
+    if done.returncode != 0:
+        raise TaskError(f"`audio_path` {audio_path}: cannot decode its audio")
+    wav = torch.from_numpy(np.frombuffer(done.stdout, dtype="<i2").astype(np.float32) / 32768.0)
     model = load_silero_vad(onnx=True)
-    wav = read_audio(str(path), sampling_rate=16000)
     stamps = get_speech_timestamps(wav, model, threshold=threshold, min_silence_duration_ms=min_silence_ms,
                                    return_seconds=True)
     segs: list[Speech] = [{"start": float(s["start"]), "end": float(s["end"])} for s in stamps]
