@@ -63,8 +63,10 @@ new-plugin +ARGS:
     bash scripts/new-plugin.sh {{ARGS}}
 
 # Benchmarks (release build): engine steps/s, HTTP submissions/s, plugin calls
-# and loads, Redis with 1 and 2 hosts, and BullMQ on the same Redis.
-bench: build-plugins
+# and loads, transforms as plugins vs native, template resolutions, the host →
+# Python backend hop (local and Ray Serve), Redis with 1 and 2 hosts, and
+# BullMQ on the same Redis.
+bench: build-plugins python-setup
     bash scripts/bench.sh
 
 # Load every built plugin (compiling it into the cache) and list what each provides.
