@@ -5,14 +5,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::*;
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// A stand-in for the OpenAI API (unreachable here): chat completions,
 /// streamed as the real one streams them.
@@ -58,22 +52,7 @@ async fn python_tasks_through_the_host() {
             WAIT,
         )
     });
-    let env = vec![
-        ("LOCAL_BACKEND_URL", backend.base.clone()),
-        ("DWA_WORK_DIR", work.display().to_string()),
-        (
-            "DWA_PLUGIN_DIR",
-            repo().join("plugins/dist").display().to_string(),
-        ),
-        (
-            "DWA_PLUGIN_CACHE_DIR",
-            repo()
-                .join("target/dwa-test-plugin-cache")
-                .display()
-                .to_string(),
-        ),
-    ];
-    let host = tokio::task::block_in_place(|| Host::start(data.path(), &env));
+    let host = host_for_backend(data.path(), &work, "LOCAL_BACKEND_URL", &backend.base);
 
     // The host knows the backend's tasks, with their schemas.
     let catalog = get_json(&host, "/api/catalog").await;

@@ -69,22 +69,7 @@ async fn pipeline_on_ray_serve() {
             Duration::from_secs(240),
         )
     });
-    let env = vec![
-        ("RAY_URL", ray.base.clone()),
-        ("DWA_WORK_DIR", work.display().to_string()),
-        (
-            "DWA_PLUGIN_DIR",
-            repo().join("plugins/dist").display().to_string(),
-        ),
-        (
-            "DWA_PLUGIN_CACHE_DIR",
-            repo()
-                .join("target/dwa-test-plugin-cache")
-                .display()
-                .to_string(),
-        ),
-    ];
-    let host = tokio::task::block_in_place(|| Host::start(data.path(), &env));
+    let host = host_for_backend(data.path(), &work, "RAY_URL", &ray.base);
     let catalog = get_json(&host, "/api/catalog").await;
     let backend_of = |name: &str| {
         catalog["tasks"]

@@ -365,6 +365,32 @@ impl Drop for PyService {
     }
 }
 
+/// Starts the host with the repo's plugins, forwarding to a Python backend
+/// (`backend_var` = `LOCAL_BACKEND_URL` or `RAY_URL`) that shares its working folder.
+pub fn host_for_backend(
+    data_dir: &Path,
+    work: &Path,
+    backend_var: &'static str,
+    url: &str,
+) -> Host {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let env = vec![
+        (backend_var, url.to_owned()),
+        ("DWA_WORK_DIR", work.display().to_string()),
+        (
+            "DWA_PLUGIN_DIR",
+            repo.join("plugins/dist").display().to_string(),
+        ),
+        (
+            "DWA_PLUGIN_CACHE_DIR",
+            repo.join("target/dwa-test-plugin-cache")
+                .display()
+                .to_string(),
+        ),
+    ];
+    tokio::task::block_in_place(|| Host::start(data_dir, &env))
+}
+
 /// A 16-bit mono WAV of a sine tone.
 pub fn tone_wav(seconds: f64, rate: u32) -> Vec<u8> {
     let n = (seconds * rate as f64) as u32;
