@@ -12,16 +12,9 @@ use crate::executor::StepError;
 /// The catalog entries of the builtin tasks.
 pub fn catalog() -> Vec<TaskInfo> {
     let entry = |name: &str, description: &str| TaskInfo {
-        name: name.into(),
-        backend: "builtin".into(),
         category: Some("builtin".into()),
         description: Some(description.into()),
-        gpu: None,
-        timeout: None,
-        streaming: false,
-        chunk: None,
-        input_schema: None,
-        output_schema: None,
+        ..TaskInfo::bare(name, "builtin")
     };
     vec![
         entry("builtin.echo", "Diagnostics: returns its input unchanged."),

@@ -772,16 +772,9 @@ mod tests {
             ("whisper.transcribe", Some("T4")),
         ] {
             c.insert(TaskInfo {
-                name: name.into(),
-                backend: "local".into(),
-                category: None,
-                description: None,
                 gpu: gpu.map(str::to_owned),
                 timeout: Some(120.0),
-                streaming: false,
-                chunk: None,
-                input_schema: None,
-                output_schema: None,
+                ..TaskInfo::bare(name, "local")
             });
         }
         c
