@@ -7,7 +7,7 @@ from typing_extensions import TypedDict
 from ..decorator import task
 from ..errors import TaskError
 from ..types import ChunkConfig
-from .openai_tasks import _call, _client
+from .openai_tasks import ask
 
 
 class Translation(TypedDict):
@@ -21,12 +21,9 @@ def openai_translate(text: str, target: str = "English", model: str = "gpt-4o-mi
     """Translates a text into `target` (a language name), keeping its formatting."""
     if not text.strip():
         raise TaskError("`text` is empty: nothing to translate")
-    client = _client("openai.translate")
-    r = _call("openai.translate", lambda: client.chat.completions.create(
-        model=model, temperature=0,
-        messages=[{"role": "system", "content": f"Translate the user's text into {target}. Keep its formatting. Answer with the translation only."},
-                  {"role": "user", "content": text}]))
-    return {"text": (r.choices[0].message.content or "").strip(), "target": target}
+    translated, _ = ask("openai.translate", model,
+                        f"Translate the user's text into {target}. Keep its formatting. Answer with the translation only.", text)
+    return {"text": translated, "target": target}
 
 
 class Answer(TypedDict):
@@ -39,10 +36,8 @@ def llm_answer(question: str, context: list[str], model: str = "gpt-4o-mini") ->
     """Answers a question from the given passages only (retrieval-augmented answering)."""
     if not context:
         raise TaskError("`context` must hold at least one passage")
-    client = _client("llm.answer")
     passages = "\n\n".join(f"[{i + 1}] {p}" for i, p in enumerate(context))
-    r = _call("llm.answer", lambda: client.chat.completions.create(
-        model=model, temperature=0,
-        messages=[{"role": "system", "content": "Answer from these passages only; cite them as [n]. If they do not say, answer that you do not know.\n\n" + passages},
-                  {"role": "user", "content": question}]))
-    return {"answer": (r.choices[0].message.content or "").strip(), "model": r.model}
+    answer, used = ask("llm.answer", model,
+                       "Answer from these passages only; cite them as [n]. If they do not say, answer that you do not know.\n\n" + passages,
+                       question)
+    return {"answer": answer, "model": used}

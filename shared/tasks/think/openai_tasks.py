@@ -32,6 +32,15 @@ def _call(task_name: str, fn):
         raise TaskError(f"{task_name}: cannot reach the API: {e}", retryable=True) from None
 
 
+def ask(task_name: str, model: str, system: str, user: str, temperature: float = 0.0, **extra) -> tuple[str, str]:
+    """One chat completion with a system and a user message: (answer text, model that answered)."""
+    client = _client(task_name)
+    r = _call(task_name, lambda: client.chat.completions.create(
+        model=model, temperature=temperature, **extra,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]))
+    return (r.choices[0].message.content or "").strip(), r.model
+
+
 @task("openai.chat", category="think", capabilities=["llm", "network"], timeout=300, streaming=True)
 def openai_chat(prompt: str, system: str | None = None, model: str = "gpt-4o-mini",
                 temperature: float = 0.7, max_tokens: int | None = None) -> Iterator[str]:
@@ -56,12 +65,10 @@ def llm_summarize(text: str, max_words: int = 150, model: str = "gpt-4o-mini") -
     """Summarises a text in at most `max_words` words."""
     if not text.strip():
         raise TaskError("`text` is empty: nothing to summarise")
-    client = _client("llm.summarize")
-    r = _call("llm.summarize", lambda: client.chat.completions.create(
-        model=model, temperature=0.2,
-        messages=[{"role": "system", "content": f"Summarise the user's text in at most {max_words} words. Answer with the summary only."},
-                  {"role": "user", "content": text}]))
-    return {"summary": (r.choices[0].message.content or "").strip(), "model": r.model}
+    summary, used = ask("llm.summarize", model,
+                        f"Summarise the user's text in at most {max_words} words. Answer with the summary only.",
+                        text, temperature=0.2)
+    return {"summary": summary, "model": used}
 
 
 class Extracted(TypedDict):
@@ -73,13 +80,10 @@ def openai_extract(text: str, fields: dict[str, str], model: str = "gpt-4o-mini"
     """Extracts the named `fields` (name → what it means) from a text as JSON."""
     if not fields:
         raise TaskError("`fields` must name at least one field")
-    client = _client("openai.extract")
     spec = "\n".join(f"- {k}: {v}" for k, v in fields.items())
-    r = _call("openai.extract", lambda: client.chat.completions.create(
-        model=model, temperature=0, response_format={"type": "json_object"},
-        messages=[{"role": "system", "content": f"Extract these fields from the user's text and answer a JSON object with exactly these keys (null when absent):\n{spec}"},
-                  {"role": "user", "content": text}]))
-    content = r.choices[0].message.content or ""
+    content, _ = ask("openai.extract", model,
+                     f"Extract these fields from the user's text and answer a JSON object with exactly these keys (null when absent):\n{spec}",
+                     text, response_format={"type": "json_object"})
     try:
         data = json.loads(content)
     except json.JSONDecodeError:
@@ -99,12 +103,9 @@ def openai_classify(text: str, labels: list[str], model: str = "gpt-4o-mini") ->
     """Picks the one label (of `labels`) that fits the text best."""
     if len(labels) < 2:
         raise TaskError("`labels` must offer at least two labels")
-    client = _client("openai.classify")
-    r = _call("openai.classify", lambda: client.chat.completions.create(
-        model=model, temperature=0,
-        messages=[{"role": "system", "content": "Answer with exactly one of these labels and nothing else: " + ", ".join(labels)},
-                  {"role": "user", "content": text}]))
-    answer = (r.choices[0].message.content or "").strip().strip(".").lower()
+    answer, _ = ask("openai.classify", model,
+                    "Answer with exactly one of these labels and nothing else: " + ", ".join(labels), text)
+    answer = answer.strip(".").lower()
     match = next((l for l in labels if l.lower() == answer), None)
     if match is None:
         raise TaskError(f"openai.classify: the model answered {answer!r}, not one of the labels", retryable=True)
