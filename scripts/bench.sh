@@ -15,7 +15,7 @@ export REDIS_URL="redis://127.0.0.1:$port"
 cargo build --release --manifest-path plugins/Cargo.toml -p dwa-bench-native
 cargo bench -p dwa --bench engine -- "$@"
 if command -v node >/dev/null 2>&1; then
-    (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; } && node bench.js && BULLMQ_WORKERS=2 node bench.js)
+    (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; } && node bench.js && BULLMQ_WORKERS=2 node bench.js && BULLMQ_KEEP=1 node bench.js)
 else
     echo "node is missing: BullMQ comparison skipped"
 fi

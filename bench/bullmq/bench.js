@@ -8,6 +8,9 @@ const url = process.env.REDIS_URL || "redis://127.0.0.1:6379";
 const n = Number(process.env.DWA_BENCH_REDIS_TASKS || 20000);
 const concurrency = Number(process.env.BULLMQ_CONCURRENCY || 64);
 const workers = Number(process.env.BULLMQ_WORKERS || 1);
+// BULLMQ_KEEP=1 keeps completed jobs (as dwa keeps finished tasks for its
+// retention period); by default BullMQ deletes each job as it completes.
+const keep = process.env.BULLMQ_KEEP === "1";
 
 async function main() {
   const conn = () => new IORedis(url, { maxRetriesPerRequest: null });
@@ -24,7 +27,7 @@ async function main() {
       new Worker(name, async (job) => job.data, {
         connection: conn(),
         concurrency,
-        removeOnComplete: { count: 0 },
+        removeOnComplete: keep ? false : { count: 0 },
       }),
     );
     ws[w].on("completed", () => {
@@ -34,6 +37,7 @@ async function main() {
   }
   await Promise.all(ws.map((w) => w.waitUntilReady()));
   const before = await commands(admin);
+  const cpuBefore = await redisCpu(admin);
   const start = process.hrtime.bigint();
   const producers = [];
   for (let p = 0; p < 32; p++) {
@@ -48,12 +52,22 @@ async function main() {
   await finished;
   const total = Number(process.hrtime.bigint() - start) / 1e9;
   const cmds = (await commands(admin)) - before;
+  const cpu = (await redisCpu(admin)) - cpuBefore;
+  const label = `bullmq, ${workers} worker(s)${keep ? ", kept" : ""}`;
   console.log(
-    `${`bullmq, ${workers} worker(s)`.padEnd(34)} ${n} jobs: enqueue ${(n / added).toFixed(0).padStart(7)}/s, processed ${(n / total).toFixed(0).padStart(7)} jobs/s end to end; ${(cmds / n).toFixed(1)} Redis commands per job (concurrency ${concurrency}/worker)`,
+    `${label.padEnd(34)} ${n} jobs: enqueue ${(n / added).toFixed(0).padStart(7)}/s, processed ${(n / total).toFixed(0).padStart(7)} jobs/s end to end; ${(cmds / n).toFixed(1)} Redis commands and ${((cpu * 1e6) / n).toFixed(0)} µs of Redis CPU per job (concurrency ${concurrency}/worker)`,
   );
   await Promise.all(ws.map((w) => w.close()));
   await queue.close();
   admin.disconnect();
+}
+
+// Seconds of CPU the Redis server has used (user + system).
+async function redisCpu(redis) {
+  const info = await redis.info("cpu");
+  const user = info.match(/used_cpu_user:([\d.]+)/);
+  const sys = info.match(/used_cpu_sys:([\d.]+)/);
+  return (user ? Number(user[1]) : 0) + (sys ? Number(sys[1]) : 0);
 }
 
 async function commands(redis) {
@@ -62,7 +76,8 @@ async function commands(redis) {
   return m ? Number(m[1]) : 0;
 }
 
-main().catch((e) => {
+// Exits on its own: a worker still closing would keep the process alive.
+main().then(() => process.exit(0)).catch((e) => {
   console.error(e);
   process.exit(1);
 });

@@ -852,6 +852,7 @@ async fn redis_bench() {
             hs.push(host_on(workers, Some(url.clone())).await);
         }
         let stats_before = commands_processed(&mut conn).await;
+        let cpu_before = redis_cpu(&mut conn).await;
         let trips_before: u64 = hs
             .iter()
             .map(|(h, _)| h.redis.as_ref().map_or(0, |r| r.round_trips()))
@@ -899,18 +900,39 @@ async fn redis_bench() {
             .sum::<u64>()
             - trips_before;
         let commands = commands_processed(&mut conn).await - stats_before;
+        let cpu = redis_cpu(&mut conn).await - cpu_before;
         println!(
-            "{:<34} {n} tasks: enqueue {:>7.0}/s, processed {:>7.0} tasks/s end to end; {:.2} round trips and {:.1} Redis commands per task (incl. submit; workers {workers}/host)",
+            "{:<34} {n} tasks: enqueue {:>7.0}/s, processed {:>7.0} tasks/s end to end; {:.2} round trips, {:.1} Redis commands and {:.0} µs of Redis CPU per task (incl. submit; workers {workers}/host)",
             format!("redis, {hosts} host(s)"),
             n as f64 / submitted.as_secs_f64(),
             n as f64 / total.as_secs_f64(),
             trips as f64 / n as f64,
             commands as f64 / n as f64,
+            cpu * 1e6 / n as f64,
         );
         for (h, _) in &hs {
             h.engine.shutdown(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// Seconds of CPU the Redis server has used (user + system): Redis runs
+/// scripts on one core, so its CPU per task bounds what any number of hosts
+/// can process.
+async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(conn)
+        .await
+        .expect("info");
+    ["used_cpu_user:", "used_cpu_sys:"]
+        .iter()
+        .filter_map(|k| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .sum()
 }
 
 async fn commands_processed(conn: &mut redis::aio::MultiplexedConnection) -> u64 {

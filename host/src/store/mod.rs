@@ -21,7 +21,7 @@ pub mod sqlite;
 pub mod testing;
 
 /// Errors of the store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The job is no longer leased by the caller (expired, cancelled, or the task ended).
     #[error("lease lost for job {0}")]

@@ -1,11 +1,15 @@
 -- ARGV: P, now, id
 local id = ARGV[3]
-local status = redis.call('HGET', k('t', id), 'status')
+begin_item()
+local c = open(id, {})
+local status = c.f.status
 if not status then
-  fail_with('NOT_FOUND', id)
+  end_item('NOT_FOUND ' .. id)
+elseif not is_live(status) then
+  end_item('CONFLICT task ' .. id .. ' is already ' .. status)
+else
+  end_task(c, 'cancelled', 'cancelled')
+  commit(c)
+  end_item()
 end
-if status == 'completed' or status == 'failed' or status == 'cancelled' then
-  fail_with('CONFLICT', 'task ' .. id .. ' is already ' .. status)
-end
-end_task(id, 'cancelled', 'cancelled')
 return reply()

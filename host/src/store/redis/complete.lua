@@ -1,38 +1,75 @@
--- ARGV: P, now, job, token, result(JSON), then to lease the next job: queue ('' for none), owner, lease_ms
-local j, token, result = ARGV[3], ARGV[4], ARGV[5]
-check_leased(j, token)
-drop_job(j)
-local id, step, item = split_jid(j)
-if item < 0 then
-  finish_step(id, step, result)
-else
-  local s = k('s', id, step)
-  redis.call('HSET', k('it', id, step), item, result)
-  local done = redis.call('HINCRBY', s, 'idone', 1)
-  local nxt = redis.call('HINCRBY', s, 'inext', 1)
-  local total = tonumber(redis.call('HGET', s, 'itot'))
-  if nxt <= total then
-    push_job(id, step, nxt - 1, redis.call('HGET', s, 'queue'), NOW, 1)
+-- ARGV: P, now, lease_ms, count, then per job: id, token, result (JSON), and
+-- the queue to lease a next job from for its worker ('' for none).
+-- Jobs are completed in order; each completed one whose worker asked gets
+-- the next due job of its queue (the reply's jobs, in the order asked).
+local lease_ms = tonumber(ARGV[3])
+local wanted, order = {}, {}
+local unlease = {}
+local i = 5
+for _ = 1, tonumber(ARGV[4]) do
+  local j, token, result, want = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  begin_item()
+  local id, step, item = split_jid(j)
+  local s = step .. ':'
+  local fields = {s .. 'deps'}
+  if item >= 0 then
+    fields = {s .. 'deps', s .. 'itot', s .. 'idone', s .. 'inext'}
   end
-  if done >= total then
-    local parts = {}
-    local it = k('it', id, step)
-    for i = 0, total - 1 do
-      parts[#parts + 1] = redis.call('HGET', it, i) or 'null'
+  local c = open_held(j, token, fields)
+  if not c then
+    end_item('LEASE_LOST ' .. j)
+  else
+    unlease[#unlease + 1] = j
+    if item < 0 then
+      finish_step(c, step, result)
+    else
+      local ik = k('it', id, step)
+      redis.call('HSET', ik, item, result)
+      local done = tonumber(c.f[s .. 'idone'] or '0') + 1
+      local nxt = tonumber(c.f[s .. 'inext'] or '0') + 1
+      local total = tonumber(c.f[s .. 'itot'])
+      put(c, s .. 'idone', int(done))
+      if nxt <= total then
+        put(c, s .. 'inext', int(nxt))
+        push_job(id, step, nxt - 1, c.f[s .. 'queue'], NOW)
+      end
+      if done >= total then
+        local names = {}
+        for n = 0, total - 1 do
+          names[#names + 1] = n
+        end
+        local parts = {}
+        for n = 1, #names, 1000 do
+          local r = redis.call('HMGET', ik, unpack(names, n, math.min(n + 999, #names)))
+          for _, v in ipairs(r) do
+            parts[#parts + 1] = v or 'null'
+          end
+        end
+        redis.call('DEL', ik)
+        finish_step(c, step, '[' .. table.concat(parts, ',') .. ']')
+      elseif math.floor(done * 100 / total) ~= math.floor((done - 1) * 100 / total) then
+        local sd = tonumber(c.f.done or '0')
+        local st = tonumber(c.f.total)
+        local pct = math.min(100, (sd + done / total) / st * 100)
+        put(c, 'progress', num(pct))
+        emit(c, 'step:progress', c.f[s .. 'key'], c.f[s .. 'task'],
+          '{"done":' .. done .. ',"total":' .. total .. ',"progress":' .. num(pct) .. '}')
+      end
     end
-    redis.call('DEL', it)
-    finish_step(id, step, '[' .. table.concat(parts, ',') .. ']')
-  elseif math.floor(done * 100 / total) ~= math.floor((done - 1) * 100 / total) then
-    local t = k('t', id)
-    local sd = tonumber(redis.call('HGET', t, 'done'))
-    local st = tonumber(redis.call('HGET', t, 'total'))
-    local pct = math.min(100, (sd + done / total) / st * 100)
-    redis.call('HSET', t, 'progress', pct)
-    emit(id, 'step:progress', step, '{"done":' .. done .. ',"total":' .. total .. ',"progress":' .. num(pct) .. '}')
+    commit(c)
+    if want ~= '' then
+      if not wanted[want] then
+        wanted[want] = 0
+        order[#order + 1] = want
+      end
+      wanted[want] = wanted[want] + 1
+    end
+    end_item()
   end
 end
-local jobs = {}
-if ARGV[6] ~= '' then
-  jobs = lease(ARGV[6], ARGV[7], 1, tonumber(ARGV[8]))
+chunked('ZREM', k('a'), unlease)
+for _, q in ipairs(order) do
+  lease(q, wanted[q], lease_ms)
 end
-return reply(jobs)
+return reply()

@@ -1,26 +1,64 @@
--- ARGV: P, now, id, type, queue, pipeline, created, spec, n, then per step: key, task, queue, waiting, dependants(JSON)
-local id, typ, queue, pipeline, created, spec, n = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
-if redis.call('EXISTS', k('t', id)) == 1 then
-  fail_with('DUPLICATE', id)
-end
-redis.call('HSET', k('t', id), 'type', typ, 'queue', queue, 'status', 'pending', 'pipeline', pipeline,
-  'created', created, 'total', n, 'done', 0, 'progress', 0, 'seq', 0)
-redis.call('SET', k('spec', id), spec)
-redis.call('ZADD', k('idx'), 0, id)
-redis.call('ZADD', k('idx', 'q', queue), 0, id)
-redis.call('ZADD', k('idx', 's', 'pending'), 0, id)
-local queues = {}
-for i = 0, n - 1 do
-  local b = 10 + i * 5
-  queues[ARGV[b + 2]] = true
-  local waiting = tonumber(ARGV[b + 3])
-  redis.call('HSET', k('s', id, i), 'key', ARGV[b], 'task', ARGV[b + 1], 'queue', ARGV[b + 2],
-    'status', 'pending', 'waiting', waiting, 'deps', ARGV[b + 4], 'attempts', 0, 'idone', 0, 'inext', 0)
-  if waiting == 0 then
-    push_job(id, i, -1, ARGV[b + 2], NOW, 1)
+-- ARGV: P, now, count, then per task: id, type, queue, pipeline, created, spec, steps,
+-- then per step: key, task, queue, waiting, dependants (comma-separated).
+local i = 4
+local idx, live, by_queue, queues = {}, {}, {}, {}
+for _ = 1, tonumber(ARGV[3]) do
+  begin_item()
+  local id, typ, queue, pipeline, created, spec, n =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
+  i = i + 7
+  local key = k('t', id)
+  if redis.call('HSETNX', key, 'type', typ) == 0 then
+    i = i + n * 5
+    end_item('DUPLICATE ' .. id)
+  else
+    local w = {'queue', queue, 'status', 'pending', 'pipeline', pipeline, 'created', created, 'total', ARGV[i - 1], 'spec', spec}
+    queues[queue] = true
+    for s = 0, n - 1 do
+      local skey, task, q, waiting, deps = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+      i = i + 5
+      local p = s .. ':'
+      w[#w + 1] = p .. 'key'
+      w[#w + 1] = skey
+      w[#w + 1] = p .. 'task'
+      w[#w + 1] = task
+      w[#w + 1] = p .. 'queue'
+      w[#w + 1] = q
+      queues[q] = true
+      if deps ~= '' then
+        w[#w + 1] = p .. 'deps'
+        w[#w + 1] = deps
+      end
+      if waiting == '0' then
+        push_job(id, s, -1, q, NOW)
+      else
+        w[#w + 1] = p .. 'waiting'
+        w[#w + 1] = waiting
+      end
+    end
+    chunked('HSET', key, w)
+    idx[#idx + 1] = 0
+    idx[#idx + 1] = id
+    local l = by_queue[queue]
+    if not l then
+      l = {}
+      by_queue[queue] = l
+    end
+    l[#l + 1] = 0
+    l[#l + 1] = id
+    end_item()
   end
 end
-for q, _ in pairs(queues) do
-  redis.call('SADD', k('queues'), q)
+if #idx > 0 then
+  chunked('ZADD', k('idx'), idx)
+  chunked('ZADD', k('idx', 'live'), idx)
+  for q, l in pairs(by_queue) do
+    chunked('ZADD', k('idx', 'q', q), l)
+  end
+  local names = {}
+  for q, _ in pairs(queues) do
+    names[#names + 1] = q
+  end
+  redis.call('SADD', k('queues'), unpack(names))
 end
 return reply()

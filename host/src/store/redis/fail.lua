@@ -1,7 +1,13 @@
 -- ARGV: P, now, job, token, error
 local j, token, err = ARGV[3], ARGV[4], ARGV[5]
-check_leased(j, token)
-local id, step, item = split_jid(j)
-local attempt = tonumber(redis.call('HGET', k('j', j), 'attempt'))
-fail_step(id, step, item, attempt, err)
+begin_item()
+local c = open_held(j, token)
+if not c then
+  end_item('LEASE_LOST ' .. j)
+  return reply()
+end
+redis.call('ZREM', k('a'), j)
+fail_step(c, c.step, c.item, c.attempt, err)
+commit(c)
+end_item()
 return reply()

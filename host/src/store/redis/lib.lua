@@ -1,28 +1,51 @@
 -- Shared helpers of dwa's Redis scripts. Every script is this library
 -- followed by its own body; each runs atomically inside Redis, so a
 -- transition that touches many keys is all-or-nothing between hosts.
--- Fences are checked before the first write: Redis does not roll back a
--- script that fails half-way.
+-- Fences are checked before an item's first write: Redis does not roll back
+-- a script that fails half-way.
+--
+-- The data model is built for few commands per step (Redis CPU is what
+-- bounds throughput): a task and all its steps live in ONE hash, read with
+-- one HMGET and written with one HSET per transition; its events are one
+-- RPUSH; queue and index updates of a whole batch are one variadic command.
+-- Jobs of a task that ended are not hunted down: they are dropped when a
+-- lease, renewal or the reaper meets them (their step is no longer held).
 --
 -- ARGV[1] is the key prefix, ARGV[2] the caller's clock (ms).
 -- Keys (P = prefix):
---   P:t:{id}          task hash        P:spec:{id}     the stored spec
---   P:s:{id}:{i}      step hash        P:it:{id}:{i}   forEach item results
---   P:j:{job}         job hash         P:tj:{id}       set of a task's jobs
---   P:q:{queue}       ready/delayed jobs by due time (zset)
---   P:a               leased jobs by lease expiry (zset)
---   P:ev:{id}         the task's events (list); channel P:events
---   P:idx, P:idx:q:{queue}, P:idx:s:{status}   task indexes (lex zsets)
---   P:done            finished tasks by end time (retention sweep)
---   P:token           fencing token counter; P:queues set of queue names
+--   P:t:{id}     the task hash: type queue status pipeline created started
+--                completed total done progress seq result error spec, and
+--                per step i: i:key i:task i:queue i:status i:waiting i:deps
+--                i:attempt (next try) i:attempts (tries started) i:token
+--                i:stalls i:started i:completed i:result i:error
+--                i:itot i:idone i:inext (forEach items), and its events
+--                e1, e2, ... (e{seq}: written by the same HSET as the change)
+--   P:it:{id}:{i}  forEach items of step i: n (result), n:token, n:attempt, n:stalls
+--   P:q:{queue}  due jobs, oldest first (list of "id|step|item")
+--   P:d:{queue}  delayed jobs (retries) by due time (zset), moved to the
+--                list by the first lease that finds them due
+--   P:a          leased jobs by lease expiry (zset)
+--   channel P:events  every event of a script, as one JSON array
+--   P:idx, P:idx:q:{queue}    every task (lex zsets, newest = greatest id)
+--   P:idx:live   pending and active tasks; P:idx:s:{status} finished ones
+--   P:done       finished tasks by end time (retention sweep)
+--   P:queues     queue names
+--
+-- A job is held while its token field is positive and equal to the
+-- holder's; giving a job back negates the token, the next lease takes
+-- |token| + 1, so an old holder can never match again.
 
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
+local NOWS = ARGV[2]
+local fmt = string.format
 local EVENTS = {}
-local PENDING = {}
-local PENDING_ORDER = {}
-local WOKE = {}
-local FINISHED = ''
+local ITEMS = {}
+local JOBS = {}
+local LEASES = {}
+local QADD = {}
+local DONE = {}
+local ITEM = nil
 
 local function k(...)
   return P .. ':' .. table.concat({...}, ':')
@@ -55,187 +78,409 @@ local function fail_with(code, msg)
   error({err = code .. ' ' .. msg})
 end
 
-local function emit(id, kind, step, data)
-  local seq = redis.call('HINCRBY', k('t', id), 'seq', 1)
-  local key, task = nil, nil
-  if step ~= nil then
-    local r = redis.call('HMGET', k('s', id, step), 'key', 'task')
-    key, task = r[1], r[2]
-  end
-  local ev = '{"seq":' .. seq .. ',"type":' .. cjson.encode(kind) .. ',"taskId":' .. cjson.encode(id)
-    .. ',"stepId":' .. jstr(key) .. ',"stepTask":' .. jstr(task) .. ',"data":' .. data
-    .. ',"timestamp":' .. string.format('%d', NOW) .. '}'
-  local list = PENDING[id]
-  if not list then
-    list = {}
-    PENDING[id] = list
-    table.insert(PENDING_ORDER, id)
-  end
-  table.insert(list, ev)
-  table.insert(EVENTS, ev)
-end
-
--- Writes the events of this script: one RPUSH per task, one PUBLISH in all.
-local function flush_events()
-  for _, id in ipairs(PENDING_ORDER) do
-    redis.call('RPUSH', k('ev', id), unpack(PENDING[id]))
-  end
-  if #EVENTS > 0 then
-    redis.call('PUBLISH', P .. ':events', '[' .. table.concat(EVENTS, ',') .. ']')
+-- Variadic commands in slices: Lua's unpack is limited to a few thousand values.
+local function chunked(cmd, key, list)
+  local n = #list
+  for i = 1, n, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, n)))
   end
 end
 
-local function set_status(id, new, old)
-  local t = k('t', id)
-  if not old then
-    old = redis.call('HGET', t, 'status')
+local function is_live(status)
+  return status == 'pending' or status == 'active'
+end
+
+-- One item of a call (a task created, a job completed...): its outcome
+-- goes back to the caller on its own, so one item's refusal spares the rest.
+local function begin_item()
+  ITEM = {err = '', finished = '', woke = {}, events = {}}
+end
+
+local function end_item(err)
+  if err then
+    ITEM.err = err
   end
-  if old then
-    redis.call('ZREM', k('idx', 's', old), id)
+  local woke = {}
+  for q, _ in pairs(ITEM.woke) do
+    table.insert(woke, q)
   end
-  redis.call('ZADD', k('idx', 's', new), 0, id)
-  redis.call('HSET', t, 'status', new)
+  table.insert(ITEMS, {ITEM.err, ITEM.finished, woke, ITEM.events})
+  ITEM = nil
 end
 
 local function wake(queue)
-  WOKE[queue] = true
+  if ITEM then
+    ITEM.woke[queue] = true
+  end
 end
 
-local function push_job(id, step, item, queue, run_at, attempt)
-  local j = jid(id, step, item)
-  -- A job hash is deleted when its job ends, so this one starts clean.
-  redis.call('HSET', k('j', j), 'queue', queue, 'attempt', attempt, 'stalls', 0)
-  redis.call('ZADD', k('q', queue), run_at, j)
-  redis.call('SADD', k('tj', id), j)
+-- A task being changed: the fields read once, the writes gathered for one HSET.
+local function open(id, fields)
+  local key = k('t', id)
+  local names = {'status', 'seq', 'total', 'done', 'pipeline'}
+  for _, f in ipairs(fields) do
+    names[#names + 1] = f
+  end
+  local r = redis.call('HMGET', key, unpack(names))
+  local f = {}
+  for i, n in ipairs(names) do
+    f[n] = r[i]
+  end
+  return {id = id, key = key, f = f, w = {}, evs = {}, seq = tonumber(f.seq or '0')}
+end
+
+local function put(c, field, value)
+  local w = c.w
+  w[#w + 1] = field
+  w[#w + 1] = value
+  c.f[field] = value
+end
+
+-- Integers as strings: Lua would format a number as a float (slow, and
+-- "1.7e+12" past 14 digits).
+local function int(n)
+  return fmt('%d', n)
+end
+
+local function emit(c, kind, key, task, data)
+  c.seq = c.seq + 1
+  local seq = int(c.seq)
+  if not c.idj then
+    c.idj = cjson.encode(c.id)
+  end
+  local ev = '{"seq":' .. seq .. ',"type":' .. cjson.encode(kind) .. ',"taskId":' .. c.idj
+    .. ',"stepId":' .. jstr(key) .. ',"stepTask":' .. jstr(task) .. ',"data":' .. data
+    .. ',"timestamp":' .. NOWS .. '}'
+  put(c, 'e' .. seq, ev)
+  c.emitted = true
+  EVENTS[#EVENTS + 1] = ev
+  if ITEM then
+    table.insert(ITEM.events, ev)
+  end
+end
+
+local function commit(c)
+  if c.emitted then
+    put(c, 'seq', int(c.seq))
+    c.emitted = false
+  end
+  if #c.w > 0 then
+    chunked('HSET', c.key, c.w)
+    c.w = {}
+  end
+end
+
+local function push_job(id, step, item, queue, run_at)
+  local list = QADD[queue]
+  if not list then
+    list = {due = {}, delayed = {}}
+    QADD[queue] = list
+  end
+  if run_at <= NOW then
+    list.due[#list.due + 1] = jid(id, step, item)
+  else
+    list.delayed[#list.delayed + 1] = int(run_at)
+    list.delayed[#list.delayed + 1] = jid(id, step, item)
+  end
   wake(queue)
 end
 
--- Checks the caller still holds the job's lease (before any write).
-local function check_leased(j, token)
-  local t = redis.call('HGET', k('j', j), 'token')
-  if t ~= token or not redis.call('ZSCORE', k('a'), j) then
-    fail_with('LEASE_LOST', j)
+-- Queued jobs are written before anything reads a queue (and at the end).
+local function flush_jobs()
+  for q, list in pairs(QADD) do
+    chunked('RPUSH', k('q', q), list.due)
+    chunked('ZADD', k('d', q), list.delayed)
+  end
+  QADD = {}
+end
+
+local function finish_task(c, status)
+  put(c, 'status', status)
+  put(c, 'completed', NOWS)
+  DONE[#DONE + 1] = {c.id, status}
+  if ITEM then
+    ITEM.finished = status
   end
 end
 
-local function drop_job(j)
-  local id = split_jid(j)
-  redis.call('ZREM', k('a'), j)
-  redis.call('DEL', k('j', j))
-  redis.call('SREM', k('tj', id), j)
+-- Moves the tasks that ended in this call out of the live index, in one
+-- command per index.
+local function flush_done()
+  if #DONE == 0 then
+    return
+  end
+  local live, by_status, ended = {}, {}, {}
+  for _, d in ipairs(DONE) do
+    live[#live + 1] = d[1]
+    local l = by_status[d[2]]
+    if not l then
+      l = {}
+      by_status[d[2]] = l
+    end
+    l[#l + 1] = 0
+    l[#l + 1] = d[1]
+    ended[#ended + 1] = NOWS
+    ended[#ended + 1] = d[1]
+  end
+  chunked('ZREM', k('idx', 'live'), live)
+  for s, l in pairs(by_status) do
+    chunked('ZADD', k('idx', 's', s), l)
+  end
+  chunked('ZADD', k('done'), ended)
+  DONE = {}
 end
 
-local function finish_step(id, step, result)
-  local s = k('s', id, step)
-  redis.call('HSET', s, 'status', 'completed', 'result', result, 'completed', NOW)
-  local t = k('t', id)
-  local done = redis.call('HINCRBY', t, 'done', 1)
-  local total = tonumber(redis.call('HGET', t, 'total'))
+-- Records a step's result (c must hold its key, task and deps fields) and
+-- queues the dependants it completes.
+local function finish_step(c, step, result)
+  local s = step .. ':'
+  put(c, s .. 'status', 'completed')
+  put(c, s .. 'result', result)
+  put(c, s .. 'completed', NOWS)
+  local done = tonumber(c.f.done or '0') + 1
+  local total = tonumber(c.f.total)
+  put(c, 'done', int(done))
   local pct = math.min(100, done * 100 / total)
-  redis.call('HSET', t, 'progress', pct)
-  emit(id, 'step:complete', step, '{"result":' .. result .. ',"progress":' .. num(pct) .. '}')
-  local deps = cjson.decode(redis.call('HGET', s, 'deps'))
-  for _, d in ipairs(deps) do
-    local ds = k('s', id, d)
-    local w = redis.call('HINCRBY', ds, 'waiting', -1)
-    if w == 0 and redis.call('HGET', ds, 'status') == 'pending' then
-      push_job(id, d, -1, redis.call('HGET', ds, 'queue'), NOW, 1)
+  put(c, 'progress', num(pct))
+  emit(c, 'step:complete', c.f[s .. 'key'], c.f[s .. 'task'],
+    '{"result":' .. result .. ',"progress":' .. num(pct) .. '}')
+  local deps = c.f[s .. 'deps']
+  if deps then
+    for d in string.gmatch(deps, '%d+') do
+      local w = redis.call('HINCRBY', c.key, d .. ':waiting', -1)
+      if w == 0 then
+        local r = redis.call('HMGET', c.key, d .. ':status', d .. ':queue')
+        if (r[1] or 'pending') == 'pending' then
+          push_job(c.id, d, -1, r[2], NOW)
+        end
+      end
     end
   end
   if done >= total then
-    local final = redis.call('HGET', k('s', id, total - 1), 'result') or 'null'
-    redis.call('HSET', t, 'result', final, 'completed', NOW, 'progress', 100)
-    set_status(id, 'completed', 'active')
-    redis.call('ZADD', k('done'), NOW, id)
-    emit(id, 'pipeline:complete', nil, '{"status":"completed","result":' .. final .. '}')
-    FINISHED = 'completed'
+    local final = result
+    if step ~= total - 1 then
+      final = redis.call('HGET', c.key, (total - 1) .. ':result') or 'null'
+    end
+    put(c, 'result', final)
+    put(c, 'progress', '100')
+    finish_task(c, 'completed')
+    emit(c, 'pipeline:complete', nil, nil, '{"status":"completed","result":' .. final .. '}')
   end
 end
 
-local function end_task(id, status, err)
-  local t = k('t', id)
-  redis.call('HSET', t, 'error', err, 'completed', NOW)
-  set_status(id, status)
-  local total = tonumber(redis.call('HGET', t, 'total'))
+-- Ends a task early: pending and running steps are skipped (their jobs die
+-- where they are), forEach items are dropped.
+local function end_task(c, status, err)
+  put(c, 'error', err)
+  local total = tonumber(c.f.total)
   local reason = 'aborted: pipeline failed'
   if status == 'cancelled' then
     reason = 'aborted: cancelled'
   end
+  local names = {}
   for i = 0, total - 1 do
-    local s = k('s', id, i)
-    local st = redis.call('HGET', s, 'status')
+    names[#names + 1] = i .. ':status'
+  end
+  local stored = {}
+  for i = 1, #names, 1000 do
+    local r = redis.call('HMGET', c.key, unpack(names, i, math.min(i + 999, #names)))
+    for _, v in ipairs(r) do
+      stored[#stored + 1] = v
+    end
+  end
+  local items = {}
+  for i = 0, total - 1 do
+    local name = names[i + 1]
+    local st = c.f[name]
+    if st == nil or st == false then
+      st = stored[i + 1] or 'pending'
+    end
     if st == 'pending' or st == 'running' then
-      redis.call('HSET', s, 'status', 'skipped', 'completed', NOW)
+      put(c, name, 'skipped')
+      put(c, i .. ':completed', NOWS)
       if st == 'running' then
-        redis.call('HSET', s, 'error', reason)
+        put(c, i .. ':error', reason)
+        items[#items + 1] = k('it', c.id, i)
       end
     end
-    redis.call('DEL', k('it', id, i))
   end
-  for _, j in ipairs(redis.call('SMEMBERS', k('tj', id))) do
-    local q = redis.call('HGET', k('j', j), 'queue')
-    if q then
-      redis.call('ZREM', k('q', q), j)
-    end
-    redis.call('ZREM', k('a'), j)
-    redis.call('DEL', k('j', j))
+  for i = 1, #items, 1000 do
+    redis.call('DEL', unpack(items, i, math.min(i + 999, #items)))
   end
-  redis.call('DEL', k('tj', id))
-  redis.call('ZADD', k('done'), NOW, id)
-  emit(id, 'pipeline:complete', nil, '{"status":' .. cjson.encode(status) .. ',"error":' .. cjson.encode(err) .. '}')
-  FINISHED = status
+  finish_task(c, status)
+  emit(c, 'pipeline:complete', nil, nil, '{"status":' .. cjson.encode(status) .. ',"error":' .. cjson.encode(err) .. '}')
 end
 
 -- Fails a step for good: the task fails, everything else is skipped.
-local function fail_step(id, step, item, attempt, err)
-  local s = k('s', id, step)
-  redis.call('HSET', s, 'status', 'failed', 'error', err, 'completed', NOW)
+local function fail_step(c, step, item, attempt, err)
+  local s = step .. ':'
+  put(c, s .. 'status', 'failed')
+  put(c, s .. 'error', err)
+  put(c, s .. 'completed', NOWS)
   local item_json = 'null'
   if item >= 0 then
     item_json = tostring(item)
   end
-  emit(id, 'step:error', step, '{"error":' .. cjson.encode(err) .. ',"attempt":' .. attempt .. ',"item":' .. item_json .. '}')
+  emit(c, 'step:error', c.f[s .. 'key'], c.f[s .. 'task'],
+    '{"error":' .. cjson.encode(err) .. ',"attempt":' .. attempt .. ',"item":' .. item_json .. '}')
   local task_err = err
-  if redis.call('HGET', k('t', id), 'pipeline') == '1' then
-    local r = redis.call('HMGET', s, 'key', 'task')
-    task_err = 'step ' .. r[1] .. ' (' .. r[2] .. ') failed: ' .. err
+  if c.f.pipeline == '1' then
+    task_err = 'step ' .. c.f[s .. 'key'] .. ' (' .. c.f[s .. 'task'] .. ') failed: ' .. err
   end
-  end_task(id, 'failed', task_err)
+  end_task(c, 'failed', task_err)
 end
 
-local function lease(queue, owner, max, lease_ms)
-  local out = {}
-  local jobs = redis.call('ZRANGEBYSCORE', k('q', queue), '-inf', NOW, 'LIMIT', 0, max)
-  for _, j in ipairs(jobs) do
-    redis.call('ZREM', k('q', queue), j)
-    local token = redis.call('INCR', k('token'))
-    redis.call('HSET', k('j', j), 'token', token, 'owner', owner)
-    redis.call('ZADD', k('a'), NOW + lease_ms, j)
-    local id, step, item = split_jid(j)
-    local attempt = tonumber(redis.call('HGET', k('j', j), 'attempt'))
-    if item < 0 then
-      local s = k('s', id, step)
-      -- A step job's attempts only grow, so the job's count is the step's.
-      redis.call('HSET', s, 'status', 'running', 'attempts', attempt)
-      redis.call('HSETNX', s, 'started', NOW)
-      -- The first start of any step is the moment the task turns active.
-      if redis.call('HSETNX', k('t', id), 'started', NOW) == 1 then
-        set_status(id, 'active', 'pending')
-      end
-      emit(id, 'step:start', step, '{"attempt":' .. attempt .. '}')
+local function next_token(stored)
+  return 1 - tonumber(stored or '0')
+end
+
+-- Opens the task of a job held with `token`, with the job's own fields
+-- (token, attempt, stalls; for an item job from its item hash); nil when the
+-- job is not held (completed, given back, expired and reaped, task ended).
+local function open_held(j, token, fields)
+  local id, step, item = split_jid(j)
+  local s = step .. ':'
+  local want = {s .. 'status', s .. 'key', s .. 'task', 'queue', s .. 'queue'}
+  if item < 0 then
+    want[#want + 1] = s .. 'token'
+    want[#want + 1] = s .. 'attempt'
+    want[#want + 1] = s .. 'stalls'
+  end
+  for _, f in ipairs(fields or {}) do
+    want[#want + 1] = f
+  end
+  local c = open(id, want)
+  if c.f[s .. 'status'] ~= 'running' then
+    return nil
+  end
+  c.step, c.item = step, item
+  if item < 0 then
+    c.token, c.attempt, c.stalls = c.f[s .. 'token'], c.f[s .. 'attempt'] or '1', c.f[s .. 'stalls'] or '0'
+  else
+    local r = redis.call('HMGET', k('it', id, step), item .. ':token', item .. ':attempt', item .. ':stalls', item)
+    if r[4] then
+      return nil
     end
-    table.insert(out, j)
-    table.insert(out, tostring(attempt))
-    table.insert(out, tostring(token))
+    c.token, c.attempt, c.stalls = r[1], r[2] or '1', r[3] or '0'
   end
-  return out
+  if token ~= nil and c.token ~= token then
+    return nil
+  end
+  if tonumber(c.token or '0') <= 0 then
+    return nil
+  end
+  return c
 end
 
-local function reply(jobs, next_due)
-  flush_events()
-  local woke = {}
-  for q, _ in pairs(WOKE) do
-    table.insert(woke, q)
+-- Writes a job's own field (the task hash for a step job, its item hash for an item).
+local function job_put(c, field, value)
+  if c.item < 0 then
+    put(c, c.step .. ':' .. field, value)
+  else
+    redis.call('HSET', k('it', c.id, c.step), c.item .. ':' .. field, value)
   end
-  return {woke, FINISHED, EVENTS, jobs or {}, next_due or -1}
+end
+
+-- Puts a held job back in its queue, due at run_at, no longer held.
+local function give_back(c, j, run_at)
+  job_put(c, 'token', int(-tonumber(c.token)))
+  redis.call('ZREM', k('a'), j)
+  push_job(c.id, c.step, c.item, c.f[c.step .. ':queue'], run_at)
+end
+
+-- Moves the delayed jobs of queue that are due to the end of its list.
+local function promote(queue)
+  local dk = k('d', queue)
+  local due = redis.call('ZRANGEBYSCORE', dk, '-inf', NOWS, 'LIMIT', 0, 1000)
+  if #due > 0 then
+    redis.call('RPUSH', k('q', queue), unpack(due))
+    redis.call('ZREM', dk, unpack(due))
+  end
+end
+
+-- Leases up to max due jobs of queue; dead jobs met on the way are dropped.
+local function lease(queue, max, lease_ms)
+  flush_jobs()
+  promote(queue)
+  local qk = k('q', queue)
+  local got = 0
+  local until_ms = int(NOW + lease_ms)
+  while got < max do
+    local js = redis.call('LPOP', qk, max - got)
+    if not js then
+      break
+    end
+    for _, j in ipairs(js) do
+      local id, step, item = split_jid(j)
+      local s = step .. ':'
+      if item < 0 then
+        local c = open(id, {s .. 'status', s .. 'token', s .. 'attempt', s .. 'started', s .. 'key', s .. 'task',
+          s .. 'itot', 'started'})
+        local st = c.f[s .. 'status'] or 'pending'
+        -- Waiting for a retry, a step is still 'running' but not held; a
+        -- forEach step that handed over to its items is never leased again.
+        if is_live(c.f.status) and (st == 'pending' or st == 'running') and not c.f[s .. 'itot']
+          and tonumber(c.f[s .. 'token'] or '0') <= 0 then
+          local token = int(next_token(c.f[s .. 'token']))
+          local attempt = c.f[s .. 'attempt'] or '1'
+          put(c, s .. 'status', 'running')
+          put(c, s .. 'attempts', attempt)
+          put(c, s .. 'token', token)
+          if not c.f[s .. 'started'] then
+            put(c, s .. 'started', NOWS)
+          end
+          -- The first start of any step is the moment the task turns active.
+          if not c.f.started then
+            put(c, 'started', NOWS)
+            put(c, 'status', 'active')
+          end
+          emit(c, 'step:start', c.f[s .. 'key'], c.f[s .. 'task'], '{"attempt":' .. attempt .. '}')
+          commit(c)
+          JOBS[#JOBS + 1] = {queue, j, attempt, token}
+          LEASES[#LEASES + 1] = until_ms
+          LEASES[#LEASES + 1] = j
+          got = got + 1
+        end
+      else
+        local r = redis.call('HMGET', k('t', id), 'status', s .. 'status')
+        local ik = k('it', id, step)
+        local ri = redis.call('HMGET', ik, item .. ':token', item .. ':attempt', item)
+        if is_live(r[1]) and r[2] == 'running' and not ri[3] and tonumber(ri[1] or '0') <= 0 then
+          local token = int(next_token(ri[1]))
+          redis.call('HSET', ik, item .. ':token', token)
+          JOBS[#JOBS + 1] = {queue, j, ri[2] or '1', token}
+          LEASES[#LEASES + 1] = until_ms
+          LEASES[#LEASES + 1] = j
+          got = got + 1
+        end
+      end
+    end
+  end
+  chunked('ZADD', k('a'), LEASES)
+  LEASES = {}
+  return got
+end
+
+-- When the next job of queue is due: now if one is waiting, else the
+-- earliest delayed one's time, else -1.
+local function next_due(queue)
+  if redis.call('LLEN', k('q', queue)) > 0 then
+    return NOW
+  end
+  local r = redis.call('ZRANGE', k('d', queue), 0, 0, 'WITHSCORES')
+  if r[2] then
+    return tonumber(r[2])
+  end
+  return -1
+end
+
+-- Writes what the call gathered and answers {items, jobs, number}: items are
+-- {error, finished, woke queues, events} per item, jobs {queue, id, attempt, token}.
+local function reply(number)
+  flush_jobs()
+  flush_done()
+  if #EVENTS > 0 then
+    redis.call('PUBLISH', P .. ':events', '[' .. table.concat(EVENTS, ',') .. ']')
+  end
+  return {ITEMS, JOBS, number or -1}
 end

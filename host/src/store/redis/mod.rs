@@ -2,18 +2,26 @@
 //! embedded one, shared by many hosts.
 //!
 //! Every transition is one Lua script (`*.lua` beside this file, each
-//! prefixed with `lib.lua`), so two hosts finishing sibling steps at once can
-//! neither lose nor double-release a dependant. Leased jobs sit in a sorted
-//! set by lease expiry; any host's reaper returns expired ones to their queue
-//! (failing a step that stalled too often). Delayed retries are jobs whose
-//! due time is in the future, so a restart loses none. Events go to a list
-//! per task (replay) and a pub/sub channel, which every host forwards to its
-//! local subscribers: an SSE client on host A sees steps run on host B.
+//! prefixed with `lib.lua`, which documents the keys), so two hosts
+//! finishing sibling steps at once can neither lose nor double-release a
+//! dependant. A task and its steps are one hash; leased jobs sit in a
+//! sorted set by lease expiry; any host's reaper returns expired ones to
+//! their queue (failing a step that stalled too often). Delayed retries are
+//! jobs whose due time is in the future, so a restart loses none. Events go
+//! to a list per task (replay) and a pub/sub channel, which every host
+//! forwards to its local subscribers: an SSE client on host A sees steps run
+//! on host B.
 //!
-//! Reads (task, list, events) are plain commands; they need no atomicity.
+//! Creations and completions, the two calls made once per step, go through
+//! [`batch::Batcher`]s: under load many of them share one script run, which
+//! is what lets one Redis core carry several hosts. Reads (task, list,
+//! events) are plain commands; they need no atomicity.
 
-use std::collections::HashMap;
+mod batch;
+
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +37,7 @@ use super::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::model::{StepStatus, TaskEvent, TaskStatus};
+use batch::Batcher;
 
 macro_rules! script {
     ($file:literal) => {
@@ -70,6 +79,25 @@ impl Scripts {
     }
 }
 
+/// Most items one batched script carries (bounds a script's run time, so
+/// other hosts' calls are not held up behind it).
+const BATCH_MAX: usize = 256;
+/// Batched scripts in flight per kind: one runs while the next fills.
+const BATCH_PARALLEL: usize = 2;
+/// Fields of the task hash that make a summary (not the spec, not the steps).
+const SUMMARY_FIELDS: [&str; 10] = [
+    "type",
+    "queue",
+    "status",
+    "pipeline",
+    "progress",
+    "result",
+    "error",
+    "created",
+    "started",
+    "completed",
+];
+
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -81,16 +109,34 @@ pub struct RedisOptions {
     pub max_stalled: u32,
 }
 
-/// The Redis store.
-pub struct RedisStore {
+/// What the store and its batchers share: the connection and the scripts.
+struct Core {
     conn: ConnectionManager,
     prefix: String,
-    max_stalled: u32,
     clock: Arc<dyn Clock>,
     scripts: Scripts,
+    round_trips: AtomicU64,
+}
+
+/// A job's completion, as queued for the completion batcher.
+struct Completion {
+    job: String,
+    token: String,
+    result: String,
+    /// The queue to lease the worker's next job from ('' for none).
+    next_from: String,
+    /// How long that lease lasts.
+    lease_ms: i64,
+}
+
+/// The Redis store.
+pub struct RedisStore {
+    core: Arc<Core>,
+    max_stalled: u32,
     events: broadcast::Sender<Arc<TaskEvent>>,
     listener: tokio::task::JoinHandle<()>,
-    round_trips: std::sync::atomic::AtomicU64,
+    creates: Batcher<NewTask, Transition>,
+    completions: Batcher<Completion, (Transition, Option<Job>)>,
 }
 
 impl Drop for RedisStore {
@@ -101,24 +147,6 @@ impl Drop for RedisStore {
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("redis: {e}"))
-}
-
-/// Maps a script's error reply (`LEASE_LOST job`, ...) to the store's errors.
-fn script_error(e: redis::RedisError) -> StoreError {
-    let text = e.to_string();
-    let detail = e.detail().unwrap_or("").to_owned();
-    let find = |code: &str| text.contains(code) || e.code() == Some(code);
-    if find("LEASE_LOST") {
-        StoreError::LeaseLost(detail)
-    } else if find("DUPLICATE") {
-        StoreError::Duplicate(detail)
-    } else if find("NOT_FOUND") {
-        StoreError::NotFound(detail)
-    } else if find("CONFLICT") {
-        StoreError::Conflict(detail)
-    } else {
-        backend(text)
-    }
 }
 
 fn job_id(j: &Job) -> String {
@@ -139,53 +167,163 @@ fn parse_job(id: &str, attempt: &str, token: &str) -> Option<Job> {
     })
 }
 
-/// The common reply of the scripts: {woke, finished, events, jobs, number}.
+/// Maps an item's refusal (`LEASE_LOST job`, ...) to the store's errors.
+fn item_error(text: &str) -> StoreError {
+    let (code, detail) = text.split_once(' ').unwrap_or((text, ""));
+    let detail = detail.to_owned();
+    match code {
+        "LEASE_LOST" => StoreError::LeaseLost(detail),
+        "DUPLICATE" => StoreError::Duplicate(detail),
+        "NOT_FOUND" => StoreError::NotFound(detail),
+        "CONFLICT" => StoreError::Conflict(detail),
+        _ => backend(text),
+    }
+}
+
+/// The common reply of the scripts: per item its outcome, the jobs leased
+/// (with the queue each came from), and a number whose meaning is the script's.
 struct ScriptReply {
-    woke: Vec<String>,
-    finished: Option<TaskStatus>,
-    events: Vec<Arc<TaskEvent>>,
-    jobs: Vec<Job>,
+    items: Vec<Result<Transition, StoreError>>,
+    jobs: Vec<(String, Job)>,
     number: i64,
 }
 
+type RawItem = (String, String, Vec<String>, Vec<String>);
+type RawJob = (String, String, String, String);
+
 fn parse_reply(v: RValue) -> Result<ScriptReply, StoreError> {
-    let (woke, finished, events, jobs, number): (
-        Vec<String>,
-        String,
-        Vec<String>,
-        Vec<String>,
-        i64,
-    ) = redis::from_redis_value(v).map_err(backend)?;
-    let events = events
-        .iter()
-        .map(|e| serde_json::from_str::<TaskEvent>(e).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| backend(format!("bad event from script: {e}")))?;
-    let mut parsed = Vec::with_capacity(jobs.len() / 3);
-    for c in jobs.chunks(3) {
-        if let [id, attempt, token] = c {
-            parsed.push(
-                parse_job(id, attempt, token)
-                    .ok_or_else(|| backend(format!("bad job id {id:?}")))?,
-            );
+    let (items, jobs, number): (Vec<RawItem>, Vec<RawJob>, i64) =
+        redis::from_redis_value(v).map_err(backend)?;
+    let mut parsed_items = Vec::with_capacity(items.len());
+    for (err, finished, woke, events) in items {
+        if !err.is_empty() {
+            parsed_items.push(Err(item_error(&err)));
+            continue;
         }
+        let events = events
+            .iter()
+            .map(|e| serde_json::from_str::<TaskEvent>(e).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| backend(format!("bad event from script: {e}")))?;
+        parsed_items.push(Ok(Transition {
+            woke,
+            finished: TaskStatus::parse(&finished),
+            events,
+        }));
+    }
+    let mut parsed_jobs = Vec::with_capacity(jobs.len());
+    for (queue, id, attempt, token) in jobs {
+        let job = parse_job(&id, &attempt, &token)
+            .ok_or_else(|| backend(format!("bad job id {id:?}")))?;
+        parsed_jobs.push((queue, job));
     }
     Ok(ScriptReply {
-        woke,
-        finished: TaskStatus::parse(&finished),
-        events,
-        jobs: parsed,
+        items: parsed_items,
+        jobs: parsed_jobs,
         number,
     })
 }
 
 impl ScriptReply {
-    fn transition(&self) -> Transition {
-        Transition {
-            woke: self.woke.clone(),
-            finished: self.finished,
-            events: self.events.clone(),
+    /// The outcome of a script that handles one item.
+    fn single(self) -> Result<Transition, StoreError> {
+        self.items
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(backend("script answered no item")))
+    }
+}
+
+impl Core {
+    fn k(&self, parts: &[&str]) -> String {
+        let mut s = self.prefix.clone();
+        for p in parts {
+            s.push(':');
+            s.push_str(p);
         }
+        s
+    }
+
+    fn count(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn run(&self, script: &Script, args: Vec<String>) -> Result<ScriptReply, StoreError> {
+        self.count();
+        let mut inv = script.prepare_invoke();
+        inv.arg(&self.prefix).arg(self.clock.now_ms());
+        for a in args {
+            inv.arg(a);
+        }
+        let v: RValue = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        parse_reply(v)
+    }
+
+    async fn create_batch(
+        &self,
+        tasks: Vec<NewTask>,
+    ) -> Result<Vec<Result<Transition, StoreError>>, StoreError> {
+        let mut args = Vec::with_capacity(1 + tasks.len() * 12);
+        args.push(tasks.len().to_string());
+        for task in tasks {
+            args.push(task.id);
+            args.push(task.task_type);
+            args.push(task.queue);
+            args.push(if task.is_pipeline { "1" } else { "0" }.into());
+            args.push(task.created_at.to_string());
+            args.push(task.spec);
+            args.push(task.steps.len().to_string());
+            for s in task.steps {
+                args.push(s.key);
+                args.push(s.task);
+                args.push(s.queue);
+                args.push(s.waiting_for.to_string());
+                let deps: Vec<String> = s.dependants.iter().map(u32::to_string).collect();
+                args.push(deps.join(","));
+            }
+        }
+        Ok(self.run(&self.scripts.create, args).await?.items)
+    }
+
+    async fn complete_batch(
+        &self,
+        done: Vec<Completion>,
+        lease_ms: i64,
+    ) -> Result<Vec<Result<(Transition, Option<Job>), StoreError>>, StoreError> {
+        let mut args = Vec::with_capacity(2 + done.len() * 4);
+        args.push(lease_ms.to_string());
+        args.push(done.len().to_string());
+        let mut wants = Vec::with_capacity(done.len());
+        for c in done {
+            args.push(c.job);
+            args.push(c.token);
+            args.push(c.result);
+            wants.push(c.next_from.clone());
+            args.push(c.next_from);
+        }
+        let r = self.run(&self.scripts.complete, args).await?;
+        // Leased jobs are handed to the completed items that asked, in order.
+        let mut by_queue: HashMap<String, VecDeque<Job>> = HashMap::new();
+        for (q, j) in r.jobs {
+            by_queue.entry(q).or_default().push_back(j);
+        }
+        Ok(r.items
+            .into_iter()
+            .zip(wants)
+            .map(|(item, want)| {
+                item.map(|t| {
+                    let next = if want.is_empty() {
+                        None
+                    } else {
+                        by_queue.get_mut(&want).and_then(VecDeque::pop_front)
+                    };
+                    (t, next)
+                })
+            })
+            .collect())
     }
 }
 
@@ -219,55 +357,84 @@ impl RedisStore {
             .await
             .map_err(|_| backend("could not subscribe to the event channel within 10 s"))?
             .map_err(|_| backend("event listener stopped"))?;
-        Ok(RedisStore {
+        let core = Arc::new(Core {
             conn,
             prefix: opts.prefix.clone(),
-            max_stalled: opts.max_stalled,
             clock,
             scripts: Scripts::new(),
+            round_trips: AtomicU64::new(0),
+        });
+        let c = core.clone();
+        let creates = Batcher::new(BATCH_MAX, BATCH_PARALLEL, move |tasks| {
+            let c = c.clone();
+            async move { c.create_batch(tasks).await }
+        });
+        let completions = {
+            let c = core.clone();
+            // One batch serves every lease length; the engine uses one.
+            Batcher::new(BATCH_MAX, BATCH_PARALLEL, move |done: Vec<Completion>| {
+                let c = c.clone();
+                async move {
+                    let lease_ms = done.iter().map(|d| d.lease_ms).max().unwrap_or(30_000);
+                    c.complete_batch(done, lease_ms).await
+                }
+            })
+        };
+        Ok(RedisStore {
+            core,
+            max_stalled: opts.max_stalled,
             events,
             listener,
-            round_trips: std::sync::atomic::AtomicU64::new(0),
+            creates,
+            completions,
         })
-    }
-
-    fn k(&self, parts: &[&str]) -> String {
-        let mut s = self.prefix.clone();
-        for p in parts {
-            s.push(':');
-            s.push_str(p);
-        }
-        s
     }
 
     /// Requests sent to Redis so far (a script call or a pipeline is one), for benchmarks.
     pub fn round_trips(&self) -> u64 {
-        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+        self.core.round_trips.load(Ordering::Relaxed)
     }
 
-    fn count(&self) {
-        self.round_trips
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    async fn finish(
+        &self,
+        job: &Job,
+        result: Value,
+        next_from: &str,
+        lease_ms: i64,
+    ) -> Result<(Transition, Option<Job>), StoreError> {
+        let c = Completion {
+            job: job_id(job),
+            token: job.token.to_string(),
+            result: result.to_string(),
+            next_from: next_from.to_owned(),
+            lease_ms,
+        };
+        self.completions.call(c).await
     }
 
-    async fn run(&self, script: &Script, args: Vec<String>) -> Result<ScriptReply, StoreError> {
-        self.count();
-        let mut inv = script.prepare_invoke();
-        inv.arg(&self.prefix).arg(self.clock.now_ms());
-        for a in args {
-            inv.arg(a);
-        }
-        let v: RValue = inv
-            .invoke_async(&mut self.conn.clone())
+    async fn summary_fields(
+        &self,
+        id: &str,
+    ) -> Result<Option<HashMap<String, String>>, StoreError> {
+        self.core.count();
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.core.k(&["t", id]))
+            .arg(&SUMMARY_FIELDS[..])
+            .query_async(&mut self.core.conn.clone())
             .await
-            .map_err(script_error)?;
-        parse_reply(v)
+            .map_err(backend)?;
+        Ok(fields_map(&SUMMARY_FIELDS, values))
     }
+}
 
-    async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
-        self.count();
-        self.conn.clone().hgetall(key).await.map_err(backend)
-    }
+/// The fields an HMGET found, by name; None when the hash does not exist.
+fn fields_map(names: &[&str], values: Vec<Option<String>>) -> Option<HashMap<String, String>> {
+    let m: HashMap<String, String> = names
+        .iter()
+        .zip(values)
+        .filter_map(|(n, v)| v.map(|v| ((*n).to_owned(), v)))
+        .collect();
+    m.contains_key("status").then_some(m)
 }
 
 /// Forwards the shared event channel to local subscribers, reconnecting forever.
@@ -344,6 +511,29 @@ fn record(id: &str, m: &HashMap<String, String>, spec: String) -> TaskRecord {
     }
 }
 
+/// Step `i` of a task hash (its fields are `i:name`).
+fn step_record(i: usize, m: &HashMap<String, String>) -> StepRecord {
+    let get = |name: &str| m.get(&format!("{i}:{name}"));
+    let num = |name: &str| {
+        get(name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as i64)
+    };
+    StepRecord {
+        idx: i as u32,
+        key: get("key").cloned().unwrap_or_default(),
+        task: get("task").cloned().unwrap_or_default(),
+        status: get("status")
+            .and_then(|v| StepStatus::parse(v))
+            .unwrap_or(StepStatus::Pending),
+        result: get("result").and_then(|v| serde_json::from_str(v).ok()),
+        error: get("error").cloned(),
+        attempts: get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
+        started_at: num("started"),
+        completed_at: num("completed"),
+    }
+}
+
 #[async_trait]
 impl Store for RedisStore {
     fn kind(&self) -> &'static str {
@@ -351,62 +541,42 @@ impl Store for RedisStore {
     }
 
     async fn create_task(&self, task: NewTask) -> Result<Transition, StoreError> {
-        let mut args = vec![
-            task.id.clone(),
-            task.task_type.clone(),
-            task.queue.clone(),
-            if task.is_pipeline { "1" } else { "0" }.into(),
-            task.created_at.to_string(),
-            task.spec.clone(),
-            task.steps.len().to_string(),
-        ];
-        for s in &task.steps {
-            args.push(s.key.clone());
-            args.push(s.task.clone());
-            args.push(s.queue.clone());
-            args.push(s.waiting_for.to_string());
-            args.push(serde_json::to_string(&s.dependants).map_err(backend)?);
-        }
-        Ok(self.run(&self.scripts.create, args).await?.transition())
+        self.creates.call(task).await
     }
 
     async fn lease(
         &self,
         queue: &str,
-        owner: &str,
+        _owner: &str,
         max: usize,
         lease_ms: i64,
     ) -> Result<Leased, StoreError> {
         let r = self
+            .core
             .run(
-                &self.scripts.lease,
+                &self.core.scripts.lease,
                 vec![
                     queue.into(),
-                    owner.into(),
+                    String::new(),
                     max.to_string(),
                     lease_ms.to_string(),
-                    "1".into(),
                 ],
             )
             .await?;
         Ok(Leased {
-            jobs: r.jobs,
+            jobs: r.jobs.into_iter().map(|(_, j)| j).collect(),
             next_due: (r.number >= 0).then_some(r.number),
         })
     }
 
     async fn renew(&self, jobs: &[Job], lease_ms: i64) -> Result<Vec<bool>, StoreError> {
-        self.count();
-        let mut inv = self.scripts.renew.prepare_invoke();
-        inv.arg(&self.prefix).arg(self.clock.now_ms()).arg(lease_ms);
+        let mut args = vec![lease_ms.to_string()];
         for j in jobs {
-            inv.arg(job_id(j)).arg(j.token.to_string());
+            args.push(job_id(j));
+            args.push(j.token.to_string());
         }
-        let held: Vec<i64> = inv
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(script_error)?;
-        Ok(held.into_iter().map(|h| h == 1).collect())
+        let r = self.core.run(&self.core.scripts.renew, args).await?;
+        Ok(r.items.iter().map(Result::is_ok).collect())
     }
 
     async fn start_items(
@@ -421,22 +591,14 @@ impl Store for RedisStore {
             items.to_string(),
             concurrency.to_string(),
         ];
-        Ok(self
-            .run(&self.scripts.start_items, args)
+        self.core
+            .run(&self.core.scripts.start_items, args)
             .await?
-            .transition())
+            .single()
     }
 
     async fn complete(&self, job: &Job, result: Value) -> Result<Transition, StoreError> {
-        let args = vec![
-            job_id(job),
-            job.token.to_string(),
-            result.to_string(),
-            String::new(),
-            String::new(),
-            "0".into(),
-        ];
-        Ok(self.run(&self.scripts.complete, args).await?.transition())
+        Ok(self.finish(job, result, "", 0).await?.0)
     }
 
     async fn complete_and_lease(
@@ -444,20 +606,10 @@ impl Store for RedisStore {
         job: &Job,
         result: Value,
         queue: &str,
-        owner: &str,
+        _owner: &str,
         lease_ms: i64,
     ) -> Result<(Transition, Option<Job>), StoreError> {
-        let args = vec![
-            job_id(job),
-            job.token.to_string(),
-            result.to_string(),
-            queue.into(),
-            owner.into(),
-            lease_ms.to_string(),
-        ];
-        let mut r = self.run(&self.scripts.complete, args).await?;
-        let next = r.jobs.pop();
-        Ok((r.transition(), next))
+        self.finish(job, result, queue, lease_ms).await
     }
 
     async fn retry(&self, job: &Job, run_at: i64, error: &str) -> Result<Transition, StoreError> {
@@ -467,12 +619,15 @@ impl Store for RedisStore {
             run_at.to_string(),
             error.into(),
         ];
-        Ok(self.run(&self.scripts.retry, args).await?.transition())
+        self.core
+            .run(&self.core.scripts.retry, args)
+            .await?
+            .single()
     }
 
     async fn fail(&self, job: &Job, error: &str) -> Result<Transition, StoreError> {
         let args = vec![job_id(job), job.token.to_string(), error.into()];
-        Ok(self.run(&self.scripts.fail, args).await?.transition())
+        self.core.run(&self.core.scripts.fail, args).await?.single()
     }
 
     async fn release(&self, jobs: &[Job]) -> Result<(), StoreError> {
@@ -481,73 +636,59 @@ impl Store for RedisStore {
             args.push(job_id(j));
             args.push(j.token.to_string());
         }
-        self.run(&self.scripts.release, args).await.map(|_| ())
+        self.core
+            .run(&self.core.scripts.release, args)
+            .await
+            .map(|_| ())
     }
 
     async fn cancel(&self, task_id: &str) -> Result<Transition, StoreError> {
-        Ok(self
-            .run(&self.scripts.cancel, vec![task_id.into()])
+        self.core
+            .run(&self.core.scripts.cancel, vec![task_id.into()])
             .await?
-            .transition())
+            .single()
     }
 
     async fn reap_expired(&self) -> Result<usize, StoreError> {
         let r = self
-            .run(&self.scripts.reap, vec![self.max_stalled.to_string()])
+            .core
+            .run(&self.core.scripts.reap, vec![self.max_stalled.to_string()])
             .await?;
         Ok(r.number.max(0) as usize)
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let m = self.hgetall(&self.k(&["t", id])).await?;
-        if m.is_empty() {
-            return Ok(None);
-        }
-        let spec: Option<String> = self
+        self.core.count();
+        let mut m: HashMap<String, String> = self
+            .core
             .conn
             .clone()
-            .get(self.k(&["spec", id]))
+            .hgetall(self.core.k(&["t", id]))
             .await
             .map_err(backend)?;
-        let mut rec = record(id, &m, spec.unwrap_or_default());
+        if !m.contains_key("status") {
+            return Ok(None);
+        }
+        let spec = m.remove("spec").unwrap_or_default();
+        let mut rec = record(id, &m, spec);
         let total: usize = m.get("total").and_then(|t| t.parse().ok()).unwrap_or(0);
-        let mut pipe = redis::pipe();
-        for i in 0..total {
-            pipe.hgetall(self.k(&["s", id, &i.to_string()]));
-        }
-        let steps: Vec<HashMap<String, String>> = pipe
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(backend)?;
-        for (i, s) in steps.into_iter().enumerate() {
-            rec.steps.push(StepRecord {
-                idx: i as u32,
-                key: s.get("key").cloned().unwrap_or_default(),
-                task: s.get("task").cloned().unwrap_or_default(),
-                status: s
-                    .get("status")
-                    .and_then(|v| StepStatus::parse(v))
-                    .unwrap_or(StepStatus::Pending),
-                result: json_field(&s, "result"),
-                error: s.get("error").cloned(),
-                attempts: s.get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
-                started_at: opt_i64(&s, "started"),
-                completed_at: opt_i64(&s, "completed"),
-            });
-        }
+        rec.steps = (0..total).map(|i| step_record(i, &m)).collect();
         Ok(Some(rec))
     }
 
     async fn task_summary(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let m = self.hgetall(&self.k(&["t", id])).await?;
-        Ok((!m.is_empty()).then(|| record(id, &m, String::new())))
+        Ok(self
+            .summary_fields(id)
+            .await?
+            .map(|m| record(id, &m, String::new())))
     }
 
     async fn spec(&self, id: &str) -> Result<Option<String>, StoreError> {
-        self.count();
-        self.conn
+        self.core.count();
+        self.core
+            .conn
             .clone()
-            .get(self.k(&["spec", id]))
+            .hget(self.core.k(&["t", id]), "spec")
             .await
             .map_err(backend)
     }
@@ -557,23 +698,25 @@ impl Store for RedisStore {
         id: &str,
         steps: &[u32],
     ) -> Result<Vec<Option<Value>>, StoreError> {
-        self.count();
-        let mut pipe = redis::pipe();
-
-        for s in steps {
-            pipe.cmd("HMGET")
-                .arg(self.k(&["s", id, &s.to_string()]))
-                .arg("status")
-                .arg("result");
+        if steps.is_empty() {
+            return Ok(Vec::new());
         }
-        let rows: Vec<(Option<String>, Option<String>)> = pipe
-            .query_async(&mut self.conn.clone())
+        self.core.count();
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.core.k(&["t", id]));
+        for s in steps {
+            cmd.arg(format!("{s}:status")).arg(format!("{s}:result"));
+        }
+        let values: Vec<Option<String>> = cmd
+            .query_async(&mut self.core.conn.clone())
             .await
             .map_err(backend)?;
-        Ok(rows
-            .into_iter()
-            .map(|(status, result)| match status.as_deref() {
-                Some("completed") => result.and_then(|r| serde_json::from_str(&r).ok()),
+        Ok(values
+            .chunks(2)
+            .map(|pair| match pair {
+                [Some(status), Some(result)] if status == "completed" => {
+                    serde_json::from_str(result).ok()
+                }
                 _ => None,
             })
             .collect())
@@ -581,15 +724,17 @@ impl Store for RedisStore {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<TaskRecord>, StoreError> {
         let index = match (&filter.status, &filter.queue) {
-            (Some(s), _) => self.k(&["idx", "s", s.as_str()]),
-            (None, Some(q)) => self.k(&["idx", "q", q]),
-            (None, None) => self.k(&["idx"]),
+            (Some(TaskStatus::Pending | TaskStatus::Active), _) => self.core.k(&["idx", "live"]),
+            (Some(s), _) => self.core.k(&["idx", "s", s.as_str()]),
+            (None, Some(q)) => self.core.k(&["idx", "q", q]),
+            (None, None) => self.core.k(&["idx"]),
         };
         let mut out = Vec::new();
         let mut before = filter.before.clone();
-        // Page through the index; a second filter (queue with status) is applied here.
+        // Page through the index; the filters it does not cover are applied here.
         while out.len() < filter.limit {
             let max = before.as_ref().map_or("+".to_owned(), |b| format!("({b}"));
+            self.core.count();
             let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
                 .arg(&index)
                 .arg(&max)
@@ -597,20 +742,32 @@ impl Store for RedisStore {
                 .arg("LIMIT")
                 .arg(0)
                 .arg(filter.limit.max(50))
-                .query_async(&mut self.conn.clone())
+                .query_async(&mut self.core.conn.clone())
                 .await
                 .map_err(backend)?;
             if ids.is_empty() {
                 break;
             }
             before = ids.last().cloned();
-            for id in ids {
-                let m = self.hgetall(&self.k(&["t", &id])).await?;
-                if m.is_empty() {
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HMGET")
+                    .arg(self.core.k(&["t", id]))
+                    .arg(&SUMMARY_FIELDS[..]);
+            }
+            self.core.count();
+            let rows: Vec<Vec<Option<String>>> = pipe
+                .query_async(&mut self.core.conn.clone())
+                .await
+                .map_err(backend)?;
+            for (id, values) in ids.iter().zip(rows) {
+                let Some(m) = fields_map(&SUMMARY_FIELDS, values) else {
                     continue;
-                }
-                let rec = record(&id, &m, String::new());
-                if filter.queue.as_ref().is_some_and(|q| q != &rec.queue) {
+                };
+                let rec = record(id, &m, String::new());
+                if filter.queue.as_ref().is_some_and(|q| q != &rec.queue)
+                    || filter.status.is_some_and(|s| s != rec.status)
+                {
                     continue;
                 }
                 out.push(rec);
@@ -628,16 +785,33 @@ impl Store for RedisStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<TaskEvent>, StoreError> {
-        let start = after as isize;
-        let stop = start + limit as isize - 1;
-        let raw: Vec<String> = self
+        let key = self.core.k(&["t", id]);
+        self.core.count();
+        let seq: Option<u64> = self
+            .core
             .conn
             .clone()
-            .lrange(self.k(&["ev", id]), start, stop)
+            .hget(&key, "seq")
             .await
             .map_err(backend)?;
-        raw.iter()
-            .map(|e| serde_json::from_str(e).map_err(|e| backend(format!("bad event: {e}"))))
+        let last = seq.unwrap_or(0).min(after.saturating_add(limit as u64));
+        if last <= after {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&key);
+        for s in after + 1..=last {
+            cmd.arg(format!("e{s}"));
+        }
+        self.core.count();
+        let raw: Vec<Option<String>> = cmd
+            .query_async(&mut self.core.conn.clone())
+            .await
+            .map_err(backend)?;
+        // A task swept meanwhile has no events left.
+        raw.into_iter()
+            .flatten()
+            .map(|e| serde_json::from_str(&e).map_err(|e| backend(format!("bad event: {e}"))))
             .collect()
     }
 
@@ -652,7 +826,12 @@ impl Store for RedisStore {
             args.push(e.step.map_or("-1".into(), |s| s.to_string()));
             args.push(e.data.to_string());
         }
-        Ok(self.run(&self.scripts.append, args).await?.events)
+        Ok(self
+            .core
+            .run(&self.core.scripts.append, args)
+            .await?
+            .single()?
+            .events)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>> {
@@ -661,8 +840,9 @@ impl Store for RedisStore {
 
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
         let r = self
+            .core
             .run(
-                &self.scripts.sweep,
+                &self.core.scripts.sweep,
                 vec![ended_before.to_string(), limit.to_string()],
             )
             .await?;
@@ -670,16 +850,18 @@ impl Store for RedisStore {
     }
 
     async fn queues(&self) -> Result<Vec<String>, StoreError> {
-        self.conn
+        self.core.count();
+        self.core
+            .conn
             .clone()
-            .smembers(self.k(&["queues"]))
+            .smembers(self.core.k(&["queues"]))
             .await
             .map_err(backend)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.core.conn.clone())
             .await
             .map_err(backend)?;
         Ok(())
@@ -772,12 +954,123 @@ mod tests {
         clock.advance(3_600_001);
         assert_eq!(s.purge_finished(cutoff(&clock), 500).await.unwrap(), 1);
         assert!(s.task(&id).await.unwrap().is_none());
-        let mut conn = s.conn.clone();
+        let mut conn = s.core.conn.clone();
         let keys: Vec<String> = conn.keys("sweep:*").await.unwrap();
-        let left: Vec<&String> = keys
-            .iter()
-            .filter(|k| !k.ends_with(":token") && !k.ends_with(":queues"))
-            .collect();
+        let left: Vec<&String> = keys.iter().filter(|k| !k.ends_with(":queues")).collect();
         assert!(left.is_empty(), "nothing of the task is left: {left:?}");
+    }
+
+    async fn store(server: &crate::store::testing::RedisServer, prefix: &str) -> RedisStore {
+        let opts = RedisOptions {
+            url: server.url(),
+            prefix: prefix.into(),
+            max_stalled: 3,
+        };
+        RedisStore::connect(&opts).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_of_a_cancelled_task_do_not_hold_up_the_queue() {
+        let server = crate::store::testing::RedisServer::start();
+        let s = store(&server, "dead").await;
+        // Ten cancelled tasks' jobs sit in front of a live one.
+        for _ in 0..10 {
+            let t = crate::store::conformance::chain_task(1);
+            let id = t.id.clone();
+            s.create_task(t).await.unwrap();
+            s.cancel(&id).await.unwrap();
+        }
+        let live = crate::store::conformance::chain_task(1);
+        let live_id = live.id.clone();
+        s.create_task(live).await.unwrap();
+        let got = s.lease("default", "w", 1, 30_000).await.unwrap();
+        assert_eq!(got.jobs.len(), 1, "the live job is found behind dead ones");
+        assert_eq!(got.jobs[0].task_id, live_id);
+        assert_eq!(got.next_due, None, "the dead jobs are gone from the queue");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_share_script_runs_and_keep_their_own_outcomes() {
+        let server = crate::store::testing::RedisServer::start();
+        let s = Arc::new(store(&server, "batch").await);
+        let tasks: Vec<NewTask> = (0..200)
+            .map(|_| crate::store::conformance::chain_task(1))
+            .collect();
+        let dup = tasks[0].clone();
+        let mut calls = Vec::new();
+        for t in tasks.into_iter().chain(std::iter::once(dup)) {
+            let s = s.clone();
+            calls.push(tokio::spawn(async move { s.create_task(t).await }));
+        }
+        let mut ok = 0;
+        let mut duplicates = 0;
+        for c in calls {
+            match c.await.unwrap() {
+                Ok(t) => {
+                    assert_eq!(t.woke, vec!["default".to_string()]);
+                    ok += 1;
+                }
+                Err(StoreError::Duplicate(_)) => duplicates += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!((ok, duplicates), (200, 1));
+
+        // Every job completes once, each completion with its own outcome.
+        let jobs = s.lease("default", "w", 500, 30_000).await.unwrap().jobs;
+        assert_eq!(jobs.len(), 200);
+        let mut calls = Vec::new();
+        for j in jobs.iter().cloned() {
+            let s = s.clone();
+            calls.push(tokio::spawn(async move {
+                s.complete_and_lease(&j, serde_json::json!(j.step), "default", "w", 30_000)
+                    .await
+            }));
+        }
+        for c in calls {
+            let (t, next) = c.await.unwrap().unwrap();
+            assert_eq!(t.finished, Some(TaskStatus::Completed));
+            assert!(next.is_none(), "nothing else is queued");
+        }
+        let again = s.complete(&jobs[0], serde_json::json!(1)).await;
+        assert!(matches!(again, Err(StoreError::LeaseLost(_))));
+        let done = s
+            .list(&ListFilter {
+                status: Some(TaskStatus::Completed),
+                limit: 500,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.len(), 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_replay_in_pages_from_the_task_hash() {
+        let server = crate::store::testing::RedisServer::start();
+        let s = store(&server, "events").await;
+        let t = crate::store::conformance::chain_task(1);
+        let id = t.id.clone();
+        s.create_task(t).await.unwrap();
+        let events: Vec<NewEvent> = (0..25)
+            .map(|i| NewEvent {
+                kind: "step:progress".into(),
+                step: Some(0),
+                data: serde_json::json!({ "i": i }),
+            })
+            .collect();
+        s.append_events(&id, events).await.unwrap();
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = s.events(&id, after, 10).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().unwrap().seq;
+            seen.extend(page.into_iter().map(|e| e.data["i"].as_u64().unwrap()));
+        }
+        assert_eq!(seen, (0..25).collect::<Vec<u64>>());
+        assert!(s.events("no-such-task", 0, 10).await.unwrap().is_empty());
     }
 }

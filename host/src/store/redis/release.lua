@@ -1,15 +1,13 @@
--- ARGV: P, now, then pairs: job, token. Leased jobs go back to their queue untouched.
+-- ARGV: P, now, then pairs: job, token. Held jobs go back to their queue
+-- untouched (same attempt); the reply's number is how many.
 local n = 0
 for i = 3, #ARGV, 2 do
   local j, token = ARGV[i], ARGV[i + 1]
-  local jh = k('j', j)
-  if redis.call('HGET', jh, 'token') == token and redis.call('ZSCORE', k('a'), j) then
-    redis.call('ZREM', k('a'), j)
-    redis.call('HDEL', jh, 'token', 'owner')
-    local q = redis.call('HGET', jh, 'queue')
-    redis.call('ZADD', k('q', q), NOW, j)
-    wake(q)
+  local c = open_held(j, token)
+  if c then
+    give_back(c, j, NOW)
+    commit(c)
     n = n + 1
   end
 end
-return reply(nil, n)
+return reply(n)

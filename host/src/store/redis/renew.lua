@@ -1,13 +1,17 @@
--- ARGV: P, now, lease_ms, then pairs: job, token. Answers 1/0 per job.
-local lease_ms = tonumber(ARGV[3])
-local out = {}
+-- ARGV: P, now, lease_ms, then pairs: job, token. The reply's items say,
+-- per job, whether it is still held ('' when held).
+local until_ms = int(NOW + tonumber(ARGV[3]))
+local leases = {}
 for i = 4, #ARGV, 2 do
   local j, token = ARGV[i], ARGV[i + 1]
-  if redis.call('HGET', k('j', j), 'token') == token and redis.call('ZSCORE', k('a'), j) then
-    redis.call('ZADD', k('a'), NOW + lease_ms, j)
-    table.insert(out, 1)
+  begin_item()
+  if open_held(j, token) then
+    leases[#leases + 1] = until_ms
+    leases[#leases + 1] = j
+    end_item()
   else
-    table.insert(out, 0)
+    end_item('LEASE_LOST ' .. j)
   end
 end
-return out
+chunked('ZADD', k('a'), leases)
+return reply()

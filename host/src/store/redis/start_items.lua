@@ -1,17 +1,27 @@
 -- ARGV: P, now, job, token, items, concurrency
-local j, token, n, c = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-check_leased(j, token)
-drop_job(j)
-local id, step = split_jid(j)
-if n == 0 then
-  finish_step(id, step, '[]')
+local j, token, n, conc = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+begin_item()
+local c = open_held(j, token, {})
+if not c or c.item >= 0 then
+  end_item('LEASE_LOST ' .. j)
   return reply()
 end
-local first = math.min(n, math.max(c, 1))
-local s = k('s', id, step)
-redis.call('HSET', s, 'itot', n, 'idone', 0, 'inext', first)
-local q = redis.call('HGET', s, 'queue')
-for i = 0, first - 1 do
-  push_job(id, step, i, q, NOW, 1)
+local s = c.step .. ':'
+redis.call('ZREM', k('a'), j)
+-- The step job is done: its token no longer holds, its items do.
+put(c, s .. 'token', int(-tonumber(c.token)))
+if n == 0 then
+  c.f[s .. 'deps'] = redis.call('HGET', c.key, s .. 'deps')
+  finish_step(c, c.step, '[]')
+else
+  local first = math.min(n, math.max(conc, 1))
+  put(c, s .. 'itot', int(n))
+  put(c, s .. 'idone', '0')
+  put(c, s .. 'inext', int(first))
+  for i = 0, first - 1 do
+    push_job(c.id, c.step, i, c.f[s .. 'queue'], NOW)
+  end
 end
+commit(c)
+end_item()
 return reply()
