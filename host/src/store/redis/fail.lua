@@ -1,9 +1,7 @@
 -- ARGV: P, now, job, token, error
 local j, token, err = ARGV[3], ARGV[4], ARGV[5]
-begin_item()
-local c = open_held(j, token)
+local c = held_item(j, token)
 if not c then
-  end_item('LEASE_LOST ' .. j)
   return reply()
 end
 redis.call('ZREM', k('a'), j)

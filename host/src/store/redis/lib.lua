@@ -372,6 +372,17 @@ local function open_held(j, token, fields)
   return c
 end
 
+-- For a script about one held job: its task opened, or nil with the item
+-- recorded as refused.
+local function held_item(j, token, fields)
+  begin_item()
+  local c = open_held(j, token, fields)
+  if not c then
+    end_item('LEASE_LOST ' .. j)
+  end
+  return c
+end
+
 -- Writes a job's own field (the task hash for a step job, its item hash for an item).
 local function job_put(c, field, value)
   if c.item < 0 then

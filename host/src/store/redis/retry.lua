@@ -1,9 +1,7 @@
 -- ARGV: P, now, job, token, run_at, error
 local j, token, run_at, err = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
-begin_item()
-local c = open_held(j, token)
+local c = held_item(j, token)
 if not c then
-  end_item('LEASE_LOST ' .. j)
   return reply()
 end
 local attempt = tonumber(c.attempt)

@@ -1,9 +1,11 @@
 -- ARGV: P, now, job, token, items, concurrency
 local j, token, n, conc = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-begin_item()
-local c = open_held(j, token, {})
-if not c or c.item >= 0 then
-  end_item('LEASE_LOST ' .. j)
+local c = held_item(j, token, {})
+if not c then
+  return reply()
+end
+if c.item >= 0 then
+  end_item('CONFLICT ' .. j .. ' is an item, not a step')
   return reply()
 end
 local s = c.step .. ':'
