@@ -242,11 +242,20 @@ impl Engine {
     }
 
     fn wake(self: &Arc<Self>, t: &Transition) {
+        self.wake_with(t, None);
+    }
+
+    /// Like [`Engine::wake`], with the task's plan when the caller has it:
+    /// a task whose plan has no effect for how it ended spawns nothing (the
+    /// plan cache may already have been cleared by the event listener, and
+    /// reloading it from the store for every task was a tenth of the host's
+    /// CPU under load).
+    fn wake_with(self: &Arc<Self>, t: &Transition, known: Option<&TaskState>) {
         for q in &t.woke {
             self.pool(q).notify.notify_one();
         }
         if self.plugins.is_some() {
-            self.lifecycle(t);
+            self.lifecycle(t, known);
         }
         if let Some(status) = t.finished
             && let Some(id) = t.events.first().map(|e| e.task_id.clone())
@@ -256,14 +265,21 @@ impl Engine {
     }
 
     /// Starts the effects a transition calls for (they run in their own tasks).
-    fn lifecycle(self: &Arc<Self>, t: &Transition) {
+    fn lifecycle(self: &Arc<Self>, t: &Transition, known: Option<&TaskState>) {
         let Some(first) = t.events.first() else {
             return;
         };
         let id = first.task_id.clone();
+        let may_have = |pick: fn(&crate::plan::Effects) -> &Vec<crate::plan::PlannedEffect>| {
+            known.is_none_or(|s| !pick(&s.plan.effects).is_empty())
+        };
         match t.finished {
-            Some(TaskStatus::Completed) => self.spawn_effects(id.clone(), Lifecycle::Success, None),
-            Some(TaskStatus::Failed) => self.spawn_effects(id.clone(), Lifecycle::Error, None),
+            Some(TaskStatus::Completed) if may_have(|e| &e.on_success) => {
+                self.spawn_effects(id.clone(), Lifecycle::Success, None)
+            }
+            Some(TaskStatus::Failed) if may_have(|e| &e.on_error) => {
+                self.spawn_effects(id.clone(), Lifecycle::Error, None)
+            }
             _ => {}
         }
         // Kept apart from the plan cache, which the event listener may clear
@@ -703,6 +719,9 @@ impl Engine {
             Ok(None) => return None,
             Err(e) => Outcome::Failed(e),
         };
+        // Taken before the outcome is recorded: once the task ends, the event
+        // listener may drop it from the cache at any moment.
+        let known = Self::lock(&self.states).get(&job.task_id).cloned();
         let mut next = None;
         let recorded = match outcome {
             Outcome::Done(v) => {
@@ -753,7 +772,7 @@ impl Engine {
             }
         };
         match recorded {
-            Ok(t) => self.wake(&t),
+            Ok(t) => self.wake_with(&t, known.as_deref()),
             Err(StoreError::LeaseLost(_)) => {
                 tracing::debug!(job = %job.name(), "result dropped: lease lost (cancelled or expired)")
             }
