@@ -13,7 +13,7 @@ for _ = 1, tonumber(ARGV[4]) do
   local id, step, item = split_jid(j)
   local s = step .. ':'
   local fields = {s .. 'deps'}
-  if item >= 0 then
+  if item ~= '-1' then
     fields = {s .. 'deps', s .. 'itot', s .. 'idone', s .. 'inext'}
   end
   local c = open_held(j, token, fields)
@@ -21,7 +21,7 @@ for _ = 1, tonumber(ARGV[4]) do
     end_item('LEASE_LOST ' .. j)
   else
     unlease[#unlease + 1] = j
-    if item < 0 then
+    if item == '-1' then
       finish_step(c, step, result)
     else
       local ik = k('it', id, step)

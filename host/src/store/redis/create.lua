@@ -17,7 +17,8 @@ for _ = 1, tonumber(ARGV[3]) do
     for s = 0, n - 1 do
       local skey, task, q, waiting, deps = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
       i = i + 5
-      local p = s .. ':'
+      local si = int(s)
+      local p = si .. ':'
       w[#w + 1] = p .. 'key'
       w[#w + 1] = skey
       w[#w + 1] = p .. 'task'
@@ -30,7 +31,7 @@ for _ = 1, tonumber(ARGV[3]) do
         w[#w + 1] = deps
       end
       if waiting == '0' then
-        push_job(id, s, -1, q, NOW)
+        push_job(id, si, '-1', q, NOW)
       else
         w[#w + 1] = p .. 'waiting'
         w[#w + 1] = waiting

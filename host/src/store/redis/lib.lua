@@ -55,9 +55,10 @@ local function jid(id, step, item)
   return id .. '|' .. step .. '|' .. item
 end
 
+-- Step and item stay strings (they mostly build field names; Lua turns a
+-- number into a string with sprintf); item '-1' marks a step's own job.
 local function split_jid(j)
-  local id, step, item = string.match(j, '^(.*)|(%-?%d+)|(%-?%d+)$')
-  return id, tonumber(step), tonumber(item)
+  return string.match(j, '^(.*)|(%-?%d+)|(%-?%d+)$')
 end
 
 local function jstr(s)
@@ -251,14 +252,14 @@ local function finish_step(c, step, result)
       if w == 0 then
         local r = redis.call('HMGET', c.key, d .. ':status', d .. ':queue')
         if (r[1] or 'pending') == 'pending' then
-          push_job(c.id, d, -1, r[2], NOW)
+          push_job(c.id, d, '-1', r[2], NOW)
         end
       end
     end
   end
   if done >= total then
     local final = result
-    if step ~= total - 1 then
+    if tonumber(step) ~= total - 1 then
       final = redis.call('HGET', c.key, (total - 1) .. ':result') or 'null'
     end
     put(c, 'result', final)
@@ -318,8 +319,8 @@ local function fail_step(c, step, item, attempt, err)
   put(c, s .. 'error', err)
   put(c, s .. 'completed', NOWS)
   local item_json = 'null'
-  if item >= 0 then
-    item_json = tostring(item)
+  if item ~= '-1' then
+    item_json = item
   end
   emit(c, 'step:error', c.f[s .. 'key'], c.f[s .. 'task'],
     '{"error":' .. cjson.encode(err) .. ',"attempt":' .. attempt .. ',"item":' .. item_json .. '}')
@@ -341,7 +342,7 @@ local function open_held(j, token, fields)
   local id, step, item = split_jid(j)
   local s = step .. ':'
   local want = {s .. 'status', s .. 'key', s .. 'task', 'queue', s .. 'queue'}
-  if item < 0 then
+  if item == '-1' then
     want[#want + 1] = s .. 'token'
     want[#want + 1] = s .. 'attempt'
     want[#want + 1] = s .. 'stalls'
@@ -354,7 +355,7 @@ local function open_held(j, token, fields)
     return nil
   end
   c.step, c.item = step, item
-  if item < 0 then
+  if item == '-1' then
     c.token, c.attempt, c.stalls = c.f[s .. 'token'], c.f[s .. 'attempt'] or '1', c.f[s .. 'stalls'] or '0'
   else
     local r = redis.call('HMGET', k('it', id, step), item .. ':token', item .. ':attempt', item .. ':stalls', item)
@@ -385,7 +386,7 @@ end
 
 -- Writes a job's own field (the task hash for a step job, its item hash for an item).
 local function job_put(c, field, value)
-  if c.item < 0 then
+  if c.item == '-1' then
     put(c, c.step .. ':' .. field, value)
   else
     redis.call('HSET', k('it', c.id, c.step), c.item .. ':' .. field, value)
@@ -424,7 +425,7 @@ local function lease(queue, max, lease_ms)
     for _, j in ipairs(js) do
       local id, step, item = split_jid(j)
       local s = step .. ':'
-      if item < 0 then
+      if item == '-1' then
         local c = open(id, {s .. 'status', s .. 'token', s .. 'attempt', s .. 'started', s .. 'key', s .. 'task',
           s .. 'itot', 'started'})
         local st = c.f[s .. 'status'] or 'pending'

@@ -8,8 +8,8 @@ local attempt = tonumber(c.attempt)
 job_put(c, 'attempt', int(attempt + 1))
 give_back(c, j, run_at)
 local item_json = 'null'
-if c.item >= 0 then
-  item_json = tostring(c.item)
+if c.item ~= '-1' then
+  item_json = c.item
 end
 local s = c.step .. ':'
 emit(c, 'step:retry', c.f[s .. 'key'], c.f[s .. 'task'], '{"error":' .. cjson.encode(err) .. ',"attempt":' .. attempt

@@ -4,7 +4,7 @@ local c = held_item(j, token, {})
 if not c then
   return reply()
 end
-if c.item >= 0 then
+if c.item ~= '-1' then
   end_item('CONFLICT ' .. j .. ' is an item, not a step')
   return reply()
 end
