@@ -11,10 +11,10 @@ for _ = 1, tonumber(ARGV[4]) do
   i = i + 4
   begin_item()
   local id, step, item = split_jid(j)
-  local s = step .. ':'
-  local fields = {s .. 'deps'}
+  local s = F(step)
+  local fields = {s.deps}
   if item ~= '-1' then
-    fields = {s .. 'deps', s .. 'itot', s .. 'idone', s .. 'inext'}
+    fields = {s.deps, s.itot, s.idone, s.inext}
   end
   local c = open_held(j, token, fields)
   if not c then
@@ -26,13 +26,13 @@ for _ = 1, tonumber(ARGV[4]) do
     else
       local ik = k('it', id, step)
       redis.call('HSET', ik, item, result)
-      local done = tonumber(c.f[s .. 'idone'] or '0') + 1
-      local nxt = tonumber(c.f[s .. 'inext'] or '0') + 1
-      local total = tonumber(c.f[s .. 'itot'])
-      put(c, s .. 'idone', int(done))
+      local done = tonumber(c.f[s.idone] or '0') + 1
+      local nxt = tonumber(c.f[s.inext] or '0') + 1
+      local total = tonumber(c.f[s.itot])
+      put(c, s.idone, int(done))
       if nxt <= total then
-        put(c, s .. 'inext', int(nxt))
-        push_job(id, step, nxt - 1, c.f[s .. 'queue'], NOW)
+        put(c, s.inext, int(nxt))
+        push_job(id, step, nxt - 1, c.f[s.queue], NOW)
       end
       if done >= total then
         local names = {}
@@ -53,7 +53,7 @@ for _ = 1, tonumber(ARGV[4]) do
         local st = tonumber(c.f.total)
         local pct = math.min(100, (sd + done / total) / st * 100)
         put(c, 'progress', num(pct))
-        emit(c, 'step:progress', c.f[s .. 'key'], c.f[s .. 'task'],
+        emit(c, 'step:progress', c.f[s.key], c.f[s.task],
           '{"done":' .. done .. ',"total":' .. total .. ',"progress":' .. num(pct) .. '}')
       end
     end

@@ -18,22 +18,22 @@ for _ = 1, tonumber(ARGV[3]) do
       local skey, task, q, waiting, deps = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
       i = i + 5
       local si = int(s)
-      local p = si .. ':'
-      w[#w + 1] = p .. 'key'
+      local p = F(si)
+      w[#w + 1] = p.key
       w[#w + 1] = skey
-      w[#w + 1] = p .. 'task'
+      w[#w + 1] = p.task
       w[#w + 1] = task
-      w[#w + 1] = p .. 'queue'
+      w[#w + 1] = p.queue
       w[#w + 1] = q
       queues[q] = true
       if deps ~= '' then
-        w[#w + 1] = p .. 'deps'
+        w[#w + 1] = p.deps
         w[#w + 1] = deps
       end
       if waiting == '0' then
         push_job(id, si, '-1', q, NOW)
       else
-        w[#w + 1] = p .. 'waiting'
+        w[#w + 1] = p.waiting
         w[#w + 1] = waiting
       end
     end

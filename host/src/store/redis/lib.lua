@@ -47,6 +47,24 @@ local QADD = {}
 local DONE = {}
 local ITEM = nil
 
+-- Field names of step i in the task hash ("i:status", ...), built once per
+-- step index per call: most items of a batch are step 0 of their task, and
+-- every concatenation makes Lua intern a new string.
+local STEP_FIELDS = {'key', 'task', 'queue', 'status', 'waiting', 'deps', 'attempt', 'attempts', 'token',
+  'stalls', 'started', 'completed', 'result', 'error', 'itot', 'idone', 'inext'}
+local FIELDS = {}
+local function F(i)
+  local f = FIELDS[i]
+  if not f then
+    f = {}
+    for _, n in ipairs(STEP_FIELDS) do
+      f[n] = i .. ':' .. n
+    end
+    FIELDS[i] = f
+  end
+  return f
+end
+
 local function k(...)
   return P .. ':' .. table.concat({...}, ':')
 end
@@ -61,11 +79,18 @@ local function split_jid(j)
   return string.match(j, '^(.*)|(%-?%d+)|(%-?%d+)$')
 end
 
+-- JSON strings of step ids, task names and event kinds, encoded once per call.
+local JSON = {}
 local function jstr(s)
   if s == nil or s == false then
     return 'null'
   end
-  return cjson.encode(s)
+  local v = JSON[s]
+  if not v then
+    v = cjson.encode(s)
+    JSON[s] = v
+  end
+  return v
 end
 
 local function num(n)
@@ -149,7 +174,7 @@ local function emit(c, kind, key, task, data)
   if not c.idj then
     c.idj = cjson.encode(c.id)
   end
-  local ev = '{"seq":' .. seq .. ',"type":' .. cjson.encode(kind) .. ',"taskId":' .. c.idj
+  local ev = '{"seq":' .. seq .. ',"type":' .. jstr(kind) .. ',"taskId":' .. c.idj
     .. ',"stepId":' .. jstr(key) .. ',"stepTask":' .. jstr(task) .. ',"data":' .. data
     .. ',"timestamp":' .. NOWS .. '}'
   put(c, 'e' .. seq, ev)
@@ -234,18 +259,18 @@ end
 -- Records a step's result (c must hold its key, task and deps fields) and
 -- queues the dependants it completes.
 local function finish_step(c, step, result)
-  local s = step .. ':'
-  put(c, s .. 'status', 'completed')
-  put(c, s .. 'result', result)
-  put(c, s .. 'completed', NOWS)
+  local s = F(step)
+  put(c, s.status, 'completed')
+  put(c, s.result, result)
+  put(c, s.completed, NOWS)
   local done = tonumber(c.f.done or '0') + 1
   local total = tonumber(c.f.total)
   put(c, 'done', int(done))
   local pct = math.min(100, done * 100 / total)
   put(c, 'progress', num(pct))
-  emit(c, 'step:complete', c.f[s .. 'key'], c.f[s .. 'task'],
+  emit(c, 'step:complete', c.f[s.key], c.f[s.task],
     '{"result":' .. result .. ',"progress":' .. num(pct) .. '}')
-  local deps = c.f[s .. 'deps']
+  local deps = c.f[s.deps]
   if deps then
     for d in string.gmatch(deps, '%d+') do
       local w = redis.call('HINCRBY', c.key, d .. ':waiting', -1)
@@ -314,19 +339,19 @@ end
 
 -- Fails a step for good: the task fails, everything else is skipped.
 local function fail_step(c, step, item, attempt, err)
-  local s = step .. ':'
-  put(c, s .. 'status', 'failed')
-  put(c, s .. 'error', err)
-  put(c, s .. 'completed', NOWS)
+  local s = F(step)
+  put(c, s.status, 'failed')
+  put(c, s.error, err)
+  put(c, s.completed, NOWS)
   local item_json = 'null'
   if item ~= '-1' then
     item_json = item
   end
-  emit(c, 'step:error', c.f[s .. 'key'], c.f[s .. 'task'],
+  emit(c, 'step:error', c.f[s.key], c.f[s.task],
     '{"error":' .. cjson.encode(err) .. ',"attempt":' .. attempt .. ',"item":' .. item_json .. '}')
   local task_err = err
   if c.f.pipeline == '1' then
-    task_err = 'step ' .. c.f[s .. 'key'] .. ' (' .. c.f[s .. 'task'] .. ') failed: ' .. err
+    task_err = 'step ' .. c.f[s.key] .. ' (' .. c.f[s.task] .. ') failed: ' .. err
   end
   end_task(c, 'failed', task_err)
 end
@@ -340,23 +365,23 @@ end
 -- job is not held (completed, given back, expired and reaped, task ended).
 local function open_held(j, token, fields)
   local id, step, item = split_jid(j)
-  local s = step .. ':'
-  local want = {s .. 'status', s .. 'key', s .. 'task', 'queue', s .. 'queue'}
+  local s = F(step)
+  local want = {s.status, s.key, s.task, 'queue', s.queue}
   if item == '-1' then
-    want[#want + 1] = s .. 'token'
-    want[#want + 1] = s .. 'attempt'
-    want[#want + 1] = s .. 'stalls'
+    want[#want + 1] = s.token
+    want[#want + 1] = s.attempt
+    want[#want + 1] = s.stalls
   end
   for _, f in ipairs(fields or {}) do
     want[#want + 1] = f
   end
   local c = open(id, want)
-  if c.f[s .. 'status'] ~= 'running' then
+  if c.f[s.status] ~= 'running' then
     return nil
   end
   c.step, c.item = step, item
   if item == '-1' then
-    c.token, c.attempt, c.stalls = c.f[s .. 'token'], c.f[s .. 'attempt'] or '1', c.f[s .. 'stalls'] or '0'
+    c.token, c.attempt, c.stalls = c.f[s.token], c.f[s.attempt] or '1', c.f[s.stalls] or '0'
   else
     local r = redis.call('HMGET', k('it', id, step), item .. ':token', item .. ':attempt', item .. ':stalls', item)
     if r[4] then
@@ -387,7 +412,7 @@ end
 -- Writes a job's own field (the task hash for a step job, its item hash for an item).
 local function job_put(c, field, value)
   if c.item == '-1' then
-    put(c, c.step .. ':' .. field, value)
+    put(c, F(c.step)[field], value)
   else
     redis.call('HSET', k('it', c.id, c.step), c.item .. ':' .. field, value)
   end
@@ -424,29 +449,29 @@ local function lease(queue, max, lease_ms)
     end
     for _, j in ipairs(js) do
       local id, step, item = split_jid(j)
-      local s = step .. ':'
+      local s = F(step)
       if item == '-1' then
-        local c = open(id, {s .. 'status', s .. 'token', s .. 'attempt', s .. 'started', s .. 'key', s .. 'task',
-          s .. 'itot', 'started'})
-        local st = c.f[s .. 'status'] or 'pending'
+        local c = open(id, {s.status, s.token, s.attempt, s.started, s.key, s.task,
+          s.itot, 'started'})
+        local st = c.f[s.status] or 'pending'
         -- Waiting for a retry, a step is still 'running' but not held; a
         -- forEach step that handed over to its items is never leased again.
-        if is_live(c.f.status) and (st == 'pending' or st == 'running') and not c.f[s .. 'itot']
-          and tonumber(c.f[s .. 'token'] or '0') <= 0 then
-          local token = int(next_token(c.f[s .. 'token']))
-          local attempt = c.f[s .. 'attempt'] or '1'
-          put(c, s .. 'status', 'running')
-          put(c, s .. 'attempts', attempt)
-          put(c, s .. 'token', token)
-          if not c.f[s .. 'started'] then
-            put(c, s .. 'started', NOWS)
+        if is_live(c.f.status) and (st == 'pending' or st == 'running') and not c.f[s.itot]
+          and tonumber(c.f[s.token] or '0') <= 0 then
+          local token = int(next_token(c.f[s.token]))
+          local attempt = c.f[s.attempt] or '1'
+          put(c, s.status, 'running')
+          put(c, s.attempts, attempt)
+          put(c, s.token, token)
+          if not c.f[s.started] then
+            put(c, s.started, NOWS)
           end
           -- The first start of any step is the moment the task turns active.
           if not c.f.started then
             put(c, 'started', NOWS)
             put(c, 'status', 'active')
           end
-          emit(c, 'step:start', c.f[s .. 'key'], c.f[s .. 'task'], '{"attempt":' .. attempt .. '}')
+          emit(c, 'step:start', c.f[s.key], c.f[s.task], '{"attempt":' .. attempt .. '}')
           commit(c)
           JOBS[#JOBS + 1] = {queue, j, attempt, token}
           LEASES[#LEASES + 1] = until_ms
@@ -454,7 +479,7 @@ local function lease(queue, max, lease_ms)
           got = got + 1
         end
       else
-        local r = redis.call('HMGET', k('t', id), 'status', s .. 'status')
+        local r = redis.call('HMGET', k('t', id), 'status', s.status)
         local ik = k('it', id, step)
         local ri = redis.call('HMGET', ik, item .. ':token', item .. ':attempt', item)
         if is_live(r[1]) and r[2] == 'running' and not ri[3] and tonumber(ri[1] or '0') <= 0 then

@@ -11,8 +11,8 @@ local item_json = 'null'
 if c.item ~= '-1' then
   item_json = c.item
 end
-local s = c.step .. ':'
-emit(c, 'step:retry', c.f[s .. 'key'], c.f[s .. 'task'], '{"error":' .. cjson.encode(err) .. ',"attempt":' .. attempt
+local s = F(c.step)
+emit(c, 'step:retry', c.f[s.key], c.f[s.task], '{"error":' .. cjson.encode(err) .. ',"attempt":' .. attempt
   .. ',"nextAttempt":' .. (attempt + 1) .. ',"retryInMs":' .. string.format('%d', math.max(0, run_at - NOW))
   .. ',"item":' .. item_json .. '}')
 commit(c)

@@ -8,20 +8,20 @@ if c.item ~= '-1' then
   end_item('CONFLICT ' .. j .. ' is an item, not a step')
   return reply()
 end
-local s = c.step .. ':'
+local s = F(c.step)
 redis.call('ZREM', k('a'), j)
 -- The step job is done: its token no longer holds, its items do.
-put(c, s .. 'token', int(-tonumber(c.token)))
+put(c, s.token, int(-tonumber(c.token)))
 if n == 0 then
-  c.f[s .. 'deps'] = redis.call('HGET', c.key, s .. 'deps')
+  c.f[s.deps] = redis.call('HGET', c.key, s.deps)
   finish_step(c, c.step, '[]')
 else
   local first = math.min(n, math.max(conc, 1))
-  put(c, s .. 'itot', int(n))
-  put(c, s .. 'idone', '0')
-  put(c, s .. 'inext', int(first))
+  put(c, s.itot, int(n))
+  put(c, s.idone, '0')
+  put(c, s.inext, int(first))
   for i = 0, first - 1 do
-    push_job(c.id, c.step, i, c.f[s .. 'queue'], NOW)
+    push_job(c.id, c.step, i, c.f[s.queue], NOW)
   end
 end
 commit(c)
