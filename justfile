@@ -69,6 +69,11 @@ new-plugin +ARGS:
 bench: build-plugins python-setup
     bash scripts/bench.sh
 
+# Instructions redis-server spends per task in dwa's Redis scripts (callgrind:
+# deterministic, for comparing two versions of the scripts; needs valgrind).
+bench-redis-scripts:
+    bash bench/redis/callgrind.sh
+
 # Load every built plugin (compiling it into the cache) and list what each provides.
 check-plugins: build-plugins
     cargo run -q --bin dwa -- plugins
