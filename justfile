@@ -69,8 +69,8 @@ new-plugin +ARGS:
 bench: build-plugins python-setup
     bash scripts/bench.sh
 
-# Instructions redis-server spends per task in dwa's Redis scripts (callgrind:
-# deterministic, for comparing two versions of the scripts; needs valgrind).
+# Why: timings swing on shared machines; callgrind counts do not (needs valgrind).
+# Instructions redis-server spends per task in dwa's Redis scripts.
 bench-redis-scripts:
     bash bench/redis/callgrind.sh
 
