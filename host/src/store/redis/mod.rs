@@ -79,11 +79,14 @@ impl Scripts {
     }
 }
 
-/// Most items one batched script carries (bounds a script's run time, so
-/// other hosts' calls are not held up behind it).
-const BATCH_MAX: usize = 256;
-/// Batched scripts in flight per kind: one runs while the next fills.
-const BATCH_PARALLEL: usize = 2;
+/// How big a batched script may grow: Redis runs nothing else while a
+/// script runs, so other hosts' calls must not wait behind a huge one. Two
+/// in flight per kind: one runs while the next fills.
+const BATCH: batch::Limits = batch::Limits {
+    items: 256,
+    bytes: 1 << 20,
+    parallel: 2,
+};
 /// Fields of the task hash that make a summary (not the spec, not the steps).
 const SUMMARY_FIELDS: [&str; 10] = [
     "type",
@@ -178,6 +181,16 @@ fn item_error(text: &str) -> StoreError {
         "CONFLICT" => StoreError::Conflict(detail),
         _ => backend(text),
     }
+}
+
+/// Bytes of script arguments a creation takes (its spec, ~64 per step).
+fn task_size(t: &NewTask) -> usize {
+    t.spec.len() + 64 * (t.steps.len() + 1)
+}
+
+/// Bytes of script arguments a completion takes (its result).
+fn completion_size(c: &Completion) -> usize {
+    c.result.len() + c.job.len() + 32
 }
 
 /// The common reply of the scripts: per item its outcome, the jobs leased
@@ -365,14 +378,14 @@ impl RedisStore {
             round_trips: AtomicU64::new(0),
         });
         let c = core.clone();
-        let creates = Batcher::new(BATCH_MAX, BATCH_PARALLEL, move |tasks| {
+        let creates = Batcher::new(BATCH, task_size, move |tasks| {
             let c = c.clone();
             async move { c.create_batch(tasks).await }
         });
         let completions = {
             let c = core.clone();
             // One batch serves every lease length; the engine uses one.
-            Batcher::new(BATCH_MAX, BATCH_PARALLEL, move |done: Vec<Completion>| {
+            Batcher::new(BATCH, completion_size, move |done: Vec<Completion>| {
                 let c = c.clone();
                 async move {
                     let lease_ms = done.iter().map(|d| d.lease_ms).max().unwrap_or(30_000);
@@ -1072,5 +1085,83 @@ mod tests {
         }
         assert_eq!(seen, (0..25).collect::<Vec<u64>>());
         assert!(s.events("no-such-task", 0, 10).await.unwrap().is_empty());
+    }
+
+    /// `1 → n → 1`: big enough to cross the scripts' slicing of long
+    /// argument lists (Lua's unpack limit).
+    fn wide_task(n: u32) -> NewTask {
+        let step = |key: String, waiting_for, dependants: Vec<u32>| crate::store::NewStep {
+            key,
+            task: "builtin.echo".into(),
+            queue: "default".into(),
+            waiting_for,
+            dependants,
+        };
+        let mut steps = vec![step("first".into(), 0, (1..=n).collect())];
+        for i in 1..=n {
+            steps.push(step(format!("m{i}"), 1, vec![n + 1]));
+        }
+        steps.push(step("last".into(), n, vec![]));
+        let mut t = crate::store::conformance::chain_task(1);
+        t.steps = steps;
+        t
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wide_pipeline_runs_and_fails_whole() {
+        let server = crate::store::testing::RedisServer::start();
+        let s = store(&server, "wide").await;
+        let n = 3000;
+        for fail in [false, true] {
+            let t = wide_task(n);
+            let id = t.id.clone();
+            s.create_task(t).await.unwrap();
+            let first = s.lease("default", "w", 10, 30_000).await.unwrap().jobs;
+            assert_eq!(first.len(), 1);
+            s.complete(&first[0], serde_json::json!(0)).await.unwrap();
+            let mut middle = Vec::new();
+            loop {
+                let got = s.lease("default", "w", 1000, 30_000).await.unwrap().jobs;
+                if got.is_empty() {
+                    break;
+                }
+                middle.extend(got);
+            }
+            assert_eq!(
+                middle.len(),
+                n as usize,
+                "every middle step is released once"
+            );
+            if fail {
+                let tr = s.fail(&middle[7], "boom").await.unwrap();
+                assert_eq!(tr.finished, Some(TaskStatus::Failed));
+                let rec = s.task(&id).await.unwrap().unwrap();
+                let skipped = rec
+                    .steps
+                    .iter()
+                    .filter(|st| st.status == StepStatus::Skipped)
+                    .count();
+                assert_eq!(skipped, n as usize, "all but the failed one and the first");
+                assert!(matches!(
+                    s.complete(&middle[8], serde_json::json!(1)).await,
+                    Err(StoreError::LeaseLost(_))
+                ));
+                continue;
+            }
+            for j in &middle {
+                s.complete(j, serde_json::json!(j.step)).await.unwrap();
+            }
+            let last = s.lease("default", "w", 10, 30_000).await.unwrap().jobs;
+            assert_eq!(last.len(), 1, "the join step is released once");
+            assert_eq!(last[0].step, n + 1);
+            let tr = s
+                .complete(&last[0], serde_json::json!("end"))
+                .await
+                .unwrap();
+            assert_eq!(tr.finished, Some(TaskStatus::Completed));
+            let rec = s.task(&id).await.unwrap().unwrap();
+            assert_eq!(rec.steps.len(), n as usize + 2);
+            assert_eq!(rec.result, Some(serde_json::json!("end")));
+        }
     }
 }
