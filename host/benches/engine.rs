@@ -916,33 +916,33 @@ async fn redis_bench() {
     }
 }
 
-/// Seconds of CPU the Redis server has used (user + system): Redis runs
-/// scripts on one core, so its CPU per task bounds what any number of hosts
-/// can process.
-async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
+/// Numeric fields of one `INFO` section, summed.
+async fn redis_info(
+    conn: &mut redis::aio::MultiplexedConnection,
+    section: &str,
+    keys: &[&str],
+) -> f64 {
     let info: String = redis::cmd("INFO")
-        .arg("cpu")
+        .arg(section)
         .query_async(conn)
         .await
         .expect("info");
-    ["used_cpu_user:", "used_cpu_sys:"]
-        .iter()
+    keys.iter()
         .filter_map(|k| {
             info.lines()
-                .find_map(|l| l.strip_prefix(k))
+                .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(':')))
                 .and_then(|v| v.trim().parse::<f64>().ok())
         })
         .sum()
 }
 
+/// Seconds of CPU the Redis server has used (user + system): Redis runs
+/// scripts on one core, so its CPU per task bounds what any number of hosts
+/// can process.
+async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
+    redis_info(conn, "cpu", &["used_cpu_user", "used_cpu_sys"]).await
+}
+
 async fn commands_processed(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(conn)
-        .await
-        .expect("info");
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    redis_info(conn, "stats", &["total_commands_processed"]).await as u64
 }
