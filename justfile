@@ -64,7 +64,8 @@ new-plugin +ARGS:
 
 # Benchmarks (release build): engine steps/s, HTTP submissions/s, plugin calls
 # and loads, transforms as plugins vs native, template resolutions, the host →
-# Python backend hop (local and Ray Serve), Redis with 1 and 2 hosts, and
+# Python backend hop (local and Ray Serve), Redis with 1 and 2 hosts (and a
+# wide DAG and a forEach on Redis), and
 # BullMQ on the same Redis.
 bench: build-plugins python-setup
     bash scripts/bench.sh

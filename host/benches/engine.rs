@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "wide",
     "chain",
     "foreach",
@@ -22,6 +22,7 @@ const SCENARIOS: [&str; 10] = [
     "templates",
     "backends",
     "redis",
+    "redis-pipelines",
 ];
 
 fn main() {
@@ -349,6 +350,7 @@ async fn run(scenario: &str) {
         "templates" => templates_bench().await,
         "backends" => backends_bench().await,
         "redis" => redis_bench().await,
+        "redis-pipelines" => redis_pipelines_bench().await,
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -914,6 +916,78 @@ async fn redis_bench() {
             h.engine.shutdown(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// The large shapes on Redis: a wide DAG and a forEach, each on one host
+/// (a task's steps live in one hash there). Needs REDIS_URL.
+async fn redis_pipelines_bench() {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        println!(
+            "{:<34} skipped: set REDIS_URL (just bench starts a redis-server)",
+            "redis-pipelines"
+        );
+        return;
+    };
+    let client = redis::Client::open(url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("flush");
+    let workers = 256;
+    let (h, _d) = host_on(workers, Some(url.clone())).await;
+    let n = 5_000usize;
+    let mut steps = vec![json!({"id": "root", "task": "builtin.echo", "input": {"v": 0}})];
+    for i in 0..n - 2 {
+        steps.push(
+            json!({"id": format!("s{i}"), "task": "builtin.echo", "dependsOn": ["root"],
+                          "input": {"v": i}}),
+        );
+    }
+    let all: Vec<String> = (0..n - 2).map(|i| format!("s{i}")).collect();
+    steps.push(json!({"id": "join", "task": "builtin.echo", "dependsOn": all, "input": {"v": 1}}));
+    let cpu = redis_cpu(&mut conn).await;
+    let t = run_to_completion(
+        &h,
+        json!({"type": "wide", "payload": {"x": 1}, "steps": steps}),
+    )
+    .await;
+    let cpu = redis_cpu(&mut conn).await - cpu;
+    report(
+        "redis: wide DAG (1 → 4,998 → 1)",
+        n as u64,
+        t,
+        &format!(
+            "{:.0} µs of Redis CPU per step (workers {workers})",
+            cpu * 1e6 / n as f64
+        ),
+    );
+    let n = 20_000usize;
+    let cpu = redis_cpu(&mut conn).await;
+    let t = run_to_completion(
+        &h,
+        json!({"type": "fan", "payload": {"n": n},
+               "steps": [
+                   {"id": "list", "task": "builtin.range", "input": {"n": "{{payload.n}}"}},
+                   {"id": "each", "task": "builtin.echo", "dependsOn": ["list"], "forEach": "{{steps.list}}",
+                    "input": {"v": "{{item}}"}}
+               ]}),
+    )
+    .await;
+    let cpu = redis_cpu(&mut conn).await - cpu;
+    report(
+        "redis: forEach (20,000 items)",
+        n as u64,
+        t,
+        &format!(
+            "{:.0} µs of Redis CPU per item (workers {workers})",
+            cpu * 1e6 / n as f64
+        ),
+    );
+    h.engine.shutdown(Duration::from_secs(1)).await;
 }
 
 /// Numeric fields of one `INFO` section, summed.
