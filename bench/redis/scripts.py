@@ -58,7 +58,7 @@ def main() -> None:
             args += [str(uuid.uuid4()), "builtin.echo", "default", "0", now, spec, "1"]
             args += ["0", "builtin.echo", "default", "0", ""]
         run("create", args)
-        jobs = run("lease", ["dwa", now, "default", "", str(a.batch), "30000"])[1]
+        jobs = run("lease", ["dwa", now, "default", str(a.batch), "30000"])[1]
         args = ["dwa", now, "30000", str(len(jobs))]
         for _queue, job, _attempt, token in jobs:
             args += [job.decode(), token.decode(), '{"n":1}', ""]

@@ -824,21 +824,27 @@ async fn backends_bench() {
     }
 }
 
-/// Single no-op tasks through Redis with one and two hosts: enqueue rate,
-/// processed tasks/s, round trips and Redis commands per task. Needs REDIS_URL.
-async fn redis_bench() {
+/// The Redis of a Redis scenario (`REDIS_URL`) and a connection to it, or
+/// None (the scenario says it is skipped) when none is set.
+async fn bench_redis(scenario: &str) -> Option<(String, redis::aio::MultiplexedConnection)> {
     let Ok(url) = std::env::var("REDIS_URL") else {
-        println!(
-            "{:<34} skipped: set REDIS_URL (just bench starts a redis-server)",
-            "redis"
-        );
-        return;
+        println!("{scenario:<34} skipped: set REDIS_URL (just bench starts a redis-server)");
+        return None;
     };
     let client = redis::Client::open(url.as_str()).expect("redis url");
-    let mut conn = client
+    let conn = client
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
+    Some((url, conn))
+}
+
+/// Single no-op tasks through Redis with one and two hosts: enqueue rate,
+/// processed tasks/s, round trips and Redis commands per task. Needs REDIS_URL.
+async fn redis_bench() {
+    let Some((url, mut conn)) = bench_redis("redis").await else {
+        return;
+    };
     let n: usize = std::env::var("DWA_BENCH_REDIS_TASKS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -921,18 +927,9 @@ async fn redis_bench() {
 /// The large shapes on Redis: a wide DAG and a forEach, each on one host
 /// (a task's steps live in one hash there). Needs REDIS_URL.
 async fn redis_pipelines_bench() {
-    let Ok(url) = std::env::var("REDIS_URL") else {
-        println!(
-            "{:<34} skipped: set REDIS_URL (just bench starts a redis-server)",
-            "redis-pipelines"
-        );
+    let Some((url, mut conn)) = bench_redis("redis-pipelines").await else {
         return;
     };
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
     let _: () = redis::cmd("FLUSHALL")
         .query_async(&mut conn)
         .await

@@ -100,10 +100,6 @@ local function num(n)
   return tostring(n)
 end
 
-local function fail_with(code, msg)
-  error({err = code .. ' ' .. msg})
-end
-
 -- Variadic commands in slices: Lua's unpack is limited to a few thousand values.
 local function chunked(cmd, key, list)
   local n = #list

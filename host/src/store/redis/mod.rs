@@ -557,6 +557,8 @@ impl Store for RedisStore {
         self.creates.call(task).await
     }
 
+    // The owner is not stored: the token fences a job, and the lease set
+    // says when it expires, whoever holds it.
     async fn lease(
         &self,
         queue: &str,
@@ -568,12 +570,7 @@ impl Store for RedisStore {
             .core
             .run(
                 &self.core.scripts.lease,
-                vec![
-                    queue.into(),
-                    String::new(),
-                    max.to_string(),
-                    lease_ms.to_string(),
-                ],
+                vec![queue.into(), max.to_string(), lease_ms.to_string()],
             )
             .await?;
         Ok(Leased {
