@@ -1,5 +1,8 @@
 """The error a task raises to say what went wrong and whether a retry may help."""
 
+import importlib
+from types import ModuleType
+
 
 class TaskError(Exception):
     """A task failure with a message for the task's `error` and a retry hint.
@@ -23,3 +26,12 @@ class MissingDependency(TaskError):
             f"{task} needs the Python package {package!r}, which is not installed on this backend{extra}",
             retryable=False,
         )
+
+
+def require(task: str, package: str, module: str, hint: str = "") -> ModuleType:
+    """Imports `module` for `task`: an optional library that is missing here
+    becomes a MissingDependency naming the package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependency(task, package, hint) from None

@@ -7,18 +7,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import MissingDependency, TaskError
+from .errors import TaskError, require
 
 
 def ffmpeg() -> str:
     found = shutil.which("ffmpeg")
     if found:
         return found
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        raise MissingDependency("media", "imageio-ffmpeg", "or install ffmpeg") from None
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return require("media", "imageio-ffmpeg", "imageio_ffmpeg", "or install ffmpeg").get_ffmpeg_exe()
 
 
 def run(args: list[str], what: str, timeout: float = 3600) -> str:

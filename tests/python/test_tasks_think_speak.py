@@ -4,6 +4,7 @@ before they touch a model (their models cannot run here)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import time
@@ -172,3 +173,17 @@ def test_gpu_tasks_check_their_input_before_the_model(work):
         florence_caption("x.jpg", detail="epic")
     with pytest.raises(TaskError, match="`audio_path` a.wav: no such file"):
         whisper_transcribe("a.wav")
+
+
+def test_a_missing_library_is_a_clear_permanent_error(work):
+    from shared.tasks.errors import MissingDependency, require
+
+    assert require("t", "json", "json").dumps([1]) == "[1]"
+    with pytest.raises(MissingDependency, match="demo.task needs the Python package 'no-such-pkg'") as e:
+        require("demo.task", "no-such-pkg", "no_such_module_for_dwa", "see the docs")
+    assert e.value.retryable is False and "see the docs" in e.value.message
+    # A real task past its input checks, on a backend without its library.
+    if importlib.util.find_spec("ultralytics") is None:
+        (work / "x.png").write_bytes(b"not read before the import")
+        with pytest.raises(MissingDependency, match="yolo.detect needs the Python package 'ultralytics'"):
+            yolo_detect("x.png")

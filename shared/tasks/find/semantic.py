@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing_extensions import TypedDict
 
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 
 
 class Embeddings(TypedDict):
@@ -19,11 +19,7 @@ class Embeddings(TypedDict):
 
 @lru_cache(maxsize=2)
 def _model(name: str):
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        raise MissingDependency("semantic.embed", "sentence-transformers") from None
-    return SentenceTransformer(name)
+    return require("semantic.embed", "sentence-transformers", "sentence_transformers").SentenceTransformer(name)
 
 
 @task("semantic.embed", category="find", capabilities=["embeddings"], timeout=300)

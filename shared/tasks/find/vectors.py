@@ -17,7 +17,7 @@ from pathlib import Path
 from typing_extensions import TypedDict
 
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _LOCK = threading.Lock()
@@ -31,11 +31,7 @@ def _dir(collection: str) -> Path:
 
 
 def _usearch():
-    try:
-        from usearch.index import Index
-    except ImportError:
-        raise MissingDependency("vector store", "usearch") from None
-    return Index
+    return require("vector store", "usearch", "usearch.index").Index
 
 
 class Item(TypedDict, total=False):

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 
 from ..context import output, relative
 from ..decorator import task
-from ..errors import TaskError
+from ..errors import TaskError, require
 
 
 class Downloaded(TypedDict):
@@ -175,12 +175,7 @@ def youtube_download(url: str, audio_only: bool = False) -> Video:
 
     Not run by the tests: it needs the video site, which cannot be reached here.
     """
-    try:
-        import yt_dlp
-    except ImportError:
-        from ..errors import MissingDependency
-
-        raise MissingDependency("youtube.download", "yt-dlp") from None
+    yt_dlp = require("youtube.download", "yt-dlp", "yt_dlp")
     out = output("%(id)s.%(ext)s")
     opts = {"outtmpl": str(out), "quiet": True, "noprogress": True}
     if audio_only:

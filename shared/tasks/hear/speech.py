@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 
 from ..context import resolve
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 from ..types import ChunkConfig
 
 
@@ -32,10 +32,7 @@ def speakers_diarize(audio_path: str, num_speakers: int | None = None,
     if num_speakers is not None and num_speakers < 1:
         raise TaskError("`num_speakers` must be at least 1")
     path = resolve(audio_path, "audio_path")
-    try:
-        from pyannote.audio import Pipeline
-    except ImportError:
-        raise MissingDependency("speakers.diarize", "pyannote.audio") from None
+    Pipeline = require("speakers.diarize", "pyannote.audio", "pyannote.audio").Pipeline
     token = os.environ.get("HF_TOKEN")
     if not token:
         raise TaskError("speakers.diarize: HF_TOKEN is not set (the pyannote model is gated)")
@@ -78,11 +75,9 @@ def vad_detect(audio_path: str, threshold: float = 0.5, min_silence_ms: int = 30
     if not 0 < threshold < 1:
         raise TaskError("`threshold` must be between 0 and 1")
     path = resolve(audio_path, "audio_path")
-    try:
-        import torch
-        from silero_vad import get_speech_timestamps, load_silero_vad
-    except ImportError:
-        raise MissingDependency("vad.detect", "silero-vad") from None
+    torch = require("vad.detect", "torch", "torch")
+    silero_vad = require("vad.detect", "silero-vad", "silero_vad")
+    get_speech_timestamps, load_silero_vad = silero_vad.get_speech_timestamps, silero_vad.load_silero_vad
     import subprocess
 
     import numpy as np

@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 
 from ..context import resolve
 from ..decorator import task
-from ..errors import MissingDependency
+from ..errors import require
 from ..types import ChunkConfig
 
 
@@ -28,10 +28,7 @@ class Transcript(TypedDict):
 
 @lru_cache(maxsize=2)
 def _model(name: str):
-    try:
-        from faster_whisper import WhisperModel
-    except ImportError:
-        raise MissingDependency("whisper.transcribe", "faster-whisper") from None
+    WhisperModel = require("whisper.transcribe", "faster-whisper", "faster_whisper").WhisperModel
     device = os.environ.get("DWA_WHISPER_DEVICE", "auto")
     return WhisperModel(name, device=device, compute_type="int8" if device in ("cpu", "auto") else "float16")
 

@@ -11,7 +11,7 @@ from typing_extensions import TypedDict
 
 from ..context import resolve
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 from .vision import Box
 
 
@@ -29,10 +29,7 @@ class Ocr(TypedDict):
 @task("ocr.read", category="see", capabilities=["vision", "ocr"], timeout=300)
 def ocr_read(image_path: str, min_confidence: float = 0.5) -> Ocr:
     """Reads the text in an image (RapidOCR, PP-OCRv4 on ONNX Runtime; CPU)."""
-    try:
-        from rapidocr_onnxruntime import RapidOCR
-    except ImportError:
-        raise MissingDependency("ocr.read", "rapidocr-onnxruntime") from None
+    RapidOCR = require("ocr.read", "rapidocr-onnxruntime", "rapidocr_onnxruntime").RapidOCR
     path = resolve(image_path, "image_path")
     found, _ = RapidOCR()(str(path))
     lines: list[Line] = []
@@ -60,10 +57,7 @@ class Pose(TypedDict):
 @task("pose.detect", category="see", capabilities=["vision"], timeout=120)
 def pose_detect(image_path: str) -> Pose:
     """Finds a person's body keypoints (MediaPipe Pose, bundled model; CPU). Coordinates are 0-1."""
-    try:
-        import mediapipe as mp
-    except ImportError:
-        raise MissingDependency("pose.detect", "mediapipe==0.10.21") from None
+    mp = require("pose.detect", "mediapipe==0.10.21", "mediapipe")
     path = resolve(image_path, "image_path")
     import numpy as np
     from PIL import Image

@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 
 from ..context import output, relative, resolve
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 
 
 class Mask(TypedDict):
@@ -25,11 +25,8 @@ class Masks(TypedDict):
 
 @lru_cache(maxsize=1)
 def _sam(model_id: str):
-    try:
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
-    except ImportError:
-        raise MissingDependency("sam2.segment", "sam2") from None
-    return SAM2ImagePredictor.from_pretrained(model_id)
+    predictor = require("sam2.segment", "sam2", "sam2.sam2_image_predictor")
+    return predictor.SAM2ImagePredictor.from_pretrained(model_id)
 
 
 @task("sam2.segment", category="see", capabilities=["vision"], gpu="A10G", timeout=600)
@@ -63,11 +60,8 @@ class ImageEmbedding(TypedDict):
 
 @lru_cache(maxsize=1)
 def _clip(model: str, pretrained: str):
-    try:
-        import open_clip
-        import torch
-    except ImportError:
-        raise MissingDependency("clip.embed", "open_clip_torch") from None
+    open_clip = require("clip.embed", "open_clip_torch", "open_clip")
+    torch = require("clip.embed", "torch", "torch")
     m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return m.to(device).eval(), preprocess, open_clip.get_tokenizer(model), device
@@ -104,11 +98,8 @@ class Labels(TypedDict):
 
 @lru_cache(maxsize=1)
 def _siglip(model_id: str):
-    try:
-        from transformers import pipeline
-    except ImportError:
-        raise MissingDependency("siglip.classify", "transformers") from None
-    return pipeline("zero-shot-image-classification", model=model_id)
+    transformers = require("siglip.classify", "transformers", "transformers")
+    return transformers.pipeline("zero-shot-image-classification", model=model_id)
 
 
 @task("siglip.classify", category="see", capabilities=["vision"], gpu="T4", timeout=300)
@@ -133,10 +124,7 @@ class Depth(TypedDict):
 def depth_estimate(image_path: str, model_id: str = "depth-anything/Depth-Anything-V2-Small-hf") -> Depth:
     """Estimates relative depth with Depth Anything; writes the depth map as a 16-bit PNG."""
     path = resolve(image_path, "image_path")
-    try:
-        from transformers import pipeline
-    except ImportError:
-        raise MissingDependency("depth.estimate", "transformers") from None
+    pipeline = require("depth.estimate", "transformers", "transformers").pipeline
     import numpy as np
     from PIL import Image
 

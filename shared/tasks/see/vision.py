@@ -12,7 +12,7 @@ from typing_extensions import TypedDict
 
 from ..context import resolve
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 
 
 _CV2_LOCK = threading.Lock()
@@ -22,11 +22,7 @@ def cv2_module(task_name: str):
     """OpenCV, its first import under a lock: cv2's loader swaps modules in
     sys.modules while it runs, and steps of one worker run in threads."""
     with _CV2_LOCK:
-        try:
-            import cv2
-        except ImportError:
-            raise MissingDependency(task_name, "opencv-python-headless") from None
-    return cv2
+        return require(task_name, "opencv-python-headless", "cv2")
 
 
 class Box(TypedDict):
@@ -50,11 +46,7 @@ class Detections(TypedDict):
 
 @lru_cache(maxsize=4)
 def _yolo(model: str):
-    try:
-        from ultralytics import YOLO
-    except ImportError:
-        raise MissingDependency("yolo.detect", "ultralytics") from None
-    return YOLO(model)
+    return require("yolo.detect", "ultralytics", "ultralytics").YOLO(model)
 
 
 @task("yolo.detect", category="see", capabilities=["vision"], gpu="T4", timeout=300)
@@ -79,14 +71,11 @@ class Caption(TypedDict):
 
 @lru_cache(maxsize=1)
 def _florence(model_id: str):
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoProcessor
-    except ImportError:
-        raise MissingDependency("florence.caption", "transformers and torch") from None
+    torch = require("florence.caption", "torch", "torch")
+    transformers = require("florence.caption", "transformers", "transformers")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True).to(device)
-    processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True).to(device)
+    processor = transformers.AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
     return model, processor, device
 
 

@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 
 from ..context import output, relative
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 
 
 class Spoken(TypedDict):
@@ -28,11 +28,7 @@ def piper_speak(text: str, voice: str | None = None) -> Spoken:
         raise TaskError("piper.speak: give `voice` (a Piper .onnx model) or set DWA_PIPER_VOICE")
     if not os.path.isfile(model):
         raise TaskError(f"piper.speak: voice model {model} does not exist")
-    try:
-        from piper import PiperVoice
-    except ImportError:
-        raise MissingDependency("piper.speak", "piper-tts") from None
-    v = PiperVoice.load(model)
+    v = require("piper.speak", "piper-tts", "piper").PiperVoice.load(model)
     dest = output(f"speech-{uuid.uuid4().hex[:8]}.wav")
     with wave.open(str(dest), "wb") as w:
         v.synthesize_wav(text, w)

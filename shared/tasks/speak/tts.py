@@ -11,7 +11,7 @@ from typing_extensions import TypedDict
 
 from ..context import output, relative
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 
 
 class Speech(TypedDict):
@@ -45,10 +45,7 @@ def elevenlabs_speak(text: str, voice_id: str = "21m00Tcm4TlvDq8ikWAM", model: s
 @task("openai.speak", category="speak", capabilities=["tts", "network"], timeout=300)
 def openai_speak(text: str, voice: str = "alloy", model: str = "gpt-4o-mini-tts") -> Speech:
     """Speaks `text` with an OpenAI voice into an MP3 (OPENAI_BASE_URL honoured)."""
-    try:
-        import openai
-    except ImportError:
-        raise MissingDependency("openai.speak", "openai") from None
+    openai = require("openai.speak", "openai", "openai")
     client = openai.OpenAI(max_retries=0, timeout=120.0)
     try:
         audio = client.audio.speech.create(model=model, voice=voice, input=text, response_format="mp3")

@@ -8,15 +8,11 @@ from typing import Iterator
 from typing_extensions import TypedDict
 
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 
 
 def _client(task_name: str):
-    try:
-        import openai
-    except ImportError:
-        raise MissingDependency(task_name, "openai") from None
-    return openai.OpenAI(max_retries=0, timeout=120.0)
+    return require(task_name, "openai", "openai").OpenAI(max_retries=0, timeout=120.0)
 
 
 def _call(task_name: str, fn):

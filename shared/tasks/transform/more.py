@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 from .. import media
 from ..context import output, relative, resolve
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 
 
 class Subtitles(TypedDict):
@@ -98,11 +98,8 @@ class PdfText(TypedDict):
 @task("pdf.text", category="transform", timeout=300)
 def pdf_text(path: str, max_pages: int = 500) -> PdfText:
     """Extracts the text of a PDF, page by page (pypdf)."""
-    try:
-        from pypdf import PdfReader
-        from pypdf.errors import PdfReadError
-    except ImportError:
-        raise MissingDependency("pdf.text", "pypdf") from None
+    PdfReader = require("pdf.text", "pypdf", "pypdf").PdfReader
+    PdfReadError = require("pdf.text", "pypdf", "pypdf.errors").PdfReadError
     src = resolve(path)
     try:
         reader = PdfReader(str(src))

@@ -8,7 +8,7 @@ from typing_extensions import TypedDict
 from .. import media
 from ..context import output, relative, resolve
 from ..decorator import task
-from ..errors import MissingDependency, TaskError
+from ..errors import TaskError, require
 
 
 class Scene(TypedDict):
@@ -29,10 +29,8 @@ def scenes_detect(video_path: str, threshold: float = 27.0, min_scene_seconds: f
     from ..see.vision import cv2_module
 
     cv2_module("scenes.detect")  # scenedetect imports OpenCV: do it under the lock
-    try:
-        from scenedetect import ContentDetector, detect
-    except ImportError:
-        raise MissingDependency("scenes.detect", "scenedetect[opencv-headless]") from None
+    scenedetect = require("scenes.detect", "scenedetect[opencv-headless]", "scenedetect")
+    ContentDetector, detect = scenedetect.ContentDetector, scenedetect.detect
     if threshold <= 0:
         raise TaskError("`threshold` must be positive")
     path = resolve(video_path, "video_path")
