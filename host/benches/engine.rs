@@ -114,6 +114,27 @@ async fn host_on(
     (h, dir)
 }
 
+/// `1 → n-2 → 1`: a root, its fan-out, and a sink waiting for all of them.
+fn wide_task(n: usize) -> Value {
+    let mut steps = vec![json!({"id": "root", "task": "builtin.echo"})];
+    for i in 1..n - 1 {
+        steps.push(json!({"id": format!("s{i}"), "task": "builtin.echo", "dependsOn": ["root"]}));
+    }
+    let deps: Vec<String> = (1..n - 1).map(|i| format!("s{i}")).collect();
+    steps.push(json!({"id": "sink", "task": "builtin.echo", "dependsOn": deps, "input": "done"}));
+    json!({"type": "wide", "payload": {"x": 1}, "steps": steps})
+}
+
+/// A list of `n` numbers, then one forEach step over it.
+fn foreach_task(n: usize) -> Value {
+    json!({"type": "fan", "payload": {"n": n},
+    "steps": [
+        {"id": "list", "task": "builtin.range", "input": {"n": "{{payload.n}}"}},
+        {"id": "each", "task": "builtin.echo", "dependsOn": ["list"], "forEach": "{{steps.list}}",
+         "input": {"v": "{{item}}"}}
+    ]})
+}
+
 /// Submits `task` and waits for its pipeline:complete; answers the time from
 /// the submit call and the time from the first step's start.
 async fn run_to_completion(h: &dwa::server::Host, task: Value) -> (Duration, Duration) {
@@ -176,21 +197,7 @@ async fn run(scenario: &str) {
         "wide" => {
             let (h, _d) = host(workers).await;
             let n = 10_000;
-            let mut steps = vec![json!({"id": "root", "task": "builtin.echo"})];
-            for i in 1..n - 1 {
-                steps.push(
-                    json!({"id": format!("s{i}"), "task": "builtin.echo", "dependsOn": ["root"]}),
-                );
-            }
-            let deps: Vec<String> = (1..n - 1).map(|i| format!("s{i}")).collect();
-            steps.push(
-                json!({"id": "sink", "task": "builtin.echo", "dependsOn": deps, "input": "done"}),
-            );
-            let t = run_to_completion(
-                &h,
-                json!({"type": "wide", "payload": {"x": 1}, "steps": steps}),
-            )
-            .await;
+            let t = run_to_completion(&h, wide_task(n)).await;
             report(
                 "wide DAG (1 → 9,998 → 1)",
                 n as u64,
@@ -212,16 +219,7 @@ async fn run(scenario: &str) {
         "foreach" => {
             let (h, _d) = host(workers).await;
             let n = 100_000;
-            let t = run_to_completion(
-                &h,
-                json!({"type": "fan", "payload": {"n": n},
-                       "steps": [
-                           {"id": "list", "task": "builtin.range", "input": {"n": "{{payload.n}}"}},
-                           {"id": "each", "task": "builtin.echo", "dependsOn": ["list"], "forEach": "{{steps.list}}",
-                            "input": {"v": "{{item}}"}}
-                       ]}),
-            )
-            .await;
+            let t = run_to_completion(&h, foreach_task(n)).await;
             report(
                 "forEach (100,000 items)",
                 n as u64,
@@ -937,21 +935,8 @@ async fn redis_pipelines_bench() {
     let workers = 256;
     let (h, _d) = host_on(workers, Some(url.clone())).await;
     let n = 5_000usize;
-    let mut steps = vec![json!({"id": "root", "task": "builtin.echo", "input": {"v": 0}})];
-    for i in 0..n - 2 {
-        steps.push(
-            json!({"id": format!("s{i}"), "task": "builtin.echo", "dependsOn": ["root"],
-                          "input": {"v": i}}),
-        );
-    }
-    let all: Vec<String> = (0..n - 2).map(|i| format!("s{i}")).collect();
-    steps.push(json!({"id": "join", "task": "builtin.echo", "dependsOn": all, "input": {"v": 1}}));
     let cpu = redis_cpu(&mut conn).await;
-    let t = run_to_completion(
-        &h,
-        json!({"type": "wide", "payload": {"x": 1}, "steps": steps}),
-    )
-    .await;
+    let t = run_to_completion(&h, wide_task(n)).await;
     let cpu = redis_cpu(&mut conn).await - cpu;
     report(
         "redis: wide DAG (1 → 4,998 → 1)",
@@ -964,16 +949,7 @@ async fn redis_pipelines_bench() {
     );
     let n = 20_000usize;
     let cpu = redis_cpu(&mut conn).await;
-    let t = run_to_completion(
-        &h,
-        json!({"type": "fan", "payload": {"n": n},
-               "steps": [
-                   {"id": "list", "task": "builtin.range", "input": {"n": "{{payload.n}}"}},
-                   {"id": "each", "task": "builtin.echo", "dependsOn": ["list"], "forEach": "{{steps.list}}",
-                    "input": {"v": "{{item}}"}}
-               ]}),
-    )
-    .await;
+    let t = run_to_completion(&h, foreach_task(n)).await;
     let cpu = redis_cpu(&mut conn).await - cpu;
     report(
         "redis: forEach (20,000 items)",
