@@ -127,6 +127,25 @@ enum Outcome {
     Aborted,
 }
 
+/// Why a job could not be prepared. A store failure is the host's trouble,
+/// not the step's: the job goes back without costing it a try (a Redis
+/// restart must not fail tasks that have no retries).
+enum PrepError {
+    Step(StepError),
+    Store(String),
+}
+
+impl From<StepError> for PrepError {
+    fn from(e: StepError) -> Self {
+        PrepError::Step(e)
+    }
+}
+
+/// How long a worker waits before giving back a job it could not prepare
+/// because the store failed: long enough not to spin while the store is
+/// down, short next to a lease.
+const STORE_FAILURE_PAUSE: Duration = Duration::from_millis(250);
+
 impl Engine {
     /// An engine on `store`; call [`Engine::start`] to run its pools.
     pub fn new(
@@ -159,7 +178,10 @@ impl Engine {
 
     /// A task's plan (cached, or rebuilt from the store).
     pub async fn plan_of(&self, task_id: &str) -> Result<Arc<TaskState>, StepError> {
-        self.state(task_id).await
+        self.state(task_id).await.map_err(|e| match e {
+            PrepError::Step(e) => e,
+            PrepError::Store(m) => StepError::transient(m),
+        })
     }
 
     /// The store the engine runs on.
@@ -623,7 +645,7 @@ impl Engine {
         }
     }
 
-    async fn state(&self, task_id: &str) -> Result<Arc<TaskState>, StepError> {
+    async fn state(&self, task_id: &str) -> Result<Arc<TaskState>, PrepError> {
         if let Some(s) = Self::lock(&self.states).get(task_id) {
             return Ok(s.clone());
         }
@@ -631,7 +653,7 @@ impl Engine {
             .store
             .spec(task_id)
             .await
-            .map_err(|e| StepError::transient(format!("cannot load task: {e}")))?
+            .map_err(|e| PrepError::Store(format!("cannot load task: {e}")))?
             .ok_or_else(|| StepError::permanent("task no longer exists"))?;
         let stored: StoredSpec = serde_json::from_str(&text)
             .map_err(|e| StepError::permanent(format!("stored task is unreadable: {e}")))?;
@@ -658,7 +680,7 @@ impl Engine {
         task_id: &str,
         state: &TaskState,
         needs: &[usize],
-    ) -> Result<HashMap<usize, Arc<Value>>, StepError> {
+    ) -> Result<HashMap<usize, Arc<Value>>, PrepError> {
         let mut out = HashMap::with_capacity(needs.len());
         let mut missing = Vec::new();
         {
@@ -677,7 +699,7 @@ impl Engine {
                 .store
                 .step_results(task_id, &missing)
                 .await
-                .map_err(|e| StepError::transient(format!("cannot load step results: {e}")))?;
+                .map_err(|e| PrepError::Store(format!("cannot load step results: {e}")))?;
             let mut cache = Self::lock(&state.results);
             for (idx, v) in missing.into_iter().zip(got) {
                 let v =
@@ -717,7 +739,11 @@ impl Engine {
         let outcome = match self.clone().prepare_and_run(job, token).await {
             Ok(Some(o)) => o,
             Ok(None) => return None,
-            Err(e) => Outcome::Failed(e),
+            Err(PrepError::Step(e)) => Outcome::Failed(e),
+            Err(PrepError::Store(message)) => {
+                self.give_back_untried(job, &message).await;
+                return None;
+            }
         };
         // Taken before the outcome is recorded: once the task ends, the event
         // listener may drop it from the cache at any moment.
@@ -783,12 +809,33 @@ impl Engine {
         next
     }
 
+    /// Puts back a job that could not be prepared because the store failed,
+    /// at the same attempt. When the store is still down the release fails
+    /// too; the lease then runs out and the reaper puts the job back.
+    async fn give_back_untried(&self, job: &Job, message: &str) {
+        tracing::warn!(job = %job.name(), error = %message, "store failed before the step ran; giving the job back");
+        tokio::select! {
+            _ = tokio::time::sleep(STORE_FAILURE_PAUSE) => {}
+            _ = self.stop_leasing.cancelled() => {}
+        }
+        match self.store.release(std::slice::from_ref(job)).await {
+            Ok(()) => {
+                for p in Self::lock(&self.pools).values() {
+                    p.notify.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.name(), error = %e, "could not give the job back; its lease will expire")
+            }
+        }
+    }
+
     /// Resolves the job's input and runs it; `None` when the job only fanned out.
     async fn prepare_and_run(
         self: Arc<Self>,
         job: &Job,
         token: &CancellationToken,
-    ) -> Result<Option<Outcome>, StepError> {
+    ) -> Result<Option<Outcome>, PrepError> {
         let state = self.state(&job.task_id).await?;
         let step = state
             .plan
@@ -821,7 +868,8 @@ impl Engine {
                             return Err(StepError::permanent(format!(
                                 "forEach must resolve to an array, got {}",
                                 short(&v)
-                            )));
+                            ))
+                            .into());
                         };
                         let list = Arc::new(list);
                         Self::lock(&state.items).insert(step.idx, list.clone());
@@ -840,7 +888,7 @@ impl Engine {
             match self.store.start_items(job, n, c).await {
                 Ok(t) => self.wake(&t),
                 Err(StoreError::LeaseLost(_)) => {}
-                Err(e) => return Err(StepError::transient(format!("cannot fan out: {e}"))),
+                Err(e) => return Err(PrepError::Store(format!("cannot fan out: {e}"))),
             }
             return Ok(None);
         }
@@ -902,7 +950,8 @@ impl Engine {
                 return Err(StepError::permanent(format!(
                     "input does not match the input schema of {}: {path} {problem}",
                     step.task
-                )));
+                ))
+                .into());
             }
         }
         let timeout = Duration::from_millis(step.placement.timeout_ms);
@@ -1073,6 +1122,119 @@ pub fn status_body(t: &TaskRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::testing::Flaky;
+
+    fn engine_on(store: Arc<dyn Store>) -> Arc<Engine> {
+        Engine::new(
+            store,
+            Catalog::with_builtins(),
+            Executor::new(Vec::new()),
+            EngineConfig {
+                worker_concurrency: 2,
+                gpu_worker_concurrency: 1,
+                lease_ms: 400,
+                owner: "test".into(),
+            },
+            None,
+        )
+    }
+
+    /// Two engines on one embedded store behind a [`Flaky`] wrapper: one
+    /// that only takes submissions, and a worker that has none of their
+    /// plans cached (as another host would), so it loads them from the store.
+    async fn flaky_hosts(dir: &std::path::Path) -> (Arc<Engine>, Arc<Engine>, Arc<Flaky>) {
+        let inner = match SqliteStore::open(dir) {
+            Ok(s) => Arc::new(s),
+            Err(e) => panic!("cannot open the store: {e}"),
+        };
+        let flaky = Arc::new(Flaky::new(inner));
+        let front = engine_on(flaky.clone());
+        front.shutdown(Duration::ZERO).await;
+        let worker = engine_on(flaky.clone());
+        if let Err(e) = worker.start().await {
+            panic!("engine did not start: {e}");
+        }
+        (front, worker, flaky)
+    }
+
+    /// Submits `spec` through `engine` and waits (bounded) for the task to end.
+    async fn run_to_end(engine: &Arc<Engine>, spec: Value) -> TaskView {
+        let mut events = engine.store().subscribe();
+        let body = spec.to_string();
+        let id = match engine.submit_json(body.as_bytes()).await {
+            Ok(c) => c.id,
+            Err(e) => panic!("submission refused: {e}"),
+        };
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match events.recv().await {
+                    Ok(e) if e.task_id == id && e.kind == "pipeline:complete" => return,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(e) => panic!("event stream ended: {e}"),
+                }
+            }
+        })
+        .await;
+        match engine.get(&id).await {
+            Ok(v) if ended.is_ok() => v,
+            Ok(v) => panic!("task did not end within 20 s: {:?}", v.status),
+            Err(e) => panic!("cannot read the task: {e}"),
+        }
+    }
+
+    fn pipeline() -> Value {
+        json!({"type": "p", "steps": [
+            {"id": "a", "task": "builtin.echo", "input": {"n": 1}},
+            {"id": "b", "task": "builtin.echo", "input": {"from": "{{steps.a.n}}"}}
+        ]})
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_failure_before_a_step_runs_costs_it_no_attempt() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let (engine, worker, flaky) = flaky_hosts(dir.path()).await;
+        // The first job cannot load its task: a step without retries must
+        // not fail for it, and the try it never made is not counted.
+        flaky.fail_next("spec", 1);
+        let t = run_to_end(&engine, pipeline()).await;
+        assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+        assert_eq!(t.final_result, Some(json!({"from": 1})));
+        let steps = t.step_status.unwrap_or_default();
+        assert!(steps.iter().all(|s| s.attempts == 1), "{steps:?}");
+        assert_eq!(flaky.tripped(), vec!["spec"]);
+        worker.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_cannot_even_be_given_back_returns_when_its_lease_runs_out() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let (engine, worker, flaky) = flaky_hosts(dir.path()).await;
+        flaky.fail_next("spec", 1);
+        flaky.fail_next("release", 1);
+        let t = run_to_end(&engine, pipeline()).await;
+        assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+        assert_eq!(flaky.tripped(), vec!["spec", "release"]);
+        worker.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_failure_while_fanning_out_costs_the_step_no_attempt() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let (engine, worker, flaky) = flaky_hosts(dir.path()).await;
+        flaky.fail_next("start_items", 1);
+        let t = run_to_end(
+            &engine,
+            json!({"type": "p", "steps": [
+                {"id": "each", "task": "builtin.echo", "forEach": "{{payload.xs}}", "input": {"x": "{{item}}"}}
+            ], "payload": {"xs": [1, 2, 3]}}),
+        )
+        .await;
+        assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+        assert_eq!(t.final_result, Some(json!([{"x": 1}, {"x": 2}, {"x": 3}])));
+        assert_eq!(flaky.tripped(), vec!["start_items"]);
+        worker.shutdown(Duration::from_secs(1)).await;
+    }
 
     #[test]
     fn groups_follow_overlap() {
