@@ -37,6 +37,70 @@ async fn wait_all(host: &Host, ids: &[String]) -> Vec<Value> {
     out
 }
 
+/// Follows a task's SSE stream as a browser would: when the server closes
+/// it early, reconnects with `Last-Event-ID`. Signals `live` once its first
+/// event came (the stream is then subscribed). Answers (seq, kind) of every
+/// event received, up to `pipeline:complete`; panics naming the task when
+/// that does not come within 30 s.
+async fn follow(
+    base: &str,
+    id: &str,
+    live: tokio::sync::oneshot::Sender<()>,
+) -> Vec<(u64, String)> {
+    let mut live = Some(live);
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut got: Vec<(u64, String)> = Vec::new();
+    loop {
+        let mut req = client().get(format!("{base}/api/tasks/{id}/events"));
+        if let Some((seq, _)) = got.last() {
+            req = req.header("last-event-id", seq.to_string());
+        }
+        let stream = tokio::time::timeout_at(deadline, req.send()).await;
+        let resp = match stream {
+            Ok(Ok(r)) if r.status().is_success() => r,
+            _ => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{id}: no pipeline:complete within 30 s; got {got:?}"
+                );
+                // An EventSource waits before reconnecting too.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        loop {
+            let next = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("{id}: no pipeline:complete within 30 s; got {got:?}"));
+            let Some(Ok(chunk)) = next else { break };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+                };
+                let (Some(kind), Some(seq)) = (field("event:"), field("id:")) else {
+                    continue;
+                };
+                let seq: u64 = seq.parse().unwrap_or_else(|_| panic!("bad event id {seq}"));
+                let done = kind == "pipeline:complete";
+                got.push((seq, kind));
+                if let Some(l) = live.take() {
+                    let _ = l.send(());
+                }
+                if done {
+                    return got;
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_share_pipelines_exactly_once_and_see_each_others_events() {
     let redis = RedisServer::start();
@@ -187,7 +251,10 @@ async fn hosts_ride_out_a_redis_restart() {
     ];
     let mut redis = RedisServer::start_with(&persist);
     let fake = Fake::start().await;
-    let env = [("DWA_LEASE_MS", "1000".to_string())];
+    let env = [
+        ("DWA_LEASE_MS", "1000".to_string()),
+        ("WORKER_CONCURRENCY", "16".to_string()),
+    ];
     let (_a_dir, a) = start_host(&redis.url(), &fake, "host-a", &env);
     let (_b_dir, b) = start_host(&redis.url(), &fake, "host-b", &env);
     let mut ids = Vec::new();
@@ -205,12 +272,54 @@ async fn hosts_ride_out_a_redis_restart() {
             .await,
         );
     }
-    wait_until(&a, &ids[0], "to start", |t| t["status"] == "active").await;
+    // Tasks whose only step ends while the hosts are still resubscribing to
+    // the event channel: their pipeline:complete is never seen live.
+    let mut short = Vec::new();
+    for i in 0..4 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        short.push(
+            submit_ok(
+                host,
+                &json!({"type": "builtin.sleep", "payload": {"ms": 300}}),
+            )
+            .await,
+        );
+    }
+    // Every task is followed over SSE on the host it was not submitted to,
+    // from before the restart. Pub/sub keeps nothing for a subscriber while
+    // it reconnects: what was published then must still reach the followers.
+    let mut followers = Vec::new();
+    let mut lives = Vec::new();
+    for (i, id) in ids.iter().chain(&short).enumerate() {
+        let base = if i % 2 == 0 { &b.base } else { &a.base }.clone();
+        let id = id.clone();
+        let (live, is_live) = tokio::sync::oneshot::channel();
+        lives.push(is_live);
+        followers.push(tokio::spawn(async move {
+            let seen = follow(&base, &id, live).await;
+            (id, seen)
+        }));
+    }
+    for l in lives {
+        tokio::time::timeout(WAIT, l)
+            .await
+            .expect("a follower saw no event within 30 s")
+            .expect("a follower stopped");
+    }
     tokio::task::block_in_place(|| redis.restart(&persist));
     let done = wait_all(&a, &ids).await;
     for (i, t) in done.iter().enumerate() {
         assert_eq!(t["status"], "completed", "{t:#}");
         assert_eq!(t["finalResult"], json!({"i": i}));
+    }
+    for t in wait_all(&b, &short).await {
+        assert_eq!(t["status"], "completed", "{t:#}");
+    }
+    for f in followers {
+        let (id, seen) = f.await.unwrap_or_else(|e| panic!("a follower failed: {e}"));
+        let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "{id}: events missed or repeated: {seen:?}");
     }
     // Both hosts are still up and serving.
     for h in [&a, &b] {

@@ -291,6 +291,7 @@ async fn task_events(
     let store = st.engine.store().clone();
     // Subscribe before reading the replay so that nothing falls in between.
     let mut live = store.subscribe();
+    let mut resets = store.feed_resets();
     let task = store
         .task_summary(&id)
         .await
@@ -315,14 +316,22 @@ async fn task_events(
         if !f.drain(None).await {
             return;
         }
+        let mut feed_open = true;
         loop {
-            let next = if f.ended {
-                match tokio::time::timeout(linger, live.recv()).await {
-                    Ok(r) => r,
-                    Err(_) => return,
+            let next = tokio::select! {
+                r = live.recv() => Some(r),
+                // The live feed may have dropped events: catch up from the store.
+                changed = resets.changed(), if feed_open => {
+                    feed_open = changed.is_ok();
+                    None
                 }
-            } else {
-                live.recv().await
+                _ = tokio::time::sleep(linger), if f.ended => return,
+            };
+            let Some(next) = next else {
+                if !f.drain(None).await {
+                    return;
+                }
+                continue;
             };
             let go_on = match next {
                 Ok(e) if e.task_id == f.id && e.seq > f.last => {

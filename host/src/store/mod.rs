@@ -11,9 +11,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::model::{StepStatus, TaskEvent, TaskStatus};
+
+/// The feed-reset signal of stores whose feed never drops events.
+static NEVER_RESET: std::sync::LazyLock<watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| watch::Sender::new(0));
 
 pub mod conformance;
 pub mod redis;
@@ -296,6 +300,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every event recorded from now on, by any host sharing the store.
     fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>>;
+
+    /// Changes whenever [`Store::subscribe`]'s feed may have dropped events
+    /// (the shared event channel was reconnected): a follower then re-reads
+    /// the store instead of waiting for an event that will never come. The
+    /// embedded store's feed is in-process and never drops, so by default
+    /// nothing changes.
+    fn feed_resets(&self) -> watch::Receiver<u64> {
+        NEVER_RESET.subscribe()
+    }
 
     /// Deletes up to `limit` finished tasks that ended before `ended_before`
     /// (ms), with their steps and events: the retention policy. Answers how many.

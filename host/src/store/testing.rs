@@ -282,6 +282,10 @@ impl Store for Flaky {
         self.inner.subscribe()
     }
 
+    fn feed_resets(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.feed_resets()
+    }
+
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
         self.trip("purge_finished")?;
         self.inner.purge_finished(ended_before, limit).await

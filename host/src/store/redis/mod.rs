@@ -8,12 +8,14 @@
 //! sorted set by lease expiry; any host's reaper returns expired ones to
 //! their queue (failing a step that stalled too often). Delayed retries are
 //! jobs whose due time is in the future, so a restart loses none. Events go
-//! to a list per task (replay) and a pub/sub channel, which every host
+//! to the task's hash (replay) and a pub/sub channel, which every host
 //! forwards to its local subscribers: an SSE client on host A sees steps run
-//! on host B.
+//! on host B. Pub/sub drops what is published while a host resubscribes, so
+//! each resubscription is announced ([`Store::feed_resets`]) and followers
+//! re-read the stored events.
 //!
 //! Creations and completions, the two calls made once per step, go through
-//! [`batch::Batcher`]s: under load many of them share one script run, which
+//! `batch::Batcher`s: under load many of them share one script run, which
 //! is what lets one Redis core carry several hosts. Reads (task, list,
 //! events) are plain commands; they need no atomicity.
 
@@ -137,6 +139,7 @@ pub struct RedisStore {
     core: Arc<Core>,
     max_stalled: u32,
     events: broadcast::Sender<Arc<TaskEvent>>,
+    resets: tokio::sync::watch::Sender<u64>,
     listener: tokio::task::JoinHandle<()>,
     creates: Batcher<NewTask, Transition>,
     completions: Batcher<Completion, (Transition, Option<Job>)>,
@@ -358,11 +361,13 @@ impl RedisStore {
             .await
             .map_err(|e| backend(format!("cannot connect to {}: {e}", opts.url)))?;
         let (events, _) = broadcast::channel(16_384);
+        let resets = tokio::sync::watch::Sender::new(0u64);
         let (ready, subscribed) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(listen(
             client,
             format!("{}:events", opts.prefix),
             events.clone(),
+            resets.clone(),
             ready,
         ));
         // Events published before the subscription would be missed live.
@@ -397,6 +402,7 @@ impl RedisStore {
             core,
             max_stalled: opts.max_stalled,
             events,
+            resets,
             listener,
             creates,
             completions,
@@ -450,11 +456,14 @@ fn fields_map(names: &[&str], values: Vec<Option<String>>) -> Option<HashMap<Str
     m.contains_key("status").then_some(m)
 }
 
-/// Forwards the shared event channel to local subscribers, reconnecting forever.
+/// Forwards the shared event channel to local subscribers, reconnecting
+/// forever. Pub/sub keeps nothing for a disconnected subscriber, so every
+/// resubscription bumps `resets`: followers re-read what they missed.
 async fn listen(
     client: redis::Client,
     channel: String,
     events: broadcast::Sender<Arc<TaskEvent>>,
+    resets: tokio::sync::watch::Sender<u64>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut ready = Some(ready);
@@ -462,8 +471,14 @@ async fn listen(
         match client.get_async_pubsub().await {
             Ok(mut ps) => match ps.subscribe(&channel).await {
                 Ok(()) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
+                    match ready.take() {
+                        Some(r) => {
+                            let _ = r.send(());
+                        }
+                        None => {
+                            tracing::info!("redis event subscription restored");
+                            resets.send_modify(|n| *n += 1);
+                        }
                     }
                     let mut stream = ps.on_message();
                     while let Some(msg) = stream.next().await {
@@ -846,6 +861,10 @@ impl Store for RedisStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>> {
         self.events.subscribe()
+    }
+
+    fn feed_resets(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.resets.subscribe()
     }
 
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
