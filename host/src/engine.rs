@@ -119,6 +119,9 @@ pub struct Engine {
     plugins: Option<Arc<Plugins>>,
     throttle: ProgressThrottle,
     progress_tasks: Mutex<std::collections::HashSet<String>>,
+    /// Set while [`Engine::forget_ended`] runs: lags under load come in
+    /// bursts, and one sweep at a time is enough.
+    forgetting: std::sync::atomic::AtomicBool,
 }
 
 enum Outcome {
@@ -168,6 +171,7 @@ impl Engine {
             plugins,
             throttle: ProgressThrottle::default(),
             progress_tasks: Mutex::new(std::collections::HashSet::new()),
+            forgetting: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -620,12 +624,20 @@ impl Engine {
         }
     }
 
-    /// Aborts local steps of tasks that another host cancelled or failed.
+    /// Aborts local steps of tasks that another host cancelled or failed,
+    /// and drops the plans of tasks that ended elsewhere.
     async fn listen_loop(self: Arc<Self>) {
         let mut rx = self.store.subscribe();
+        let mut resets = self.store.feed_resets();
+        let mut feed_open = true;
         loop {
             let ev = tokio::select! {
                 e = rx.recv() => e,
+                changed = resets.changed(), if feed_open => {
+                    feed_open = changed.is_ok();
+                    self.clone().spawn_forget_ended();
+                    continue;
+                }
                 _ = self.stop_leasing.cancelled() => return,
             };
             match ev {
@@ -639,10 +651,53 @@ impl Engine {
                     self.finished(&e.task_id, status);
                 }
                 Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.clone().spawn_forget_ended()
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+
+    fn spawn_forget_ended(self: Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.forgetting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(async move {
+            let n = self.forget_ended().await;
+            self.forgetting.store(false, Ordering::Release);
+            if n > 0 {
+                tracing::debug!(tasks = n, "dropped the plans of tasks that ended unheard");
+            }
+        });
+    }
+
+    /// Drops the cached plans of tasks that ended without this host hearing
+    /// of it (pub/sub dropped their last event while the host resubscribed,
+    /// or the listener lagged): otherwise they stay cached for good. Asks the
+    /// store about each cached task not running here; answers how many went.
+    async fn forget_ended(&self) -> usize {
+        let here = |id: &str| Self::lock(&self.running).keys().any(|k| k.0 == id);
+        let cached: Vec<String> = Self::lock(&self.states).keys().cloned().collect();
+        let mut dropped = 0;
+        for id in cached.into_iter().filter(|id| !here(id)) {
+            let ended = match self.store.task_summary(&id).await {
+                Ok(Some(t)) => t.status.is_terminal(),
+                Ok(None) => true,
+                // The store is in trouble: the next reset or lag tries again.
+                Err(_) => break,
+            };
+            // A job of an ended task is never leased again; one that ran
+            // here until just now has had its effects started already.
+            if ended && !here(&id) {
+                Self::lock(&self.states).remove(&id);
+                Self::lock(&self.progress_tasks).remove(&id);
+                self.throttle.forget(&id);
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     async fn state(&self, task_id: &str) -> Result<Arc<TaskState>, PrepError> {
@@ -1204,6 +1259,26 @@ mod tests {
         assert!(steps.iter().all(|s| s.attempts == 1), "{steps:?}");
         assert_eq!(flaky.tripped(), vec!["spec"]);
         worker.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plans_of_tasks_that_ended_unheard_are_dropped() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let (front, _worker, _flaky) = flaky_hosts(dir.path()).await;
+        // The front host caches what it was given, and (its listener being
+        // stopped, as when pub/sub drops the events) never hears the end.
+        let t = run_to_end(&front, pipeline()).await;
+        assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+        let waiting = json!({"type": "builtin.echo", "queue": "nobody-serves-this"}).to_string();
+        if let Err(e) = front.submit_json(waiting.as_bytes()).await {
+            panic!("submission refused: {e}");
+        }
+        let cached = || Engine::lock(&front.states).len();
+        assert_eq!(cached(), 2);
+        assert_eq!(front.forget_ended().await, 1);
+        // The task still waiting keeps its plan.
+        assert_eq!(cached(), 1);
+        assert_eq!(front.forget_ended().await, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
