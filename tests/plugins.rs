@@ -611,3 +611,82 @@ async fn plugins_hot_reload_and_a_broken_rebuild_keeps_the_old_one() {
     .await;
     assert_eq!(status, 422);
 }
+
+/// An engine run in this process on the embedded store behind a
+/// [`Flaky`](dwa::store::testing::Flaky) wrapper, with the webhook plugin,
+/// so that a store failure can be made to land exactly on an effect's reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_ride_out_store_failures_while_reading_the_task() {
+    use dwa::catalog::Catalog;
+    use dwa::engine::{Engine, EngineConfig};
+    use dwa::executor::Executor;
+    use dwa::plugins::{PluginConfig, Plugins};
+    use dwa::store::sqlite::SqliteStore;
+    use dwa::store::testing::Flaky;
+
+    let rx = Receiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let only_webhook = dir.path().join("plugins");
+    std::fs::create_dir_all(&only_webhook).unwrap();
+    for f in ["webhook.wasm", "webhook.json"] {
+        std::fs::copy(dist("dist").join(f), only_webhook.join(f)).unwrap();
+    }
+    let plugins = Arc::new(
+        Plugins::new(&PluginConfig {
+            dir: only_webhook.clone(),
+            cache_dir: Some(repo().join("target/dwa-test-plugin-cache")),
+            http_allow: "127.0.0.1".into(),
+            policy_file: None,
+            work_dir: dir.path().join("work"),
+        })
+        .unwrap(),
+    );
+    let report = {
+        let p = plugins.clone();
+        tokio::task::spawn_blocking(move || p.load_dir(&only_webhook))
+            .await
+            .unwrap()
+    };
+    assert_eq!(report.loaded.len(), 1, "{:?}", report.errors);
+    let flaky = Arc::new(Flaky::new(Arc::new(
+        SqliteStore::open(&dir.path().join("data")).unwrap(),
+    )));
+    let mut catalog = Catalog::with_builtins();
+    catalog.set_plugins(&plugins);
+    let engine = Engine::new(
+        flaky.clone(),
+        catalog,
+        Executor::new(Vec::new()).with_plugins(plugins.clone()),
+        EngineConfig::default(),
+        Some(plugins),
+    );
+    engine.start().await.unwrap();
+
+    // Only the effect reads the task's summary and its steps' results here:
+    // both fail first, as while Redis restarts.
+    flaky.fail_next("task_summary", 2);
+    flaky.fail_next("step_results", 1);
+    let spec = json!({
+        "type": "p",
+        "steps": [
+            {"id": "a", "task": "builtin.echo", "input": {"n": 7}},
+            {"id": "b", "task": "builtin.echo", "input": {"done": true}}
+        ],
+        "onSuccess": [{"$event": "webhook", "url": format!("{}/hook", rx.base),
+                       "body": {"n": "{{steps.a.n}}", "done": "{{result.done}}"}}]
+    });
+    engine
+        .submit_json(spec.to_string().as_bytes())
+        .await
+        .unwrap();
+    let hook = &rx.wait("/hook", 1).await[0];
+    assert_eq!(
+        serde_json::from_slice::<Value>(&hook.body).unwrap(),
+        json!({"n": 7, "done": true})
+    );
+    assert_eq!(
+        flaky.tripped(),
+        ["task_summary", "task_summary", "step_results"]
+    );
+    engine.shutdown(std::time::Duration::from_secs(1)).await;
+}

@@ -20,6 +20,40 @@ use crate::template::{Root, Scope};
 /// Shortest gap between two `onProgress` firings of one task.
 pub const PROGRESS_THROTTLE: Duration = Duration::from_millis(250);
 
+/// How often an effect's store reads are tried, 100 ms apart and doubling
+/// (1.5 s in all): an effect skipped for a store blip is a webhook that
+/// never comes.
+const STORE_TRIES: u32 = 5;
+
+/// Runs a store read for an effect, again while it fails with an error
+/// `retryable` accepts; None (logged) when it never succeeds.
+async fn read_for_effects<T, E: std::fmt::Display, F>(
+    what: &str,
+    task_id: &str,
+    retryable: impl Fn(&E) -> bool,
+    mut read: impl FnMut() -> F,
+) -> Option<T>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let mut pause = Duration::from_millis(100);
+    for tried in 1..=STORE_TRIES {
+        match read().await {
+            Ok(v) => return Some(v),
+            Err(e) if tried < STORE_TRIES && retryable(&e) => {
+                tracing::debug!(task = %task_id, error = %e, "cannot read {what} for effects; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(task = %task_id, error = %e, "effects skipped: cannot read {what}");
+                return None;
+            }
+        }
+    }
+    None
+}
+
 /// A lifecycle point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
@@ -121,7 +155,14 @@ pub async fn fire(
     let Some(plugins) = engine.plugins().cloned() else {
         return;
     };
-    let Ok(state) = engine.plan_of(&task_id).await else {
+    let Some(state) = read_for_effects(
+        "the task's plan",
+        &task_id,
+        |e: &crate::executor::StepError| e.retryable,
+        || engine.plan_of(&task_id),
+    )
+    .await
+    else {
         return;
     };
     let plan = &state.plan;
@@ -134,13 +175,14 @@ pub async fn fire(
     if effects.is_empty() {
         return;
     }
-    let view = match engine.store().task_summary(&task_id).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(task = %task_id, error = %e, "effects skipped: task unreadable");
-            return;
-        }
+    let store_trouble =
+        |e: &crate::store::StoreError| matches!(e, crate::store::StoreError::Backend(_));
+    let Some(Some(view)) = read_for_effects("the task", &task_id, store_trouble, || {
+        engine.store().task_summary(&task_id)
+    })
+    .await
+    else {
+        return;
     };
     let status = status_body(&view);
     let mut needs = Vec::new();
@@ -155,7 +197,10 @@ pub async fn fire(
     }
     let mut steps = HashMap::new();
     if !needs.is_empty()
-        && let Ok(results) = engine.store().step_results(&task_id, &needs).await
+        && let Some(results) = read_for_effects("step results", &task_id, store_trouble, || {
+            engine.store().step_results(&task_id, &needs)
+        })
+        .await
     {
         for (i, r) in needs.iter().zip(results) {
             if let Some(r) = r {
