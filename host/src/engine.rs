@@ -149,6 +149,10 @@ impl From<StepError> for PrepError {
 /// down, short next to a lease.
 const STORE_FAILURE_PAUSE: Duration = Duration::from_millis(250);
 
+/// How often a step's outcome is sent to a failing store (100 ms apart,
+/// doubling: 3.1 s in all) before it is left to the lease running out.
+const RECORD_TRIES: u32 = 6;
+
 impl Engine {
     /// An engine on `store`; call [`Engine::start`] to run its pools.
     pub fn new(
@@ -807,7 +811,7 @@ impl Engine {
         let recorded = match outcome {
             Outcome::Done(v) => {
                 let cached = Arc::new(v.clone());
-                let r = if self.stop_leasing.is_cancelled() {
+                let first = if self.stop_leasing.is_cancelled() {
                     self.store.complete(job, v).await
                 } else {
                     self.store
@@ -818,6 +822,9 @@ impl Engine {
                             t
                         })
                 };
+                let r = self
+                    .record_again(job, first, || self.store.complete(job, (*cached).clone()))
+                    .await;
                 if job.item.is_none()
                     && let Some(s) = Self::lock(&self.states).get(&job.task_id)
                 {
@@ -838,9 +845,13 @@ impl Engine {
                 if retry::may_retry(&policy, job.attempt, e.retryable) {
                     let wait = retry::delay_after(&policy, job.attempt, rand::random::<f64>());
                     let run_at = crate::model::now_ms() + wait.as_millis() as i64;
-                    self.store.retry(job, run_at, &e.message).await
+                    let first = self.store.retry(job, run_at, &e.message).await;
+                    self.record_again(job, first, || self.store.retry(job, run_at, &e.message))
+                        .await
                 } else {
-                    self.store.fail(job, &e.message).await
+                    let first = self.store.fail(job, &e.message).await;
+                    self.record_again(job, first, || self.store.fail(job, &e.message))
+                        .await
                 }
             }
             Outcome::Aborted => {
@@ -862,6 +873,33 @@ impl Engine {
             }
         }
         next
+    }
+
+    /// Sends a step's outcome again while the store fails: an outcome lost
+    /// to a store blip would have the whole step run again once its lease
+    /// ran out. The job is still in `running` meanwhile, so its lease keeps
+    /// being renewed. A refusal (lease lost) is an answer, not a failure.
+    async fn record_again<T, F>(
+        &self,
+        job: &Job,
+        first: Result<T, StoreError>,
+        mut again: impl FnMut() -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut r = first;
+        let mut pause = Duration::from_millis(100);
+        for _ in 1..RECORD_TRIES {
+            let Err(StoreError::Backend(e)) = &r else {
+                break;
+            };
+            tracing::warn!(job = %job.name(), error = %e, "could not record the step's outcome; trying again");
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            r = again().await;
+        }
+        r
     }
 
     /// Puts back a job that could not be prepared because the store failed,
@@ -1258,6 +1296,37 @@ mod tests {
         let steps = t.step_status.unwrap_or_default();
         assert!(steps.iter().all(|s| s.attempts == 1), "{steps:?}");
         assert_eq!(flaky.tripped(), vec!["spec"]);
+        worker.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outcome_the_store_refused_is_sent_again_not_run_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let (front, worker, flaky) = flaky_hosts(dir.path()).await;
+        // The first step's result is refused twice, the failure of the
+        // last one once: each step still runs exactly once.
+        flaky.fail_next("complete", 2);
+        flaky.fail_next("fail", 1);
+        let spec = json!({"type": "p", "steps": [
+            {"id": "a", "task": "builtin.echo", "input": {"n": 1}},
+            {"id": "b", "task": "builtin.fail", "input": {"message": "no"}, "dependsOn": ["a"]}
+        ]});
+        let t = run_to_end(&front, spec).await;
+        assert_eq!(t.status, TaskStatus::Failed, "{:?}", t.error);
+        let steps = t.step_status.unwrap_or_default();
+        assert_eq!(
+            steps[0].status,
+            crate::model::StepStatus::Completed,
+            "{steps:?}"
+        );
+        assert!(steps.iter().all(|s| s.attempts == 1), "{steps:?}");
+        let events = match worker.store().events(&t.id, 0, 1000).await {
+            Ok(e) => e,
+            Err(e) => panic!("cannot read events: {e}"),
+        };
+        let starts = events.iter().filter(|e| e.kind == "step:start").count();
+        assert_eq!(starts, 2, "a step ran again: {events:?}");
+        assert_eq!(flaky.tripped(), ["complete", "complete", "fail"]);
         worker.shutdown(Duration::from_secs(1)).await;
     }
 
