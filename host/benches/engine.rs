@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dwa::store::Feed;
 use serde_json::{Value, json};
 
 const SCENARIOS: [&str; 11] = [
@@ -144,8 +145,8 @@ async fn run_to_completion(h: &dwa::server::Host, task: Value) -> (Duration, Dur
     let created = h.engine.submit_json(&body).await.expect("submit");
     let mut first: Option<Instant> = None;
     loop {
-        match rx.recv().await {
-            Ok(e) if e.task_id == created.id => {
+        match rx.next().await {
+            Feed::Event(e) if e.task_id == created.id => {
                 first.get_or_insert_with(Instant::now);
                 if e.kind == "pipeline:complete" {
                     assert_eq!(e.data["status"], "completed", "{}", e.data);
@@ -153,15 +154,15 @@ async fn run_to_completion(h: &dwa::server::Host, task: Value) -> (Duration, Dur
                     return (end - start, end - first.unwrap_or(start));
                 }
             }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+            Feed::Event(_) => {}
+            Feed::Missed => {
                 let t = h.engine.get(&created.id).await.expect("get");
                 if t.status.is_terminal() {
                     let end = Instant::now();
                     return (end - start, end - first.unwrap_or(start));
                 }
             }
-            Err(e) => panic!("event stream closed: {e}"),
+            Feed::Closed => panic!("event stream closed"),
         }
     }
 }
@@ -277,7 +278,7 @@ async fn run(scenario: &str) {
             let mut rx = h.engine.store().subscribe();
             let st = started.clone();
             tokio::spawn(async move {
-                while let Ok(e) = rx.recv().await {
+                while let Feed::Event(e) = rx.next().await {
                     if e.kind == "step:start" {
                         st.lock()
                             .expect("lock")

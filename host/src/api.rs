@@ -25,7 +25,7 @@ use crate::discovery::{self, BackendStatus};
 use crate::engine::{Engine, EngineError};
 use crate::model::{CreatedTask, TaskEvent, TaskList, TaskStatus, TaskView};
 use crate::plan::FieldError;
-use crate::store::ListFilter;
+use crate::store::{Feed, ListFilter};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -291,7 +291,6 @@ async fn task_events(
     let store = st.engine.store().clone();
     // Subscribe before reading the replay so that nothing falls in between.
     let mut live = store.subscribe();
-    let mut resets = store.feed_resets();
     let task = store
         .task_summary(&id)
         .await
@@ -316,31 +315,23 @@ async fn task_events(
         if !f.drain(None).await {
             return;
         }
-        let mut feed_open = true;
         loop {
-            let next = tokio::select! {
-                r = live.recv() => Some(r),
-                // The live feed may have dropped events: catch up from the store.
-                changed = resets.changed(), if feed_open => {
-                    feed_open = changed.is_ok();
-                    None
+            let next = if f.ended {
+                match tokio::time::timeout(linger, live.next()).await {
+                    Ok(r) => r,
+                    Err(_) => return,
                 }
-                _ = tokio::time::sleep(linger), if f.ended => return,
-            };
-            let Some(next) = next else {
-                if !f.drain(None).await {
-                    return;
-                }
-                continue;
+            } else {
+                live.next().await
             };
             let go_on = match next {
-                Ok(e) if e.task_id == f.id && e.seq > f.last => {
+                Feed::Event(e) if e.task_id == f.id && e.seq > f.last => {
                     // Events published before we subscribed come from the store.
                     (e.seq == f.last + 1 || f.drain(Some(e.seq)).await) && f.send(&e).await
                 }
-                Ok(_) => true,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => f.drain(None).await,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+                Feed::Event(_) => true,
+                Feed::Missed => f.drain(None).await,
+                Feed::Closed => false,
             };
             if !go_on {
                 return;

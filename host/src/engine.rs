@@ -24,7 +24,9 @@ use crate::model::{
 use crate::plan::{FieldError, Placement, Plan};
 use crate::plugins::{Plugins, TaskFunctions};
 use crate::retry;
-use crate::store::{Job, ListFilter, NewStep, NewTask, Store, StoreError, TaskRecord, Transition};
+use crate::store::{
+    Feed, Job, ListFilter, NewStep, NewTask, Store, StoreError, TaskRecord, Transition,
+};
 use crate::template::Scope;
 
 /// Errors the engine reports to the API.
@@ -632,20 +634,13 @@ impl Engine {
     /// and drops the plans of tasks that ended elsewhere.
     async fn listen_loop(self: Arc<Self>) {
         let mut rx = self.store.subscribe();
-        let mut resets = self.store.feed_resets();
-        let mut feed_open = true;
         loop {
             let ev = tokio::select! {
-                e = rx.recv() => e,
-                changed = resets.changed(), if feed_open => {
-                    feed_open = changed.is_ok();
-                    self.clone().spawn_forget_ended();
-                    continue;
-                }
+                e = rx.next() => e,
                 _ = self.stop_leasing.cancelled() => return,
             };
             match ev {
-                Ok(e) if e.kind == "pipeline:complete" => {
+                Feed::Event(e) if e.kind == "pipeline:complete" => {
                     let status = e
                         .data
                         .get("status")
@@ -654,11 +649,9 @@ impl Engine {
                         .unwrap_or(TaskStatus::Completed);
                     self.finished(&e.task_id, status);
                 }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    self.clone().spawn_forget_ended()
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Feed::Event(_) => {}
+                Feed::Missed => self.clone().spawn_forget_ended(),
+                Feed::Closed => return,
             }
         }
     }
@@ -1261,10 +1254,10 @@ mod tests {
         };
         let ended = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
-                match events.recv().await {
-                    Ok(e) if e.task_id == id && e.kind == "pipeline:complete" => return,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(e) => panic!("event stream ended: {e}"),
+                match events.next().await {
+                    Feed::Event(e) if e.task_id == id && e.kind == "pipeline:complete" => return,
+                    Feed::Event(_) | Feed::Missed => {}
+                    Feed::Closed => panic!("event stream ended"),
                 }
             }
         })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
+use super::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
 use crate::clock::{Clock, ManualClock};
 use crate::model::{StepStatus, TaskStatus};
 
@@ -448,10 +448,10 @@ async fn events_are_ordered_and_broadcast(s: Arc<dyn Store>, _c: Arc<ManualClock
     let mut live = Vec::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while live.len() < 7 {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(e)) if e.task_id == id => live.push(e.seq),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("event subscription failed: {e}"),
+        match tokio::time::timeout_at(deadline, rx.next()).await {
+            Ok(Feed::Event(e)) if e.task_id == id => live.push(e.seq),
+            Ok(Feed::Event(_)) => {}
+            Ok(other) => panic!("event subscription failed: {other:?}"),
             Err(_) => break,
         }
     }

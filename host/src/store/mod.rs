@@ -15,9 +15,62 @@ use tokio::sync::{broadcast, watch};
 
 use crate::model::{StepStatus, TaskEvent, TaskStatus};
 
-/// The feed-reset signal of stores whose feed never drops events.
-static NEVER_RESET: std::sync::LazyLock<watch::Sender<u64>> =
-    std::sync::LazyLock::new(|| watch::Sender::new(0));
+/// What a subscription to the store's events yields next.
+#[derive(Debug)]
+pub enum Feed {
+    /// The next event recorded, by any host sharing the store.
+    Event(Arc<TaskEvent>),
+    /// Events may have been missed (this subscriber lagged, or the shared
+    /// channel was reconnected and kept nothing meanwhile): re-read the store.
+    Missed,
+    /// The store is gone.
+    Closed,
+}
+
+/// A subscription to the store's events. Lagging and a reconnected channel
+/// both come out as [`Feed::Missed`], so that every follower catches up
+/// from the store in one place and none can forget one of the two.
+pub struct EventFeed {
+    events: broadcast::Receiver<Arc<TaskEvent>>,
+    resets: Option<watch::Receiver<u64>>,
+}
+
+impl EventFeed {
+    /// A feed of `events`; `resets` changes whenever the channel behind them
+    /// may have dropped some (None: an in-process channel, which never does).
+    pub fn new(
+        events: broadcast::Receiver<Arc<TaskEvent>>,
+        resets: Option<watch::Receiver<u64>>,
+    ) -> EventFeed {
+        EventFeed { events, resets }
+    }
+
+    /// Waits for the next event, or for word that some were missed.
+    pub async fn next(&mut self) -> Feed {
+        loop {
+            let reset = async {
+                match &mut self.resets {
+                    Some(r) => r.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.events.recv() => return match r {
+                    Ok(e) => Feed::Event(e),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Feed::Missed,
+                    Err(broadcast::error::RecvError::Closed) => Feed::Closed,
+                },
+                open = reset => {
+                    if open {
+                        return Feed::Missed;
+                    }
+                    // The store stopped announcing resets: only events remain.
+                    self.resets = None;
+                }
+            }
+        }
+    }
+}
 
 pub mod conformance;
 pub mod redis;
@@ -299,16 +352,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Arc<TaskEvent>>, StoreError>;
 
     /// Every event recorded from now on, by any host sharing the store.
-    fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>>;
-
-    /// Changes whenever [`Store::subscribe`]'s feed may have dropped events
-    /// (the shared event channel was reconnected): a follower then re-reads
-    /// the store instead of waiting for an event that will never come. The
-    /// embedded store's feed is in-process and never drops, so by default
-    /// nothing changes.
-    fn feed_resets(&self) -> watch::Receiver<u64> {
-        NEVER_RESET.subscribe()
-    }
+    fn subscribe(&self) -> EventFeed;
 
     /// Deletes up to `limit` finished tasks that ended before `ended_before`
     /// (ms), with their steps and events: the retention policy. Answers how many.

@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    Job, Leased, ListFilter, NewEvent, NewTask, StepRecord, Store, StoreError, TaskRecord,
-    Transition,
+    EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, StepRecord, Store, StoreError,
+    TaskRecord, Transition,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::model::{StepStatus, TaskEvent, TaskStatus};
@@ -554,8 +554,8 @@ impl Store for SqliteStore {
         }
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>> {
-        self.events.subscribe()
+    fn subscribe(&self) -> EventFeed {
+        EventFeed::new(self.events.subscribe(), None)
     }
 
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::broadcast;
 
 use super::{
-    Job, Leased, ListFilter, NewEvent, NewTask, Store, StoreError, TaskRecord, Transition,
+    EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, Store, StoreError, TaskRecord,
+    Transition,
 };
 use crate::model::TaskEvent;
 
@@ -278,12 +278,8 @@ impl Store for Flaky {
         self.inner.append_events(id, events).await
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>> {
+    fn subscribe(&self) -> EventFeed {
         self.inner.subscribe()
-    }
-
-    fn feed_resets(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.feed_resets()
     }
 
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {

@@ -11,8 +11,8 @@
 //! to the task's hash (replay) and a pub/sub channel, which every host
 //! forwards to its local subscribers: an SSE client on host A sees steps run
 //! on host B. Pub/sub drops what is published while a host resubscribes, so
-//! each resubscription is announced ([`Store::feed_resets`]) and followers
-//! re-read the stored events.
+//! each resubscription is announced and followers see [`crate::store::Feed::Missed`]:
+//! they re-read the stored events.
 //!
 //! Creations and completions, the two calls made once per step, go through
 //! `batch::Batcher`s: under load many of them share one script run, which
@@ -34,8 +34,8 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::{
-    Job, Leased, ListFilter, NewEvent, NewTask, StepRecord, Store, StoreError, TaskRecord,
-    Transition,
+    EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, StepRecord, Store, StoreError,
+    TaskRecord, Transition,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::model::{StepStatus, TaskEvent, TaskStatus};
@@ -859,12 +859,8 @@ impl Store for RedisStore {
             .events)
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<TaskEvent>> {
-        self.events.subscribe()
-    }
-
-    fn feed_resets(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.resets.subscribe()
+    fn subscribe(&self) -> EventFeed {
+        EventFeed::new(self.events.subscribe(), Some(self.resets.subscribe()))
     }
 
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
