@@ -36,22 +36,15 @@ async fn read_for_effects<T, E: std::fmt::Display, F>(
 where
     F: std::future::Future<Output = Result<T, E>>,
 {
-    let mut pause = Duration::from_millis(100);
-    for tried in 1..=STORE_TRIES {
-        match read().await {
-            Ok(v) => return Some(v),
-            Err(e) if tried < STORE_TRIES && retryable(&e) => {
-                tracing::debug!(task = %task_id, error = %e, "cannot read {what} for effects; trying again");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
-            Err(e) => {
-                tracing::warn!(task = %task_id, error = %e, "effects skipped: cannot read {what}");
-                return None;
-            }
+    let first = read().await;
+    let describe = || format!("reading {what} of task {task_id} for its effects");
+    match crate::retry::while_transient(first, STORE_TRIES, retryable, describe, read).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(task = %task_id, error = %e, "effects skipped: cannot read {what}");
+            None
         }
     }
-    None
 }
 
 /// A lifecycle point.

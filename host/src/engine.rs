@@ -876,23 +876,19 @@ impl Engine {
         &self,
         job: &Job,
         first: Result<T, StoreError>,
-        mut again: impl FnMut() -> F,
+        again: impl FnMut() -> F,
     ) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let mut r = first;
-        let mut pause = Duration::from_millis(100);
-        for _ in 1..RECORD_TRIES {
-            let Err(StoreError::Backend(e)) = &r else {
-                break;
-            };
-            tracing::warn!(job = %job.name(), error = %e, "could not record the step's outcome; trying again");
-            tokio::time::sleep(pause).await;
-            pause *= 2;
-            r = again().await;
-        }
-        r
+        retry::while_transient(
+            first,
+            RECORD_TRIES,
+            |e| matches!(e, StoreError::Backend(_)),
+            || format!("recording the outcome of job {}", job.name()),
+            again,
+        )
+        .await
     }
 
     /// Puts back a job that could not be prepared because the store failed,
