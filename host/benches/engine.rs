@@ -935,32 +935,34 @@ async fn redis_pipelines_bench() {
         .expect("flush");
     let workers = 256;
     let (h, _d) = host_on(workers, Some(url.clone())).await;
-    let n = 5_000usize;
-    let cpu = redis_cpu(&mut conn).await;
-    let t = run_to_completion(&h, wide_task(n)).await;
-    let cpu = redis_cpu(&mut conn).await - cpu;
-    report(
-        "redis: wide DAG (1 → 4,998 → 1)",
-        n as u64,
-        t,
-        &format!(
-            "{:.0} µs of Redis CPU per step (workers {workers})",
-            cpu * 1e6 / n as f64
+    let shapes = [
+        (
+            "redis: wide DAG (1 → 4,998 → 1)",
+            5_000usize,
+            "step",
+            wide_task(5_000),
         ),
-    );
-    let n = 20_000usize;
-    let cpu = redis_cpu(&mut conn).await;
-    let t = run_to_completion(&h, foreach_task(n)).await;
-    let cpu = redis_cpu(&mut conn).await - cpu;
-    report(
-        "redis: forEach (20,000 items)",
-        n as u64,
-        t,
-        &format!(
-            "{:.0} µs of Redis CPU per item (workers {workers})",
-            cpu * 1e6 / n as f64
+        (
+            "redis: forEach (20,000 items)",
+            20_000,
+            "item",
+            foreach_task(20_000),
         ),
-    );
+    ];
+    for (label, n, unit, task) in shapes {
+        let cpu = redis_cpu(&mut conn).await;
+        let t = run_to_completion(&h, task).await;
+        let cpu = redis_cpu(&mut conn).await - cpu;
+        report(
+            label,
+            n as u64,
+            t,
+            &format!(
+                "{:.0} µs of Redis CPU per {unit} (workers {workers})",
+                cpu * 1e6 / n as f64
+            ),
+        );
+    }
     h.engine.shutdown(Duration::from_secs(1)).await;
 }
 
