@@ -16,13 +16,13 @@ serve: build-plugins
 # Install what the tests need, then run formatting, lints and every test.
 test: test-setup
     cargo fmt --all -- --check
-    cargo clippy --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets -- -D warnings
     .venv/bin/python -m shared.tasks.gen --check
     .venv/bin/python -m pytest -q tests/python
     # Compile every plugin once into the tests' shared artifact cache, so that
     # the tests' hosts do not all compile the same components at once.
     DWA_PLUGIN_DIR=plugins/dist DWA_PLUGIN_CACHE_DIR=target/dwa-test-plugin-cache RUST_LOG=warn cargo run -q --bin dwa -- plugins
-    cargo test --workspace --lib --bins --tests
+    cargo test --workspace --lib --tests
 
 # What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target,
 # componentize-py, componentize-js), the Python backend environment, and a

@@ -1,4 +1,4 @@
-"""The backend protocol of DESIGN.md as one ASGI app (FastAPI), served by
+"""The backend protocol of docs/backend-protocol.md as one ASGI app (FastAPI), served by
 every backend: `backends/local` (uvicorn), `backends/ray` (Ray Serve ingress)
 and `backends/modal` (a Modal ASGI function).
 

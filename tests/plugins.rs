@@ -17,7 +17,7 @@ use hmac::Mac;
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn dist(name: &str) -> PathBuf {
@@ -613,16 +613,16 @@ async fn plugins_hot_reload_and_a_broken_rebuild_keeps_the_old_one() {
 }
 
 /// An engine run in this process on the embedded store behind a
-/// [`Flaky`](dwa::store::testing::Flaky) wrapper, with the webhook plugin,
+/// [`Flaky`](dwa_store::testing::Flaky) wrapper, with the webhook plugin,
 /// so that a store failure can be made to land exactly on an effect's reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn effects_ride_out_store_failures_while_reading_the_task() {
-    use dwa::catalog::Catalog;
-    use dwa::engine::{Engine, EngineConfig};
-    use dwa::executor::Executor;
-    use dwa::plugins::{PluginConfig, Plugins};
-    use dwa::store::sqlite::SqliteStore;
-    use dwa::store::testing::Flaky;
+    use dwa_core::catalog::Catalog;
+    use dwa_engine::engine::{Engine, EngineConfig};
+    use dwa_engine::executor::Executor;
+    use dwa_plugins::{PluginConfig, Plugins};
+    use dwa_store::sqlite::SqliteStore;
+    use dwa_store::testing::Flaky;
 
     let rx = Receiver::start(0).await;
     let dir = tempfile::tempdir().unwrap();
@@ -652,7 +652,7 @@ async fn effects_ride_out_store_failures_while_reading_the_task() {
         SqliteStore::open(&dir.path().join("data")).unwrap(),
     )));
     let mut catalog = Catalog::with_builtins();
-    catalog.set_plugins(&plugins);
+    catalog.set_plugins(plugins.provides());
     let engine = Engine::new(
         flaky.clone(),
         catalog,

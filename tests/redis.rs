@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use dwa::store::testing::RedisServer;
+use dwa_store::testing::RedisServer;
 use serde_json::{Value, json};
 
 fn start_host(

@@ -9,12 +9,12 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use dwa::plugins::{PluginConfig, Plugins};
+use dwa_plugins::{PluginConfig, Plugins};
 use image::{DynamicImage, GenericImageView, ImageFormat, Rgb, RgbImage};
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn dist() -> PathBuf {

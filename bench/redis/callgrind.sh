@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-1280}
-dir=${2:-host/src/store/redis}
+dir=${2:-host/dwa-store/src/redis}
 venv=target/bench-redis-venv
 [ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet "redis==8.1.0"; }
 count() {

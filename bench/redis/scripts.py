@@ -6,7 +6,7 @@ per task (from SLOWLOG; noisy on a shared machine) or nothing, when run
 under `callgrind.sh`, which counts redis-server's instructions instead
 (deterministic: the way to compare two versions of the scripts).
 
-    python bench/redis/scripts.py --port 6379 [--tasks 20000] [--dir host/src/store/redis]
+    python bench/redis/scripts.py --port 6379 [--tasks 20000] [--dir host/dwa-store/src/redis]
 """
 
 import argparse
@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--dir", default=os.path.join(os.path.dirname(__file__), "../../host/src/store/redis"))
+    ap.add_argument("--dir", default=os.path.join(os.path.dirname(__file__), "../../host/dwa-store/src/redis"))
     ap.add_argument("--quiet", action="store_true", help="no SLOWLOG timing (under callgrind)")
     a = ap.parse_args()
     r = redis.Redis(port=a.port)

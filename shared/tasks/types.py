@@ -75,7 +75,7 @@ class TaskMeta:
     input_model: Any = field(default=None, repr=False, compare=False)
 
     def catalog_entry(self) -> dict[str, Any]:
-        """The entry `GET /tasks` announces (DESIGN.md's backend protocol)."""
+        """The entry `GET /tasks` announces (docs/backend-protocol.md)."""
         return {
             "name": self.name,
             "category": self.category,

@@ -310,7 +310,7 @@ impl PyService {
         env: &[(&str, String)],
         wait: Duration,
     ) -> PyService {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let python = repo.join(".venv/bin/python");
         assert!(
             python.exists(),
@@ -373,7 +373,7 @@ pub fn host_for_backend(
     backend_var: &'static str,
     url: &str,
 ) -> Host {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let env = vec![
         (backend_var, url.to_owned()),
         ("DWA_WORK_DIR", work.display().to_string()),

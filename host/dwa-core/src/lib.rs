@@ -1,0 +1,27 @@
+//! # dwa-core — what a task is and how it is planned
+//!
+//! Pure logic shared by every other crate of the host: no async runtime, no
+//! WebAssembly, no HTTP server, no database (docs/architecture.md).
+//!
+//! - [`model`]: the task JSON and the API's answers (the wire contract,
+//!   docs/tasks.md and docs/api.md).
+//! - [`template`]: `{{ ... }}` templates, parsed once, resolved per step;
+//!   filters that plugins provide are reached through [`template::Functions`].
+//! - [`schema`]: checks a step's input against the JSON Schema its backend
+//!   announces.
+//! - [`catalog`]: which tasks exist and which backend serves each.
+//! - [`chunking`]: expands a chunked step into split, parts and merge.
+//! - [`plan`]: validation and planning of a task into a dependency graph.
+//! - [`visualize`]: mermaid diagrams of a plan.
+//! - [`retry`]: backoff arithmetic of a step's retry policy.
+//! - [`step`]: the contract between the engine and whatever runs a step.
+
+pub mod catalog;
+pub mod chunking;
+pub mod model;
+pub mod plan;
+pub mod retry;
+pub mod schema;
+pub mod step;
+pub mod template;
+pub mod visualize;

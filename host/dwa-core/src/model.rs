@@ -1,0 +1,427 @@
+//! The task JSON as users write it (camelCase on the wire), and the status
+//! documents the API answers with.
+//!
+//! These types are the contract of docs/tasks.md and docs/api.md; unknown fields are refused so
+//! that a typo such as `dependOn` is an error rather than a silently ignored key.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// A task submitted to `POST /api/tasks`: a single task, or a pipeline when `steps` is set.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskSpec {
+    /// A catalog task name, or a free name when `steps` makes this a pipeline.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// Where the task runs: `wasm`, `modal`, `ray`, `local` or `builtin`; default from the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// The queue its steps go to; gpu tasks default to `gpu`, others to `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The task's input; a pipeline's first steps receive it. Default `{}`.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// The steps of a pipeline; absent for a single task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepSpec>>,
+    /// Resource hints and the per-step timeout, inherited by every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Retry policy, inherited by every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// Effects fired when the task is queued.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_pending: Vec<Effect>,
+    /// Effects fired when the task's progress changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_progress: Vec<Effect>,
+    /// Effects fired when the task completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_success: Vec<Effect>,
+    /// Effects fired when the task fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_error: Vec<Effect>,
+}
+
+/// One step of a pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepSpec {
+    /// A name other steps and templates refer to; the step's index otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The catalog task this step runs.
+    pub task: String,
+    /// Overrides the backend the catalog names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Overrides the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The step's input, with templates; default: its dependency's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+    /// Ids of the steps this one waits for; its presence on any step makes the pipeline a DAG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
+    /// A template or array: the step runs once per item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub for_each: Option<Value>,
+    /// At most this many items of `forEach` run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each_concurrency: Option<u32>,
+    /// Overrides the task-level resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Overrides the task-level retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// Split the step's input into chunks run in parallel and merge their
+    /// results (for tasks whose catalog entry has a `chunk` config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<ChunkRequest>,
+}
+
+/// A step's request to be chunked; every field defaults to the task's own config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChunkRequest {
+    /// A chunk's length (seconds, or characters for text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<f64>,
+    /// How much consecutive chunks share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<f64>,
+    /// At most this many chunks run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+/// Resource hints; `timeout` (seconds) bounds each try of a step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// GPU kind (e.g. `T4`); its presence sends the step to the `gpu` queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// VRAM in MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram: Option<u64>,
+    /// RAM in MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<u64>,
+    /// Seconds one try may take before it is aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+}
+
+/// How a failed step is retried; `attempts` counts every try, the first included.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Total tries, the first included (BullMQ's meaning).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// `fixed` or `exponential`.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// First wait in ms.
+    #[serde(default = "default_delay")]
+    pub delay: u64,
+    /// Upper bound of an exponential wait in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<u64>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+fn default_attempts() -> u32 {
+    1
+}
+
+fn default_delay() -> u64 {
+    1000
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 1,
+            backoff: Backoff::Fixed,
+            delay: default_delay(),
+            max_delay: None,
+        }
+    }
+}
+
+/// The shape of the wait between tries.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    /// Wait `delay` each time.
+    #[default]
+    Fixed,
+    /// Double the wait each retry up to `maxDelay`, with jitter.
+    Exponential,
+}
+
+/// A lifecycle effect: `$event` names the effect, every other field is its config.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Effect {
+    /// The effect's name (`toast`, `webhook`, ...).
+    #[serde(rename = "$event")]
+    pub event: String,
+    /// The effect's configuration, templates allowed.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub config: Map<String, Value>,
+}
+
+/// Status of a whole task.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Queued, no step started yet.
+    Pending,
+    /// At least one step has started.
+    Active,
+    /// Every step completed.
+    Completed,
+    /// A step failed for good.
+    Failed,
+    /// Cancelled by `DELETE /api/tasks/:id`.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// The wire name, also used as the stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Active => "active",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => TaskStatus::Pending,
+            "active" => TaskStatus::Active,
+            "completed" => TaskStatus::Completed,
+            "failed" => TaskStatus::Failed,
+            "cancelled" => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether nothing more will happen to the task.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+/// Status of one step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Waiting for its dependencies or a worker.
+    Pending,
+    /// A worker runs it (or its items).
+    Running,
+    /// Done, with a result.
+    Completed,
+    /// Failed for good, or aborted.
+    Failed,
+    /// Never ran: an earlier step failed or the task was cancelled.
+    Skipped,
+}
+
+impl StepStatus {
+    /// The wire name, also used as the stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Completed => "completed",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => StepStatus::Pending,
+            "running" => StepStatus::Running,
+            "completed" => StepStatus::Completed,
+            "failed" => StepStatus::Failed,
+            "skipped" => StepStatus::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// Answer of `POST /api/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTask {
+    /// The new task's id.
+    pub id: String,
+    /// Always `pending`.
+    pub status: TaskStatus,
+    /// The queue of the task (of its first steps, for a pipeline).
+    pub queue: String,
+}
+
+/// One step's line in a pipeline's `stepStatus`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStatusView {
+    /// The step's id, or its index when it has none.
+    pub id: String,
+    /// The task it runs.
+    pub task: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// When its first try started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it ended (RFC 3339).
+    pub completed_at: Option<String>,
+    /// Milliseconds from start to end.
+    pub duration: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Tries made so far.
+    pub attempts: u32,
+}
+
+/// Answer of `GET /api/tasks/:id`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    /// The task's id.
+    pub id: String,
+    /// The task's `type`.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// Where it stands.
+    pub status: TaskStatus,
+    /// The queue it was submitted to.
+    pub queue: String,
+    /// 0..=100.
+    pub progress: f64,
+    /// The result (a pipeline's `finalResult`).
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was submitted (RFC 3339).
+    pub created_at: String,
+    /// When its first step started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it ended (RFC 3339).
+    pub completed_at: Option<String>,
+    /// Step results in order (pipelines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub steps: Option<Vec<Value>>,
+    /// Step results by id (pipelines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub step_results: Option<Map<String, Value>>,
+    /// Each step's status (pipelines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_status: Option<Vec<StepStatusView>>,
+    /// The last step's result (pipelines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub final_result: Option<Value>,
+    /// Milliseconds from the first start to the end (pipelines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_duration: Option<i64>,
+    /// Groups of step ids whose runs overlapped in time (pipelines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_groups: Option<Vec<Vec<String>>>,
+}
+
+/// One task in `GET /api/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSummary {
+    /// The task's id.
+    pub id: String,
+    /// The task's `type`.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// Where it stands.
+    pub status: TaskStatus,
+    /// Its queue.
+    pub queue: String,
+    /// 0..=100.
+    pub progress: f64,
+    /// When it was submitted (RFC 3339).
+    pub created_at: String,
+    /// When it ended (RFC 3339).
+    pub completed_at: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Answer of `GET /api/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskList {
+    /// Newest first.
+    pub tasks: Vec<TaskSummary>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An event on a task's stream (SSE), also stored for replay.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskEvent {
+    /// Position in the task's stream, from 1.
+    pub seq: u64,
+    /// `step:start`, `step:complete`, `step:error`, `step:retry`, `step:progress`,
+    /// `pipeline:complete`, or an effect's own name.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The task it belongs to.
+    pub task_id: String,
+    /// The step it concerns, if any.
+    pub step_id: Option<String>,
+    /// That step's task name.
+    pub step_task: Option<String>,
+    /// Event-specific data.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// When it happened (ms since the Unix epoch).
+    pub timestamp: i64,
+}
+
+/// Milliseconds since the Unix epoch, the store's clock unit.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Formats a store timestamp as RFC 3339 for the API.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,113 @@
+//! Checks of single fields: ids, queue names, retry policies, timeouts; and
+//! the [`Checker`] that gathers every problem of a submission.
+
+use crate::catalog::Catalog;
+use crate::model::{RetryConfig, TaskSpec};
+
+use super::{FieldError, MAX_ATTEMPTS};
+
+/// Gathers every problem found, so that a submission hears of all of them.
+pub(super) struct Checker<'a> {
+    pub(super) errors: Vec<FieldError>,
+    pub(super) catalog: &'a Catalog,
+}
+
+impl<'a> Checker<'a> {
+    pub(super) fn new(catalog: &'a Catalog) -> Self {
+        Checker {
+            errors: Vec::new(),
+            catalog,
+        }
+    }
+
+    pub(super) fn err(
+        &mut self,
+        step: Option<&str>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.errors.push(FieldError {
+            step: step.map(str::to_owned),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// The task-level fields: `type`, `queue`, `retry`, `resources.timeout`.
+pub(super) fn check_task(c: &mut Checker<'_>, spec: &TaskSpec) {
+    if spec.task_type.trim().is_empty() {
+        c.err(None, "type", "must not be empty");
+    }
+    if let Some(q) = &spec.queue {
+        check_queue(c, None, "queue", q);
+    }
+    if let Some(r) = &spec.retry {
+        check_retry(c, None, "retry", r);
+    }
+    check_timeout(
+        c,
+        None,
+        "resources.timeout",
+        spec.resources.as_ref().and_then(|r| r.timeout),
+    );
+}
+
+pub(super) fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !id.bytes().all(|b| b.is_ascii_digit())
+}
+
+pub(super) fn check_queue(c: &mut Checker<'_>, step: Option<&str>, field: &str, q: &str) {
+    let valid = !q.is_empty()
+        && q.len() <= 64
+        && q.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if !valid {
+        c.err(
+            step,
+            field.to_owned(),
+            "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+        );
+    }
+}
+
+pub(super) fn check_retry(c: &mut Checker<'_>, step: Option<&str>, field: &str, r: &RetryConfig) {
+    if r.attempts == 0 || r.attempts > MAX_ATTEMPTS {
+        c.err(
+            step,
+            format!("{field}.attempts"),
+            format!(
+                "must be between 1 and {MAX_ATTEMPTS} (it counts every try, the first included)"
+            ),
+        );
+    }
+    if let Some(max) = r.max_delay
+        && max < r.delay
+    {
+        c.err(
+            step,
+            format!("{field}.maxDelay"),
+            format!("must be at least delay ({} ms)", r.delay),
+        );
+    }
+    if r.delay > 24 * 3600 * 1000 {
+        c.err(step, format!("{field}.delay"), "must be at most one day");
+    }
+}
+
+pub(super) fn check_timeout(c: &mut Checker<'_>, step: Option<&str>, field: &str, t: Option<f64>) {
+    if let Some(t) = t
+        && !(t.is_finite() && t > 0.0 && t <= 7.0 * 24.0 * 3600.0)
+    {
+        c.err(
+            step,
+            field.to_owned(),
+            "must be a number of seconds above 0 and at most a week",
+        );
+    }
+}

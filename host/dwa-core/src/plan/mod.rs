@@ -1,0 +1,253 @@
+//! Validation and planning: turns a submitted [`TaskSpec`] into a [`Plan`] —
+//! the steps with their dependency graph (petgraph), parsed templates, queue,
+//! backend, timeout and retry policy — or into a list of errors that each name
+//! the step and field at fault. Nothing is stored for a task that fails here.
+//!
+//! [`plan`] runs in named phases: expand chunked steps ([`crate::chunking`]),
+//! check the task's own fields ([`checks`]), name the steps and build their
+//! dependency graph ([`graph`]), place and bind each step ([`step`]), and
+//! plan the lifecycle effects ([`effects`]).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::catalog::Catalog;
+use crate::model::{RetryConfig, StepSpec, TaskSpec};
+use crate::template::Template;
+
+mod checks;
+mod effects;
+mod graph;
+mod step;
+#[cfg(test)]
+mod tests;
+
+use checks::Checker;
+use graph::{DepGraph, StepIds};
+
+/// Default per-try timeout when neither the task nor the catalog sets one.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 3600.0;
+/// Most tries a retry policy may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// One problem found at submission.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldError {
+    /// The step (id or index) at fault, if the problem is in a step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The field at fault, as a JSON path (`steps[2].dependsOn`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Where and how each step runs, decided once at submission and stored with
+/// the task so that a restart does not depend on the catalog of the moment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Backend name.
+    pub backend: String,
+    /// Queue name.
+    pub queue: String,
+    /// Per-try timeout in ms.
+    pub timeout_ms: u64,
+}
+
+/// One step, ready to run.
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    /// Position in the pipeline.
+    pub idx: usize,
+    /// Its id, or its index as a string.
+    pub key: String,
+    /// The task it runs.
+    pub task: String,
+    /// Where and with what timeout.
+    pub placement: Placement,
+    /// Indices of the steps it waits for.
+    pub deps: Vec<usize>,
+    /// Indices of the steps that wait for it.
+    pub dependants: Vec<usize>,
+    /// Its input template; `None` means the default input.
+    pub input: Option<Template>,
+    /// The `forEach` template.
+    pub for_each: Option<Template>,
+    /// Items in flight at most.
+    pub for_each_concurrency: Option<u32>,
+    /// Retry policy.
+    pub retry: RetryConfig,
+    /// Steps whose results its input needs.
+    pub needs: Vec<usize>,
+}
+
+/// A validated task: its steps and effects.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The task as submitted.
+    pub spec: TaskSpec,
+    /// Whether it was submitted with `steps`.
+    pub is_pipeline: bool,
+    /// The steps in submission order.
+    pub steps: Vec<PlannedStep>,
+    /// Step index by key.
+    pub keys: HashMap<String, usize>,
+    /// Parsed effect configs: onPending, onProgress, onSuccess, onError.
+    pub effects: Effects,
+}
+
+/// An effect with its config parsed.
+#[derive(Debug, Clone)]
+pub struct PlannedEffect {
+    /// The effect's name.
+    pub event: String,
+    /// Its config, templates parsed.
+    pub config: Template,
+}
+
+/// The four lifecycle lists, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    /// When queued.
+    pub on_pending: Vec<PlannedEffect>,
+    /// On progress.
+    pub on_progress: Vec<PlannedEffect>,
+    /// On success.
+    pub on_success: Vec<PlannedEffect>,
+    /// On failure.
+    pub on_error: Vec<PlannedEffect>,
+}
+
+/// Parses a request body into a [`TaskSpec`], naming the JSON path of a type error.
+pub fn parse_spec(body: &[u8]) -> Result<TaskSpec, FieldError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let step = step_of_path(&path);
+        FieldError {
+            step,
+            field: if path == "." || path == "?" {
+                "(body)".into()
+            } else {
+                path
+            },
+            message: inner.to_string(),
+        }
+    })
+}
+
+fn step_of_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("steps[")?;
+    let end = rest.find(']')?;
+    Some(rest[..end].to_owned())
+}
+
+/// Validates `spec` against `catalog` and plans it; every problem is reported.
+/// Chunked steps are first expanded into split, parts and merge steps.
+pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> {
+    let spec = crate::chunking::expand(spec, catalog)?;
+    let mut c = Checker::new(catalog);
+    checks::check_task(&mut c, &spec);
+    let steps = steps_of(&mut c, &spec);
+    let ids = StepIds::new(&mut c, &steps, &spec);
+    let mut graph = DepGraph::build(&mut c, &steps, &ids);
+    let mut planned: Vec<PlannedStep> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| step::plan_step(&mut c, &spec, &ids, &mut graph, i, s))
+        .collect();
+    for i in 0..planned.len() {
+        for d in planned[i].deps.clone() {
+            planned[d].dependants.push(i);
+        }
+    }
+    let effects = effects::plan_effects(&mut c, &spec, &ids);
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    Ok(Plan {
+        is_pipeline: spec.steps.is_some(),
+        spec,
+        steps: planned,
+        keys: ids.by_key,
+        effects,
+    })
+}
+
+/// The steps to plan: a pipeline's, or the single task as one step.
+fn steps_of(c: &mut Checker<'_>, spec: &TaskSpec) -> Vec<StepSpec> {
+    match &spec.steps {
+        Some(s) if s.is_empty() => {
+            c.err(None, "steps", "must hold at least one step");
+            Vec::new()
+        }
+        Some(s) => s.clone(),
+        None => vec![StepSpec {
+            id: None,
+            task: spec.task_type.clone(),
+            backend: spec.backend.clone(),
+            queue: None,
+            input: None,
+            depends_on: None,
+            for_each: None,
+            for_each_concurrency: None,
+            resources: None,
+            retry: None,
+            chunk: None,
+        }],
+    }
+}
+
+impl Plan {
+    /// Rebuilds a plan from a stored spec and its placements, without the catalog.
+    pub fn restore(spec: TaskSpec, placements: &[Placement]) -> Result<Plan, Vec<FieldError>> {
+        let mut catalog = Catalog::default();
+        let steps: Vec<(String, Option<String>)> = match &spec.steps {
+            Some(s) => s
+                .iter()
+                .map(|s| (s.task.clone(), s.backend.clone()))
+                .collect(),
+            None => vec![(spec.task_type.clone(), spec.backend.clone())],
+        };
+        for ((task, _), p) in steps.iter().zip(placements) {
+            catalog.insert(crate::catalog::TaskInfo::bare(task, &p.backend));
+        }
+        for b in crate::catalog::BACKEND_PRECEDENCE {
+            catalog.add_backend(b);
+        }
+        // Effects and functions were checked at submission; a plugin unloaded
+        // since must not make the stored task unreadable.
+        catalog.allow_any_function();
+        catalog.set_effects(
+            [
+                &spec.on_pending,
+                &spec.on_progress,
+                &spec.on_success,
+                &spec.on_error,
+            ]
+            .into_iter()
+            .flatten()
+            .map(|e| e.event.clone()),
+        );
+        let mut plan = plan(spec, &catalog)?;
+        for (s, p) in plan.steps.iter_mut().zip(placements) {
+            s.placement = p.clone();
+        }
+        Ok(plan)
+    }
+
+    /// Placements to store with the task.
+    pub fn placements(&self) -> Vec<Placement> {
+        self.steps.iter().map(|s| s.placement.clone()).collect()
+    }
+
+    /// The step whose result is the task's result: the last one.
+    pub fn final_step(&self) -> usize {
+        self.steps.len().saturating_sub(1)
+    }
+}

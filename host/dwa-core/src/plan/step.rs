@@ -1,0 +1,276 @@
+//! Planning one step: place it on a backend (queue, GPU, timeout), check an
+//! input known at submission against the task's schema, parse its input and
+//! `forEach` templates and bind every `{{steps.X}}` to a step it depends on.
+
+use serde_json::Value;
+
+use crate::catalog::TaskInfo;
+use crate::model::{StepSpec, TaskSpec};
+use crate::template::{Root, Template};
+
+use super::checks::{Checker, check_queue, check_retry, check_timeout};
+use super::graph::{DepGraph, StepIds};
+use super::{DEFAULT_TIMEOUT_SECS, Placement, PlannedStep};
+
+/// Where a step is in the task, for naming it in errors.
+struct At<'s> {
+    i: usize,
+    key: &'s str,
+    /// A single task has no steps to name in errors.
+    is_pipeline: bool,
+}
+
+impl At<'_> {
+    fn step(&self) -> Option<&str> {
+        self.is_pipeline.then_some(self.key)
+    }
+
+    fn field(&self, f: &str) -> String {
+        if self.is_pipeline {
+            format!("steps[{}].{f}", self.i)
+        } else {
+            f.to_owned()
+        }
+    }
+}
+
+/// Plans step `i`; its problems go to `c`.
+pub(super) fn plan_step(
+    c: &mut Checker<'_>,
+    spec: &TaskSpec,
+    ids: &StepIds,
+    graph: &mut DepGraph,
+    i: usize,
+    s: &StepSpec,
+) -> PlannedStep {
+    let at = At {
+        i,
+        key: &ids.keys[i],
+        is_pipeline: spec.steps.is_some(),
+    };
+    let (info, placement) = place(c, spec, s, &at);
+    if let Some(schema) = info.as_ref().and_then(|i| i.input_schema.as_ref()) {
+        check_known_input(c, spec, s, &at, graph, schema);
+    }
+    let mut needs: Vec<usize> = Vec::new();
+    let input = s
+        .input
+        .as_ref()
+        .and_then(|v| parse_bound(c, v, "input", &at, s, ids, graph, &mut needs, false));
+    let for_each = s
+        .for_each
+        .as_ref()
+        .and_then(|v| parse_bound(c, v, "forEach", &at, s, ids, graph, &mut needs, true));
+    if let Some(n) = s.for_each_concurrency {
+        if s.for_each.is_none() {
+            c.err(
+                at.step(),
+                at.field("forEachConcurrency"),
+                "is set but the step has no forEach",
+            );
+        } else if n == 0 {
+            c.err(
+                at.step(),
+                at.field("forEachConcurrency"),
+                "must be at least 1",
+            );
+        }
+    }
+    // The default input is the dependencies' results.
+    if s.input.is_none() {
+        for &d in &graph.deps[i] {
+            if !needs.contains(&d) {
+                needs.push(d);
+            }
+        }
+    }
+    PlannedStep {
+        idx: i,
+        key: at.key.to_owned(),
+        task: s.task.clone(),
+        placement,
+        deps: graph.deps[i].clone(),
+        dependants: Vec::new(),
+        input,
+        for_each,
+        for_each_concurrency: s.for_each_concurrency,
+        retry: s
+            .retry
+            .clone()
+            .or_else(|| spec.retry.clone())
+            .unwrap_or_default(),
+        needs,
+    }
+}
+
+/// The step's backend (from the catalog), queue (`gpu` for a task that
+/// needs one) and timeout; step settings override the task's, which
+/// override the catalog's.
+fn place(
+    c: &mut Checker<'_>,
+    spec: &TaskSpec,
+    s: &StepSpec,
+    at: &At<'_>,
+) -> (Option<TaskInfo>, Placement) {
+    let backend = s.backend.as_deref().or(spec.backend.as_deref());
+    let info = match c.catalog.lookup(&s.task, backend) {
+        Ok(info) => Some(info.clone()),
+        Err(e) => {
+            let f = if at.is_pipeline {
+                at.field("task")
+            } else {
+                "type".into()
+            };
+            c.err(at.step(), f, e.to_string());
+            None
+        }
+    };
+    if let Some(q) = &s.queue {
+        check_queue(c, at.step(), &at.field("queue"), q);
+    }
+    if let Some(r) = &s.retry {
+        check_retry(c, at.step(), &at.field("retry"), r);
+    }
+    let step_timeout = s.resources.as_ref().and_then(|r| r.timeout);
+    check_timeout(c, at.step(), &at.field("resources.timeout"), step_timeout);
+    let task_resources = spec.resources.as_ref();
+    let gpu = s
+        .resources
+        .as_ref()
+        .and_then(|r| r.gpu.clone())
+        .or_else(|| task_resources.and_then(|r| r.gpu.clone()))
+        .or_else(|| info.as_ref().and_then(|i| i.gpu.clone()));
+    let queue = s
+        .queue
+        .clone()
+        .or_else(|| spec.queue.clone())
+        .unwrap_or_else(|| if gpu.is_some() { "gpu" } else { "default" }.to_owned());
+    let timeout = step_timeout
+        .or_else(|| task_resources.and_then(|r| r.timeout))
+        .or_else(|| info.as_ref().and_then(|i| i.timeout))
+        .unwrap_or(DEFAULT_TIMEOUT_SECS);
+    let placement = Placement {
+        backend: info.as_ref().map(|i| i.backend.clone()).unwrap_or_default(),
+        queue,
+        timeout_ms: (timeout * 1000.0).round().max(1.0) as u64,
+    };
+    (info, placement)
+}
+
+/// An input known at submission (the payload, or a literal input) is
+/// checked against the schema the backend announces for the task.
+fn check_known_input(
+    c: &mut Checker<'_>,
+    spec: &TaskSpec,
+    s: &StepSpec,
+    at: &At<'_>,
+    graph: &DepGraph,
+    schema: &Value,
+) {
+    let known = match &s.input {
+        Some(v) => Template::parse_with(v, c.catalog.filters())
+            .ok()
+            .filter(Template::is_literal)
+            .map(|_| (v, at.field("input"))),
+        None if graph.deps[at.i].is_empty() && s.for_each.is_none() => {
+            Some((&spec.payload, "payload".to_owned()))
+        }
+        None => None,
+    };
+    let Some((value, field)) = known else {
+        return;
+    };
+    for (path, problem) in crate::schema::check(schema, value) {
+        let rest = path.trim_start_matches('$');
+        c.err(
+            at.step(),
+            format!("{field}{rest}"),
+            format!("{problem} (input schema of {})", s.task),
+        );
+    }
+}
+
+/// Parses the template in field `name` (the `forEach` when `in_for_each`:
+/// then it must be a list) and binds it: each `{{steps.X}}` must name a
+/// step this one depends on (it joins `needs`); `item` and `index` exist
+/// only in a forEach step's input; `progress`, `error` and `result` only in
+/// effects.
+#[allow(clippy::too_many_arguments)]
+fn parse_bound(
+    c: &mut Checker<'_>,
+    value: &Value,
+    name: &str,
+    at: &At<'_>,
+    s: &StepSpec,
+    ids: &StepIds,
+    graph: &mut DepGraph,
+    needs: &mut Vec<usize>,
+    in_for_each: bool,
+) -> Option<Template> {
+    let field = at.field(name);
+    let mut t = match Template::parse_with(value, c.catalog.filters()) {
+        Ok(t) => t,
+        Err(e) => {
+            c.err(at.step(), format!("{field}{}", e.at), e.to_string());
+            return None;
+        }
+    };
+    let step = at.step();
+    let is_list = matches!(
+        &t,
+        Template::Whole(_) | Template::Literal(Value::Array(_)) | Template::Array(_)
+    );
+    if in_for_each && !is_list {
+        c.err(
+            step,
+            field.clone(),
+            "must be an array or a whole template such as \"{{steps.frames.scenes}}\"",
+        );
+    }
+    t.exprs_mut(&mut |e| match &mut e.root {
+        Root::Step { key: sk, idx } => match ids.lookup(sk) {
+            Some(target) => {
+                *idx = Some(target);
+                if !graph.reaches(target, at.i) {
+                    c.err(
+                        step,
+                        field.clone(),
+                        format!(
+                            "{{{{{}}}}} can never resolve: step {sk:?} is not a dependency of step {:?}",
+                            e.source, at.key
+                        ),
+                    );
+                } else if !needs.contains(&target) {
+                    needs.push(target);
+                }
+            }
+            None => c.err(
+                step,
+                field.clone(),
+                format!(
+                    "{{{{{}}}}} can never resolve: unknown step {sk:?}; known ids: {}",
+                    e.source,
+                    ids.known()
+                ),
+            ),
+        },
+        Root::Item | Root::Index if in_for_each || s.for_each.is_none() => c.err(
+            step,
+            field.clone(),
+            format!(
+                "{{{{{}}}}} can never resolve: item and index exist only in the input of a forEach step",
+                e.source
+            ),
+        ),
+        Root::Progress | Root::Error | Root::Result => c.err(
+            step,
+            field.clone(),
+            format!(
+                "{{{{{}}}}} can never resolve in a step: progress, error and result exist only in effects",
+                e.source
+            ),
+        ),
+        _ => {}
+    });
+    Some(t)
+}

@@ -1,0 +1,328 @@
+//! The host side of the backend protocol (docs/backend-protocol.md): read a backend's
+//! catalog, run a task on it, and follow the submit-then-poll form for long
+//! tasks so that no HTTP request has to stay open for a whole run.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use dwa_core::catalog::TaskInfo;
+use dwa_core::step::{StepCall, StepError};
+
+/// One configured backend (`modal`, `ray` or `local`).
+#[derive(Debug)]
+pub struct HttpBackend {
+    /// Its name, as steps' `backend` field says it.
+    pub name: String,
+    /// Base URL without a trailing slash.
+    pub base: String,
+    token: Option<String>,
+    client: reqwest::Client,
+    /// Sent as `X-DWA-Host`, so backends (and tests) can tell hosts apart.
+    host_name: Option<String>,
+}
+
+/// Why a backend's catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("backend {backend} ({url}): {message}")]
+pub struct CatalogError {
+    /// The backend's name.
+    pub backend: String,
+    /// The URL asked.
+    pub url: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct CatalogBody {
+    tasks: Vec<TaskInfo>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorDetail {
+    Full {
+        message: String,
+        #[serde(default)]
+        retryable: Option<bool>,
+    },
+    Text(String),
+}
+
+/// How long to wait between polls of a submitted job when the backend gives no hint.
+const DEFAULT_POLL_MS: u64 = 500;
+
+impl HttpBackend {
+    /// A backend at `base`, with a bearer token if set; the client pools connections.
+    pub fn new(name: &str, base: &str, token: Option<String>) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(HttpBackend {
+            name: name.to_owned(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            client,
+            host_name: None,
+        })
+    }
+
+    /// Names this host in the `X-DWA-Host` header of every request.
+    pub fn with_host_name(mut self, name: &str) -> Self {
+        self.host_name = Some(name.to_owned());
+        self
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = match &self.host_name {
+            Some(h) => req.header("x-dwa-host", h),
+            None => req,
+        };
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Reads `GET {base}/tasks`.
+    pub async fn fetch_catalog(&self) -> Result<Vec<TaskInfo>, CatalogError> {
+        let url = format!("{}/tasks", self.base);
+        let fail = |message: String| CatalogError {
+            backend: self.name.clone(),
+            url: url.clone(),
+            message,
+        };
+        let resp = self
+            .authed(self.client.get(&url))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| fail(format!("request failed: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("answered {}", resp.status())));
+        }
+        let body: CatalogBody = resp
+            .json()
+            .await
+            .map_err(|e| fail(format!("not a catalog ({{\"tasks\": [...]}}): {e}")))?;
+        Ok(body
+            .tasks
+            .into_iter()
+            .map(|mut t| {
+                t.backend = self.name.clone();
+                t
+            })
+            .collect())
+    }
+
+    /// Runs one try of a step: `POST {base}/tasks/{name}`, then polls if the backend answers 202.
+    pub async fn run(&self, call: &StepCall) -> Result<Value, StepError> {
+        let url = format!("{}/tasks/{}", self.base, call.task);
+        let resp = self
+            .authed(self.client.post(&url))
+            // The engine enforces the step's timeout; this one only guards
+            // against a request outliving it if the engine's timer is late.
+            .timeout(call.timeout + Duration::from_secs(5))
+            .json(&json!({"input": call.input, "taskId": call.task_id, "stepId": call.step_id}))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&url, e))?;
+        if resp.status() == StatusCode::ACCEPTED {
+            let body: Value = resp
+                .json()
+                .await
+                .map_err(|e| self.transport_error(&url, e))?;
+            return self.poll(call, &body).await;
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if resp.status().is_success()
+            && (content_type.starts_with("text/event-stream")
+                || content_type.starts_with("application/x-ndjson"))
+        {
+            return self.read_stream(&url, call, resp).await;
+        }
+        self.read_result(&url, resp).await
+    }
+
+    /// Reads a streaming answer (SSE `data:` lines or NDJSON): each chunk is
+    /// progress; a chunk `{"result": ...}` is the final result, `{"error":
+    /// ...}` a failure. Without a final chunk, the result is the list of chunks.
+    async fn read_stream(
+        &self,
+        url: &str,
+        call: &StepCall,
+        mut resp: reqwest::Response,
+    ) -> Result<Value, StepError> {
+        let mut buf = String::new();
+        let mut chunks = Vec::new();
+        let mut result = None;
+        loop {
+            let piece = resp
+                .chunk()
+                .await
+                .map_err(|e| self.transport_error(url, e))?;
+            let done = piece.is_none();
+            if let Some(p) = piece {
+                buf.push_str(&String::from_utf8_lossy(&p));
+            } else {
+                buf.push('\n');
+            }
+            while let Some(nl) = buf.find('\n') {
+                let line: String = buf.drain(..=nl).collect();
+                let line = line.trim();
+                let json = line.strip_prefix("data:").map_or(line, str::trim);
+                if json.is_empty() || line.starts_with(':') || line.starts_with("event:") {
+                    continue;
+                }
+                let value: Value = serde_json::from_str(json).map_err(|e| {
+                    StepError::permanent(format!(
+                        "backend {} streamed a chunk that is not JSON ({e}): {}",
+                        self.name,
+                        json.chars().take(200).collect::<String>()
+                    ))
+                })?;
+                match value {
+                    Value::Object(mut m) if m.contains_key("result") => {
+                        result = Some(m.remove("result").unwrap_or(Value::Null));
+                    }
+                    Value::Object(m) if m.contains_key("error") => {
+                        let err = m.get("error").cloned().unwrap_or(Value::Null);
+                        let message = err
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| err.to_string());
+                        let retryable = err
+                            .get("retryable")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false);
+                        return Err(StepError {
+                            message: format!("{message} (backend {})", self.name),
+                            retryable,
+                        });
+                    }
+                    chunk => {
+                        if let Some(tx) = &call.progress {
+                            let _ = tx.send(chunk.clone());
+                        }
+                        chunks.push(chunk);
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(result.unwrap_or(Value::Array(chunks)))
+    }
+
+    async fn poll(&self, call: &StepCall, accepted: &Value) -> Result<Value, StepError> {
+        let poll_url = match (
+            accepted.get("pollUrl").and_then(Value::as_str),
+            accepted.get("jobId").and_then(Value::as_str),
+        ) {
+            (Some(u), _) if u.starts_with("http://") || u.starts_with("https://") => u.to_owned(),
+            (Some(u), _) => format!("{}/{}", self.base, u.trim_start_matches('/')),
+            (None, Some(id)) => format!("{}/tasks/{}/jobs/{}", self.base, call.task, id),
+            (None, None) => {
+                return Err(StepError::permanent(format!(
+                    "backend {} answered 202 without jobId or pollUrl",
+                    self.name
+                )));
+            }
+        };
+        let mut wait = accepted
+            .get("retryAfterMs")
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_POLL_MS);
+        loop {
+            tokio::time::sleep(Duration::from_millis(wait.clamp(10, 30_000))).await;
+            let resp = self
+                .authed(self.client.get(&poll_url))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map_err(|e| self.transport_error(&poll_url, e))?;
+            if resp.status() == StatusCode::ACCEPTED {
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                wait = body
+                    .get("retryAfterMs")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(DEFAULT_POLL_MS);
+                continue;
+            }
+            return self.read_result(&poll_url, resp).await;
+        }
+    }
+
+    async fn read_result(&self, url: &str, resp: reqwest::Response) -> Result<Value, StepError> {
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(url, e))?;
+        if status.is_success() {
+            let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                StepError::permanent(format!(
+                    "backend {} answered {status} with a body that is not JSON: {e}",
+                    self.name
+                ))
+            })?;
+            return match body {
+                Value::Object(mut m) if m.contains_key("result") => {
+                    Ok(m.remove("result").unwrap_or(Value::Null))
+                }
+                _ => Err(StepError::permanent(format!(
+                    "backend {} answered {status} without a `result` field",
+                    self.name
+                ))),
+            };
+        }
+        let default_retryable = status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT;
+        let (message, retryable) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(ErrorBody {
+                error: ErrorDetail::Full { message, retryable },
+            }) => (message, retryable.unwrap_or(default_retryable)),
+            Ok(ErrorBody {
+                error: ErrorDetail::Text(message),
+            }) => (message, default_retryable),
+            Err(_) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let text: String = text.chars().take(500).collect();
+                (format!("HTTP {status}: {text}"), default_retryable)
+            }
+        };
+        Err(StepError {
+            message: format!("{} (backend {})", message, self.name),
+            retryable,
+        })
+    }
+
+    fn transport_error(&self, url: &str, e: reqwest::Error) -> StepError {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "could not connect"
+        } else {
+            "request failed"
+        };
+        StepError::transient(format!("backend {} {what} ({url}): {e}", self.name))
+    }
+}

@@ -1,0 +1,250 @@
+//! Lifecycle effects: at `onPending`, `onProgress` (throttled), `onSuccess`
+//! and `onError` the engine resolves each effect's config templates and calls
+//! the plugin that provides it, off the task's critical path. An effect that
+//! fails is logged and recorded as an `effect:error` event; it never changes
+//! the task's outcome.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use crate::engine::Engine;
+use crate::views::status_body;
+use dwa_core::plan::PlannedEffect;
+use dwa_core::template::{Root, Scope};
+use dwa_plugins::runtime::{EffectCall, PluginHost};
+use dwa_store::NewEvent;
+
+/// Shortest gap between two `onProgress` firings of one task.
+pub const PROGRESS_THROTTLE: Duration = Duration::from_millis(250);
+
+/// How often an effect's store reads are tried, 100 ms apart and doubling
+/// (1.5 s in all): an effect skipped for a store blip is a webhook that
+/// never comes.
+const STORE_TRIES: u32 = 5;
+
+/// Runs a store read for an effect, again while it fails with an error
+/// `retryable` accepts; None (logged) when it never succeeds.
+async fn read_for_effects<T, E: std::fmt::Display, F>(
+    what: &str,
+    task_id: &str,
+    retryable: impl Fn(&E) -> bool,
+    mut read: impl FnMut() -> F,
+) -> Option<T>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let first = read().await;
+    let describe = || format!("reading {what} of task {task_id} for its effects");
+    match crate::transient::while_transient(first, STORE_TRIES, retryable, describe, read).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(task = %task_id, error = %e, "effects skipped: cannot read {what}");
+            None
+        }
+    }
+}
+
+/// A lifecycle point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// The task was queued.
+    Pending,
+    /// Its progress moved.
+    Progress,
+    /// It completed.
+    Success,
+    /// It failed.
+    Error,
+}
+
+impl Lifecycle {
+    /// The list's name in the task JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Pending => "onPending",
+            Lifecycle::Progress => "onProgress",
+            Lifecycle::Success => "onSuccess",
+            Lifecycle::Error => "onError",
+        }
+    }
+}
+
+/// The engine's services as plugins see them.
+pub struct EngineServices(pub Arc<Engine>);
+
+#[async_trait]
+impl PluginHost for EngineServices {
+    async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), String> {
+        self.0
+            .store()
+            .append_events(
+                task_id,
+                vec![NewEvent {
+                    kind: event.to_owned(),
+                    step: None,
+                    data,
+                }],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn enqueue(&self, task: Value) -> Result<String, String> {
+        let spec = serde_json::from_value(task).map_err(|e| format!("not a task: {e}"))?;
+        match self.0.submit(spec).await {
+            Ok(created) => Ok(created.id),
+            Err(crate::engine::EngineError::Invalid(errs)) => Err(format!(
+                "invalid task: {}",
+                errs.iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Per-task time of the last `onProgress` firing.
+#[derive(Default)]
+pub struct ProgressThrottle(std::sync::Mutex<HashMap<String, Instant>>);
+
+impl ProgressThrottle {
+    /// Whether to fire now (and note it); 100% always fires.
+    pub fn admit(&self, task_id: &str, progress: f64) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match m.get(task_id) {
+            Some(last) if now.duration_since(*last) < PROGRESS_THROTTLE && progress < 100.0 => {
+                false
+            }
+            _ => {
+                m.insert(task_id.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// Forgets a finished task.
+    pub fn forget(&self, task_id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(task_id);
+    }
+}
+
+/// Fires one lifecycle list of a task; call it in a spawned task.
+pub async fn fire(
+    engine: Arc<Engine>,
+    task_id: String,
+    lifecycle: Lifecycle,
+    progress: Option<f64>,
+) {
+    let Some(plugins) = engine.plugins().cloned() else {
+        return;
+    };
+    let Some(state) = read_for_effects(
+        "the task's plan",
+        &task_id,
+        |e: &dwa_core::step::StepError| e.retryable,
+        || engine.plan_of(&task_id),
+    )
+    .await
+    else {
+        return;
+    };
+    let plan = &state.plan;
+    let effects: &[PlannedEffect] = match lifecycle {
+        Lifecycle::Pending => &plan.effects.on_pending,
+        Lifecycle::Progress => &plan.effects.on_progress,
+        Lifecycle::Success => &plan.effects.on_success,
+        Lifecycle::Error => &plan.effects.on_error,
+    };
+    if effects.is_empty() {
+        return;
+    }
+    let store_trouble = |e: &dwa_store::StoreError| matches!(e, dwa_store::StoreError::Backend(_));
+    let Some(Some(view)) = read_for_effects("the task", &task_id, store_trouble, || {
+        engine.store().task_summary(&task_id)
+    })
+    .await
+    else {
+        return;
+    };
+    let status = status_body(&view);
+    let mut needs = Vec::new();
+    for e in effects {
+        e.config.exprs(&mut |x| {
+            if let Root::Step { idx: Some(i), .. } = x.root
+                && !needs.contains(&(i as u32))
+            {
+                needs.push(i as u32);
+            }
+        });
+    }
+    let mut steps = HashMap::new();
+    if !needs.is_empty()
+        && let Some(results) = read_for_effects("step results", &task_id, store_trouble, || {
+            engine.store().step_results(&task_id, &needs)
+        })
+        .await
+    {
+        for (i, r) in needs.iter().zip(results) {
+            if let Some(r) = r {
+                steps.insert(*i as usize, Arc::new(r));
+            }
+        }
+    }
+    let progress = progress.unwrap_or(view.progress);
+    let scope = Scope {
+        payload: Some(&plan.spec.payload),
+        steps: Some(&steps),
+        progress: Some(progress),
+        error: view.error.as_deref(),
+        result: view.result.as_ref(),
+        ..Default::default()
+    };
+    let host: Arc<dyn PluginHost> = Arc::new(EngineServices(engine.clone()));
+    for effect in effects {
+        let fns = dwa_plugins::TaskFunctions {
+            plugins: Some(&plugins),
+            task_id: &task_id,
+        };
+        let outcome = match effect.config.resolve_with(&scope, &fns).await {
+            Err(e) => Err(format!("config: {e}")),
+            Ok(config) => {
+                let call = EffectCall {
+                    effect: effect.event.clone(),
+                    lifecycle: lifecycle.as_str().to_owned(),
+                    task_id: task_id.clone(),
+                    task: status.to_string(),
+                    config: config.to_string(),
+                };
+                plugins
+                    .call_effect(&effect.event, call, &task_id, host.clone())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(task = %task_id, effect = %effect.event, lifecycle = lifecycle.as_str(), %error, "effect failed");
+            let _ = engine
+                .store()
+                .append_events(
+                    &task_id,
+                    vec![NewEvent {
+                        kind: "effect:error".into(),
+                        step: None,
+                        data: json!({"effect": effect.event, "lifecycle": lifecycle.as_str(), "error": error}),
+                    }],
+                )
+                .await;
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Running one job: prepare it (the task's plan and the results its step
+//! needs, forEach items, the input), call the executor, and record the
+//! outcome as one store transition — sending it again while the store is
+//! briefly away, so that a step is not run twice for a lost write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use dwa_core::plan::PlannedStep;
+use dwa_core::retry;
+use dwa_core::step::{StepCall, StepError};
+use dwa_core::template::Scope;
+use dwa_plugins::TaskFunctions;
+use dwa_store::{Job, NewEvent, StoreError};
+
+use super::{Engine, TaskState};
+
+pub(super) enum Outcome {
+    Done(Value),
+    Failed(StepError),
+    Aborted,
+}
+
+/// Why a job could not be prepared. A store failure is the host's trouble,
+/// not the step's: the job goes back without costing it a try (a Redis
+/// restart must not fail tasks that have no retries).
+pub(super) enum PrepError {
+    Step(StepError),
+    Store(String),
+}
+
+impl From<StepError> for PrepError {
+    fn from(e: StepError) -> Self {
+        PrepError::Step(e)
+    }
+}
+
+/// How long a worker waits before giving back a job it could not prepare
+/// because the store failed: long enough not to spin while the store is
+/// down, short next to a lease.
+pub(super) const STORE_FAILURE_PAUSE: Duration = Duration::from_millis(250);
+
+/// How often a step's outcome is sent to a failing store (100 ms apart,
+/// doubling: 3.1 s in all) before it is left to the lease running out.
+pub(super) const RECORD_TRIES: u32 = 6;
+
+impl Engine {
+    /// Runs a job, then — while its results keep coming back clean — the next
+    /// job of the same queue, leased in the same store call that records the
+    /// result (one round trip per step instead of two).
+    pub(super) async fn work(self: Arc<Self>, queue: String, mut job: Job) {
+        loop {
+            let token = CancellationToken::new();
+            let key = (job.task_id.clone(), job.step, job.item);
+            Self::lock(&self.running).insert(key.clone(), (job.clone(), token.clone()));
+            let next = self.clone().run_job(&queue, &job, &token).await;
+            Self::lock(&self.running).remove(&key);
+            match next {
+                Some(n) => job = n,
+                None => return,
+            }
+        }
+    }
+
+    /// Runs one job and records its outcome; answers the next job when one was leased.
+    async fn run_job(
+        self: Arc<Self>,
+        queue: &str,
+        job: &Job,
+        token: &CancellationToken,
+    ) -> Option<Job> {
+        let outcome = match self.clone().prepare_and_run(job, token).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return None,
+            Err(PrepError::Step(e)) => Outcome::Failed(e),
+            Err(PrepError::Store(message)) => {
+                self.give_back_untried(job, &message).await;
+                return None;
+            }
+        };
+        // Taken before the outcome is recorded: once the task ends, the event
+        // listener may drop it from the cache at any moment.
+        let known = Self::lock(&self.states).get(&job.task_id).cloned();
+        let mut next = None;
+        let recorded = match outcome {
+            Outcome::Done(v) => {
+                let cached = Arc::new(v.clone());
+                let first = if self.stop_leasing.is_cancelled() {
+                    self.store.complete(job, v).await
+                } else {
+                    self.store
+                        .complete_and_lease(job, v, queue, &self.config.owner, self.config.lease_ms)
+                        .await
+                        .map(|(t, n)| {
+                            next = n;
+                            t
+                        })
+                };
+                let r = self
+                    .record_again(job, first, || self.store.complete(job, (*cached).clone()))
+                    .await;
+                if job.item.is_none()
+                    && let Some(s) = Self::lock(&self.states).get(&job.task_id)
+                {
+                    Self::lock(&s.results).insert(job.step as usize, cached);
+                }
+                r
+            }
+            Outcome::Failed(e) => {
+                let policy = match self.state(&job.task_id).await {
+                    Ok(s) => s
+                        .plan
+                        .steps
+                        .get(job.step as usize)
+                        .map(|st| st.retry.clone())
+                        .unwrap_or_default(),
+                    Err(_) => Default::default(),
+                };
+                if retry::may_retry(&policy, job.attempt, e.retryable) {
+                    let wait = retry::delay_after(&policy, job.attempt, rand::random::<f64>());
+                    let run_at = dwa_core::model::now_ms() + wait.as_millis() as i64;
+                    let first = self.store.retry(job, run_at, &e.message).await;
+                    self.record_again(job, first, || self.store.retry(job, run_at, &e.message))
+                        .await
+                } else {
+                    let first = self.store.fail(job, &e.message).await;
+                    self.record_again(job, first, || self.store.fail(job, &e.message))
+                        .await
+                }
+            }
+            Outcome::Aborted => {
+                if self.stop_leasing.is_cancelled()
+                    && let Err(e) = self.store.release(std::slice::from_ref(job)).await
+                {
+                    tracing::error!(job = %job.name(), error = %e, "could not release job");
+                }
+                return None;
+            }
+        };
+        match recorded {
+            Ok(t) => self.wake_with(&t, known.as_deref()),
+            Err(StoreError::LeaseLost(_)) => {
+                tracing::debug!(job = %job.name(), "result dropped: lease lost (cancelled or expired)")
+            }
+            Err(e) => {
+                tracing::error!(job = %job.name(), error = %e, "could not record step outcome")
+            }
+        }
+        next
+    }
+
+    /// Sends a step's outcome again while the store fails: an outcome lost
+    /// to a store blip would have the whole step run again once its lease
+    /// ran out. The job is still in `running` meanwhile, so its lease keeps
+    /// being renewed. A refusal (lease lost) is an answer, not a failure.
+    async fn record_again<T, F>(
+        &self,
+        job: &Job,
+        first: Result<T, StoreError>,
+        again: impl FnMut() -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        crate::transient::while_transient(
+            first,
+            RECORD_TRIES,
+            |e| matches!(e, StoreError::Backend(_)),
+            || format!("recording the outcome of job {}", job.name()),
+            again,
+        )
+        .await
+    }
+
+    /// Puts back a job that could not be prepared because the store failed,
+    /// at the same attempt. When the store is still down the release fails
+    /// too; the lease then runs out and the reaper puts the job back.
+    async fn give_back_untried(&self, job: &Job, message: &str) {
+        tracing::warn!(job = %job.name(), error = %message, "store failed before the step ran; giving the job back");
+        tokio::select! {
+            _ = tokio::time::sleep(STORE_FAILURE_PAUSE) => {}
+            _ = self.stop_leasing.cancelled() => {}
+        }
+        match self.store.release(std::slice::from_ref(job)).await {
+            Ok(()) => {
+                for p in Self::lock(&self.pools).values() {
+                    p.notify.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.name(), error = %e, "could not give the job back; its lease will expire")
+            }
+        }
+    }
+
+    /// Prepares a job and runs it, in named phases: load the task's state
+    /// and the results its step needs, resolve `forEach` items (the parent
+    /// job of a forEach only fans out: `None`), resolve and check the input,
+    /// call the executor.
+    async fn prepare_and_run(
+        self: Arc<Self>,
+        job: &Job,
+        token: &CancellationToken,
+    ) -> Result<Option<Outcome>, PrepError> {
+        let state = self.state(&job.task_id).await?;
+        let step = state
+            .plan
+            .steps
+            .get(job.step as usize)
+            .ok_or_else(|| StepError::permanent(format!("step {} does not exist", job.step)))?;
+        let results = self.results_for(&job.task_id, &state, &step.needs).await?;
+        let items = self.resolve_items(job, &state, step, &results).await?;
+        let item =
+            match (&items, job.item) {
+                (Some(items), None) => {
+                    self.fan_out(job, step, items.len()).await?;
+                    return Ok(None);
+                }
+                (Some(items), Some(i)) => Some(items.get(i as usize).ok_or_else(|| {
+                    StepError::permanent(format!("forEach item {i} does not exist"))
+                })?),
+                (None, _) => None,
+            };
+        let input = self
+            .resolve_input(job, &state, step, &results, item)
+            .await?;
+        self.check_input(step, &input)?;
+        Ok(Some(self.call(job, step, input, token).await))
+    }
+
+    /// The items of a `forEach` step, resolved once per task on this host.
+    async fn resolve_items(
+        &self,
+        job: &Job,
+        state: &TaskState,
+        step: &PlannedStep,
+        results: &HashMap<usize, Arc<Value>>,
+    ) -> Result<Option<Arc<Vec<Value>>>, StepError> {
+        let Some(t) = &step.for_each else {
+            return Ok(None);
+        };
+        if let Some(cached) = Self::lock(&state.items).get(&step.idx).cloned() {
+            return Ok(Some(cached));
+        }
+        let scope = Scope {
+            payload: Some(&state.plan.spec.payload),
+            steps: Some(results),
+            ..Default::default()
+        };
+        let v = t
+            .resolve_with(&scope, &self.functions_for(&job.task_id))
+            .await
+            .map_err(|e| StepError::permanent(format!("forEach: {e}")))?;
+        let Value::Array(list) = v else {
+            return Err(StepError::permanent(format!(
+                "forEach must resolve to an array, got {}",
+                short(&v)
+            )));
+        };
+        let list = Arc::new(list);
+        Self::lock(&state.items).insert(step.idx, list.clone());
+        Ok(Some(list))
+    }
+
+    /// Turns a `forEach` step's job into one job per item, at most
+    /// `forEachConcurrency` of them queued at a time.
+    async fn fan_out(
+        self: &Arc<Self>,
+        job: &Job,
+        step: &PlannedStep,
+        count: usize,
+    ) -> Result<(), PrepError> {
+        let n =
+            u32::try_from(count).map_err(|_| StepError::permanent("forEach has too many items"))?;
+        let c = step.for_each_concurrency.unwrap_or(n).max(1);
+        match self.store.start_items(job, n, c).await {
+            Ok(t) => self.wake(&t),
+            Err(StoreError::LeaseLost(_)) => {}
+            Err(e) => return Err(PrepError::Store(format!("cannot fan out: {e}"))),
+        }
+        Ok(())
+    }
+
+    /// The step's input: its template resolved, or the default input (the
+    /// forEach item, the payload, its only dependency's result, or an
+    /// object of its dependencies' results keyed by their ids).
+    async fn resolve_input(
+        &self,
+        job: &Job,
+        state: &TaskState,
+        step: &PlannedStep,
+        results: &HashMap<usize, Arc<Value>>,
+        item: Option<&Value>,
+    ) -> Result<Value, StepError> {
+        let payload = &state.plan.spec.payload;
+        if let Some(t) = &step.input {
+            let scope = Scope {
+                payload: Some(payload),
+                steps: Some(results),
+                item,
+                index: job.item.map(|i| i as usize),
+                ..Default::default()
+            };
+            return t
+                .resolve_with(&scope, &self.functions_for(&job.task_id))
+                .await
+                .map_err(|e| StepError::permanent(format!("input: {e}")));
+        }
+        let result_of = |d: &usize| results.get(d).map(|v| (**v).clone()).unwrap_or(Value::Null);
+        Ok(match (item, step.deps.as_slice()) {
+            (Some(item), _) => item.clone(),
+            (None, []) => payload.clone(),
+            (None, [one]) => result_of(one),
+            (None, many) => Value::Object(
+                many.iter()
+                    .map(|d| (state.plan.steps[*d].key.clone(), result_of(d)))
+                    .collect::<Map<_, _>>(),
+            ),
+        })
+    }
+
+    /// Inputs made of templates are only known now: checks them against the
+    /// task's input schema as the submission checked literal ones.
+    fn check_input(&self, step: &PlannedStep, input: &Value) -> Result<(), StepError> {
+        if step.placement.backend == "builtin" {
+            return Ok(());
+        }
+        let catalog = self.catalog();
+        if let Ok(info) = catalog.lookup(&step.task, Some(&step.placement.backend))
+            && let Some(schema) = &info.input_schema
+            && let Some((path, problem)) = dwa_core::schema::check(schema, input).first()
+        {
+            return Err(StepError::permanent(format!(
+                "input does not match the input schema of {}: {path} {problem}",
+                step.task
+            )));
+        }
+        Ok(())
+    }
+
+    /// Template functions of the plugins, on behalf of one task.
+    fn functions_for<'a>(&'a self, task_id: &'a str) -> TaskFunctions<'a> {
+        TaskFunctions {
+            plugins: self.plugins.as_deref(),
+            task_id,
+        }
+    }
+
+    /// One try through the executor, bounded by the step's timeout and the
+    /// job's cancellation. A streaming step's chunks become `step:progress`
+    /// events, in order, off the call's path, all recorded before the
+    /// step's completion is.
+    async fn call(
+        &self,
+        job: &Job,
+        step: &PlannedStep,
+        input: Value,
+        token: &CancellationToken,
+    ) -> Outcome {
+        let timeout = Duration::from_millis(step.placement.timeout_ms);
+        let streams = step.placement.backend != "builtin";
+        let (progress, chunks) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let forward = streams.then(|| self.forward_chunks(job, chunks));
+        let call = StepCall {
+            task_id: job.task_id.clone(),
+            step_id: match job.item {
+                Some(i) => format!("{}[{i}]", step.key),
+                None => step.key.clone(),
+            },
+            task: step.task.clone(),
+            input,
+            attempt: job.attempt,
+            timeout,
+            progress: streams.then_some(progress),
+        };
+        let run = self.executor.run(&step.placement.backend, call);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(timeout, run) => match r {
+                Ok(Ok(v)) => Outcome::Done(v),
+                Ok(Err(e)) => Outcome::Failed(e),
+                Err(_) => Outcome::Failed(StepError::transient(format!(
+                    "timed out after {}",
+                    human_ms(step.placement.timeout_ms)
+                ))),
+            },
+            _ = token.cancelled() => Outcome::Aborted,
+        };
+        if let Some(f) = forward {
+            let _ = f.await;
+        }
+        outcome
+    }
+
+    /// Records a streaming step's chunks as `step:progress` events, in order.
+    fn forward_chunks(
+        &self,
+        job: &Job,
+        mut chunks: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let task_id = job.task_id.clone();
+        let (step, item) = (job.step, job.item);
+        tokio::spawn(async move {
+            while let Some(chunk) = chunks.recv().await {
+                let event = NewEvent {
+                    kind: "step:progress".into(),
+                    step: Some(step),
+                    data: json!({"chunk": chunk, "item": item}),
+                };
+                if let Err(e) = store.append_events(&task_id, vec![event]).await {
+                    tracing::warn!(error = %e, "could not record a streamed chunk");
+                }
+            }
+        })
+    }
+}
+
+fn human_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 {
+        format!(
+            "{}...",
+            &s[..s.char_indices().nth(77).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
+}

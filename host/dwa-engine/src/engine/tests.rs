@@ -1,0 +1,168 @@
+//! The engine against stores that fail on purpose ([`Flaky`]).
+
+use super::*;
+use dwa_store::sqlite::SqliteStore;
+use dwa_store::testing::Flaky;
+use serde_json::json;
+
+fn engine_on(store: Arc<dyn Store>) -> Arc<Engine> {
+    Engine::new(
+        store,
+        Catalog::with_builtins(),
+        Executor::new(Vec::new()),
+        EngineConfig {
+            worker_concurrency: 2,
+            gpu_worker_concurrency: 1,
+            lease_ms: 400,
+            owner: "test".into(),
+        },
+        None,
+    )
+}
+
+/// Two engines on one embedded store behind a [`Flaky`] wrapper: one
+/// that only takes submissions, and a worker that has none of their
+/// plans cached (as another host would), so it loads them from the store.
+async fn flaky_hosts(dir: &std::path::Path) -> (Arc<Engine>, Arc<Engine>, Arc<Flaky>) {
+    let inner = match SqliteStore::open(dir) {
+        Ok(s) => Arc::new(s),
+        Err(e) => panic!("cannot open the store: {e}"),
+    };
+    let flaky = Arc::new(Flaky::new(inner));
+    let front = engine_on(flaky.clone());
+    front.shutdown(Duration::ZERO).await;
+    let worker = engine_on(flaky.clone());
+    if let Err(e) = worker.start().await {
+        panic!("engine did not start: {e}");
+    }
+    (front, worker, flaky)
+}
+
+/// Submits `spec` through `engine` and waits (bounded) for the task to end.
+async fn run_to_end(engine: &Arc<Engine>, spec: Value) -> TaskView {
+    let mut events = engine.store().subscribe();
+    let body = spec.to_string();
+    let id = match engine.submit_json(body.as_bytes()).await {
+        Ok(c) => c.id,
+        Err(e) => panic!("submission refused: {e}"),
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.next().await {
+                Feed::Event(e) if e.task_id == id && e.kind == "pipeline:complete" => return,
+                Feed::Event(_) | Feed::Missed => {}
+                Feed::Closed => panic!("event stream ended"),
+            }
+        }
+    })
+    .await;
+    match engine.get(&id).await {
+        Ok(v) if ended.is_ok() => v,
+        Ok(v) => panic!("task did not end within 20 s: {:?}", v.status),
+        Err(e) => panic!("cannot read the task: {e}"),
+    }
+}
+
+fn pipeline() -> Value {
+    json!({"type": "p", "steps": [
+        {"id": "a", "task": "builtin.echo", "input": {"n": 1}},
+        {"id": "b", "task": "builtin.echo", "input": {"from": "{{steps.a.n}}"}}
+    ]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_before_a_step_runs_costs_it_no_attempt() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (engine, worker, flaky) = flaky_hosts(dir.path()).await;
+    // The first job cannot load its task: a step without retries must
+    // not fail for it, and the try it never made is not counted.
+    flaky.fail_next("spec", 1);
+    let t = run_to_end(&engine, pipeline()).await;
+    assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+    assert_eq!(t.final_result, Some(json!({"from": 1})));
+    let steps = t.step_status.unwrap_or_default();
+    assert!(steps.iter().all(|s| s.attempts == 1), "{steps:?}");
+    assert_eq!(flaky.tripped(), vec!["spec"]);
+    worker.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_the_store_refused_is_sent_again_not_run_again() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (front, worker, flaky) = flaky_hosts(dir.path()).await;
+    // The first step's result is refused twice, the failure of the
+    // last one once: each step still runs exactly once.
+    flaky.fail_next("complete", 2);
+    flaky.fail_next("fail", 1);
+    let spec = json!({"type": "p", "steps": [
+        {"id": "a", "task": "builtin.echo", "input": {"n": 1}},
+        {"id": "b", "task": "builtin.fail", "input": {"message": "no"}, "dependsOn": ["a"]}
+    ]});
+    let t = run_to_end(&front, spec).await;
+    assert_eq!(t.status, TaskStatus::Failed, "{:?}", t.error);
+    let steps = t.step_status.unwrap_or_default();
+    assert_eq!(
+        steps[0].status,
+        dwa_core::model::StepStatus::Completed,
+        "{steps:?}"
+    );
+    assert!(steps.iter().all(|s| s.attempts == 1), "{steps:?}");
+    let events = match worker.store().events(&t.id, 0, 1000).await {
+        Ok(e) => e,
+        Err(e) => panic!("cannot read events: {e}"),
+    };
+    let starts = events.iter().filter(|e| e.kind == "step:start").count();
+    assert_eq!(starts, 2, "a step ran again: {events:?}");
+    assert_eq!(flaky.tripped(), ["complete", "complete", "fail"]);
+    worker.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_of_tasks_that_ended_unheard_are_dropped() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (front, _worker, _flaky) = flaky_hosts(dir.path()).await;
+    // The front host caches what it was given, and (its listener being
+    // stopped, as when pub/sub drops the events) never hears the end.
+    let t = run_to_end(&front, pipeline()).await;
+    assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+    let waiting = json!({"type": "builtin.echo", "queue": "nobody-serves-this"}).to_string();
+    if let Err(e) = front.submit_json(waiting.as_bytes()).await {
+        panic!("submission refused: {e}");
+    }
+    let cached = || Engine::lock(&front.states).len();
+    assert_eq!(cached(), 2);
+    assert_eq!(front.forget_ended().await, 1);
+    // The task still waiting keeps its plan.
+    assert_eq!(cached(), 1);
+    assert_eq!(front.forget_ended().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_cannot_even_be_given_back_returns_when_its_lease_runs_out() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (engine, worker, flaky) = flaky_hosts(dir.path()).await;
+    flaky.fail_next("spec", 1);
+    flaky.fail_next("release", 1);
+    let t = run_to_end(&engine, pipeline()).await;
+    assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+    assert_eq!(flaky.tripped(), vec!["spec", "release"]);
+    worker.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_while_fanning_out_costs_the_step_no_attempt() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (engine, worker, flaky) = flaky_hosts(dir.path()).await;
+    flaky.fail_next("start_items", 1);
+    let t = run_to_end(
+        &engine,
+        json!({"type": "p", "steps": [
+            {"id": "each", "task": "builtin.echo", "forEach": "{{payload.xs}}", "input": {"x": "{{item}}"}}
+        ], "payload": {"xs": [1, 2, 3]}}),
+    )
+    .await;
+    assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+    assert_eq!(t.final_result, Some(json!([{"x": 1}, {"x": 2}, {"x": 3}])));
+    assert_eq!(flaky.tripped(), vec!["start_items"]);
+    worker.shutdown(Duration::from_secs(1)).await;
+}

@@ -1,0 +1,24 @@
+//! # dwa-engine — runs planned tasks
+//!
+//! Sits on [`dwa_core`] (what a task is), [`dwa_store`] (where it is kept)
+//! and [`dwa_plugins`] (the WebAssembly host); the binary wires it to HTTP
+//! (docs/architecture.md).
+//!
+//! - [`engine`]: worker pools per queue that lease step jobs, run them,
+//!   retry with backoff, time out, cancel, and record each transition;
+//!   [`engine::effects`] fires lifecycle effects through the plugins.
+//! - [`executor`]: sends one try of a step where its placement says:
+//!   [`builtin`] tasks in-process, [`backend`] over the HTTP backend
+//!   protocol (Modal, Ray Serve, the local Python server), or a wasm
+//!   transform plugin.
+//! - [`discovery`]: reads the backends' catalogs into the merged catalog.
+//! - [`views`]: the task views the API answers with.
+//! - [`transient`]: the host's own retries of a store briefly away.
+
+pub mod backend;
+pub mod builtin;
+pub mod discovery;
+pub mod engine;
+pub mod executor;
+pub mod transient;
+pub mod views;

@@ -1,0 +1,771 @@
+//! # dwa-plugins — the WebAssembly plugin host
+//!
+//! Loads components and their manifests from
+//! `DWA_PLUGIN_DIR`, compiles each once (precompiled artifacts cached by the
+//! wasm's hash and the engine's compatibility hash), pre-instantiates them,
+//! grants each the intersection of what its manifest asks and what the
+//! operator allows, and runs every call in a fresh, bounded instance.
+//!
+//! - [`manifest`]: the manifest format and the world-version check.
+//! - [`outbound`]: outbound HTTP behind capability and address checks.
+//! - [`runtime`]: wasmtime engine, host interface, limits, one call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use tokio::sync::Semaphore;
+use utoipa::ToSchema;
+use wasmtime::Engine as WasmEngine;
+use wasmtime::component::{Component, Linker};
+
+pub mod manifest;
+pub mod outbound;
+pub mod runtime;
+
+use manifest::Manifest;
+use outbound::{NetPolicy, Outbound};
+use runtime::{Call, CallError, CallSpec, CallState, EffectCall, PluginHost, Pre};
+
+/// How the plugin host is set up.
+#[derive(Debug, Clone, Default)]
+pub struct PluginConfig {
+    /// `DWA_PLUGIN_DIR`: where `.wasm` files and their manifests are.
+    pub dir: PathBuf,
+    /// Where precompiled artifacts are cached (None: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// `DWA_HTTP_ALLOW`.
+    pub http_allow: String,
+    /// `DWA_PLUGIN_POLICY`: the operator's grants file.
+    pub policy_file: Option<PathBuf>,
+    /// `DWA_WORK_DIR`: where each task's working folder is made.
+    pub work_dir: PathBuf,
+}
+
+/// The operator's grants (`DWA_PLUGIN_POLICY`, JSON): per plugin, and a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorPolicy {
+    /// Grants for plugins not listed.
+    #[serde(default)]
+    pub default: Option<Grants>,
+    /// Grants by plugin name.
+    #[serde(default)]
+    pub plugins: HashMap<String, Grants>,
+}
+
+/// What the operator allows one plugin.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Host patterns it may reach over HTTP.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Whether a transform may have its task's working folder.
+    #[serde(default)]
+    pub workdir: bool,
+}
+
+/// A loaded plugin, as `GET /api/plugins` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginInfo {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// `dwa:plugin/<world>@<version>`.
+    pub world: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// Effects it handles.
+    pub effects: Vec<String>,
+    /// Template functions it exports.
+    pub functions: Vec<String>,
+    /// Transform tasks it runs.
+    pub tasks: Vec<String>,
+    /// Whether it asked for its task's working folder.
+    pub asked_workdir: bool,
+    /// Whether it was granted it.
+    pub granted_workdir: bool,
+    /// HTTP host patterns its manifest asks for.
+    pub asked_http: Vec<String>,
+    /// HTTP host patterns granted (asked ∩ operator).
+    pub granted_http: Vec<String>,
+    /// Memory cap (MiB).
+    pub memory_mb: usize,
+    /// Time cap per call (ms).
+    pub timeout_ms: u64,
+    /// Fuel per call, if capped.
+    pub fuel: Option<u64>,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Whether the compiled code came from the cache.
+    pub from_cache: bool,
+    /// How long loading took (ms).
+    pub load_ms: f64,
+}
+
+struct Loaded {
+    manifest: Manifest,
+    pre: Pre,
+    outbound: Outbound,
+    info: PluginInfo,
+}
+
+impl Loaded {
+    /// Everything it provides, as (kind, name), for the registry's indexes.
+    fn provided(&self) -> Vec<(Kind, String)> {
+        let p = &self.manifest.provides;
+        let mut v: Vec<(Kind, String)> = p
+            .effects
+            .iter()
+            .map(|e| (Kind::Effect, e.clone()))
+            .collect();
+        v.extend(p.functions.iter().map(|f| (Kind::Function, f.name.clone())));
+        v.extend(p.tasks.iter().map(|t| (Kind::Task, t.name.clone())));
+        v
+    }
+}
+
+/// What a plugin can provide; names are unique within a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Effect,
+    Function,
+    Task,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Effect => "effect",
+            Kind::Function => "function",
+            Kind::Task => "task",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    plugins: BTreeMap<String, Arc<Loaded>>,
+    provided: HashMap<(Kind, String), Arc<Loaded>>,
+}
+
+impl Registry {
+    fn remove(&mut self, name: &str) -> Option<Arc<Loaded>> {
+        let old = self.plugins.remove(name)?;
+        for key in old.provided() {
+            self.provided.remove(&key);
+        }
+        Some(old)
+    }
+
+    fn find(&self, kind: Kind, name: &str) -> Result<Arc<Loaded>, CallError> {
+        self.provided
+            .get(&(kind, name.to_owned()))
+            .cloned()
+            .ok_or_else(|| CallError::Host {
+                plugin: name.to_owned(),
+                message: format!("no loaded plugin provides {} {name:?}", kind.noun()),
+            })
+    }
+}
+
+/// When a plugin's files last changed: (manifest, component) modification times and sizes.
+type Stamp = (
+    Option<std::time::SystemTime>,
+    u64,
+    Option<std::time::SystemTime>,
+    u64,
+);
+
+fn stamp_of(path: &Path) -> (Option<std::time::SystemTime>, u64) {
+    std::fs::metadata(path).map_or((None, 0), |m| (m.modified().ok(), m.len()))
+}
+
+/// The manifests in `dir` with the stamps of their files.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Stamp> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let (mt, ml) = stamp_of(&p);
+        // The component named by the manifest, or `<name>.wasm`.
+        let wasm = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("wasm").and_then(|w| w.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| {
+                format!(
+                    "{}.wasm",
+                    p.file_stem().and_then(|s| s.to_str()).unwrap_or("")
+                )
+            });
+        let (wt, wl) = stamp_of(&dir.join(wasm));
+        out.insert(p, (mt, ml, wt, wl));
+    }
+    out
+}
+
+/// What a directory load did.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Plugins loaded.
+    pub loaded: Vec<String>,
+    /// One line per plugin that could not be loaded.
+    pub errors: Vec<String>,
+}
+
+/// The plugin host.
+pub struct Plugins {
+    engine: WasmEngine,
+    linker: Linker<CallState>,
+    net: Arc<NetPolicy>,
+    policy: Option<OperatorPolicy>,
+    cache_dir: Option<PathBuf>,
+    registry: RwLock<Registry>,
+    slots: Semaphore,
+    errors: RwLock<Vec<String>>,
+    work_dir: PathBuf,
+}
+
+/// Why the plugin host could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin host: {0}")]
+pub struct PluginSetupError(pub String);
+
+impl Plugins {
+    /// Sets up the engine, linker and policies (no plugin loaded yet).
+    pub fn new(config: &PluginConfig) -> Result<Plugins, PluginSetupError> {
+        let engine = runtime::engine().map_err(PluginSetupError)?;
+        let linker = runtime::linker(&engine).map_err(PluginSetupError)?;
+        let net = NetPolicy::parse(&config.http_allow).map_err(PluginSetupError)?;
+        let policy = match &config.policy_file {
+            None => None,
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    PluginSetupError(format!(
+                        "cannot read DWA_PLUGIN_POLICY {}: {e}",
+                        p.display()
+                    ))
+                })?;
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    PluginSetupError(format!("DWA_PLUGIN_POLICY {} is invalid: {e}", p.display()))
+                })?)
+            }
+        };
+        Ok(Plugins {
+            engine,
+            linker,
+            net: Arc::new(net),
+            policy,
+            cache_dir: config.cache_dir.clone(),
+            registry: RwLock::new(Registry::default()),
+            slots: Semaphore::new(runtime::MAX_INSTANCES as usize),
+            errors: RwLock::new(Vec::new()),
+            work_dir: config.work_dir.clone(),
+        })
+    }
+
+    /// Loads every manifest (`*.json`) in `dir`; a broken plugin is reported and skipped.
+    pub fn load_dir(&self, dir: &Path) -> LoadReport {
+        let mut report = LoadReport::default();
+        if !dir.exists() {
+            // No plugin folder is a normal state (plugins not built): the
+            // caller says so; it is not a load error.
+            return report;
+        }
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("cannot read plugin dir {}: {e}", dir.display()));
+                return report;
+            }
+        };
+        let mut manifests: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        manifests.sort();
+        for path in manifests {
+            match self.load(&path) {
+                Ok(name) => report.loaded.push(name),
+                Err(e) => report.errors.push(e),
+            }
+        }
+        if let Ok(mut errs) = self.errors.write() {
+            errs.clone_from(&report.errors);
+        }
+        report
+    }
+
+    /// Loads one plugin from its manifest, replacing a loaded one of the same name.
+    pub fn load(&self, manifest_path: &Path) -> Result<String, String> {
+        let started = Instant::now();
+        let file = manifest_path.display().to_string();
+        let text = std::fs::read_to_string(manifest_path)
+            .map_err(|e| format!("plugin manifest {file}: cannot read: {e}"))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| format!("plugin manifest {file}: {e}"))?;
+        let world = manifest.validate(&file).map_err(|e| e.to_string())?;
+        let wasm_name = manifest
+            .wasm
+            .clone()
+            .unwrap_or_else(|| format!("{}.wasm", manifest.name));
+        let wasm_path = manifest_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&wasm_name);
+        let who = format!("{}@{}", manifest.name, manifest.version);
+        let wasm = std::fs::read(&wasm_path)
+            .map_err(|e| format!("plugin {who}: cannot read {}: {e}", wasm_path.display()))?;
+        let sha = hex::encode(sha2::Sha256::digest(&wasm));
+        let (component, from_cache) = self
+            .compile(&wasm, &sha)
+            .map_err(|e| format!("plugin {who}: not a valid component: {e}"))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            format!(
+                "plugin {who}: its imports do not match this host's dwa:plugin@{}.{}.{} (rebuild it against wit/): {e:#}",
+                manifest::HOST_WIT_VERSION.0,
+                manifest::HOST_WIT_VERSION.1,
+                manifest::HOST_WIT_VERSION.2
+            )
+        })?;
+        let pre = Pre::new(&world.world, instance_pre).map_err(|e| format!("plugin {who}: {e}"))?;
+        let grants = self.policy.as_ref().map(|p| {
+            p.plugins
+                .get(&manifest.name)
+                .or(p.default.as_ref())
+                .cloned()
+                .unwrap_or_default()
+        });
+        // Without a policy file the operator grants what was asked.
+        let granted_workdir =
+            manifest.permissions.workdir && grants.as_ref().is_none_or(|g| g.workdir);
+        let operator = grants.map(|g| g.http);
+        let outbound = Outbound::new(
+            &who,
+            manifest.permissions.http.clone(),
+            operator,
+            self.net.clone(),
+        )
+        .map_err(|e| format!("plugin {who}: {e}"))?;
+        let info = PluginInfo {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            world: format!(
+                "dwa:plugin/{}@{}.{}.{}",
+                world.world, world.version.0, world.version.1, world.version.2
+            ),
+            description: manifest.description.clone(),
+            effects: manifest.provides.effects.clone(),
+            functions: manifest
+                .provides
+                .functions
+                .iter()
+                .map(|f| f.name.clone())
+                .collect(),
+            tasks: manifest
+                .provides
+                .tasks
+                .iter()
+                .map(|t| t.name.clone())
+                .collect(),
+            asked_workdir: manifest.permissions.workdir,
+            granted_workdir,
+            asked_http: manifest.permissions.http.clone(),
+            granted_http: outbound.granted(),
+            memory_mb: manifest.memory_bytes() >> 20,
+            timeout_ms: manifest.timeout().as_millis() as u64,
+            fuel: manifest.limits.fuel,
+            sha256: sha,
+            from_cache,
+            load_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        let loaded = Arc::new(Loaded {
+            manifest,
+            pre,
+            outbound,
+            info,
+        });
+        let mut reg = self
+            .registry
+            .write()
+            .map_err(|_| "plugin registry lock poisoned".to_string())?;
+        let provided = loaded.provided();
+        for key in &provided {
+            if let Some(other) = reg.provided.get(key)
+                && other.manifest.name != loaded.manifest.name
+            {
+                return Err(format!(
+                    "plugin {who}: {} {:?} is already provided by plugin {}",
+                    key.0.noun(),
+                    key.1,
+                    other.manifest.name
+                ));
+            }
+        }
+        reg.remove(&loaded.manifest.name);
+        for key in provided {
+            reg.provided.insert(key, loaded.clone());
+        }
+        reg.plugins.insert(loaded.manifest.name.clone(), loaded);
+        tracing::info!(plugin = %who, from_cache, "plugin loaded");
+        Ok(who)
+    }
+
+    fn compile(&self, wasm: &[u8], sha: &str) -> Result<(Component, bool), String> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let key = format!("{sha}-{:016x}.cwasm", h.finish());
+        if let Some(dir) = &self.cache_dir {
+            let path = dir.join(&key);
+            if path.exists() {
+                // SAFETY: the file is one this host wrote itself (below) for
+                // this exact wasm and engine configuration; `deserialize_file`
+                // is unsafe only because an untrusted artifact could be forged.
+                match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                    Ok(c) => return Ok((c, true)),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "ignoring a bad cached artifact")
+                    }
+                }
+            }
+        }
+        let component = Component::new(&self.engine, wasm).map_err(|e| format!("{e:#}"))?;
+        if let Some(dir) = &self.cache_dir {
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(dir)?;
+                let bytes = component
+                    .serialize()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let tmp = dir.join(format!("{key}.tmp-{}", std::process::id()));
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(tmp, dir.join(&key))
+            };
+            if let Err(e) = write() {
+                tracing::warn!(error = %e, "could not cache a compiled plugin");
+            }
+        }
+        Ok((component, false))
+    }
+
+    /// Names of the effects loaded plugins provide.
+    pub fn effects(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .registry
+            .read()
+            .map(|r| {
+                r.provided
+                    .keys()
+                    .filter(|(k, _)| *k == Kind::Effect)
+                    .map(|(_, n)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The template functions loaded plugins export, with their (fewest, most) arguments.
+    pub fn functions(&self) -> BTreeMap<String, (usize, usize)> {
+        self.registry
+            .read()
+            .map(|r| {
+                r.plugins
+                    .values()
+                    .flat_map(|p| p.manifest.provides.functions.iter())
+                    .map(|f| (f.name.clone(), f.arity()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Everything the loaded plugins provide, for the catalog.
+    pub fn provides(&self) -> dwa_core::catalog::PluginProvides {
+        dwa_core::catalog::PluginProvides {
+            effects: self.effects(),
+            functions: self.functions(),
+            tasks: self.tasks(),
+        }
+    }
+
+    /// The transform tasks loaded plugins run, as catalog entries (backend `wasm`).
+    pub fn tasks(&self) -> Vec<dwa_core::catalog::TaskInfo> {
+        self.registry
+            .read()
+            .map(|r| {
+                r.plugins
+                    .values()
+                    .flat_map(|p| p.manifest.provides.tasks.iter())
+                    .map(|t| dwa_core::catalog::TaskInfo {
+                        category: Some(t.category.clone().unwrap_or_else(|| "transform".into())),
+                        description: t.description.clone(),
+                        timeout: t.timeout,
+                        input_schema: t.input_schema.clone(),
+                        output_schema: t.output_schema.clone(),
+                        ..dwa_core::catalog::TaskInfo::bare(&t.name, "wasm")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The working folder of a task (made by the first transform that needs it).
+    pub fn task_workdir(&self, task_id: &str) -> Option<PathBuf> {
+        let safe = !task_id.is_empty()
+            && task_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        safe.then(|| self.work_dir.join(task_id))
+    }
+
+    /// Unloads a plugin (its manifest was removed); in-flight calls finish.
+    pub fn unload(&self, name: &str) -> bool {
+        let Ok(mut reg) = self.registry.write() else {
+            return false;
+        };
+        reg.remove(name).is_some()
+    }
+
+    /// Watches `dir` (polling every `every`): a new or rebuilt plugin is
+    /// loaded and replaces the old one (calls in flight finish on the old
+    /// version); one that fails to load leaves the previous version serving,
+    /// and the reason shows in `load_errors`; a removed manifest unloads its
+    /// plugin. `changed` is called after each change.
+    pub fn watch(
+        self: &Arc<Self>,
+        dir: PathBuf,
+        every: std::time::Duration,
+        changed: impl Fn() + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut seen = snapshot(&dir);
+            loop {
+                tokio::time::sleep(every).await;
+                let now = snapshot(&dir);
+                if now == seen {
+                    continue;
+                }
+                let me2 = me.clone();
+                let (old, new) = (seen.clone(), now.clone());
+                let outcome =
+                    tokio::task::spawn_blocking(move || me2.apply_changes(&old, &new)).await;
+                if let Err(e) = outcome {
+                    tracing::error!(error = %e, "plugin reload failed");
+                }
+                seen = now;
+                changed();
+            }
+        })
+    }
+
+    fn apply_changes(&self, old: &BTreeMap<PathBuf, Stamp>, new: &BTreeMap<PathBuf, Stamp>) {
+        let mut errors = self.load_errors();
+        for (path, stamp) in new {
+            if old.get(path) == Some(stamp) {
+                continue;
+            }
+            let shown = path.display().to_string();
+            errors.retain(|e| !e.contains(&shown));
+            match self.load(path) {
+                Ok(who) => tracing::info!(plugin = %who, "plugin (re)loaded"),
+                Err(e) => {
+                    tracing::error!("{e}; the previous version, if any, keeps serving");
+                    errors.push(e);
+                }
+            }
+        }
+        for path in old.keys().filter(|p| !new.contains_key(*p)) {
+            if let Some(name) = path.file_stem().and_then(|s| s.to_str())
+                && self.unload(name)
+            {
+                tracing::info!(plugin = %name, "plugin unloaded: its manifest was removed");
+            }
+        }
+        if let Ok(mut e) = self.errors.write() {
+            *e = errors;
+        }
+    }
+
+    /// Why plugins of the last directory load were refused.
+    pub fn load_errors(&self) -> Vec<String> {
+        self.errors.read().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Every loaded plugin.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.registry
+            .read()
+            .map(|r| r.plugins.values().map(|p| p.info.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs the plugin that handles `effect`.
+    pub async fn call_effect(
+        &self,
+        effect: &str,
+        call: EffectCall,
+        task_id: &str,
+        host: Arc<dyn PluginHost>,
+    ) -> Result<String, CallError> {
+        let plugin = self.find(Kind::Effect, effect)?;
+        self.run(&plugin, task_id, Some(host), None, Call::Effect(call))
+            .await
+    }
+
+    /// Calls template function `name` on `value` with `args`; answers its JSON.
+    pub async fn call_function(
+        &self,
+        name: &str,
+        value: &serde_json::Value,
+        args: &[serde_json::Value],
+        task_id: &str,
+    ) -> Result<serde_json::Value, CallError> {
+        let plugin = self.find(Kind::Function, name)?;
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(value.clone());
+        all.extend_from_slice(args);
+        let call = Call::Function {
+            name: name.to_owned(),
+            args: serde_json::Value::Array(all).to_string(),
+        };
+        let out = self.run(&plugin, task_id, None, None, call).await?;
+        parse_answer(&plugin, &out)
+    }
+
+    /// Runs transform task `task` on `input` for task `task_id`.
+    pub async fn run_task(
+        &self,
+        task: &str,
+        input: &serde_json::Value,
+        task_id: &str,
+    ) -> Result<serde_json::Value, CallError> {
+        let plugin = self.find(Kind::Task, task)?;
+        let who = format!("{}@{}", plugin.manifest.name, plugin.manifest.version);
+        let workdir = if plugin.info.granted_workdir {
+            let dir = self.task_workdir(task_id).ok_or_else(|| CallError::Host {
+                plugin: who.clone(),
+                message: format!("task id {task_id:?} cannot name a working folder"),
+            })?;
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| CallError::Host {
+                    plugin: who.clone(),
+                    message: format!("cannot make the working folder {}: {e}", dir.display()),
+                })?;
+            Some(dir)
+        } else {
+            None
+        };
+        let call = Call::Transform {
+            task: task.to_owned(),
+            input: input.to_string(),
+        };
+        let out = self
+            .run(&plugin, task_id, None, workdir.as_deref(), call)
+            .await?;
+        parse_answer(&plugin, &out)
+    }
+
+    fn find(&self, kind: Kind, name: &str) -> Result<Arc<Loaded>, CallError> {
+        self.registry
+            .read()
+            .map_err(|_| CallError::Host {
+                plugin: name.to_owned(),
+                message: "plugin registry lock poisoned".into(),
+            })?
+            .find(kind, name)
+    }
+
+    async fn run(
+        &self,
+        plugin: &Loaded,
+        task_id: &str,
+        host: Option<Arc<dyn PluginHost>>,
+        workdir: Option<&Path>,
+        call: Call,
+    ) -> Result<String, CallError> {
+        let who = format!("{}@{}", plugin.manifest.name, plugin.manifest.version);
+        let _slot = self.slots.acquire().await.map_err(|_| CallError::Host {
+            plugin: who.clone(),
+            message: "plugin host is shutting down".into(),
+        })?;
+        runtime::call(
+            &self.engine,
+            CallSpec {
+                plugin: &who,
+                pre: &plugin.pre,
+                outbound: &plugin.outbound,
+                memory_bytes: plugin.manifest.memory_bytes(),
+                timeout: plugin.manifest.timeout(),
+                fuel: plugin.manifest.limits.fuel,
+                task_id,
+                host: host.unwrap_or_else(|| Arc::new(NoServices)),
+                workdir,
+            },
+            call,
+        )
+        .await
+    }
+}
+
+/// What functions and transforms get for `emit`/`enqueue`: nothing (their
+/// worlds do not import them; this only fills the call's slot).
+struct NoServices;
+
+#[async_trait::async_trait]
+impl PluginHost for NoServices {
+    async fn emit(&self, _: &str, _: &str, _: serde_json::Value) -> Result<(), String> {
+        Err("not available to this plugin".into())
+    }
+    async fn enqueue(&self, _: serde_json::Value) -> Result<String, String> {
+        Err("not available to this plugin".into())
+    }
+}
+
+fn parse_answer(plugin: &Loaded, out: &str) -> Result<serde_json::Value, CallError> {
+    serde_json::from_str(out).map_err(|e| CallError::Plugin {
+        plugin: format!("{}@{}", plugin.manifest.name, plugin.manifest.version),
+        message: format!("answered something that is not JSON: {e}"),
+        retryable: false,
+    })
+}
+
+/// Plugin filters for the templates of one task.
+pub struct TaskFunctions<'a> {
+    /// The plugin host (None: plugins are disabled).
+    pub plugins: Option<&'a Plugins>,
+    /// The task whose templates are resolved.
+    pub task_id: &'a str,
+}
+
+#[async_trait::async_trait]
+impl dwa_core::template::Functions for TaskFunctions<'_> {
+    async fn call(
+        &self,
+        name: &str,
+        value: &serde_json::Value,
+        args: &[serde_json::Value],
+    ) -> Result<serde_json::Value, String> {
+        match self.plugins {
+            Some(p) => p
+                .call_function(name, value, args, self.task_id)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("plugins are disabled on this host".into()),
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! The wasmtime side: one engine with the pooling allocator and epoch
+//! interruption, the `dwa:plugin` host interface, and per-call stores with a
+//! fresh instance, a memory cap, a deadline that traps, and optional fuel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine as WasmEngine, ResourceLimiter, Store as WasmStore, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::outbound::{self, Outbound};
+
+/// Bindings of the `effect-handler` world (and of the shared `types` and `host`).
+#[allow(missing_docs)] // generated from the WIT, whose own comments document it
+pub mod effect_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "effect-handler",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+/// Bindings of the `template-functions` world (and of `logging`).
+#[allow(missing_docs)] // generated from the WIT, whose own comments document it
+pub mod functions_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "template-functions",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "dwa:plugin/types": crate::runtime::effect_world::dwa::plugin::types,
+        },
+    });
+}
+
+/// Bindings of the `transform-task` world.
+#[allow(missing_docs)] // generated from the WIT, whose own comments document it
+pub mod transform_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "transform-task",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "dwa:plugin/types": crate::runtime::effect_world::dwa::plugin::types,
+            "dwa:plugin/logging": crate::runtime::functions_world::dwa::plugin::logging,
+        },
+    });
+}
+
+use effect_world::dwa;
+pub use effect_world::dwa::plugin::host::LogLevel;
+pub use effect_world::exports::dwa::plugin::effect::EffectCall;
+pub use effect_world::{EffectHandler, EffectHandlerPre};
+pub use functions_world::TemplateFunctionsPre;
+pub use transform_world::TransformTaskPre;
+
+/// A plugin pre-instantiated for the world it implements.
+pub enum Pre {
+    /// An effect handler.
+    Effect(EffectHandlerPre<CallState>),
+    /// Template functions.
+    Functions(TemplateFunctionsPre<CallState>),
+    /// Transform tasks.
+    Transform(TransformTaskPre<CallState>),
+}
+
+impl Pre {
+    /// Checks that `pre`'s component exports what `world` needs.
+    pub fn new(
+        world: &str,
+        pre: wasmtime::component::InstancePre<CallState>,
+    ) -> Result<Pre, String> {
+        let r = match world {
+            "effect-handler" => EffectHandlerPre::new(pre).map(Pre::Effect),
+            "template-functions" => TemplateFunctionsPre::new(pre).map(Pre::Functions),
+            "transform-task" => TransformTaskPre::new(pre).map(Pre::Transform),
+            other => return Err(format!("world {other:?} is not one this host runs")),
+        };
+        r.map_err(|e| format!("does not export the {world} world: {e:#}"))
+    }
+}
+
+/// One call into a plugin.
+pub enum Call {
+    /// Fire an effect.
+    Effect(EffectCall),
+    /// Call a template function with `[value, args...]`.
+    Function {
+        /// Function name.
+        name: String,
+        /// JSON array text.
+        args: String,
+    },
+    /// Run a transform task.
+    Transform {
+        /// Task name.
+        task: String,
+        /// JSON input text.
+        input: String,
+    },
+}
+
+/// Epoch ticks per second: the deadline's granularity.
+pub const TICK: Duration = Duration::from_millis(5);
+/// Component instances alive at once across all plugins.
+pub const MAX_INSTANCES: u32 = 256;
+
+/// What the engine offers plugins beyond WASI: events and new tasks.
+#[async_trait]
+pub trait PluginHost: Send + Sync {
+    /// Records an event on a task's stream.
+    async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), String>;
+    /// Submits a task; answers its id.
+    async fn enqueue(&self, task: Value) -> Result<String, String>;
+}
+
+/// Why a call failed; every variant names the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The plugin answered with an error of its own.
+    #[error("plugin {plugin}: {message}")]
+    Plugin {
+        /// Plugin name and version.
+        plugin: String,
+        /// Its message.
+        message: String,
+        /// Whether it may pass on a retry.
+        retryable: bool,
+    },
+    /// It ran past its deadline and was stopped.
+    #[error("plugin {plugin}: stopped after its time limit of {limit_ms} ms")]
+    Deadline {
+        /// Plugin name and version.
+        plugin: String,
+        /// The limit.
+        limit_ms: u64,
+    },
+    /// It tried to grow past its memory limit and was stopped.
+    #[error("plugin {plugin}: stopped for exceeding its memory limit of {limit_mb} MiB")]
+    Memory {
+        /// Plugin name and version.
+        plugin: String,
+        /// The limit.
+        limit_mb: usize,
+    },
+    /// It ran out of fuel.
+    #[error("plugin {plugin}: stopped after using all its fuel ({fuel})")]
+    Fuel {
+        /// Plugin name and version.
+        plugin: String,
+        /// The limit.
+        fuel: u64,
+    },
+    /// It trapped (a panic, an unreachable, a bad access).
+    #[error("plugin {plugin}: trapped: {message}")]
+    Trap {
+        /// Plugin name and version.
+        plugin: String,
+        /// The trap.
+        message: String,
+    },
+    /// The host could not run it (instantiation failed, no free slot).
+    #[error("plugin {plugin}: {message}")]
+    Host {
+        /// Plugin name and version.
+        plugin: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Memory accounting that remembers a refusal, so the trap that follows it
+/// can be reported as what it is.
+struct MemLimiter {
+    max: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for MemLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Per-call state of a store.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemLimiter,
+    plugin: String,
+    task_id: String,
+    outbound: Outbound,
+    host: Arc<dyn PluginHost>,
+    deadline: Instant,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl dwa::plugin::types::Host for CallState {}
+
+/// Event names a plugin may not emit: they are the engine's own.
+fn reserved(event: &str) -> bool {
+    event.starts_with("step:") || event.starts_with("pipeline:") || event.starts_with("effect:")
+}
+
+impl CallState {
+    fn log_line(&self, level: LogLevel, message: &str) {
+        let plugin = self.plugin.as_str();
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl functions_world::dwa::plugin::logging::Host for CallState {
+    async fn log(&mut self, level: functions_world::dwa::plugin::logging::Level, message: String) {
+        use functions_world::dwa::plugin::logging::Level;
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        self.log_line(level, &message);
+    }
+}
+
+impl dwa::plugin::host::Host for CallState {
+    async fn log(&mut self, level: LogLevel, message: String) {
+        self.log_line(level, &message);
+    }
+
+    async fn http_fetch(
+        &mut self,
+        request: dwa::plugin::host::HttpRequest,
+    ) -> Result<dwa::plugin::host::HttpResponse, String> {
+        let req = outbound::Request {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout: request
+                .timeout_ms
+                .map(|ms| Duration::from_millis(u64::from(ms))),
+        };
+        let resp = self.outbound.fetch(req, self.deadline).await?;
+        Ok(dwa::plugin::host::HttpResponse {
+            status: resp.status,
+            headers: resp.headers,
+            body: resp.body,
+        })
+    }
+
+    async fn emit(&mut self, event: String, data: String) -> Result<(), String> {
+        let valid = !event.is_empty()
+            && event.len() <= 64
+            && event
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(format!(
+                "event name {event:?} must be 1-64 letters, digits, ':', '-', '_' or '.'"
+            ));
+        }
+        if reserved(&event) {
+            return Err(format!("event name {event:?} is reserved for the engine"));
+        }
+        let data: Value =
+            serde_json::from_str(&data).map_err(|e| format!("event data is not JSON: {e}"))?;
+        self.host.emit(&self.task_id, &event, data).await
+    }
+
+    async fn enqueue(&mut self, task: String) -> Result<String, String> {
+        let task: Value =
+            serde_json::from_str(&task).map_err(|e| format!("task is not JSON: {e}"))?;
+        self.host.enqueue(task).await
+    }
+}
+
+/// Builds the engine every plugin runs on.
+pub fn engine() -> Result<WasmEngine, String> {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(true);
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_INSTANCES);
+    pool.total_core_instances(MAX_INSTANCES * 8);
+    pool.total_memories(MAX_INSTANCES * 2);
+    pool.total_tables(MAX_INSTANCES * 4);
+    pool.max_memory_size(1 << 30);
+    // Give memory back to the OS in batches: each madvise makes the kernel
+    // shoot down TLBs on every core, which dominated a fresh instance's cost.
+    pool.decommit_batch_size(32);
+
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine = WasmEngine::new(&config).map_err(|e| format!("cannot start wasmtime: {e}"))?;
+    // The epoch clock that turns deadlines into traps.
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("dwa-plugin-epoch".into())
+        .spawn(move || {
+            while let Some(e) = weak.upgrade() {
+                e.increment_epoch();
+                drop(e);
+                std::thread::sleep(TICK);
+            }
+        })
+        .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
+    Ok(engine)
+}
+
+/// The linker with WASI (no files, sockets or environment granted) and the host interface.
+pub fn linker(engine: &WasmEngine) -> Result<Linker<CallState>, String> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
+    EffectHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
+    functions_world::dwa::plugin::logging::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        .map_err(|e| e.to_string())?;
+    Ok(linker)
+}
+
+/// Everything one call needs.
+pub struct CallSpec<'a> {
+    /// `name@version`.
+    pub plugin: &'a str,
+    /// The plugin's pre-instantiated component.
+    pub pre: &'a Pre,
+    /// Its HTTP capability.
+    pub outbound: &'a Outbound,
+    /// Memory cap.
+    pub memory_bytes: usize,
+    /// Time cap.
+    pub timeout: Duration,
+    /// Fuel cap.
+    pub fuel: Option<u64>,
+    /// The task the call is for.
+    pub task_id: &'a str,
+    /// The engine's services.
+    pub host: Arc<dyn PluginHost>,
+    /// The folder preopened as `.` (granted transform tasks only).
+    pub workdir: Option<&'a std::path::Path>,
+}
+
+/// Runs one call in a fresh instance.
+pub async fn call(
+    engine: &WasmEngine,
+    spec: CallSpec<'_>,
+    call: Call,
+) -> Result<String, CallError> {
+    // No preopens (but a granted working folder), no environment, no
+    // sockets, no name lookup: WASI gives the plugin clocks, randomness and
+    // (discarded) stdio, nothing more. stderr is kept (bounded) so that a
+    // panic message can explain a trap.
+    let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(8 * 1024);
+    let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
+    builder
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .stderr(stderr.clone());
+    if let Some(dir) = spec.workdir {
+        builder
+            .preopened_dir(dir, ".", wasmtime_wasi::FsPerms::ReadWrite)
+            .map_err(|e| CallError::Host {
+                plugin: spec.plugin.to_owned(),
+                message: format!("cannot open the working folder {}: {e}", dir.display()),
+            })?;
+    }
+    let wasi = builder.build();
+    let state = CallState {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: MemLimiter {
+            max: spec.memory_bytes,
+            refused: false,
+        },
+        plugin: spec.plugin.to_owned(),
+        task_id: spec.task_id.to_owned(),
+        outbound: spec.outbound.clone(),
+        host: spec.host,
+        deadline: Instant::now() + spec.timeout,
+    };
+    let mut store = WasmStore::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    let ticks = (spec.timeout.as_millis() / TICK.as_millis()).max(1) as u64 + 1;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+    let fuel = spec.fuel.unwrap_or(u64::MAX);
+    let plugin = spec.plugin.to_owned();
+    store.set_fuel(fuel).map_err(|e| CallError::Host {
+        plugin: plugin.clone(),
+        message: e.to_string(),
+    })?;
+    let result = async {
+        match (spec.pre, &call) {
+            (Pre::Effect(pre), Call::Effect(c)) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.dwa_plugin_effect().call_handle(&mut store, c).await
+            }
+            (Pre::Functions(pre), Call::Function { name, args }) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.dwa_plugin_functions()
+                    .call_call(&mut store, name, args)
+                    .await
+            }
+            (Pre::Transform(pre), Call::Transform { task, input }) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.dwa_plugin_transform()
+                    .call_run(&mut store, task, input)
+                    .await
+            }
+            _ => Err(wasmtime::Error::msg(
+                "this plugin does not implement the world this call needs",
+            )),
+        }
+    }
+    .await;
+    match result {
+        Ok(Ok(json)) => Ok(json),
+        Ok(Err(e)) => Err(CallError::Plugin {
+            plugin,
+            message: e.message,
+            retryable: e.retryable,
+        }),
+        Err(e) => {
+            let mut err = classify(
+                &e,
+                plugin,
+                store.data().limiter.refused,
+                spec.memory_bytes,
+                spec.timeout,
+                fuel,
+            );
+            if let CallError::Trap { message, .. } = &mut err {
+                let said = String::from_utf8_lossy(&stderr.contents()).to_string();
+                // The last line Rust's panic hook prints is a hint about
+                // backtraces; the message is the line before it.
+                if let Some(line) = said
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty() && !l.starts_with("note: run with"))
+                {
+                    message.push_str(&format!(" (stderr: {})", line.trim()));
+                }
+            }
+            Err(err)
+        }
+    }
+}
+
+fn classify(
+    e: &wasmtime::Error,
+    plugin: String,
+    memory_refused: bool,
+    memory_bytes: usize,
+    timeout: Duration,
+    fuel: u64,
+) -> CallError {
+    if memory_refused {
+        return CallError::Memory {
+            plugin,
+            limit_mb: memory_bytes >> 20,
+        };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Deadline {
+            plugin,
+            limit_ms: timeout.as_millis() as u64,
+        },
+        Some(Trap::OutOfFuel) => CallError::Fuel { plugin, fuel },
+        Some(trap) => CallError::Trap {
+            plugin,
+            message: trap.to_string(),
+        },
+        None => CallError::Host {
+            plugin,
+            message: format!("{e:#}"),
+        },
+    }
+}

@@ -1,0 +1,550 @@
+//! The store conformance suite: the behaviour every [`Store`] must have,
+//! written once against the trait and run by each implementation's tests
+//! with a fresh store per case and a manual clock (no sleeps).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::clock::{Clock, ManualClock};
+use crate::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
+use dwa_core::model::{StepStatus, TaskStatus};
+
+/// A sequential task of `n` steps on the `default` queue.
+pub fn chain_task(n: u32) -> NewTask {
+    task_with(
+        (0..n)
+            .map(|i| NewStep {
+                key: i.to_string(),
+                task: "builtin.echo".into(),
+                queue: "default".into(),
+                waiting_for: u32::from(i > 0),
+                dependants: if i + 1 < n { vec![i + 1] } else { vec![] },
+            })
+            .collect(),
+        "default",
+    )
+}
+
+/// `a → (b, c) → d`.
+pub fn diamond_task() -> NewTask {
+    let step = |key: &str, waiting_for, dependants: Vec<u32>| NewStep {
+        key: key.into(),
+        task: "builtin.echo".into(),
+        queue: "default".into(),
+        waiting_for,
+        dependants,
+    };
+    task_with(
+        vec![
+            step("a", 0, vec![1, 2]),
+            step("b", 1, vec![3]),
+            step("c", 1, vec![3]),
+            step("d", 2, vec![]),
+        ],
+        "default",
+    )
+}
+
+fn task_with(steps: Vec<NewStep>, queue: &str) -> NewTask {
+    NewTask {
+        id: uuid::Uuid::now_v7().to_string(),
+        task_type: "conformance".into(),
+        queue: queue.into(),
+        spec: "{}".into(),
+        is_pipeline: true,
+        steps,
+        created_at: dwa_core::model::now_ms(),
+    }
+}
+
+const LEASE: i64 = 30_000;
+
+/// Runs every case; `make` builds a fresh, empty store on the given clock.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    macro_rules! case {
+        ($name:ident) => {{
+            let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+            let store = make(clock.clone()).await;
+            $name(store, clock).await;
+        }};
+    }
+    case!(lease_takes_ready_jobs_once);
+    case!(completion_releases_dependants_atomically);
+    case!(lease_expiry_returns_job_and_fences_old_holder);
+    case!(renew_keeps_a_lease);
+    case!(retry_is_scheduled_on_the_clock);
+    case!(failure_skips_dependants_and_fails_task);
+    case!(cancel_stops_pending_and_running);
+    case!(for_each_items_respect_concurrency_and_order);
+    case!(list_filters_and_cursor);
+    case!(events_are_ordered_and_broadcast);
+    case!(duplicate_ids_are_refused);
+    case!(release_gives_jobs_back);
+    case!(complete_and_lease_hands_over_the_released_step);
+    case!(retention_purges_only_finished_tasks_past_the_cutoff);
+}
+
+async fn lease_takes_ready_jobs_once(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let t = chain_task(2);
+    let id = t.id.clone();
+    let tr = s.create_task(t).await.unwrap();
+    assert_eq!(tr.woke, vec!["default".to_string()]);
+    assert_eq!(
+        s.task(&id).await.unwrap().unwrap().status,
+        TaskStatus::Pending
+    );
+    let l = s.lease("default", "w1", 10, LEASE).await.unwrap();
+    assert_eq!(l.jobs.len(), 1, "only the first step of a chain is ready");
+    assert_eq!(l.jobs[0].step, 0);
+    assert_eq!(l.jobs[0].attempt, 1);
+    let again = s.lease("default", "w2", 10, LEASE).await.unwrap();
+    assert!(
+        again.jobs.is_empty(),
+        "a leased job is not handed out twice"
+    );
+    assert!(
+        s.lease("gpu", "w2", 10, LEASE)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    let rec = s.task(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, TaskStatus::Active);
+    assert_eq!(rec.steps[0].status, StepStatus::Running);
+    assert_eq!(rec.steps[1].status, StepStatus::Pending);
+}
+
+async fn completion_releases_dependants_atomically(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let t = diamond_task();
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let a = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    assert_eq!(a.len(), 1);
+    let tr = s.complete(&a[0], json!({"v": "a"})).await.unwrap();
+    assert_eq!(tr.woke, vec!["default".to_string()]);
+    let bc = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    let mut steps: Vec<u32> = bc.iter().map(|j| j.step).collect();
+    steps.sort();
+    assert_eq!(steps, vec![1, 2], "both siblings are released");
+    // Finish both siblings at the same moment: d must be released exactly once.
+    let (r1, r2) = tokio::join!(
+        s.complete(&bc[0], json!("x")),
+        s.complete(&bc[1], json!("y"))
+    );
+    r1.unwrap();
+    r2.unwrap();
+    let d = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    assert_eq!(d.len(), 1, "the join step is released once");
+    assert_eq!(d[0].step, 3);
+    let tr = s.complete(&d[0], json!({"done": true})).await.unwrap();
+    assert_eq!(tr.finished, Some(TaskStatus::Completed));
+    let rec = s.task(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, TaskStatus::Completed);
+    assert_eq!(rec.result, Some(json!({"done": true})));
+    assert_eq!(rec.progress, 100.0);
+    assert!(
+        rec.steps
+            .iter()
+            .all(|st| st.status == StepStatus::Completed)
+    );
+    let summary = s.task_summary(&id).await.unwrap().unwrap();
+    assert_eq!((summary.status, &summary.result), (rec.status, &rec.result));
+    assert!(summary.steps.is_empty(), "a summary carries no steps");
+    assert!(s.task_summary("nope").await.unwrap().is_none());
+    assert_eq!(
+        s.step_results(&id, &[0, 3]).await.unwrap(),
+        vec![Some(json!({"v": "a"})), Some(json!({"done": true}))]
+    );
+    // A completed step's job is gone: completing it again is refused.
+    assert!(matches!(
+        s.complete(&d[0], json!(1)).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+}
+
+async fn lease_expiry_returns_job_and_fences_old_holder(s: Arc<dyn Store>, c: Arc<ManualClock>) {
+    s.create_task(chain_task(1)).await.unwrap();
+    let old = s.lease("default", "dead", 1, 1_000).await.unwrap().jobs;
+    assert_eq!(old.len(), 1);
+    assert_eq!(s.reap_expired().await.unwrap(), 0, "not expired yet");
+    c.advance(1_001);
+    assert_eq!(s.reap_expired().await.unwrap(), 1);
+    let new = s.lease("default", "alive", 1, LEASE).await.unwrap().jobs;
+    assert_eq!(new.len(), 1, "expired job is leased again");
+    assert_ne!(new[0].token, old[0].token);
+    assert!(matches!(
+        s.complete(&old[0], json!(1)).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    s.complete(&new[0], json!(2)).await.unwrap();
+}
+
+async fn renew_keeps_a_lease(s: Arc<dyn Store>, c: Arc<ManualClock>) {
+    s.create_task(chain_task(1)).await.unwrap();
+    let jobs = s.lease("default", "w", 1, 1_000).await.unwrap().jobs;
+    c.advance(800);
+    assert_eq!(s.renew(&jobs, 1_000).await.unwrap(), vec![true]);
+    c.advance(800);
+    assert_eq!(
+        s.reap_expired().await.unwrap(),
+        0,
+        "renewed lease still valid"
+    );
+    c.advance(1_000);
+    assert_eq!(s.reap_expired().await.unwrap(), 1);
+    assert_eq!(
+        s.renew(&jobs, 1_000).await.unwrap(),
+        vec![false],
+        "lost lease is reported"
+    );
+}
+
+async fn retry_is_scheduled_on_the_clock(s: Arc<dyn Store>, c: Arc<ManualClock>) {
+    let t = chain_task(1);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    let now = c.now_ms();
+    let tr = s.retry(&j[0], now + 5_000, "flaky").await.unwrap();
+    assert!(tr.events.iter().any(|e| e.kind == "step:retry"));
+    let l = s.lease("default", "w", 1, LEASE).await.unwrap();
+    assert!(l.jobs.is_empty(), "not due yet");
+    assert_eq!(l.next_due, Some(now + 5_000));
+    c.advance(5_000);
+    let j2 = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    assert_eq!(j2.len(), 1);
+    assert_eq!(j2[0].attempt, 2);
+    assert!(matches!(
+        s.complete(&j[0], json!(1)).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    s.complete(&j2[0], json!("ok")).await.unwrap();
+    let rec = s.task(&id).await.unwrap().unwrap();
+    assert_eq!(rec.steps[0].attempts, 2);
+    assert_eq!(rec.status, TaskStatus::Completed);
+}
+
+async fn failure_skips_dependants_and_fails_task(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let t = diamond_task();
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let a = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    s.complete(&a[0], json!(1)).await.unwrap();
+    let bc = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    let b = bc.iter().find(|j| j.step == 1).unwrap();
+    let c = bc.iter().find(|j| j.step == 2).unwrap();
+    let tr = s.fail(b, "boom").await.unwrap();
+    assert_eq!(tr.finished, Some(TaskStatus::Failed));
+    let rec = s.task(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, TaskStatus::Failed);
+    assert_eq!(
+        rec.error.as_deref(),
+        Some("step b (builtin.echo) failed: boom")
+    );
+    assert_eq!(rec.steps[1].status, StepStatus::Failed);
+    assert_eq!(
+        rec.steps[2].status,
+        StepStatus::Skipped,
+        "running sibling is aborted"
+    );
+    assert_eq!(rec.steps[3].status, StepStatus::Skipped);
+    assert!(matches!(
+        s.complete(c, json!(1)).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(
+        s.lease("default", "w", 10, LEASE)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+}
+
+async fn cancel_stops_pending_and_running(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let t = chain_task(3);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let j = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    let tr = s.cancel(&id).await.unwrap();
+    assert_eq!(tr.finished, Some(TaskStatus::Cancelled));
+    assert!(tr.events.iter().any(|e| e.kind == "pipeline:complete"));
+    assert!(matches!(
+        s.complete(&j[0], json!(1)).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(
+        s.lease("default", "w", 10, LEASE)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    let rec = s.task(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, TaskStatus::Cancelled);
+    assert!(rec.completed_at.is_some());
+    assert!(rec.steps.iter().all(|st| st.status == StepStatus::Skipped));
+    assert!(matches!(s.cancel(&id).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.cancel("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn for_each_items_respect_concurrency_and_order(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let t = chain_task(1);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let step = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    s.start_items(&step[0], 5, 2).await.unwrap();
+    let first = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    let items: Vec<Option<u32>> = first.iter().map(|j| j.item).collect();
+    assert_eq!(
+        items,
+        vec![Some(0), Some(1)],
+        "only `concurrency` items are queued"
+    );
+    // Finish out of order; results must come back in item order.
+    s.complete(&first[1], json!("r1")).await.unwrap();
+    let next = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    assert_eq!(
+        next.iter().map(|j| j.item).collect::<Vec<_>>(),
+        vec![Some(2)]
+    );
+    s.complete(&next[0], json!("r2")).await.unwrap();
+    s.complete(&first[0], json!("r0")).await.unwrap();
+    let mut rest = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    assert_eq!(rest.len(), 2);
+    rest.reverse();
+    for j in &rest {
+        s.complete(j, json!(format!("r{}", j.item.unwrap())))
+            .await
+            .unwrap();
+    }
+    let rec = s.task(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, TaskStatus::Completed);
+    assert_eq!(rec.result, Some(json!(["r0", "r1", "r2", "r3", "r4"])));
+
+    // Zero items complete the step with an empty list.
+    let t = chain_task(1);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let step = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    let tr = s.start_items(&step[0], 0, 4).await.unwrap();
+    assert_eq!(tr.finished, Some(TaskStatus::Completed));
+    assert_eq!(s.task(&id).await.unwrap().unwrap().result, Some(json!([])));
+}
+
+async fn list_filters_and_cursor(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let mut ids = Vec::new();
+    for q in ["a", "b", "a", "a"] {
+        let mut t = chain_task(1);
+        t.queue = q.into();
+        t.steps[0].queue = q.into();
+        ids.push(t.id.clone());
+        s.create_task(t).await.unwrap();
+    }
+    let j = s.lease("a", "w", 1, LEASE).await.unwrap().jobs;
+    s.complete(&j[0], json!(1)).await.unwrap();
+    let all = s
+        .list(&ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.reverse();
+    assert_eq!(got, want, "newest first");
+    let qa = s
+        .list(&ListFilter {
+            queue: Some("a".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(qa.len(), 3);
+    let done = s
+        .list(&ListFilter {
+            status: Some(TaskStatus::Completed),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].id, ids[0], "leasing is FIFO: the oldest job ran");
+    let page1 = s
+        .list(&ListFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let page2 = s
+        .list(&ListFilter {
+            limit: 2,
+            before: Some(page1[1].id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page2.len(), 2);
+    assert_eq!(page2[1].id, ids[0]);
+}
+
+async fn events_are_ordered_and_broadcast(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let mut rx = s.subscribe();
+    let t = chain_task(2);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    for _ in 0..2 {
+        let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+        s.append_events(
+            &id,
+            vec![NewEvent {
+                kind: "step:progress".into(),
+                step: Some(j[0].step),
+                data: json!({"pct": 50}),
+            }],
+        )
+        .await
+        .unwrap();
+        s.complete(&j[0], json!(j[0].step)).await.unwrap();
+    }
+    let evs = s.events(&id, 0, 100).await.unwrap();
+    let kinds: Vec<&str> = evs.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "step:start",
+            "step:progress",
+            "step:complete",
+            "step:start",
+            "step:progress",
+            "step:complete",
+            "pipeline:complete"
+        ]
+    );
+    let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<u64>>());
+    assert_eq!(evs[0].step_id.as_deref(), Some("0"));
+    assert_eq!(evs[0].step_task.as_deref(), Some("builtin.echo"));
+    assert_eq!(
+        s.events(&id, 5, 100).await.unwrap().len(),
+        2,
+        "replay after a seq"
+    );
+    // Live delivery may be asynchronous (Redis pub/sub): wait, bounded.
+    let mut live = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while live.len() < 7 {
+        match tokio::time::timeout_at(deadline, rx.next()).await {
+            Ok(Feed::Event(e)) if e.task_id == id => live.push(e.seq),
+            Ok(Feed::Event(_)) => {}
+            Ok(other) => panic!("event subscription failed: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(
+        live,
+        (1..=7).collect::<Vec<u64>>(),
+        "every event is broadcast in order"
+    );
+    assert!(matches!(
+        s.append_events("nope", vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let _: Value = evs[2].data.clone();
+}
+
+async fn duplicate_ids_are_refused(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let t = chain_task(1);
+    s.create_task(t.clone()).await.unwrap();
+    assert!(matches!(
+        s.create_task(t).await,
+        Err(StoreError::Duplicate(_))
+    ));
+}
+
+async fn release_gives_jobs_back(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    s.create_task(chain_task(1)).await.unwrap();
+    let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    s.release(&j).await.unwrap();
+    let again = s.lease("default", "w2", 1, LEASE).await.unwrap().jobs;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 1, "a released job keeps its attempt");
+}
+
+async fn complete_and_lease_hands_over_the_released_step(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+    let t = chain_task(2);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let first = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    let (tr, next) = s
+        .complete_and_lease(&first[0], json!("one"), "default", "w", LEASE)
+        .await
+        .unwrap();
+    assert_eq!(tr.woke, vec!["default".to_string()]);
+    let next = next.expect("the step it released is handed over");
+    assert_eq!(next.step, 1);
+    assert!(
+        s.lease("default", "x", 10, LEASE)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    let (tr, none) = s
+        .complete_and_lease(&next, json!("two"), "default", "w", LEASE)
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(tr.finished, Some(TaskStatus::Completed));
+    assert_eq!(
+        s.task(&id).await.unwrap().unwrap().result,
+        Some(json!("two"))
+    );
+    assert!(matches!(
+        s.complete_and_lease(&next, json!(3), "default", "w", LEASE)
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+}
+
+async fn retention_purges_only_finished_tasks_past_the_cutoff(
+    s: Arc<dyn Store>,
+    c: Arc<ManualClock>,
+) {
+    let done = chain_task(1);
+    let done_id = done.id.clone();
+    s.create_task(done).await.unwrap();
+    let running = chain_task(2);
+    let running_id = running.id.clone();
+    s.create_task(running).await.unwrap();
+    let j = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
+    let first = j.iter().find(|j| j.task_id == done_id).unwrap();
+    s.complete(first, json!(1)).await.unwrap();
+    assert_eq!(
+        s.purge_finished(c.now_ms(), 100).await.unwrap(),
+        0,
+        "ended at now, not before"
+    );
+    c.advance(10);
+    assert_eq!(s.purge_finished(c.now_ms(), 100).await.unwrap(), 1);
+    assert!(s.task(&done_id).await.unwrap().is_none());
+    assert!(s.events(&done_id, 0, 10).await.unwrap().is_empty());
+    assert!(
+        s.task(&running_id).await.unwrap().is_some(),
+        "a running task is kept"
+    );
+}

@@ -1,0 +1,375 @@
+//! # dwa-store — durable queue and state
+//!
+//! One trait, [`Store`], that every backing store implements: [`sqlite`]
+//! (embedded, the default) and [`redis`] (when `REDIS_URL` is set, shared by
+//! many hosts). [`clock`] makes "now" injectable. With the `test-support`
+//! feature, [`conformance`] is the suite every store passes and [`testing`]
+//! holds a failure-injecting wrapper and a throwaway `redis-server`
+//! (docs/architecture.md).
+//!
+//! The store, not the engine, owns every multi-record transition: "record this
+//! step's result and release the dependants that now have all their inputs" is
+//! one atomic call, so two workers finishing sibling steps at once can neither
+//! lose nor double-release a dependant. Jobs are leased with a fencing token;
+//! a completion whose lease was lost (expired, cancelled) is refused.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
+
+/// What a subscription to the store's events yields next.
+#[derive(Debug)]
+pub enum Feed {
+    /// The next event recorded, by any host sharing the store.
+    Event(Arc<TaskEvent>),
+    /// Events may have been missed (this subscriber lagged, or the shared
+    /// channel was reconnected and kept nothing meanwhile): re-read the store.
+    Missed,
+    /// The store is gone.
+    Closed,
+}
+
+/// A subscription to the store's events. Lagging and a reconnected channel
+/// both come out as [`Feed::Missed`], so that every follower catches up
+/// from the store in one place and none can forget one of the two.
+pub struct EventFeed {
+    events: broadcast::Receiver<Arc<TaskEvent>>,
+    resets: Option<watch::Receiver<u64>>,
+}
+
+impl EventFeed {
+    /// A feed of `events`; `resets` changes whenever the channel behind them
+    /// may have dropped some (None: an in-process channel, which never does).
+    pub fn new(
+        events: broadcast::Receiver<Arc<TaskEvent>>,
+        resets: Option<watch::Receiver<u64>>,
+    ) -> EventFeed {
+        EventFeed { events, resets }
+    }
+
+    /// Waits for the next event, or for word that some were missed.
+    pub async fn next(&mut self) -> Feed {
+        loop {
+            let reset = async {
+                match &mut self.resets {
+                    Some(r) => r.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.events.recv() => return match r {
+                    Ok(e) => Feed::Event(e),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Feed::Missed,
+                    Err(broadcast::error::RecvError::Closed) => Feed::Closed,
+                },
+                open = reset => {
+                    if open {
+                        return Feed::Missed;
+                    }
+                    // The store stopped announcing resets: only events remain.
+                    self.resets = None;
+                }
+            }
+        }
+    }
+}
+
+pub mod clock;
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
+pub mod redis;
+pub mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
+/// Errors of the store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The job is no longer leased by the caller (expired, cancelled, or the task ended).
+    #[error("lease lost for job {0}")]
+    LeaseLost(String),
+    /// No such task.
+    #[error("task {0} not found")]
+    NotFound(String),
+    /// A task with that id exists already.
+    #[error("task {0} exists already")]
+    Duplicate(String),
+    /// The operation does not fit the task's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The backing database failed.
+    #[error("store failure: {0}")]
+    Backend(String),
+    /// The store is shutting down.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// A step to create with its task.
+#[derive(Debug, Clone)]
+pub struct NewStep {
+    /// Its id or index.
+    pub key: String,
+    /// The task it runs.
+    pub task: String,
+    /// The queue its jobs go to.
+    pub queue: String,
+    /// How many steps it waits for.
+    pub waiting_for: u32,
+    /// The steps that wait for it.
+    pub dependants: Vec<u32>,
+}
+
+/// A task to create: its record and its steps; steps waiting for nothing are queued at once.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Its id (UUID v7: sorts by creation time).
+    pub id: String,
+    /// Its `type`.
+    pub task_type: String,
+    /// The queue it was submitted to.
+    pub queue: String,
+    /// The stored spec (JSON), from which the engine rebuilds the plan.
+    pub spec: String,
+    /// Whether it was submitted with `steps`.
+    pub is_pipeline: bool,
+    /// Its steps, in order.
+    pub steps: Vec<NewStep>,
+    /// Submission time (ms).
+    pub created_at: i64,
+}
+
+/// A leased job: one step, or one item of a forEach step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The task it belongs to.
+    pub task_id: String,
+    /// The step's index.
+    pub step: u32,
+    /// The forEach item, or `None` for the step itself.
+    pub item: Option<u32>,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// Fencing token of this lease.
+    pub token: u64,
+}
+
+impl Job {
+    /// A readable name for logs and errors.
+    pub fn name(&self) -> String {
+        match self.item {
+            Some(i) => format!("{}/{}[{}]", self.task_id, self.step, i),
+            None => format!("{}/{}", self.task_id, self.step),
+        }
+    }
+}
+
+/// What a lease call handed out.
+#[derive(Debug, Clone, Default)]
+pub struct Leased {
+    /// The jobs now leased to the caller.
+    pub jobs: Vec<Job>,
+    /// When the next delayed job on that queue becomes due (ms), if any.
+    pub next_due: Option<i64>,
+}
+
+/// What a transition did, so the engine can wake workers and fire effects.
+#[derive(Debug, Clone, Default)]
+pub struct Transition {
+    /// Queues that received new ready jobs.
+    pub woke: Vec<String>,
+    /// The task's new status, when the transition ended it.
+    pub finished: Option<TaskStatus>,
+    /// The events it recorded (already broadcast).
+    pub events: Vec<Arc<TaskEvent>>,
+}
+
+/// A step as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// Its index.
+    pub idx: u32,
+    /// Its id or index.
+    pub key: String,
+    /// The task it runs.
+    pub task: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// Its result once completed.
+    pub result: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Tries started.
+    pub attempts: u32,
+    /// First start (ms).
+    pub started_at: Option<i64>,
+    /// End (ms).
+    pub completed_at: Option<i64>,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// Its id.
+    pub id: String,
+    /// Its `type`.
+    pub task_type: String,
+    /// Its queue.
+    pub queue: String,
+    /// Where it stands.
+    pub status: TaskStatus,
+    /// The stored spec (JSON).
+    pub spec: String,
+    /// Whether it was submitted with `steps`.
+    pub is_pipeline: bool,
+    /// 0..=100.
+    pub progress: f64,
+    /// The final step's result, once completed.
+    pub result: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Submission time (ms).
+    pub created_at: i64,
+    /// First step start (ms).
+    pub started_at: Option<i64>,
+    /// End (ms).
+    pub completed_at: Option<i64>,
+    /// Its steps (empty when only the summary was asked for).
+    pub steps: Vec<StepRecord>,
+}
+
+/// Filters of `GET /api/tasks`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks older than this id (the previous page's last).
+    pub before: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// An event to record on a task's stream.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Its type (`step:progress`, `toast`, ...).
+    pub kind: String,
+    /// The step it concerns.
+    pub step: Option<u32>,
+    /// Its data.
+    pub data: Value,
+}
+
+/// The durable queue and state of tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which implementation this is, for `/health`.
+    fn kind(&self) -> &'static str;
+
+    /// Stores a task and queues its first steps, atomically.
+    async fn create_task(&self, task: NewTask) -> Result<Transition, StoreError>;
+
+    /// Leases up to `max` due jobs of `queue` to `owner` for `lease_ms`; marks their steps running.
+    async fn lease(
+        &self,
+        queue: &str,
+        owner: &str,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<Leased, StoreError>;
+
+    /// Extends leases; answers, per job, whether it is still held.
+    async fn renew(&self, jobs: &[Job], lease_ms: i64) -> Result<Vec<bool>, StoreError>;
+
+    /// Turns a forEach step's job into its first `min(concurrency, items)` item jobs.
+    async fn start_items(
+        &self,
+        job: &Job,
+        items: u32,
+        concurrency: u32,
+    ) -> Result<Transition, StoreError>;
+
+    /// Records a job's result; finishes the step and releases dependants when due.
+    async fn complete(&self, job: &Job, result: Value) -> Result<Transition, StoreError>;
+
+    /// Records a job's result and, in the same call, leases the next due job
+    /// of `queue` to `owner` (so a busy worker needs one round trip per step).
+    async fn complete_and_lease(
+        &self,
+        job: &Job,
+        result: Value,
+        queue: &str,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<(Transition, Option<Job>), StoreError> {
+        let t = self.complete(job, result).await?;
+        let mut next = self.lease(queue, owner, 1, lease_ms).await?;
+        Ok((t, next.jobs.pop()))
+    }
+
+    /// Puts a job back with `attempt + 1`, due at `run_at` (ms).
+    async fn retry(&self, job: &Job, run_at: i64, error: &str) -> Result<Transition, StoreError>;
+
+    /// Fails the job's step for good: the task fails and its other steps are skipped.
+    async fn fail(&self, job: &Job, error: &str) -> Result<Transition, StoreError>;
+
+    /// Gives leased jobs back to the queue untouched (graceful shutdown).
+    async fn release(&self, jobs: &[Job]) -> Result<(), StoreError>;
+
+    /// Cancels a task: pending steps never start, running ones lose their lease.
+    async fn cancel(&self, task_id: &str) -> Result<Transition, StoreError>;
+
+    /// Puts jobs whose lease expired back to waiting; answers how many.
+    async fn reap_expired(&self) -> Result<usize, StoreError>;
+
+    /// A task with its steps.
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// A task without its steps: cheap whatever the pipeline's size (for
+    /// effects and event streams, which need only its status).
+    async fn task_summary(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// The stored spec of a task, to rebuild its plan.
+    async fn spec(&self, id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Results of some steps of a task (None where not completed).
+    async fn step_results(&self, id: &str, steps: &[u32])
+    -> Result<Vec<Option<Value>>, StoreError>;
+
+    /// Tasks, newest first (steps not loaded).
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<TaskRecord>, StoreError>;
+
+    /// A task's events with `seq > after`, in order.
+    async fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError>;
+
+    /// Records events on a task's stream (progress, effects).
+    async fn append_events(
+        &self,
+        id: &str,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<TaskEvent>>, StoreError>;
+
+    /// Every event recorded from now on, by any host sharing the store.
+    fn subscribe(&self) -> EventFeed;
+
+    /// Deletes up to `limit` finished tasks that ended before `ended_before`
+    /// (ms), with their steps and events: the retention policy. Answers how many.
+    async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError>;
+
+    /// Queues that hold jobs now (so a restarted host serves named queues too).
+    async fn queues(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,167 @@
+//! Decoding what Redis answers: the scripts' common reply (per-item
+//! outcomes and leased jobs), job ids, and task and step hashes into the
+//! store's records.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis::Value as RValue;
+use serde_json::Value;
+
+use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
+
+use super::backend;
+use crate::{Job, StepRecord, StoreError, TaskRecord, Transition};
+
+pub(super) fn parse_job(id: &str, attempt: &str, token: &str) -> Option<Job> {
+    let mut parts = id.rsplitn(3, '|');
+    let item: i64 = parts.next()?.parse().ok()?;
+    let step: u32 = parts.next()?.parse().ok()?;
+    let task_id = parts.next()?.to_owned();
+    Some(Job {
+        task_id,
+        step,
+        item: u32::try_from(item).ok(),
+        attempt: attempt.parse().ok()?,
+        token: token.parse().ok()?,
+    })
+}
+
+/// Maps an item's refusal (`LEASE_LOST job`, ...) to the store's errors.
+pub(super) fn item_error(text: &str) -> StoreError {
+    let (code, detail) = text.split_once(' ').unwrap_or((text, ""));
+    let detail = detail.to_owned();
+    match code {
+        "LEASE_LOST" => StoreError::LeaseLost(detail),
+        "DUPLICATE" => StoreError::Duplicate(detail),
+        "NOT_FOUND" => StoreError::NotFound(detail),
+        "CONFLICT" => StoreError::Conflict(detail),
+        _ => backend(text),
+    }
+}
+
+/// The common reply of the scripts: per item its outcome, the jobs leased
+/// (with the queue each came from), and a number whose meaning is the script's.
+pub(super) struct ScriptReply {
+    pub(super) items: Vec<Result<Transition, StoreError>>,
+    pub(super) jobs: Vec<(String, Job)>,
+    pub(super) number: i64,
+}
+
+type RawItem = (String, String, Vec<String>, Vec<String>);
+type RawJob = (String, String, String, String);
+
+pub(super) fn parse_reply(v: RValue) -> Result<ScriptReply, StoreError> {
+    let (items, jobs, number): (Vec<RawItem>, Vec<RawJob>, i64) =
+        redis::from_redis_value(v).map_err(backend)?;
+    let mut parsed_items = Vec::with_capacity(items.len());
+    for (err, finished, woke, events) in items {
+        if !err.is_empty() {
+            parsed_items.push(Err(item_error(&err)));
+            continue;
+        }
+        let events = events
+            .iter()
+            .map(|e| serde_json::from_str::<TaskEvent>(e).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| backend(format!("bad event from script: {e}")))?;
+        parsed_items.push(Ok(Transition {
+            woke,
+            finished: TaskStatus::parse(&finished),
+            events,
+        }));
+    }
+    let mut parsed_jobs = Vec::with_capacity(jobs.len());
+    for (queue, id, attempt, token) in jobs {
+        let job = parse_job(&id, &attempt, &token)
+            .ok_or_else(|| backend(format!("bad job id {id:?}")))?;
+        parsed_jobs.push((queue, job));
+    }
+    Ok(ScriptReply {
+        items: parsed_items,
+        jobs: parsed_jobs,
+        number,
+    })
+}
+
+impl ScriptReply {
+    /// The outcome of a script that handles one item.
+    pub(super) fn single(self) -> Result<Transition, StoreError> {
+        self.items
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(backend("script answered no item")))
+    }
+}
+
+pub(super) fn fields_map(
+    names: &[&str],
+    values: Vec<Option<String>>,
+) -> Option<HashMap<String, String>> {
+    let m: HashMap<String, String> = names
+        .iter()
+        .zip(values)
+        .filter_map(|(n, v)| v.map(|v| ((*n).to_owned(), v)))
+        .collect();
+    m.contains_key("status").then_some(m)
+}
+
+/// Forwards the shared event channel to local subscribers, reconnecting
+/// forever. Pub/sub keeps nothing for a disconnected subscriber, so every
+/// resubscription bumps `resets`: followers re-read what they missed.
+pub(super) fn opt_i64(m: &HashMap<String, String>, k: &str) -> Option<i64> {
+    m.get(k)
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as i64)
+}
+
+pub(super) fn json_field(m: &HashMap<String, String>, k: &str) -> Option<Value> {
+    m.get(k).and_then(|v| serde_json::from_str(v).ok())
+}
+
+pub(super) fn record(id: &str, m: &HashMap<String, String>, spec: String) -> TaskRecord {
+    TaskRecord {
+        id: id.to_owned(),
+        task_type: m.get("type").cloned().unwrap_or_default(),
+        queue: m.get("queue").cloned().unwrap_or_default(),
+        status: m
+            .get("status")
+            .and_then(|s| TaskStatus::parse(s))
+            .unwrap_or(TaskStatus::Pending),
+        spec,
+        is_pipeline: m.get("pipeline").is_some_and(|p| p == "1"),
+        progress: m
+            .get("progress")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0.0),
+        result: json_field(m, "result"),
+        error: m.get("error").cloned(),
+        created_at: opt_i64(m, "created").unwrap_or(0),
+        started_at: opt_i64(m, "started"),
+        completed_at: opt_i64(m, "completed"),
+        steps: Vec::new(),
+    }
+}
+
+/// Step `i` of a task hash (its fields are `i:name`).
+pub(super) fn step_record(i: usize, m: &HashMap<String, String>) -> StepRecord {
+    let get = |name: &str| m.get(&format!("{i}:{name}"));
+    let num = |name: &str| {
+        get(name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as i64)
+    };
+    StepRecord {
+        idx: i as u32,
+        key: get("key").cloned().unwrap_or_default(),
+        task: get("task").cloned().unwrap_or_default(),
+        status: get("status")
+            .and_then(|v| StepStatus::parse(v))
+            .unwrap_or(StepStatus::Pending),
+        result: get("result").and_then(|v| serde_json::from_str(v).ok()),
+        error: get("error").cloned(),
+        attempts: get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
+        started_at: num("started"),
+        completed_at: num("completed"),
+    }
+}

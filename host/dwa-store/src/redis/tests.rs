@@ -1,0 +1,283 @@
+//! The Redis store against a real redis-server: the conformance suite, batching, restarts.
+
+use super::*;
+use crate::clock::ManualClock;
+use dwa_core::model::StepStatus;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    let server = crate::testing::RedisServer::start();
+    let url = server.url();
+    crate::conformance::run_all(|clock: Arc<ManualClock>| {
+        let url = url.clone();
+        async move {
+            let opts = RedisOptions {
+                url,
+                prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+                max_stalled: 3,
+            };
+            Arc::new(RedisStore::connect_with_clock(&opts, clock).await.unwrap()) as Arc<dyn Store>
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_stalls_too_often_fails_its_step() {
+    let server = crate::testing::RedisServer::start();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let opts = RedisOptions {
+        url: server.url(),
+        prefix: "stall".into(),
+        max_stalled: 2,
+    };
+    let s = RedisStore::connect_with_clock(&opts, clock.clone())
+        .await
+        .unwrap();
+    let t = crate::conformance::chain_task(1);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            s.lease("default", "w", 1, 1000).await.unwrap().jobs.len(),
+            1
+        );
+        clock.advance(1001);
+        assert_eq!(s.reap_expired().await.unwrap(), 1);
+    }
+    assert_eq!(
+        s.lease("default", "w", 1, 1000).await.unwrap().jobs.len(),
+        1
+    );
+    clock.advance(1001);
+    s.reap_expired().await.unwrap();
+    let rec = s.task(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, TaskStatus::Failed);
+    assert!(rec.error.unwrap().contains("stalled 3 times"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_tasks_are_swept_after_retention() {
+    let server = crate::testing::RedisServer::start();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let opts = RedisOptions {
+        url: server.url(),
+        prefix: "sweep".into(),
+        max_stalled: 3,
+    };
+    let s = RedisStore::connect_with_clock(&opts, clock.clone())
+        .await
+        .unwrap();
+    let t = crate::conformance::chain_task(2);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    for _ in 0..2 {
+        let j = s.lease("default", "w", 1, 1000).await.unwrap().jobs;
+        s.complete(&j[0], serde_json::json!(1)).await.unwrap();
+    }
+    let cutoff = |c: &ManualClock| c.now_ms() - 3_600_000;
+    assert_eq!(
+        s.purge_finished(cutoff(&clock), 500).await.unwrap(),
+        0,
+        "kept within retention"
+    );
+    clock.advance(3_600_001);
+    assert_eq!(s.purge_finished(cutoff(&clock), 500).await.unwrap(), 1);
+    assert!(s.task(&id).await.unwrap().is_none());
+    let mut conn = s.core.conn.clone();
+    let keys: Vec<String> = conn.keys("sweep:*").await.unwrap();
+    let left: Vec<&String> = keys.iter().filter(|k| !k.ends_with(":queues")).collect();
+    assert!(left.is_empty(), "nothing of the task is left: {left:?}");
+}
+
+async fn store(server: &crate::testing::RedisServer, prefix: &str) -> RedisStore {
+    let opts = RedisOptions {
+        url: server.url(),
+        prefix: prefix.into(),
+        max_stalled: 3,
+    };
+    RedisStore::connect(&opts).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_cancelled_task_do_not_hold_up_the_queue() {
+    let server = crate::testing::RedisServer::start();
+    let s = store(&server, "dead").await;
+    // Ten cancelled tasks' jobs sit in front of a live one.
+    for _ in 0..10 {
+        let t = crate::conformance::chain_task(1);
+        let id = t.id.clone();
+        s.create_task(t).await.unwrap();
+        s.cancel(&id).await.unwrap();
+    }
+    let live = crate::conformance::chain_task(1);
+    let live_id = live.id.clone();
+    s.create_task(live).await.unwrap();
+    let got = s.lease("default", "w", 1, 30_000).await.unwrap();
+    assert_eq!(got.jobs.len(), 1, "the live job is found behind dead ones");
+    assert_eq!(got.jobs[0].task_id, live_id);
+    assert_eq!(got.next_due, None, "the dead jobs are gone from the queue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_script_runs_and_keep_their_own_outcomes() {
+    let server = crate::testing::RedisServer::start();
+    let s = Arc::new(store(&server, "batch").await);
+    let tasks: Vec<NewTask> = (0..200)
+        .map(|_| crate::conformance::chain_task(1))
+        .collect();
+    let dup = tasks[0].clone();
+    let mut calls = Vec::new();
+    for t in tasks.into_iter().chain(std::iter::once(dup)) {
+        let s = s.clone();
+        calls.push(tokio::spawn(async move { s.create_task(t).await }));
+    }
+    let mut ok = 0;
+    let mut duplicates = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(t) => {
+                assert_eq!(t.woke, vec!["default".to_string()]);
+                ok += 1;
+            }
+            Err(StoreError::Duplicate(_)) => duplicates += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, duplicates), (200, 1));
+
+    // Every job completes once, each completion with its own outcome.
+    let jobs = s.lease("default", "w", 500, 30_000).await.unwrap().jobs;
+    assert_eq!(jobs.len(), 200);
+    let mut calls = Vec::new();
+    for j in jobs.iter().cloned() {
+        let s = s.clone();
+        calls.push(tokio::spawn(async move {
+            s.complete_and_lease(&j, serde_json::json!(j.step), "default", "w", 30_000)
+                .await
+        }));
+    }
+    for c in calls {
+        let (t, next) = c.await.unwrap().unwrap();
+        assert_eq!(t.finished, Some(TaskStatus::Completed));
+        assert!(next.is_none(), "nothing else is queued");
+    }
+    let again = s.complete(&jobs[0], serde_json::json!(1)).await;
+    assert!(matches!(again, Err(StoreError::LeaseLost(_))));
+    let done = s
+        .list(&ListFilter {
+            status: Some(TaskStatus::Completed),
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_replay_in_pages_from_the_task_hash() {
+    let server = crate::testing::RedisServer::start();
+    let s = store(&server, "events").await;
+    let t = crate::conformance::chain_task(1);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let events: Vec<NewEvent> = (0..25)
+        .map(|i| NewEvent {
+            kind: "step:progress".into(),
+            step: Some(0),
+            data: serde_json::json!({ "i": i }),
+        })
+        .collect();
+    s.append_events(&id, events).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.events(&id, after, 10).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().unwrap().seq;
+        seen.extend(page.into_iter().map(|e| e.data["i"].as_u64().unwrap()));
+    }
+    assert_eq!(seen, (0..25).collect::<Vec<u64>>());
+    assert!(s.events("no-such-task", 0, 10).await.unwrap().is_empty());
+}
+
+/// `1 → n → 1`: big enough to cross the scripts' slicing of long
+/// argument lists (Lua's unpack limit).
+fn wide_task(n: u32) -> NewTask {
+    let step = |key: String, waiting_for, dependants: Vec<u32>| crate::NewStep {
+        key,
+        task: "builtin.echo".into(),
+        queue: "default".into(),
+        waiting_for,
+        dependants,
+    };
+    let mut steps = vec![step("first".into(), 0, (1..=n).collect())];
+    for i in 1..=n {
+        steps.push(step(format!("m{i}"), 1, vec![n + 1]));
+    }
+    steps.push(step("last".into(), n, vec![]));
+    let mut t = crate::conformance::chain_task(1);
+    t.steps = steps;
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_pipeline_runs_and_fails_whole() {
+    let server = crate::testing::RedisServer::start();
+    let s = store(&server, "wide").await;
+    let n = 3000;
+    for fail in [false, true] {
+        let t = wide_task(n);
+        let id = t.id.clone();
+        s.create_task(t).await.unwrap();
+        let first = s.lease("default", "w", 10, 30_000).await.unwrap().jobs;
+        assert_eq!(first.len(), 1);
+        s.complete(&first[0], serde_json::json!(0)).await.unwrap();
+        let mut middle = Vec::new();
+        loop {
+            let got = s.lease("default", "w", 1000, 30_000).await.unwrap().jobs;
+            if got.is_empty() {
+                break;
+            }
+            middle.extend(got);
+        }
+        assert_eq!(
+            middle.len(),
+            n as usize,
+            "every middle step is released once"
+        );
+        if fail {
+            let tr = s.fail(&middle[7], "boom").await.unwrap();
+            assert_eq!(tr.finished, Some(TaskStatus::Failed));
+            let rec = s.task(&id).await.unwrap().unwrap();
+            let skipped = rec
+                .steps
+                .iter()
+                .filter(|st| st.status == StepStatus::Skipped)
+                .count();
+            assert_eq!(skipped, n as usize, "all but the failed one and the first");
+            assert!(matches!(
+                s.complete(&middle[8], serde_json::json!(1)).await,
+                Err(StoreError::LeaseLost(_))
+            ));
+            continue;
+        }
+        for j in &middle {
+            s.complete(j, serde_json::json!(j.step)).await.unwrap();
+        }
+        let last = s.lease("default", "w", 10, 30_000).await.unwrap().jobs;
+        assert_eq!(last.len(), 1, "the join step is released once");
+        assert_eq!(last[0].step, n + 1);
+        let tr = s
+            .complete(&last[0], serde_json::json!("end"))
+            .await
+            .unwrap();
+        assert_eq!(tr.finished, Some(TaskStatus::Completed));
+        let rec = s.task(&id).await.unwrap().unwrap();
+        assert_eq!(rec.steps.len(), n as usize + 2);
+        assert_eq!(rec.result, Some(serde_json::json!("end")));
+    }
+}

@@ -1,0 +1,638 @@
+//! The embedded store: SQLite (rusqlite, bundled) in WAL mode under `DWA_DATA_DIR`.
+//!
+//! Why SQLite over redb: list filters, cursors and per-task step tables are
+//! plain indexed queries, and one SQL transaction covers a whole transition.
+//!
+//! All writes go through one writer thread that commits them in groups
+//! (group commit): it drains every request waiting, applies each inside its
+//! own savepoint, commits once with `synchronous=FULL`, and only then answers
+//! the callers and broadcasts the events. Durability is never relaxed; the
+//! fsync is shared. Reads use a separate connection, which WAL lets run
+//! beside the writer.
+//!
+//! [`writer`] holds the writer thread; `writer/ops.rs` has one function per
+//! operation, as `redis/` has one script per transition.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::clock::{Clock, SystemClock};
+use crate::{
+    EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, StepRecord, Store, StoreError,
+    TaskRecord, Transition,
+};
+use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
+
+/// Largest group of requests committed in one transaction.
+const MAX_BATCH: usize = 2048;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pipeline INTEGER NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    completed_at INTEGER,
+    steps_total INTEGER NOT NULL,
+    steps_done INTEGER NOT NULL DEFAULT 0
+);
+-- The spec can be large (a 10,000-step DAG is ~1 MB) and never changes: it
+-- lives apart so that the hot counters of `tasks` stay in a small row.
+CREATE TABLE IF NOT EXISTS task_specs (
+    id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status, id);
+CREATE INDEX IF NOT EXISTS tasks_by_queue ON tasks(queue, id);
+CREATE INDEX IF NOT EXISTS tasks_by_end ON tasks(completed_at) WHERE completed_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS steps (
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    task TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    waiting INTEGER NOT NULL,
+    dependants TEXT NOT NULL,
+    items_total INTEGER,
+    items_done INTEGER NOT NULL DEFAULT 0,
+    items_next INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at INTEGER,
+    completed_at INTEGER,
+    PRIMARY KEY (task_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (
+    task_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    item INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (task_id, step, item)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    task_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    item INTEGER NOT NULL,
+    queue TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    run_at INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    token INTEGER,
+    owner TEXT,
+    lease_until INTEGER,
+    PRIMARY KEY (task_id, step, item)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, state, run_at, seq);
+CREATE INDEX IF NOT EXISTS jobs_leased ON jobs(state, lease_until);
+CREATE TABLE IF NOT EXISTS events (
+    task_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    step_id TEXT,
+    step_task TEXT,
+    data TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+"#;
+
+const WAITING: i64 = 0;
+const ACTIVE: i64 = 1;
+
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use writer::Writer;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+enum Op {
+    Create(NewTask),
+    Lease {
+        queue: String,
+        owner: String,
+        max: usize,
+        lease_ms: i64,
+    },
+    Renew(Vec<Job>, i64),
+    StartItems(Job, u32, u32),
+    Complete(Job, Value),
+    CompleteAndLease {
+        job: Job,
+        result: Value,
+        queue: String,
+        owner: String,
+        lease_ms: i64,
+    },
+    Retry(Job, i64, String),
+    Fail(Job, String),
+    Release(Vec<Job>),
+    Cancel(String),
+    Reap,
+    Append(String, Vec<NewEvent>),
+    Purge(i64, usize),
+}
+
+enum Reply {
+    Transition(Transition),
+    TransitionAndJob(Transition, Option<Job>),
+    Leased(Leased),
+    Bools(Vec<bool>),
+    Count(usize),
+    Events(Vec<Arc<TaskEvent>>),
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<Reply, StoreError>>,
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    writer: Mutex<Option<mpsc::Sender<Request>>>,
+    read: Arc<Mutex<Connection>>,
+    events: broadcast::Sender<Arc<TaskEvent>>,
+    _lock: File,
+    path: PathBuf,
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    // Each connection is used by one thread at a time (the writer thread, or
+    // the reader behind its mutex), so SQLite's own mutexes are not needed.
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+        | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;
+         PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;
+         PRAGMA wal_autocheckpoint=10000;",
+    )?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store in `dir`, which one host at a time may use.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_clock(dir, Arc::new(SystemClock))
+    }
+
+    /// Opens the store with a given clock (tests move a manual one).
+    pub fn open_with_clock(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let lock_path = dir.join("dwa.lock");
+        let lock = File::create(&lock_path).map_err(|e| {
+            StoreError::Backend(format!("cannot create {}: {e}", lock_path.display()))
+        })?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Backend(format!(
+                "data dir {} is in use by another dwa process (lock {} is held); the embedded store serves one host — use REDIS_URL to share work",
+                dir.display(),
+                lock_path.display()
+            ))
+        })?;
+        let path = dir.join("dwa.sqlite");
+        let conn = open_conn(&path)?;
+        conn.execute_batch(SCHEMA)?;
+        // The lock proves no other process uses this store: every job a
+        // previous process held is orphaned, so give it back now rather than
+        // waiting for its lease to expire.
+        conn.execute(
+            "UPDATE jobs SET state = ?1, token = NULL, owner = NULL, lease_until = NULL WHERE state = ?2",
+            params![WAITING, ACTIVE],
+        )?;
+        let job_seq: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM jobs", [], |r| r.get(0))?;
+        let read = open_conn(&path)?;
+        let (events, _) = broadcast::channel(16_384);
+        let (tx, rx) = mpsc::channel::<Request>();
+        let mut writer = Writer {
+            conn,
+            clock,
+            job_seq,
+            token: (rand::random::<u32>() as i64) << 20,
+            event_seqs: HashMap::new(),
+            activated: HashSet::new(),
+            done_counts: HashMap::new(),
+            now: 0,
+        };
+        let ev = events.clone();
+        std::thread::Builder::new()
+            .name("dwa-sqlite-writer".into())
+            .spawn(move || writer.run(rx, ev))
+            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writer: Mutex::new(Some(tx)),
+            read: Arc::new(Mutex::new(read)),
+            events,
+            _lock: lock,
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn call(&self, op: Op) -> Result<Reply, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Backend("writer lock poisoned".into()))?;
+            let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+            sender
+                .send(Request { op, reply })
+                .map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.read.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("read lock poisoned".into()))?;
+            f(&guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+    }
+}
+
+fn transition(r: Reply) -> Result<Transition, StoreError> {
+    match r {
+        Reply::Transition(t) => Ok(t),
+        _ => Err(StoreError::Backend("unexpected reply".into())),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_task(&self, task: NewTask) -> Result<Transition, StoreError> {
+        transition(self.call(Op::Create(task)).await?)
+    }
+
+    async fn lease(
+        &self,
+        queue: &str,
+        owner: &str,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<Leased, StoreError> {
+        match self
+            .call(Op::Lease {
+                queue: queue.into(),
+                owner: owner.into(),
+                max,
+                lease_ms,
+            })
+            .await?
+        {
+            Reply::Leased(l) => Ok(l),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    async fn renew(&self, jobs: &[Job], lease_ms: i64) -> Result<Vec<bool>, StoreError> {
+        match self.call(Op::Renew(jobs.to_vec(), lease_ms)).await? {
+            Reply::Bools(b) => Ok(b),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    async fn start_items(
+        &self,
+        job: &Job,
+        items: u32,
+        concurrency: u32,
+    ) -> Result<Transition, StoreError> {
+        transition(
+            self.call(Op::StartItems(job.clone(), items, concurrency))
+                .await?,
+        )
+    }
+
+    async fn complete(&self, job: &Job, result: Value) -> Result<Transition, StoreError> {
+        transition(self.call(Op::Complete(job.clone(), result)).await?)
+    }
+
+    async fn complete_and_lease(
+        &self,
+        job: &Job,
+        result: Value,
+        queue: &str,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<(Transition, Option<Job>), StoreError> {
+        match self
+            .call(Op::CompleteAndLease {
+                job: job.clone(),
+                result,
+                queue: queue.into(),
+                owner: owner.into(),
+                lease_ms,
+            })
+            .await?
+        {
+            Reply::TransitionAndJob(t, j) => Ok((t, j)),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    async fn retry(&self, job: &Job, run_at: i64, error: &str) -> Result<Transition, StoreError> {
+        transition(
+            self.call(Op::Retry(job.clone(), run_at, error.into()))
+                .await?,
+        )
+    }
+
+    async fn fail(&self, job: &Job, error: &str) -> Result<Transition, StoreError> {
+        transition(self.call(Op::Fail(job.clone(), error.into())).await?)
+    }
+
+    async fn release(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        self.call(Op::Release(jobs.to_vec())).await.map(|_| ())
+    }
+
+    async fn cancel(&self, task_id: &str) -> Result<Transition, StoreError> {
+        transition(self.call(Op::Cancel(task_id.into())).await?)
+    }
+
+    async fn reap_expired(&self) -> Result<usize, StoreError> {
+        match self.call(Op::Reap).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let Some(mut t) = load_task(c, &id, true)? else {
+                return Ok(None);
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT idx, key, task, status, result, error, attempts, started_at, completed_at
+                 FROM steps WHERE task_id = ?1 ORDER BY idx",
+            )?;
+            let rows = stmt.query_map(params![id], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, u32>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ))
+            })?;
+            for row in rows {
+                let (idx, key, task, status, result, error, attempts, started_at, completed_at) =
+                    row?;
+                t.steps.push(StepRecord {
+                    idx,
+                    key,
+                    task,
+                    status: StepStatus::parse(&status).unwrap_or(StepStatus::Pending),
+                    result: parse_json(result.as_deref()),
+                    error,
+                    attempts,
+                    started_at,
+                    completed_at,
+                });
+            }
+            Ok(Some(t))
+        })
+        .await
+    }
+
+    async fn task_summary(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| load_task(c, &id, false)).await
+    }
+
+    async fn spec(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT spec FROM task_specs WHERE id = ?1")?
+                    .query_row(params![id], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn step_results(
+        &self,
+        id: &str,
+        steps: &[u32],
+    ) -> Result<Vec<Option<Value>>, StoreError> {
+        let id = id.to_owned();
+        let steps = steps.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT result FROM steps WHERE task_id = ?1 AND idx = ?2 AND status = 'completed'",
+            )?;
+            let mut out = Vec::with_capacity(steps.len());
+            for s in steps {
+                let r: Option<Option<String>> =
+                    stmt.query_row(params![id, s], |r| r.get(0)).optional()?;
+                out.push(parse_json(r.flatten().as_deref()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        let f = filter.clone();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM tasks
+                 WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR status = ?2)
+                   AND (?3 IS NULL OR id < ?3)
+                 ORDER BY id DESC LIMIT ?4",
+            )?;
+            let ids = stmt
+                .query_map(
+                    params![
+                        f.queue,
+                        f.status.map(|s| s.as_str()),
+                        f.before,
+                        f.limit as i64
+                    ],
+                    |r| r.get::<_, String>(0),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(t) = load_task(c, &id, false)? {
+                    out.push(t);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn events(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, kind, step_id, step_task, data, ts FROM events
+                 WHERE task_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![id, after as i64, limit as i64], |r| {
+                Ok(TaskEvent {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    kind: r.get(1)?,
+                    task_id: id.clone(),
+                    step_id: r.get(2)?,
+                    step_task: r.get(3)?,
+                    data: parse_json(r.get::<_, Option<String>>(4)?.as_deref())
+                        .unwrap_or(Value::Null),
+                    timestamp: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn append_events(
+        &self,
+        id: &str,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<TaskEvent>>, StoreError> {
+        match self.call(Op::Append(id.into(), events)).await? {
+            Reply::Events(e) => Ok(e),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    fn subscribe(&self) -> EventFeed {
+        EventFeed::new(self.events.subscribe(), None)
+    }
+
+    async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
+        match self.call(Op::Purge(ended_before, limit)).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    async fn queues(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT DISTINCT queue FROM jobs")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn parse_json(s: Option<&str>) -> Option<Value> {
+    s.and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// Loads a task's record; the spec only when asked (lists skip it: it can be large).
+fn load_task(c: &Connection, id: &str, with_spec: bool) -> Result<Option<TaskRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(if with_spec {
+        "SELECT t.id, t.type, t.queue, t.status, s.spec, t.pipeline, t.progress, t.result, t.error,
+                t.created_at, t.started_at, t.completed_at
+         FROM tasks t JOIN task_specs s ON s.id = t.id WHERE t.id = ?1"
+    } else {
+        "SELECT id, type, queue, status, '', pipeline, progress, result, error,
+                created_at, started_at, completed_at
+         FROM tasks WHERE id = ?1"
+    })?;
+    Ok(stmt
+        .query_row(params![id], |r| {
+            Ok(TaskRecord {
+                id: r.get(0)?,
+                task_type: r.get(1)?,
+                queue: r.get(2)?,
+                status: TaskStatus::parse(&r.get::<_, String>(3)?).unwrap_or(TaskStatus::Pending),
+                spec: r.get(4)?,
+                is_pipeline: r.get::<_, i64>(5)? != 0,
+                progress: r.get(6)?,
+                result: parse_json(r.get::<_, Option<String>>(7)?.as_deref()),
+                error: r.get(8)?,
+                created_at: r.get(9)?,
+                started_at: r.get(10)?,
+                completed_at: r.get(11)?,
+                steps: Vec::new(),
+            })
+        })
+        .optional()?)
+}
+
+/// Errors that can happen after an op has written: its writes must be undone.
+fn is_dirty(e: &StoreError) -> bool {
+    matches!(e, StoreError::Backend(_) | StoreError::Closed)
+}
+
+fn item_col(item: Option<u32>) -> i64 {
+    item.map_or(-1, i64::from)
+}

@@ -1,0 +1,184 @@
+//! The store's only writer: a thread that drains every request waiting,
+//! applies them in one transaction (each op checks what can refuse it
+//! before it writes; savepoints only when an op failed after writing),
+//! commits once with `synchronous=FULL`, and only then answers the callers
+//! and broadcasts the events. [`ops`] has one function per operation.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::broadcast;
+
+use dwa_core::model::TaskEvent;
+
+use super::{MAX_BATCH, Op, Reply, Request, is_dirty};
+use crate::StoreError;
+use crate::clock::Clock;
+
+mod ops;
+
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) job_seq: i64,
+    pub(super) token: i64,
+    /// Last event seq per task: the writer is the store's only writer, so
+    /// counting here saves a read-modify-write of the task row per event.
+    pub(super) event_seqs: HashMap<String, i64>,
+    /// Tasks known to be active already (pending → active happens once).
+    pub(super) activated: HashSet<String>,
+    /// Completed and total steps per running task (same reasoning).
+    pub(super) done_counts: HashMap<String, (i64, i64)>,
+    /// The clock reading of the batch being applied.
+    pub(super) now: i64,
+}
+
+pub(super) struct Applied {
+    pub(super) reply: Reply,
+    pub(super) events: Vec<Arc<TaskEvent>>,
+}
+
+/// Per-step data the transitions need.
+pub(super) struct StepRow {
+    pub(super) key: String,
+    pub(super) task: String,
+}
+
+impl Writer {
+    pub(super) fn run(
+        &mut self,
+        rx: mpsc::Receiver<Request>,
+        events: broadcast::Sender<Arc<TaskEvent>>,
+    ) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let now = self.clock.now_ms();
+            // Fast path: no savepoints. Every op checks what can refuse it
+            // before it writes, so a refusal leaves nothing behind; only an
+            // error after a write ("dirty") forces the careful path.
+            let mut results = self.run_batch(&batch, now, false);
+            if matches!(results, Ok(ref r) if r.iter().any(|x| matches!(x, Err(e) if is_dirty(e))))
+            {
+                results = self.run_batch(&batch, now, true);
+            }
+            match results {
+                Ok(results) => {
+                    for (req, r) in batch.into_iter().zip(results) {
+                        let reply = r.map(|a| {
+                            for e in &a.events {
+                                let _ = events.send(e.clone());
+                            }
+                            a.reply
+                        });
+                        let _ = req.reply.send(reply);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "sqlite transaction failed; the batch is rolled back");
+                    for req in batch {
+                        let _ = req.reply.send(Err(StoreError::Backend(e.to_string())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction and commits it; on failure rolls
+    /// back and restores the in-memory counters.
+    fn run_batch(
+        &mut self,
+        batch: &[Request],
+        now: i64,
+        savepoints: bool,
+    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+        let saved = (self.job_seq, self.token);
+        self.now = now;
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut dirty = false;
+        for req in batch {
+            if savepoints {
+                self.conn.execute_batch("SAVEPOINT op")?;
+            }
+            let r = self.apply(&req.op, now);
+            if savepoints {
+                if r.is_ok() {
+                    self.conn.execute_batch("RELEASE op")?;
+                } else {
+                    self.conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                }
+            } else if matches!(&r, Err(e) if is_dirty(e)) {
+                dirty = true;
+                results.push(r);
+                break;
+            }
+            results.push(r);
+        }
+        let end = if dirty {
+            self.conn.execute_batch("ROLLBACK")
+        } else {
+            self.conn.execute_batch("COMMIT")
+        };
+        if dirty || end.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            (self.job_seq, self.token) = saved;
+            self.event_seqs.clear();
+            self.activated.clear();
+            self.done_counts.clear();
+        }
+        end?;
+        Ok(results)
+    }
+
+    fn apply(&mut self, op: &Op, now: i64) -> Result<Applied, StoreError> {
+        let mut ev = Vec::new();
+        let reply = match op {
+            Op::Create(t) => Reply::Transition(self.create(t, now)?),
+            Op::Lease {
+                queue,
+                owner,
+                max,
+                lease_ms,
+            } => Reply::Leased(self.lease(queue, owner, *max, *lease_ms, true, &mut ev)?),
+            Op::Renew(jobs, lease_ms) => Reply::Bools(self.renew(jobs, now + lease_ms)?),
+            Op::StartItems(job, items, concurrency) => {
+                Reply::Transition(self.start_items(job, *items, *concurrency, now, &mut ev)?)
+            }
+            Op::Complete(job, result) => {
+                Reply::Transition(self.complete(job, result, now, &mut ev)?)
+            }
+            Op::CompleteAndLease {
+                job,
+                result,
+                queue,
+                owner,
+                lease_ms,
+            } => {
+                let t = self.complete(job, result, now, &mut ev)?;
+                let mut leased = self.lease(queue, owner, 1, *lease_ms, false, &mut ev)?;
+                Reply::TransitionAndJob(t, leased.jobs.pop())
+            }
+            Op::Retry(job, run_at, error) => {
+                Reply::Transition(self.retry(job, *run_at, error, now, &mut ev)?)
+            }
+            Op::Fail(job, error) => Reply::Transition(self.fail(job, error, now, &mut ev)?),
+            Op::Release(jobs) => Reply::Count(self.release(jobs)?),
+            Op::Cancel(id) => Reply::Transition(self.cancel(id, now, &mut ev)?),
+            Op::Reap => Reply::Count(self.reap(now)?),
+            Op::Purge(before, limit) => Reply::Count(self.purge(*before, *limit)?),
+            Op::Append(id, events) => {
+                self.append(id, events, now, &mut ev)?;
+                Reply::Events(ev.clone())
+            }
+        };
+        Ok(Applied { reply, events: ev })
+    }
+}

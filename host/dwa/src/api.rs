@@ -1,0 +1,525 @@
+//! The HTTP API (axum): thin handlers over the engine, one error type turned
+//! into responses in one place, SSE for task events, and an OpenAPI document
+//! generated from the handlers' types.
+
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use dwa_core::catalog::TaskInfo;
+use dwa_core::model::{CreatedTask, TaskEvent, TaskList, TaskStatus, TaskView};
+use dwa_core::plan::FieldError;
+use dwa_engine::discovery::{self, BackendStatus};
+use dwa_engine::engine::{Engine, EngineError};
+use dwa_store::{Feed, ListFilter};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Bearer token required on `/api/*`, if set.
+    pub api_token: Option<Arc<str>>,
+    /// Last catalog read of each backend.
+    pub backends: Arc<RwLock<Vec<BackendStatus>>>,
+    /// How long an event stream stays open after its task ended with no new events.
+    pub sse_linger: Duration,
+}
+
+/// The JSON error body of every failed call.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code: `invalid_json`, `invalid_task`, `not_found`, ...
+    pub code: String,
+    /// A readable message.
+    pub message: String,
+    /// One entry per problem, naming step and field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
+}
+
+/// Every way a call can fail, mapped to a status code in one place.
+#[derive(Debug)]
+pub enum ApiError {
+    /// From the engine.
+    Engine(EngineError),
+    /// The body could not be read (too large, not UTF-8, ...).
+    Body(StatusCode, String),
+    /// A query parameter is wrong.
+    Query(String),
+    /// Missing or wrong bearer token.
+    Unauthorized,
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        ApiError::Engine(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, details) = match self {
+            ApiError::Engine(EngineError::Malformed(f)) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("invalid task at {}: {}", f.field, f.message),
+                vec![f],
+            ),
+            ApiError::Engine(EngineError::Invalid(errs)) => {
+                let first = errs
+                    .first()
+                    .map(|e| match &e.step {
+                        Some(s) => format!("step {s:?}, {}: {}", e.field, e.message),
+                        None => format!("{}: {}", e.field, e.message),
+                    })
+                    .unwrap_or_default();
+                let message = if errs.len() > 1 {
+                    format!("{first} (and {} more problems)", errs.len() - 1)
+                } else {
+                    first
+                };
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_task",
+                    message,
+                    errs,
+                )
+            }
+            ApiError::Engine(EngineError::NotFound(id)) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("task {id} not found"),
+                vec![],
+            ),
+            ApiError::Engine(EngineError::Conflict(m)) => {
+                (StatusCode::CONFLICT, "conflict", m, vec![])
+            }
+            ApiError::Engine(EngineError::Store(e)) => {
+                tracing::error!(error = %e, "store error");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    e.to_string(),
+                    vec![],
+                )
+            }
+            ApiError::Body(status, m) => (status, "invalid_body", m, vec![]),
+            ApiError::Query(m) => (StatusCode::BAD_REQUEST, "invalid_query", m, vec![]),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong bearer token (Authorization: Bearer <DWA_API_TOKEN>)".into(),
+                vec![],
+            ),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message,
+                details,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        let status = r.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body is too large (limit: DWA_MAX_BODY_BYTES)".to_string()
+        } else {
+            r.body_text()
+        };
+        ApiError::Body(status, message)
+    })
+}
+
+/// Builds the router with every route, the auth layer and the body limit.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/tasks", post(create_task).get(list_tasks))
+        .route("/tasks/{id}", get(get_task).delete(cancel_task))
+        .route("/tasks/{id}/events", get(task_events))
+        .route("/visualize", post(visualize))
+        .route("/catalog", get(catalog))
+        .route("/backends/refresh", post(refresh_backends))
+        .route("/plugins", get(list_plugins))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .nest("/api", api)
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.api_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Create a task.
+#[utoipa::path(post, path = "/api/tasks", request_body = dwa_core::model::TaskSpec,
+    responses((status = 201, body = CreatedTask), (status = 400, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn create_task(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreatedTask>), ApiError> {
+    let body = body_bytes(body)?;
+    let created = st.engine.submit_json(&body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Filters of the task list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this status: pending, active, completed, failed, cancelled.
+    pub status: Option<String>,
+    /// At most this many (1..=1000, default 50).
+    pub limit: Option<usize>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// List tasks, newest first.
+#[utoipa::path(get, path = "/api/tasks", params(ListQuery),
+    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)))]
+async fn list_tasks(
+    State(st): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<TaskList>, ApiError> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+            ApiError::Query(format!(
+                "status {s:?} is not one of pending, active, completed, failed, cancelled"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Query(format!(
+            "limit {limit} is not between 1 and 1000"
+        )));
+    }
+    let list = st
+        .engine
+        .list(ListFilter {
+            queue: q.queue.filter(|s| !s.is_empty()),
+            status,
+            before: q.cursor.filter(|s| !s.is_empty()),
+            limit,
+        })
+        .await?;
+    Ok(Json(list))
+}
+
+/// A task's status and, for pipelines, the pipeline result.
+#[utoipa::path(get, path = "/api/tasks/{id}", params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
+async fn get_task(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    Ok(Json(st.engine.get(&id).await?))
+}
+
+/// Cancel a task: pending steps never start, running ones are aborted.
+#[utoipa::path(delete, path = "/api/tasks/{id}", params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn cancel_task(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    Ok(Json(st.engine.cancel(&id).await?))
+}
+
+/// The task's events as server-sent events: replayed from the start, then live.
+/// `Last-Event-ID` resumes after that event.
+#[utoipa::path(get, path = "/api/tasks/{id}/events", params(("id" = String, Path, description = "task id")),
+    responses((status = 200, description = "text/event-stream of TaskEvent", body = TaskEvent),
+              (status = 404, body = ErrorBody)))]
+async fn task_events(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let store = st.engine.store().clone();
+    // Subscribe before reading the replay so that nothing falls in between.
+    let mut live = store.subscribe();
+    let task = store
+        .task_summary(&id)
+        .await
+        .map_err(EngineError::from)?
+        .ok_or_else(|| EngineError::NotFound(id.clone()))?;
+    let last: u64 = headers
+        .get("last-event-id")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    let linger = st.sse_linger;
+    let ended = task.status.is_terminal();
+    tokio::spawn(async move {
+        let mut f = Follower {
+            store,
+            id,
+            last,
+            ended,
+            tx,
+        };
+        if !f.drain(None).await {
+            return;
+        }
+        loop {
+            let next = if f.ended {
+                match tokio::time::timeout(linger, live.next()).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
+            } else {
+                live.next().await
+            };
+            let go_on = match next {
+                Feed::Event(e) if e.task_id == f.id && e.seq > f.last => {
+                    // Events published before we subscribed come from the store.
+                    (e.seq == f.last + 1 || f.drain(Some(e.seq)).await) && f.send(&e).await
+                }
+                Feed::Event(_) => true,
+                Feed::Missed => f.drain(None).await,
+                Feed::Closed => false,
+            };
+            if !go_on {
+                return;
+            }
+        }
+    });
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One SSE client's position in a task's event stream.
+struct Follower {
+    store: Arc<dyn dwa_store::Store>,
+    id: String,
+    last: u64,
+    ended: bool,
+    tx: tokio::sync::mpsc::Sender<Event>,
+}
+
+impl Follower {
+    /// Sends one event; false when the client is gone.
+    async fn send(&mut self, e: &TaskEvent) -> bool {
+        self.last = e.seq;
+        if e.kind == "pipeline:complete" {
+            self.ended = true;
+        }
+        let event = Event::default()
+            .event(e.kind.clone())
+            .id(e.seq.to_string())
+            .data(serde_json::to_string(e).unwrap_or_default());
+        self.tx.send(event).await.is_ok()
+    }
+
+    /// Sends the stored events after `last` (and before `upto`), a page at a
+    /// time: the replay, and the catch-up after a gap or a lag.
+    async fn drain(&mut self, upto: Option<u64>) -> bool {
+        loop {
+            let Ok(page) = self.store.events(&self.id, self.last, 1000).await else {
+                return false;
+            };
+            let mut sent = 0;
+            for e in page.iter().filter(|e| upto.is_none_or(|u| e.seq < u)) {
+                if !self.send(e).await {
+                    return false;
+                }
+                sent += 1;
+            }
+            if sent == 0 || upto.is_some_and(|u| self.last + 1 >= u) {
+                return true;
+            }
+        }
+    }
+}
+
+/// A mermaid diagram of a task and its mermaid.live link.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Visualization {
+    /// `graph TD` source.
+    pub mermaid: String,
+    /// `https://mermaid.live/edit#pako:...`
+    pub url: String,
+}
+
+/// Draw a task's steps as a mermaid diagram (the task is validated, not run).
+#[utoipa::path(post, path = "/api/visualize", request_body = dwa_core::model::TaskSpec,
+    responses((status = 200, body = Visualization), (status = 400, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn visualize(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Visualization>, ApiError> {
+    let body = body_bytes(body)?;
+    let spec = dwa_core::plan::parse_spec(&body).map_err(EngineError::Malformed)?;
+    let plan = dwa_core::plan::plan(spec, &st.engine.catalog()).map_err(EngineError::Invalid)?;
+    let mermaid = dwa_core::visualize::mermaid(&plan);
+    let url = dwa_core::visualize::live_url(&mermaid);
+    Ok(Json(Visualization { mermaid, url }))
+}
+
+/// The tasks this host can run, merged from its backends.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogBody {
+    /// Every task with the backend that serves it.
+    pub tasks: Vec<TaskInfo>,
+}
+
+/// The merged catalog.
+#[utoipa::path(get, path = "/api/catalog", responses((status = 200, body = CatalogBody)))]
+async fn catalog(State(st): State<AppState>) -> Json<CatalogBody> {
+    Json(CatalogBody {
+        tasks: st.engine.catalog().all(),
+    })
+}
+
+/// Re-read every backend's catalog now.
+#[utoipa::path(post, path = "/api/backends/refresh",
+    responses((status = 200, description = "each backend's state", body = Vec<BackendStatus>)))]
+async fn refresh_backends(State(st): State<AppState>) -> Json<Vec<BackendStatus>> {
+    let statuses = discovery::refresh(&st.engine).await;
+    if let Ok(mut b) = st.backends.write() {
+        *b = statuses.clone();
+    }
+    Json(statuses)
+}
+
+/// Loaded plugins.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginList {
+    /// Each plugin with its version, world, grants and limits.
+    pub plugins: Vec<dwa_plugins::PluginInfo>,
+    /// Plugins that could not be loaded, and why.
+    pub errors: Vec<String>,
+}
+
+/// The loaded plugins, with their version, world and permissions.
+#[utoipa::path(get, path = "/api/plugins", responses((status = 200, body = PluginList)))]
+async fn list_plugins(State(st): State<AppState>) -> Json<PluginList> {
+    Json(PluginList {
+        plugins: st.engine.plugins().map(|p| p.list()).unwrap_or_default(),
+        errors: st
+            .engine
+            .plugins()
+            .map(|p| p.load_errors())
+            .unwrap_or_default(),
+    })
+}
+
+/// Liveness, with the store's and backends' state.
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "healthy"),
+    (status = 503, description = "the store does not answer")))]
+async fn health(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
+    let store = st.engine.store();
+    let ping = store.ping().await;
+    let backends = st.backends.read().map(|b| b.clone()).unwrap_or_default();
+    let status = if ping.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ping.is_ok() { "ok" } else { "degraded" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "store": {"kind": store.kind(), "ok": ping.is_ok(), "error": ping.err().map(|e| e.to_string())},
+            "backends": backends,
+        })),
+    )
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "dwa", description = "Declarative task orchestrator"),
+    paths(
+        create_task,
+        list_tasks,
+        get_task,
+        cancel_task,
+        task_events,
+        visualize,
+        catalog,
+        refresh_backends,
+        health
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        FieldError,
+        TaskView,
+        TaskList,
+        CreatedTask,
+        TaskEvent,
+        Visualization,
+        CatalogBody,
+        BackendStatus
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document, generated from the handlers' types.
+pub fn openapi_doc() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi_doc())
+}
