@@ -134,6 +134,27 @@ pub enum LookupError {
     },
 }
 
+/// Why the generated catalog (`DWA_TASK_CATALOG`) could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GeneratedCatalogError {
+    /// The file cannot be read.
+    #[error("cannot read the task catalog {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a catalog.
+    #[error("the task catalog {} is invalid: {source}", path.display())]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
 impl Catalog {
     /// A catalog with the builtin tasks only.
     pub fn with_builtins() -> Self {
@@ -155,15 +176,22 @@ impl Catalog {
     /// Reads the catalog `just gen-types` generates from the Python
     /// decorators (`shared/catalog.json`): its schemas complete what a
     /// backend announces without them.
-    pub fn load_generated(path: &std::path::Path) -> Result<BTreeMap<String, TaskInfo>, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the task catalog {}: {e}", path.display()))?;
+    pub fn load_generated(
+        path: &std::path::Path,
+    ) -> Result<BTreeMap<String, TaskInfo>, GeneratedCatalogError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GeneratedCatalogError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         #[derive(Deserialize)]
         struct File {
             tasks: Vec<TaskInfo>,
         }
-        let file: File = serde_json::from_str(&text)
-            .map_err(|e| format!("the task catalog {} is invalid: {e}", path.display()))?;
+        let file: File =
+            serde_json::from_str(&text).map_err(|source| GeneratedCatalogError::Invalid {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(file
             .tasks
             .into_iter()
@@ -384,15 +412,11 @@ mod tests {
         let got = c.lookup("a.b", Some("ray")).unwrap();
         assert!(got.input_schema.as_ref().unwrap().get("required").is_none());
         std::fs::write(&path, "{").unwrap();
-        assert!(
-            Catalog::load_generated(&path)
-                .unwrap_err()
-                .contains("is invalid")
-        );
-        assert!(
-            Catalog::load_generated(&dir.path().join("none.json"))
-                .unwrap_err()
-                .contains("cannot read")
-        );
+        let e = Catalog::load_generated(&path).unwrap_err();
+        assert!(matches!(e, GeneratedCatalogError::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains("is invalid"));
+        let e = Catalog::load_generated(&dir.path().join("none.json")).unwrap_err();
+        assert!(matches!(e, GeneratedCatalogError::Read { .. }), "{e}");
+        assert!(e.to_string().contains("cannot read"));
     }
 }

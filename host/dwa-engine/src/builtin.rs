@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use dwa_core::step::StepError;
 
 /// Runs a builtin task; `attempt` is 1 for the first try.
-pub async fn run(task: &str, input: Value, attempt: u32) -> Result<Value, StepError> {
+pub(crate) async fn run(task: &str, input: Value, attempt: u32) -> Result<Value, StepError> {
     match task {
         "builtin.echo" => Ok(input),
         "builtin.merge" => dwa_core::chunking::merge(&input).map_err(StepError::permanent),

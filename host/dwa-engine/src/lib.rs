@@ -8,17 +8,18 @@
 //!   retry with backoff, time out, cancel, and record each transition;
 //!   [`engine::effects`] fires lifecycle effects through the plugins.
 //! - [`executor`]: sends one try of a step where its placement says:
-//!   [`builtin`] tasks in-process, [`backend`] over the HTTP backend
+//!   builtin tasks in-process (`builtin`, internal), [`backend`] over the HTTP backend
 //!   protocol (Modal, Ray Serve, the local Python server), or a wasm
 //!   transform plugin.
 //! - [`discovery`]: reads the backends' catalogs into the merged catalog.
-//! - [`views`]: the task views the API answers with.
-//! - [`transient`]: the host's own retries of a store briefly away.
+//! - `views` (internal): the task views the API answers with.
+//! - `transient` (internal): the host's own retries of a store briefly away.
 
 pub mod backend;
-pub mod builtin;
 pub mod discovery;
 pub mod engine;
 pub mod executor;
-pub mod transient;
-pub mod views;
+
+mod builtin;
+mod transient;
+mod views;

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// governs; `first` is the outcome of the first call (which may differ
 /// from the later ones), `what` names the call in the warning, built only
 /// when there is one to give.
-pub async fn while_transient<T, E: std::fmt::Display, F>(
+pub(crate) async fn while_transient<T, E: std::fmt::Display, F>(
     first: Result<T, E>,
     tries: u32,
     transient: impl Fn(&E) -> bool,

@@ -8,7 +8,7 @@ use dwa_core::model::{StepStatusView, TaskView, rfc3339};
 use dwa_store::TaskRecord;
 
 /// Builds the API's view of a stored task.
-pub fn view(rec: TaskRecord) -> TaskView {
+pub(crate) fn view(rec: TaskRecord) -> TaskView {
     let mut v = TaskView {
         id: rec.id,
         task_type: rec.task_type,
@@ -71,7 +71,7 @@ pub fn view(rec: TaskRecord) -> TaskView {
 }
 
 /// Groups steps whose run intervals overlapped (transitively), in start order.
-pub fn parallel_groups(mut spans: Vec<(String, i64, i64)>) -> Vec<Vec<String>> {
+pub(crate) fn parallel_groups(mut spans: Vec<(String, i64, i64)>) -> Vec<Vec<String>> {
     spans.sort_by_key(|s| (s.1, s.2));
     let mut groups: Vec<Vec<String>> = Vec::new();
     let mut end = i64::MIN;
@@ -91,7 +91,7 @@ pub fn parallel_groups(mut spans: Vec<(String, i64, i64)>) -> Vec<Vec<String>> {
 }
 
 /// The task's status JSON that effects receive (and a webhook sends by default).
-pub fn status_body(t: &TaskRecord) -> Value {
+pub(crate) fn status_body(t: &TaskRecord) -> Value {
     json!({"taskId": t.id, "status": t.status, "result": t.result, "error": t.error})
 }
 

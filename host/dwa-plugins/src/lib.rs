@@ -7,6 +7,7 @@
 //! operator allows, and runs every call in a fresh, bounded instance.
 //!
 //! - [`manifest`]: the manifest format and the world-version check.
+//! - [`granter`]: every grant decision (manifest asks ∩ operator allows).
 //! - [`outbound`]: outbound HTTP behind capability and address checks.
 //! - [`runtime`]: wasmtime engine, host interface, limits, one call.
 
@@ -16,20 +17,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::Digest;
 use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 use wasmtime::Engine as WasmEngine;
 use wasmtime::component::{Component, Linker};
 
+pub mod granter;
 pub mod manifest;
 pub mod outbound;
 pub mod runtime;
 
+use granter::Granter;
+pub use granter::{Grants, OperatorPolicy};
+
 use manifest::Manifest;
 use outbound::{NetPolicy, Outbound};
-use runtime::{Call, CallError, CallSpec, CallState, EffectCall, PluginHost, Pre};
+use runtime::{Call, CallError, CallSpec, CallState, EffectCall, PluginHost, Pre, ServiceError};
 
 /// How the plugin host is set up.
 #[derive(Debug, Clone, Default)]
@@ -44,30 +49,6 @@ pub struct PluginConfig {
     pub policy_file: Option<PathBuf>,
     /// `DWA_WORK_DIR`: where each task's working folder is made.
     pub work_dir: PathBuf,
-}
-
-/// The operator's grants (`DWA_PLUGIN_POLICY`, JSON): per plugin, and a default.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OperatorPolicy {
-    /// Grants for plugins not listed.
-    #[serde(default)]
-    pub default: Option<Grants>,
-    /// Grants by plugin name.
-    #[serde(default)]
-    pub plugins: HashMap<String, Grants>,
-}
-
-/// What the operator allows one plugin.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    /// Host patterns it may reach over HTTP.
-    #[serde(default)]
-    pub http: Vec<String>,
-    /// Whether a transform may have its task's working folder.
-    #[serde(default)]
-    pub workdir: bool,
 }
 
 /// A loaded plugin, as `GET /api/plugins` shows it.
@@ -240,26 +221,137 @@ pub struct Plugins {
 
 /// Why the plugin host could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("plugin host: {0}")]
-pub struct PluginSetupError(pub String);
+pub enum PluginSetupError {
+    /// wasmtime's engine, its epoch thread or the linker could not be set up.
+    #[error("plugin host: {0}")]
+    Runtime(String),
+    /// `DWA_HTTP_ALLOW` has an entry that is not a host, IP or CIDR.
+    #[error("plugin host: {0}")]
+    AllowList(#[from] outbound::AllowListError),
+    /// `DWA_PLUGIN_POLICY` names a file that cannot be read.
+    #[error("plugin host: cannot read DWA_PLUGIN_POLICY {path}: {source}")]
+    PolicyRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `DWA_PLUGIN_POLICY` is not a policy.
+    #[error("plugin host: DWA_PLUGIN_POLICY {path} is invalid: {source}")]
+    PolicyInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+/// Why one plugin could not be loaded; every message names the manifest
+/// file or the plugin (`name@version`).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The manifest file cannot be read.
+    #[error("plugin manifest {file}: cannot read: {source}")]
+    ReadManifest {
+        /// The manifest file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The manifest is not JSON of the manifest's shape.
+    #[error("plugin manifest {file}: {source}")]
+    ParseManifest {
+        /// The manifest file.
+        file: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The manifest is well formed but asks for something invalid.
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    /// The component file cannot be read.
+    #[error("plugin {who}: cannot read {path}: {source}")]
+    ReadWasm {
+        /// The plugin.
+        who: String,
+        /// The component file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a component wasmtime can compile.
+    #[error("plugin {who}: not a valid component: {message}")]
+    Compile {
+        /// The plugin.
+        who: String,
+        /// wasmtime's reason.
+        message: String,
+    },
+    /// The component imports what this host does not offer.
+    #[error(
+        "plugin {who}: its imports do not match this host's dwa:plugin@{}.{}.{} (rebuild it against wit/): {message}",
+        manifest::HOST_WIT_VERSION.0,
+        manifest::HOST_WIT_VERSION.1,
+        manifest::HOST_WIT_VERSION.2
+    )]
+    Imports {
+        /// The plugin.
+        who: String,
+        /// wasmtime's reason.
+        message: String,
+    },
+    /// The component does not export the world its manifest names.
+    #[error("plugin {who}: {source}")]
+    World {
+        /// The plugin.
+        who: String,
+        /// Why.
+        source: runtime::WorldError,
+    },
+    /// Its HTTP client could not be built.
+    #[error("plugin {who}: {source}")]
+    Http {
+        /// The plugin.
+        who: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// Another plugin already provides one of its effects, functions or tasks.
+    #[error("plugin {who}: {kind} {name:?} is already provided by plugin {other}")]
+    Conflict {
+        /// The plugin.
+        who: String,
+        /// `effect`, `function` or `task`.
+        kind: &'static str,
+        /// What both provide.
+        name: String,
+        /// The plugin that provides it already.
+        other: String,
+    },
+    /// A thread panicked while holding the registry.
+    #[error("plugin registry lock poisoned")]
+    Poisoned,
+}
 
 impl Plugins {
     /// Sets up the engine, linker and policies (no plugin loaded yet).
     pub fn new(config: &PluginConfig) -> Result<Plugins, PluginSetupError> {
-        let engine = runtime::engine().map_err(PluginSetupError)?;
-        let linker = runtime::linker(&engine).map_err(PluginSetupError)?;
-        let net = NetPolicy::parse(&config.http_allow).map_err(PluginSetupError)?;
+        let engine = runtime::engine().map_err(PluginSetupError::Runtime)?;
+        let linker = runtime::linker(&engine).map_err(PluginSetupError::Runtime)?;
+        let net = NetPolicy::parse(&config.http_allow)?;
         let policy = match &config.policy_file {
             None => None,
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    PluginSetupError(format!(
-                        "cannot read DWA_PLUGIN_POLICY {}: {e}",
-                        p.display()
-                    ))
-                })?;
-                Some(serde_json::from_str(&text).map_err(|e| {
-                    PluginSetupError(format!("DWA_PLUGIN_POLICY {} is invalid: {e}", p.display()))
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| PluginSetupError::PolicyRead {
+                        path: p.clone(),
+                        source,
+                    })?;
+                Some(serde_json::from_str(&text).map_err(|source| {
+                    PluginSetupError::PolicyInvalid {
+                        path: p.clone(),
+                        source,
+                    }
                 })?)
             }
         };
@@ -301,7 +393,7 @@ impl Plugins {
         for path in manifests {
             match self.load(&path) {
                 Ok(name) => report.loaded.push(name),
-                Err(e) => report.errors.push(e),
+                Err(e) => report.errors.push(e.to_string()),
             }
         }
         if let Ok(mut errs) = self.errors.write() {
@@ -311,14 +403,20 @@ impl Plugins {
     }
 
     /// Loads one plugin from its manifest, replacing a loaded one of the same name.
-    pub fn load(&self, manifest_path: &Path) -> Result<String, String> {
+    pub fn load(&self, manifest_path: &Path) -> Result<String, LoadError> {
         let started = Instant::now();
         let file = manifest_path.display().to_string();
-        let text = std::fs::read_to_string(manifest_path)
-            .map_err(|e| format!("plugin manifest {file}: cannot read: {e}"))?;
+        let text =
+            std::fs::read_to_string(manifest_path).map_err(|source| LoadError::ReadManifest {
+                file: file.clone(),
+                source,
+            })?;
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| format!("plugin manifest {file}: {e}"))?;
-        let world = manifest.validate(&file).map_err(|e| e.to_string())?;
+            serde_json::from_str(&text).map_err(|source| LoadError::ParseManifest {
+                file: file.clone(),
+                source,
+            })?;
+        let world = manifest.validate(&file)?;
         let wasm_name = manifest
             .wasm
             .clone()
@@ -328,39 +426,40 @@ impl Plugins {
             .unwrap_or(Path::new("."))
             .join(&wasm_name);
         let who = format!("{}@{}", manifest.name, manifest.version);
-        let wasm = std::fs::read(&wasm_path)
-            .map_err(|e| format!("plugin {who}: cannot read {}: {e}", wasm_path.display()))?;
-        let sha = hex::encode(sha2::Sha256::digest(&wasm));
-        let (component, from_cache) = self
-            .compile(&wasm, &sha)
-            .map_err(|e| format!("plugin {who}: not a valid component: {e}"))?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            format!(
-                "plugin {who}: its imports do not match this host's dwa:plugin@{}.{}.{} (rebuild it against wit/): {e:#}",
-                manifest::HOST_WIT_VERSION.0,
-                manifest::HOST_WIT_VERSION.1,
-                manifest::HOST_WIT_VERSION.2
-            )
+        let wasm = std::fs::read(&wasm_path).map_err(|source| LoadError::ReadWasm {
+            who: who.clone(),
+            path: wasm_path.display().to_string(),
+            source,
         })?;
-        let pre = Pre::new(&world.world, instance_pre).map_err(|e| format!("plugin {who}: {e}"))?;
-        let grants = self.policy.as_ref().map(|p| {
-            p.plugins
-                .get(&manifest.name)
-                .or(p.default.as_ref())
-                .cloned()
-                .unwrap_or_default()
-        });
-        // Without a policy file the operator grants what was asked.
-        let granted_workdir =
-            manifest.permissions.workdir && grants.as_ref().is_none_or(|g| g.workdir);
-        let operator = grants.map(|g| g.http);
-        let outbound = Outbound::new(
+        let sha = hex::encode(sha2::Sha256::digest(&wasm));
+        let (component, from_cache) =
+            self.compile(&wasm, &sha)
+                .map_err(|message| LoadError::Compile {
+                    who: who.clone(),
+                    message,
+                })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::Imports {
+                    who: who.clone(),
+                    message: format!("{e:#}"),
+                })?;
+        let pre = Pre::new(&world.world, instance_pre).map_err(|source| LoadError::World {
+            who: who.clone(),
+            source,
+        })?;
+        let granter = Arc::new(Granter::new(
             &who,
             manifest.permissions.http.clone(),
-            operator,
-            self.net.clone(),
-        )
-        .map_err(|e| format!("plugin {who}: {e}"))?;
+            manifest.permissions.workdir,
+            self.policy.as_ref().map(|p| p.grants_for(&manifest.name)),
+        ));
+        let outbound =
+            Outbound::new(granter.clone(), self.net.clone()).map_err(|source| LoadError::Http {
+                who: who.clone(),
+                source,
+            })?;
         let info = PluginInfo {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
@@ -383,9 +482,9 @@ impl Plugins {
                 .map(|t| t.name.clone())
                 .collect(),
             asked_workdir: manifest.permissions.workdir,
-            granted_workdir,
-            asked_http: manifest.permissions.http.clone(),
-            granted_http: outbound.granted(),
+            granted_workdir: granter.workdir(),
+            asked_http: granter.asked_http().to_vec(),
+            granted_http: granter.http_patterns(),
             memory_mb: manifest.memory_bytes() >> 20,
             timeout_ms: manifest.timeout().as_millis() as u64,
             fuel: manifest.limits.fuel,
@@ -399,21 +498,18 @@ impl Plugins {
             outbound,
             info,
         });
-        let mut reg = self
-            .registry
-            .write()
-            .map_err(|_| "plugin registry lock poisoned".to_string())?;
+        let mut reg = self.registry.write().map_err(|_| LoadError::Poisoned)?;
         let provided = loaded.provided();
         for key in &provided {
             if let Some(other) = reg.provided.get(key)
                 && other.manifest.name != loaded.manifest.name
             {
-                return Err(format!(
-                    "plugin {who}: {} {:?} is already provided by plugin {}",
-                    key.0.noun(),
-                    key.1,
-                    other.manifest.name
-                ));
+                return Err(LoadError::Conflict {
+                    who,
+                    kind: key.0.noun(),
+                    name: key.1.clone(),
+                    other: other.manifest.name.clone(),
+                });
             }
         }
         reg.remove(&loaded.manifest.name);
@@ -584,7 +680,7 @@ impl Plugins {
                 Ok(who) => tracing::info!(plugin = %who, "plugin (re)loaded"),
                 Err(e) => {
                     tracing::error!("{e}; the previous version, if any, keeps serving");
-                    errors.push(e);
+                    errors.push(e.to_string());
                 }
             }
         }
@@ -728,11 +824,11 @@ struct NoServices;
 
 #[async_trait::async_trait]
 impl PluginHost for NoServices {
-    async fn emit(&self, _: &str, _: &str, _: serde_json::Value) -> Result<(), String> {
-        Err("not available to this plugin".into())
+    async fn emit(&self, _: &str, _: &str, _: serde_json::Value) -> Result<(), ServiceError> {
+        Err(ServiceError::NotAvailable)
     }
-    async fn enqueue(&self, _: serde_json::Value) -> Result<String, String> {
-        Err("not available to this plugin".into())
+    async fn enqueue(&self, _: serde_json::Value) -> Result<String, ServiceError> {
+        Err(ServiceError::NotAvailable)
     }
 }
 

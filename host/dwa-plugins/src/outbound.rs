@@ -10,7 +10,68 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::manifest::host_matches;
+use crate::granter::{Denied, Granter};
+
+/// Why a request was refused before it was sent, or a redirect before it
+/// was followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Only http and https are reachable.
+    #[error("refused: scheme {0:?} is not http or https")]
+    Scheme(String),
+    /// The URL names no host.
+    #[error("refused: URL has no host")]
+    NoHost,
+    /// The plugin may not reach this host (docs/plugins.md, permissions).
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The host is, or resolves to, a non-public address the operator has
+    /// not allowed with `DWA_HTTP_ALLOW`.
+    #[error(
+        "HTTP to {host} ({ip}) refused: {kind} address; the operator can allow it with DWA_HTTP_ALLOW"
+    )]
+    SpecialAddress {
+        /// The host asked for.
+        host: String,
+        /// The address it is or resolved to.
+        ip: IpAddr,
+        /// Which kind of non-public address (`loopback`, `private`, ...).
+        kind: &'static str,
+    },
+}
+
+/// Why a plugin's HTTP request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// A check refused it.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The URL does not parse.
+    #[error("bad URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: url::ParseError,
+    },
+    /// The method is not an HTTP method.
+    #[error("bad HTTP method {0:?}")]
+    Method(String),
+    /// The plugin's call has no time left for it.
+    #[error("no time left before the call's deadline")]
+    NoTimeLeft,
+    /// The answer is larger than a plugin may receive.
+    #[error("response larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge,
+    /// Connecting, sending or reading failed (the whole chain of causes).
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// A `DWA_HTTP_ALLOW` entry that is neither a host, an IP nor a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("DWA_HTTP_ALLOW entry {0:?} is not a host, IP or CIDR")]
+pub struct AllowListError(pub String);
 
 /// Largest response body a plugin receives.
 pub const MAX_RESPONSE_BYTES: usize = 10 << 20;
@@ -26,7 +87,7 @@ pub struct NetPolicy {
 
 impl NetPolicy {
     /// Parses `DWA_HTTP_ALLOW`: comma-separated host names, IPs and CIDRs.
-    pub fn parse(spec: &str) -> Result<NetPolicy, String> {
+    pub fn parse(spec: &str) -> Result<NetPolicy, AllowListError> {
         let mut p = NetPolicy::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if let Ok(net) = item.parse::<IpNet>() {
@@ -39,16 +100,14 @@ impl NetPolicy {
             {
                 p.hosts.push(item.to_ascii_lowercase());
             } else {
-                return Err(format!(
-                    "DWA_HTTP_ALLOW entry {item:?} is not a host, IP or CIDR"
-                ));
+                return Err(AllowListError(item.to_owned()));
             }
         }
         Ok(p)
     }
 
     /// Refuses `ip` (reached through `host`) unless it is public or allowed.
-    pub fn check(&self, host: &str, ip: IpAddr) -> Result<(), String> {
+    pub fn check(&self, host: &str, ip: IpAddr) -> Result<(), Refusal> {
         let Some(kind) = special(ip) else {
             return Ok(());
         };
@@ -57,9 +116,11 @@ impl NetPolicy {
         if host_ok || net_ok {
             Ok(())
         } else {
-            Err(format!(
-                "HTTP to {host} ({ip}) refused: {kind} address; the operator can allow it with DWA_HTTP_ALLOW"
-            ))
+            Err(Refusal::SpecialAddress {
+                host: host.to_owned(),
+                ip,
+                kind,
+            })
         }
     }
 }
@@ -144,8 +205,10 @@ impl Resolve for GuardedResolver {
                 })
                 .collect();
             if allowed.is_empty() {
-                let msg = refusal.unwrap_or_else(|| format!("{host} resolved to no address"));
-                return Err(msg.into());
+                return Err(match refusal {
+                    Some(r) => r.into(),
+                    None => format!("{host} resolved to no address").into(),
+                });
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -155,10 +218,7 @@ impl Resolve for GuardedResolver {
 /// The HTTP capability of one plugin.
 #[derive(Clone)]
 pub struct Outbound {
-    plugin: String,
-    asked: Vec<String>,
-    operator: Option<Vec<String>>,
-    net: Arc<NetPolicy>,
+    checks: Checks,
     client: reqwest::Client,
 }
 
@@ -187,27 +247,20 @@ pub struct Response {
 }
 
 impl Outbound {
-    /// The capability for `plugin`: hosts it `asked` for, narrowed by the
-    /// `operator`'s list (None: the operator allows what was asked).
-    pub fn new(
-        plugin: &str,
-        asked: Vec<String>,
-        operator: Option<Vec<String>>,
-        net: Arc<NetPolicy>,
-    ) -> Result<Outbound, String> {
-        let grant = Grant {
-            plugin: plugin.to_owned(),
-            asked: asked.clone(),
-            operator: operator.clone(),
-            net: net.clone(),
-        };
+    /// The capability of a plugin whose grants `granter` decides, under the
+    /// operator's address rule `net`.
+    pub fn new(granter: Arc<Granter>, net: Arc<NetPolicy>) -> Result<Outbound, reqwest::Error> {
+        let checks = Checks { granter, net };
+        let on_redirect = checks.clone();
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { net: net.clone() }))
+            .dns_resolver(Arc::new(GuardedResolver {
+                net: checks.net.clone(),
+            }))
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= MAX_REDIRECTS {
                     return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
                 }
-                match grant.check_url(attempt.url()) {
+                match on_redirect.check_url(attempt.url()) {
                     Ok(()) => attempt.follow(),
                     Err(e) => {
                         let msg = format!("redirect to {} {e}", attempt.url());
@@ -216,53 +269,23 @@ impl Outbound {
                 }
             }))
             .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Outbound {
-            plugin: plugin.to_owned(),
-            asked,
-            operator,
-            net,
-            client,
-        })
-    }
-
-    /// The host patterns finally granted (for `GET /api/plugins`).
-    pub fn granted(&self) -> Vec<String> {
-        match &self.operator {
-            None => self.asked.clone(),
-            Some(op) => self
-                .asked
-                .iter()
-                .filter(|a| {
-                    op.iter()
-                        .any(|o| o == "*" || host_matches(o, a.trim_start_matches("*.")))
-                })
-                .cloned()
-                .collect(),
-        }
-    }
-
-    fn grant(&self) -> Grant {
-        Grant {
-            plugin: self.plugin.clone(),
-            asked: self.asked.clone(),
-            operator: self.operator.clone(),
-            net: self.net.clone(),
-        }
+            .build()?;
+        Ok(Outbound { checks, client })
     }
 
     /// Sends the request if every check passes, before `deadline`.
-    pub async fn fetch(&self, req: Request, deadline: Instant) -> Result<Response, String> {
-        let url =
-            reqwest::Url::parse(&req.url).map_err(|e| format!("bad URL {:?}: {e}", req.url))?;
-        self.grant().check_url(&url)?;
+    pub async fn fetch(&self, req: Request, deadline: Instant) -> Result<Response, FetchError> {
+        let url = reqwest::Url::parse(&req.url).map_err(|reason| FetchError::BadUrl {
+            url: req.url.clone(),
+            reason,
+        })?;
+        self.checks.check_url(&url)?;
         let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("bad HTTP method {:?}", req.method))?;
+            .map_err(|_| FetchError::Method(req.method.clone()))?;
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = req.timeout.map_or(left, |t| t.min(left));
         if timeout.is_zero() {
-            return Err("no time left before the call's deadline".into());
+            return Err(FetchError::NoTimeLeft);
         }
         let mut builder = self.client.request(method, url).timeout(timeout);
         for (k, v) in &req.headers {
@@ -271,7 +294,10 @@ impl Outbound {
         if let Some(b) = req.body {
             builder = builder.body(b);
         }
-        let resp = builder.send().await.map_err(|e| describe(&e))?;
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| FetchError::Transport(describe(&e)))?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -280,9 +306,13 @@ impl Outbound {
             .collect();
         let mut body = Vec::new();
         let mut resp = resp;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::Transport(describe(&e)))?
+        {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(format!("response larger than {MAX_RESPONSE_BYTES} bytes"));
+                return Err(FetchError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
@@ -296,51 +326,23 @@ impl Outbound {
 
 /// The checks made before a request and on every redirect.
 #[derive(Clone)]
-struct Grant {
-    plugin: String,
-    asked: Vec<String>,
-    operator: Option<Vec<String>>,
+struct Checks {
+    granter: Arc<Granter>,
     net: Arc<NetPolicy>,
 }
 
-impl Grant {
-    fn check_url(&self, url: &reqwest::Url) -> Result<(), String> {
+impl Checks {
+    fn check_url(&self, url: &reqwest::Url) -> Result<(), Refusal> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
-                "refused: scheme {:?} is not http or https",
-                url.scheme()
-            ));
+            return Err(Refusal::Scheme(url.scheme().to_owned()));
         }
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.to_owned(),
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => return Err("refused: URL has no host".into()),
+            None => return Err(Refusal::NoHost),
         };
-        if !self.asked.iter().any(|p| host_matches(p, &host)) {
-            return Err(format!(
-                "refused: capability http:{host} is not granted to plugin {} (its manifest asks for: {})",
-                self.plugin,
-                if self.asked.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    self.asked.join(", ")
-                }
-            ));
-        }
-        if let Some(op) = &self.operator
-            && !op.iter().any(|p| host_matches(p, &host))
-        {
-            return Err(format!(
-                "refused: capability http:{host} is not granted to plugin {} (the operator's policy allows: {})",
-                self.plugin,
-                if op.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    op.join(", ")
-                }
-            ));
-        }
+        self.granter.http(&host)?;
         // IP literals never reach the resolver: check them here.
         match url.host() {
             Some(url::Host::Ipv4(ip)) => self.net.check(&host, IpAddr::V4(ip)),
@@ -367,6 +369,20 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::granter::Grants;
+
+    fn outbound(asked: &[&str], operator: Option<&[&str]>, net: Arc<NetPolicy>) -> Outbound {
+        let granter = Granter::new(
+            "p",
+            asked.iter().map(|s| s.to_string()).collect(),
+            false,
+            operator.map(|o| Grants {
+                http: o.iter().map(|s| s.to_string()).collect(),
+                workdir: false,
+            }),
+        );
+        Outbound::new(Arc::new(granter), net).unwrap()
+    }
 
     #[test]
     fn special_addresses() {
@@ -398,14 +414,27 @@ mod tests {
         assert!(p.check("x", "10.9.9.9".parse().unwrap()).is_ok());
         assert!(p.check("x", "192.168.1.7".parse().unwrap()).is_ok());
         let e = p.check("x", "127.0.0.1".parse().unwrap()).unwrap_err();
-        assert!(e.contains("loopback address"), "{e}");
-        assert!(NetPolicy::parse("bad/entry/x").is_err());
+        assert!(
+            matches!(
+                e,
+                Refusal::SpecialAddress {
+                    kind: "loopback",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("loopback address"), "{e}");
+        assert_eq!(
+            NetPolicy::parse("bad/entry/x").unwrap_err(),
+            AllowListError("bad/entry/x".into())
+        );
     }
 
     #[tokio::test]
     async fn grants_are_checked_before_any_request() {
         let net = Arc::new(NetPolicy::default());
-        let o = Outbound::new("p", vec!["*.example.com".into()], None, net.clone()).unwrap();
+        let o = outbound(&["*.example.com"], None, net.clone());
         let deadline = Instant::now() + Duration::from_secs(5);
         let req = |url: &str| Request {
             method: "GET".into(),
@@ -420,7 +449,12 @@ mod tests {
             .err()
             .unwrap();
         assert!(
-            e.contains("capability http:evil.test is not granted to plugin p"),
+            matches!(&e, FetchError::Refused(Refusal::Denied(Denied::HttpNotAsked { host, .. })) if host == "evil.test"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("capability http:evil.test is not granted to plugin p"),
             "{e}"
         );
         let e = o
@@ -428,21 +462,27 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(e.contains("scheme"), "{e}");
-        let all = Outbound::new(
-            "p",
-            vec!["*".into()],
-            Some(vec!["api.example.com".into()]),
-            net,
-        )
-        .unwrap();
+        assert!(
+            matches!(&e, FetchError::Refused(Refusal::Scheme(s)) if s == "file"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("scheme"), "{e}");
+        let all = outbound(&["*"], Some(&["api.example.com"]), net);
         let e = all
             .fetch(req("https://other.example.com/"), deadline)
             .await
             .err()
             .unwrap();
         assert!(
-            e.contains("the operator's policy allows: api.example.com"),
+            matches!(
+                &e,
+                FetchError::Refused(Refusal::Denied(Denied::HttpNotGranted { .. }))
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("the operator's policy allows: api.example.com"),
             "{e}"
         );
         let e = all
@@ -450,20 +490,29 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(e.contains("operator's policy"), "{e}");
-        let open =
-            Outbound::new("p", vec!["*".into()], None, Arc::new(NetPolicy::default())).unwrap();
+        assert!(e.to_string().contains("operator's policy"), "{e}");
+        let open = outbound(&["*"], None, Arc::new(NetPolicy::default()));
         let e = open
             .fetch(req("http://169.254.169.254/latest/meta-data"), deadline)
             .await
             .err()
             .unwrap();
-        assert!(e.contains("cloud metadata address"), "{e}");
+        assert!(
+            matches!(
+                &e,
+                FetchError::Refused(Refusal::SpecialAddress {
+                    kind: "cloud metadata",
+                    ..
+                })
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("cloud metadata address"), "{e}");
         let e = open
             .fetch(req("http://localhost:9/"), deadline)
             .await
             .err()
             .unwrap();
-        assert!(e.contains("loopback address"), "{e}");
+        assert!(e.to_string().contains("loopback address"), "{e}");
     }
 }

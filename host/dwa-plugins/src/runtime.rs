@@ -70,19 +70,38 @@ pub enum Pre {
     Transform(TransformTaskPre<CallState>),
 }
 
+/// Why a component cannot serve the world its manifest names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorldError {
+    /// No world of that name runs here.
+    #[error("world {0:?} is not one this host runs")]
+    Unknown(String),
+    /// The component lacks some of the world's exports.
+    #[error("does not export the {world} world: {message}")]
+    MissingExports {
+        /// The world.
+        world: String,
+        /// wasmtime's reason.
+        message: String,
+    },
+}
+
 impl Pre {
     /// Checks that `pre`'s component exports what `world` needs.
     pub fn new(
         world: &str,
         pre: wasmtime::component::InstancePre<CallState>,
-    ) -> Result<Pre, String> {
+    ) -> Result<Pre, WorldError> {
         let r = match world {
             "effect-handler" => EffectHandlerPre::new(pre).map(Pre::Effect),
             "template-functions" => TemplateFunctionsPre::new(pre).map(Pre::Functions),
             "transform-task" => TransformTaskPre::new(pre).map(Pre::Transform),
-            other => return Err(format!("world {other:?} is not one this host runs")),
+            other => return Err(WorldError::Unknown(other.to_owned())),
         };
-        r.map_err(|e| format!("does not export the {world} world: {e:#}"))
+        r.map_err(|e| WorldError::MissingExports {
+            world: world.to_owned(),
+            message: format!("{e:#}"),
+        })
     }
 }
 
@@ -115,9 +134,24 @@ pub const MAX_INSTANCES: u32 = 256;
 #[async_trait]
 pub trait PluginHost: Send + Sync {
     /// Records an event on a task's stream.
-    async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), String>;
+    async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), ServiceError>;
     /// Submits a task; answers its id.
-    async fn enqueue(&self, task: Value) -> Result<String, String>;
+    async fn enqueue(&self, task: Value) -> Result<String, ServiceError>;
+}
+
+/// Why the engine did not do a plugin's `emit` or `enqueue`; the guest
+/// receives the text (the WIT's error is a string).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// The plugin's world does not offer the service.
+    #[error("not available to this plugin")]
+    NotAvailable,
+    /// What the plugin sent cannot be accepted (not a task, an invalid one).
+    #[error("{0}")]
+    Refused(String),
+    /// The host could not do it now (its store failed): another try may pass.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Why a call failed; every variant names the plugin.
@@ -278,7 +312,12 @@ impl dwa::plugin::host::Host for CallState {
                 .timeout_ms
                 .map(|ms| Duration::from_millis(u64::from(ms))),
         };
-        let resp = self.outbound.fetch(req, self.deadline).await?;
+        // The guest sees the refusal's text: the WIT's error is a string.
+        let resp = self
+            .outbound
+            .fetch(req, self.deadline)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(dwa::plugin::host::HttpResponse {
             status: resp.status,
             headers: resp.headers,
@@ -302,13 +341,16 @@ impl dwa::plugin::host::Host for CallState {
         }
         let data: Value =
             serde_json::from_str(&data).map_err(|e| format!("event data is not JSON: {e}"))?;
-        self.host.emit(&self.task_id, &event, data).await
+        self.host
+            .emit(&self.task_id, &event, data)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn enqueue(&mut self, task: String) -> Result<String, String> {
         let task: Value =
             serde_json::from_str(&task).map_err(|e| format!("task is not JSON: {e}"))?;
-        self.host.enqueue(task).await
+        self.host.enqueue(task).await.map_err(|e| e.to_string())
     }
 }
 

@@ -358,11 +358,16 @@ struct NoHost;
 
 #[async_trait::async_trait]
 impl dwa_plugins::runtime::PluginHost for NoHost {
-    async fn emit(&self, _: &str, _: &str, _: Value) -> Result<(), String> {
+    async fn emit(
+        &self,
+        _: &str,
+        _: &str,
+        _: Value,
+    ) -> Result<(), dwa_plugins::runtime::ServiceError> {
         Ok(())
     }
-    async fn enqueue(&self, _: Value) -> Result<String, String> {
-        Err("not in the benchmark".into())
+    async fn enqueue(&self, _: Value) -> Result<String, dwa_plugins::runtime::ServiceError> {
+        Err(dwa_plugins::runtime::ServiceError::NotAvailable)
     }
 }
 

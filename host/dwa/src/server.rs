@@ -32,6 +32,12 @@ pub enum StartError {
     /// A setting cannot be honoured.
     #[error("{0}")]
     Unsupported(String),
+    /// `DWA_TASK_CATALOG` names a catalog that cannot be used.
+    #[error(transparent)]
+    Catalog(#[from] dwa_core::catalog::GeneratedCatalogError),
+    /// The plugin host could not start.
+    #[error(transparent)]
+    Plugins(#[from] dwa_plugins::PluginSetupError),
 }
 
 /// A host ready to serve.
@@ -196,16 +202,13 @@ fn backends(config: &Config, owner: &str) -> Result<Vec<Arc<HttpBackend>>, Start
 /// is CPU work: off the async workers). A plugin that cannot load is
 /// logged and left out; the host starts without it.
 async fn load_plugins(config: &Config) -> Result<Arc<Plugins>, StartError> {
-    let plugins = Arc::new(
-        Plugins::new(&PluginConfig {
-            dir: config.plugin_dir.clone(),
-            cache_dir: Some(config.plugin_cache_dir.clone()),
-            http_allow: config.http_allow.clone(),
-            policy_file: config.plugin_policy.clone(),
-            work_dir: config.work_dir.clone(),
-        })
-        .map_err(|e| StartError::Unsupported(e.to_string()))?,
-    );
+    let plugins = Arc::new(Plugins::new(&PluginConfig {
+        dir: config.plugin_dir.clone(),
+        cache_dir: Some(config.plugin_cache_dir.clone()),
+        http_allow: config.http_allow.clone(),
+        policy_file: config.plugin_policy.clone(),
+        work_dir: config.work_dir.clone(),
+    })?);
     let report = {
         let p = plugins.clone();
         let dir = config.plugin_dir.clone();
@@ -241,7 +244,7 @@ fn catalog(
             catalog.set_generated(Arc::new(g));
         }
         Err(e) if std::env::var_os("DWA_TASK_CATALOG").is_some() => {
-            return Err(StartError::Unsupported(e));
+            return Err(StartError::Catalog(e));
         }
         Err(e) => tracing::debug!("{e}"),
     }

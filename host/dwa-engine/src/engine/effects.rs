@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::engine::Engine;
-use crate::views::status_body;
 use dwa_core::plan::PlannedEffect;
 use dwa_core::template::{Root, Scope};
-use dwa_plugins::runtime::{EffectCall, PluginHost};
-use dwa_store::NewEvent;
+use dwa_plugins::runtime::{EffectCall, PluginHost, ServiceError};
+use dwa_store::{NewEvent, StoreError};
+
+use crate::engine::Engine;
+use crate::views::status_body;
 
 /// Shortest gap between two `onProgress` firings of one task.
 pub const PROGRESS_THROTTLE: Duration = Duration::from_millis(250);
@@ -78,7 +79,7 @@ pub struct EngineServices(pub Arc<Engine>);
 
 #[async_trait]
 impl PluginHost for EngineServices {
-    async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), String> {
+    async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), ServiceError> {
         self.0
             .store()
             .append_events(
@@ -91,21 +92,30 @@ impl PluginHost for EngineServices {
             )
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                StoreError::Backend(_) | StoreError::Closed => {
+                    ServiceError::Unavailable(e.to_string())
+                }
+                _ => ServiceError::Refused(e.to_string()),
+            })
     }
 
-    async fn enqueue(&self, task: Value) -> Result<String, String> {
-        let spec = serde_json::from_value(task).map_err(|e| format!("not a task: {e}"))?;
+    async fn enqueue(&self, task: Value) -> Result<String, ServiceError> {
+        let spec = serde_json::from_value(task)
+            .map_err(|e| ServiceError::Refused(format!("not a task: {e}")))?;
         match self.0.submit(spec).await {
             Ok(created) => Ok(created.id),
-            Err(crate::engine::EngineError::Invalid(errs)) => Err(format!(
+            Err(crate::engine::EngineError::Invalid(errs)) => Err(ServiceError::Refused(format!(
                 "invalid task: {}",
                 errs.iter()
                     .map(|e| format!("{}: {}", e.field, e.message))
                     .collect::<Vec<_>>()
                     .join("; ")
-            )),
-            Err(e) => Err(e.to_string()),
+            ))),
+            Err(crate::engine::EngineError::Store(e)) => {
+                Err(ServiceError::Unavailable(e.to_string()))
+            }
+            Err(e) => Err(ServiceError::Refused(e.to_string())),
         }
     }
 }
