@@ -97,9 +97,9 @@ struct StoredSpec {
 
 /// A task's plan plus the results this host has seen, so a step does not
 /// re-read its inputs from the store.
-pub struct TaskState {
+pub(crate) struct TaskState {
     /// The validated plan.
-    pub plan: Plan,
+    pub(crate) plan: Plan,
     results: Mutex<HashMap<usize, Arc<Value>>>,
     items: Mutex<HashMap<usize, Arc<Vec<Value>>>>,
 }
@@ -163,7 +163,7 @@ impl Engine {
     }
 
     /// A task's plan (cached, or rebuilt from the store).
-    pub async fn plan_of(&self, task_id: &str) -> Result<Arc<TaskState>, StepError> {
+    pub(crate) async fn plan_of(&self, task_id: &str) -> Result<Arc<TaskState>, StepError> {
         self.state(task_id).await.map_err(|e| match e {
             PrepError::Step(e) => e,
             PrepError::Store(m) => StepError::transient(m),
@@ -176,7 +176,7 @@ impl Engine {
     }
 
     /// The HTTP backends it forwards to.
-    pub fn executor(&self) -> &Executor {
+    pub(crate) fn executor(&self) -> &Executor {
         &self.executor
     }
 
@@ -199,7 +199,7 @@ impl Engine {
     }
 
     /// Swaps in a new catalog (after a backend refresh).
-    pub fn set_catalog(&self, catalog: Catalog) {
+    pub(crate) fn set_catalog(&self, catalog: Catalog) {
         match self.catalog.write() {
             Ok(mut c) => *c = Arc::new(catalog),
             Err(p) => *p.into_inner() = Arc::new(catalog),

@@ -24,10 +24,14 @@ use utoipa::ToSchema;
 use wasmtime::Engine as WasmEngine;
 use wasmtime::component::{Component, Linker};
 
+mod errors;
 pub mod granter;
 pub mod manifest;
 pub mod outbound;
 pub mod runtime;
+mod watch;
+
+pub use errors::{LoadError, PluginSetupError};
 
 use granter::Granter;
 pub use granter::{Grants, OperatorPolicy};
@@ -157,46 +161,6 @@ impl Registry {
     }
 }
 
-/// When a plugin's files last changed: (manifest, component) modification times and sizes.
-type Stamp = (
-    Option<std::time::SystemTime>,
-    u64,
-    Option<std::time::SystemTime>,
-    u64,
-);
-
-fn stamp_of(path: &Path) -> (Option<std::time::SystemTime>, u64) {
-    std::fs::metadata(path).map_or((None, 0), |m| (m.modified().ok(), m.len()))
-}
-
-/// The manifests in `dir` with the stamps of their files.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Stamp> {
-    let mut out = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        if p.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        let (mt, ml) = stamp_of(&p);
-        // The component named by the manifest, or `<name>.wasm`.
-        let wasm = std::fs::read_to_string(&p)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("wasm").and_then(|w| w.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| {
-                format!(
-                    "{}.wasm",
-                    p.file_stem().and_then(|s| s.to_str()).unwrap_or("")
-                )
-            });
-        let (wt, wl) = stamp_of(&dir.join(wasm));
-        out.insert(p, (mt, ml, wt, wl));
-    }
-    out
-}
-
 /// What a directory load did.
 #[derive(Debug, Default)]
 pub struct LoadReport {
@@ -217,120 +181,6 @@ pub struct Plugins {
     slots: Semaphore,
     errors: RwLock<Vec<String>>,
     work_dir: PathBuf,
-}
-
-/// Why the plugin host could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginSetupError {
-    /// wasmtime's engine, its epoch thread or the linker could not be set up.
-    #[error("plugin host: {0}")]
-    Runtime(String),
-    /// `DWA_HTTP_ALLOW` has an entry that is not a host, IP or CIDR.
-    #[error("plugin host: {0}")]
-    AllowList(#[from] outbound::AllowListError),
-    /// `DWA_PLUGIN_POLICY` names a file that cannot be read.
-    #[error("plugin host: cannot read DWA_PLUGIN_POLICY {path}: {source}")]
-    PolicyRead {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// `DWA_PLUGIN_POLICY` is not a policy.
-    #[error("plugin host: DWA_PLUGIN_POLICY {path} is invalid: {source}")]
-    PolicyInvalid {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: serde_json::Error,
-    },
-}
-
-/// Why one plugin could not be loaded; every message names the manifest
-/// file or the plugin (`name@version`).
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The manifest file cannot be read.
-    #[error("plugin manifest {file}: cannot read: {source}")]
-    ReadManifest {
-        /// The manifest file.
-        file: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The manifest is not JSON of the manifest's shape.
-    #[error("plugin manifest {file}: {source}")]
-    ParseManifest {
-        /// The manifest file.
-        file: String,
-        /// Why.
-        source: serde_json::Error,
-    },
-    /// The manifest is well formed but asks for something invalid.
-    #[error(transparent)]
-    Manifest(#[from] manifest::ManifestError),
-    /// The component file cannot be read.
-    #[error("plugin {who}: cannot read {path}: {source}")]
-    ReadWasm {
-        /// The plugin.
-        who: String,
-        /// The component file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not a component wasmtime can compile.
-    #[error("plugin {who}: not a valid component: {message}")]
-    Compile {
-        /// The plugin.
-        who: String,
-        /// wasmtime's reason.
-        message: String,
-    },
-    /// The component imports what this host does not offer.
-    #[error(
-        "plugin {who}: its imports do not match this host's dwa:plugin@{}.{}.{} (rebuild it against wit/): {message}",
-        manifest::HOST_WIT_VERSION.0,
-        manifest::HOST_WIT_VERSION.1,
-        manifest::HOST_WIT_VERSION.2
-    )]
-    Imports {
-        /// The plugin.
-        who: String,
-        /// wasmtime's reason.
-        message: String,
-    },
-    /// The component does not export the world its manifest names.
-    #[error("plugin {who}: {source}")]
-    World {
-        /// The plugin.
-        who: String,
-        /// Why.
-        source: runtime::WorldError,
-    },
-    /// Its HTTP client could not be built.
-    #[error("plugin {who}: {source}")]
-    Http {
-        /// The plugin.
-        who: String,
-        /// Why.
-        source: reqwest::Error,
-    },
-    /// Another plugin already provides one of its effects, functions or tasks.
-    #[error("plugin {who}: {kind} {name:?} is already provided by plugin {other}")]
-    Conflict {
-        /// The plugin.
-        who: String,
-        /// `effect`, `function` or `task`.
-        kind: &'static str,
-        /// What both provide.
-        name: String,
-        /// The plugin that provides it already.
-        other: String,
-    },
-    /// A thread panicked while holding the registry.
-    #[error("plugin registry lock poisoned")]
-    Poisoned,
 }
 
 impl Plugins {
@@ -633,67 +483,6 @@ impl Plugins {
             return false;
         };
         reg.remove(name).is_some()
-    }
-
-    /// Watches `dir` (polling every `every`): a new or rebuilt plugin is
-    /// loaded and replaces the old one (calls in flight finish on the old
-    /// version); one that fails to load leaves the previous version serving,
-    /// and the reason shows in `load_errors`; a removed manifest unloads its
-    /// plugin. `changed` is called after each change.
-    pub fn watch(
-        self: &Arc<Self>,
-        dir: PathBuf,
-        every: std::time::Duration,
-        changed: impl Fn() + Send + Sync + 'static,
-    ) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut seen = snapshot(&dir);
-            loop {
-                tokio::time::sleep(every).await;
-                let now = snapshot(&dir);
-                if now == seen {
-                    continue;
-                }
-                let me2 = me.clone();
-                let (old, new) = (seen.clone(), now.clone());
-                let outcome =
-                    tokio::task::spawn_blocking(move || me2.apply_changes(&old, &new)).await;
-                if let Err(e) = outcome {
-                    tracing::error!(error = %e, "plugin reload failed");
-                }
-                seen = now;
-                changed();
-            }
-        })
-    }
-
-    fn apply_changes(&self, old: &BTreeMap<PathBuf, Stamp>, new: &BTreeMap<PathBuf, Stamp>) {
-        let mut errors = self.load_errors();
-        for (path, stamp) in new {
-            if old.get(path) == Some(stamp) {
-                continue;
-            }
-            let shown = path.display().to_string();
-            errors.retain(|e| !e.contains(&shown));
-            match self.load(path) {
-                Ok(who) => tracing::info!(plugin = %who, "plugin (re)loaded"),
-                Err(e) => {
-                    tracing::error!("{e}; the previous version, if any, keeps serving");
-                    errors.push(e.to_string());
-                }
-            }
-        }
-        for path in old.keys().filter(|p| !new.contains_key(*p)) {
-            if let Some(name) = path.file_stem().and_then(|s| s.to_str())
-                && self.unload(name)
-            {
-                tracing::info!(plugin = %name, "plugin unloaded: its manifest was removed");
-            }
-        }
-        if let Ok(mut e) = self.errors.write() {
-            *e = errors;
-        }
     }
 
     /// Why plugins of the last directory load were refused.
