@@ -75,6 +75,8 @@ pub struct EngineConfig {
     pub lease_ms: i64,
     /// This host's name in leases.
     pub owner: String,
+    /// At most one `onProgress` firing per task in this window.
+    pub progress_throttle: Duration,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +86,7 @@ impl Default for EngineConfig {
             gpu_worker_concurrency: 2,
             lease_ms: 30_000,
             owner: format!("dwa-{}", uuid::Uuid::now_v7()),
+            progress_throttle: effects::PROGRESS_THROTTLE,
         }
     }
 }
@@ -140,6 +143,7 @@ impl Engine {
         config: EngineConfig,
         plugins: Option<Arc<Plugins>>,
     ) -> Arc<Engine> {
+        let throttle = ProgressThrottle::new(config.progress_throttle);
         Arc::new(Engine {
             store,
             catalog: RwLock::new(Arc::new(catalog)),
@@ -151,7 +155,7 @@ impl Engine {
             stop_leasing: CancellationToken::new(),
             tracker: TaskTracker::new(),
             plugins,
-            throttle: ProgressThrottle::default(),
+            throttle,
             progress_tasks: Mutex::new(std::collections::HashSet::new()),
             forgetting: std::sync::atomic::AtomicBool::new(false),
         })

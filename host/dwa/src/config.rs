@@ -56,6 +56,8 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     /// `DWA_PLUGIN_CACHE_DIR`: where compiled plugins are cached (default: `<DWA_DATA_DIR>/plugin-cache`).
     pub plugin_cache_dir: PathBuf,
+    /// `DWA_PROGRESS_THROTTLE_MS`: at most one `onProgress` firing per task in this window.
+    pub progress_throttle_ms: u64,
     /// `DWA_WORK_DIR`: where each task's working folder is made (default: `<DWA_DATA_DIR>/work`).
     pub work_dir: PathBuf,
     /// `DWA_PLUGIN_WATCH_MS`: how often the plugin folder is checked for changes (0: never).
@@ -153,6 +155,7 @@ impl Config {
             redis_prefix: var("DWA_REDIS_PREFIX").unwrap_or_else(|| "dwa".into()),
             max_stalled: parse("DWA_MAX_STALLED", 3u32, |n| (1..=1000).contains(n))?,
             retention_hours: parse("DWA_RETENTION_HOURS", 168u64, |n| *n >= 1)?,
+            progress_throttle_ms: parse("DWA_PROGRESS_THROTTLE_MS", 250u64, |n| *n <= 3_600_000)?,
         })
     }
 }

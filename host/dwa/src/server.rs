@@ -102,6 +102,7 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             gpu_worker_concurrency: config.gpu_worker_concurrency,
             lease_ms: config.lease_ms,
             owner,
+            progress_throttle: Duration::from_millis(config.progress_throttle_ms),
         },
         Some(plugins.clone()),
     );

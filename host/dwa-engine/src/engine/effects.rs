@@ -120,17 +120,40 @@ impl PluginHost for EngineServices {
     }
 }
 
-/// Per-task time of the last `onProgress` firing.
-#[derive(Default)]
-pub struct ProgressThrottle(std::sync::Mutex<HashMap<String, Instant>>);
+/// Per-task time of the last `onProgress` firing: at most one firing per
+/// window per task, and 100% always fires.
+pub struct ProgressThrottle {
+    window: Duration,
+    last: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+impl Default for ProgressThrottle {
+    fn default() -> Self {
+        ProgressThrottle::new(PROGRESS_THROTTLE)
+    }
+}
 
 impl ProgressThrottle {
-    /// Whether to fire now (and note it); 100% always fires.
+    /// A throttle letting one firing per `window` through.
+    pub fn new(window: Duration) -> Self {
+        ProgressThrottle {
+            window,
+            last: Default::default(),
+        }
+    }
+
+    /// Whether to fire now (and note it).
     pub fn admit(&self, task_id: &str, progress: f64) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
+        self.admit_at(task_id, progress, Instant::now())
+    }
+
+    /// Whether to fire at `now` (and note it): the clock is the caller's.
+    fn admit_at(&self, task_id: &str, progress: f64, now: Instant) -> bool {
+        let mut m = self.last.lock().unwrap_or_else(|p| p.into_inner());
         match m.get(task_id) {
-            Some(last) if now.duration_since(*last) < PROGRESS_THROTTLE && progress < 100.0 => {
+            Some(last)
+                if now.saturating_duration_since(*last) < self.window && progress < 100.0 =>
+            {
                 false
             }
             _ => {
@@ -142,7 +165,7 @@ impl ProgressThrottle {
 
     /// Forgets a finished task.
     pub fn forget(&self, task_id: &str) {
-        self.0
+        self.last
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(task_id);
@@ -256,5 +279,32 @@ pub async fn fire(
                 )
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_admits_the_first_firing_then_one_per_window_and_always_completion() {
+        let t = ProgressThrottle::new(Duration::from_millis(250));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(t.admit_at("a", 25.0, at(0)), "the first firing passes");
+        assert!(!t.admit_at("a", 50.0, at(100)), "inside the window");
+        assert!(!t.admit_at("a", 60.0, at(249)), "still inside the window");
+        assert!(t.admit_at("a", 75.0, at(250)), "the window has passed");
+        assert!(
+            !t.admit_at("a", 80.0, at(300)),
+            "a new window started at 250"
+        );
+        assert!(t.admit_at("a", 100.0, at(301)), "completion always fires");
+        assert!(t.admit_at("b", 10.0, at(301)), "tasks are throttled apart");
+        t.forget("a");
+        assert!(
+            t.admit_at("a", 5.0, at(302)),
+            "a forgotten task starts over"
+        );
     }
 }

@@ -15,6 +15,7 @@ fn engine_on(store: Arc<dyn Store>) -> Arc<Engine> {
             gpu_worker_concurrency: 1,
             lease_ms: 400,
             owner: "test".into(),
+            ..EngineConfig::default()
         },
         None,
     )

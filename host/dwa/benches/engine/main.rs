@@ -118,6 +118,7 @@ async fn host_on(
         redis_prefix: "dwa".into(),
         max_stalled: 3,
         retention_hours: 168,
+        progress_throttle_ms: 250,
     };
     let h = dwa::server::build(&config).await.expect("host");
     (h, dir)
