@@ -185,13 +185,17 @@ async fn two_hosts_share_pipelines_exactly_once_and_see_each_others_events() {
 async fn a_host_killed_mid_pipeline_leaves_its_steps_to_the_other() {
     let redis = RedisServer::start();
     let fake = Fake::start().await;
-    let env = [
-        ("DWA_LEASE_MS", "1000".to_string()),
-        ("WORKER_CONCURRENCY", "20".to_string()),
-    ];
-    let (_a_dir, mut a) = start_host(&redis.url(), &fake, "host-a", &env);
-    let (_b_dir, b) = start_host(&redis.url(), &fake, "host-b", &env);
     let n = 20;
+    // B has 5 workers: with all 20 pipelines held at the gate, B can hold at
+    // most 5 of them, so A holds at least 15 when it is killed.
+    let env = |workers: usize| {
+        [
+            ("DWA_LEASE_MS", "1000".to_string()),
+            ("WORKER_CONCURRENCY", workers.to_string()),
+        ]
+    };
+    let (_a_dir, mut a) = start_host(&redis.url(), &fake, "host-a", &env(20));
+    let (_b_dir, b) = start_host(&redis.url(), &fake, "host-b", &env(5));
     let mut ids = Vec::new();
     for i in 0..n {
         ids.push(
@@ -209,11 +213,18 @@ async fn a_host_killed_mid_pipeline_leaves_its_steps_to_the_other() {
     }
     fake.wait_for("every pipeline at the gate", |f| f.inflight("gated") == n)
         .await;
-    let on_a = fake
-        .calls_of("gated")
+    let before = fake.calls_of("gated");
+    let mut held_by_a: Vec<String> = before
         .iter()
         .filter(|c| c.host == "host-a")
-        .count();
+        .map(|c| c.task_id.clone())
+        .collect();
+    held_by_a.sort();
+    let on_a = held_by_a.len();
+    assert!(
+        on_a >= n - 5,
+        "host A held {on_a} of the {n} gated steps when killed (B can hold at most 5)"
+    );
     a.kill9();
     fake.open_gate();
     let done = wait_all(&b, &ids).await;
@@ -230,6 +241,15 @@ async fn a_host_killed_mid_pipeline_leaves_its_steps_to_the_other() {
         n + on_a,
         "host A's interrupted steps ran again, once"
     );
+    // The calls after the kill are B's re-runs of exactly A's steps, once each.
+    let again = &gated[before.len()..];
+    assert!(
+        again.iter().all(|c| c.host == "host-b" && c.step_id == "hold"),
+        "{again:#?}"
+    );
+    let mut rerun: Vec<String> = again.iter().map(|c| c.task_id.clone()).collect();
+    rerun.sort();
+    assert_eq!(rerun, held_by_a, "B re-ran exactly the steps A held, once each");
     assert!(
         gated
             .iter()
