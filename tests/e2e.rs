@@ -407,12 +407,24 @@ async fn event_stream_replays_then_follows_in_order() {
     )
     .await;
     fake.wait_for("step a", |f| f.inflight("gated") == 1).await;
-    // Connect mid-run: the start of a is replayed, the rest arrives live.
+    // Connect mid-run: the start of a is replayed, the rest arrives live
+    // (the gate opens only once the reader has its first event, so the
+    // task cannot have ended before the reader subscribed).
+    let (first, subscribed) = tokio::sync::oneshot::channel();
     let reader = {
         let base = host.base.clone();
         let id = id.clone();
-        tokio::spawn(async move { read_events(&base, &id).await })
+        tokio::spawn(async move { read_events_signalling(&base, &id, Some(first)).await })
     };
+    tokio::time::timeout(WAIT, subscribed)
+        .await
+        .expect("the reader got no event within 30 s")
+        .expect("the reader stopped before its first event");
+    assert_eq!(
+        get_task(&host, &id).await["status"],
+        "active",
+        "the task must still be running while the reader follows it"
+    );
     fake.open_gate();
     let live = reader.await.unwrap();
     let replay = read_events(&host.base, &id).await;

@@ -161,7 +161,16 @@ async fn two_hosts_share_pipelines_exactly_once_and_see_each_others_events() {
         .await;
     let base = a.base.clone();
     let sid = id.clone();
-    let reader = tokio::spawn(async move { read_events(&base, &sid).await });
+    let (first, subscribed) = tokio::sync::oneshot::channel();
+    let reader =
+        tokio::spawn(async move { read_events_signalling(&base, &sid, Some(first)).await });
+    // Open the gate only once A's stream is subscribed: what follows must
+    // reach it live, over pub/sub from host B.
+    tokio::time::timeout(WAIT, subscribed)
+        .await
+        .expect("host A's stream gave no event within 30 s")
+        .expect("the reader stopped before its first event");
+    assert_eq!(get_task(&a, &id).await["status"], "active");
     fake.open_gate();
     let events = reader.await.unwrap();
     let kinds: Vec<String> = events.iter().map(|(k, _)| k.clone()).collect();
@@ -244,12 +253,17 @@ async fn a_host_killed_mid_pipeline_leaves_its_steps_to_the_other() {
     // The calls after the kill are B's re-runs of exactly A's steps, once each.
     let again = &gated[before.len()..];
     assert!(
-        again.iter().all(|c| c.host == "host-b" && c.step_id == "hold"),
+        again
+            .iter()
+            .all(|c| c.host == "host-b" && c.step_id == "hold"),
         "{again:#?}"
     );
     let mut rerun: Vec<String> = again.iter().map(|c| c.task_id.clone()).collect();
     rerun.sort();
-    assert_eq!(rerun, held_by_a, "B re-ran exactly the steps A held, once each");
+    assert_eq!(
+        rerun, held_by_a,
+        "B re-ran exactly the steps A held, once each"
+    );
     assert!(
         gated
             .iter()

@@ -196,6 +196,17 @@ pub async fn wait_until(host: &Host, id: &str, what: &str, pred: impl Fn(&Value)
 
 /// Reads the task's SSE stream until `pipeline:complete` (bounded); answers (event name, data) pairs.
 pub async fn read_events(base: &str, id: &str) -> Vec<(String, Value)> {
+    read_events_signalling(base, id, None).await
+}
+
+/// [`read_events`], telling `first` when the first event came: the stream
+/// is subscribed then (the host subscribes before it replays), so whatever
+/// happens to the task afterwards reaches this reader live.
+pub async fn read_events_signalling(
+    base: &str,
+    id: &str,
+    mut first: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Vec<(String, Value)> {
     let resp = client()
         .get(format!("{base}/api/tasks/{id}/events"))
         .send()
@@ -236,6 +247,9 @@ pub async fn read_events(base: &str, id: &str) -> Vec<(String, Value)> {
             let value: Value = serde_json::from_str(&data).expect("event data is JSON");
             let done = name == "pipeline:complete";
             out.push((name, value));
+            if let Some(f) = first.take() {
+                let _ = f.send(());
+            }
             if done {
                 return out;
             }
