@@ -191,6 +191,7 @@ async fn video_dag_overlaps_siblings_and_caps_for_each_concurrency() {
         assert!(c.step_id.starts_with("caps["));
     }
     let results = t["stepResults"]["caps"].as_array().unwrap();
+    assert_eq!(results.len(), 6, "one caption per scene: {results:?}");
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r["caption"], format!("caption of scene {i}"));
     }
@@ -375,6 +376,17 @@ async fn cancel_aborts_running_steps_and_skips_pending_ones() {
     let err: Value = missing.json().await.unwrap();
     assert_eq!(err["error"]["code"], "not_found");
     fake.open_gate();
+    // Quiescence: a task submitted now goes through the same FIFO queue, so
+    // once it has completed, any job of the cancelled task that was wrongly
+    // queued would have been leased (and its step:start recorded) first.
+    let barrier = submit_ok(&host, &json!({"type": "builtin.echo", "payload": {"x": 1}})).await;
+    assert_eq!(wait_done(&host, &barrier).await["status"], "completed");
+    let evs = read_events(&host.base, &id).await;
+    assert!(
+        !evs.iter()
+            .any(|(k, d)| k == "step:start" && d["stepId"] == "next"),
+        "a pending step never starts: {evs:?}"
+    );
     assert!(
         fake.calls_of("gated").is_empty(),
         "a pending step never starts"
