@@ -216,11 +216,10 @@ mod tests {
                 Err(e) => panic!("unexpected {e}"),
             }
         }
-        assert!(
-            runs.load(Ordering::SeqCst) < 100,
-            "calls were batched: {} runs",
-            runs.load(Ordering::SeqCst)
-        );
+        // One run starts at once; the 99 callers behind it wait and go in
+        // runs of at most 64: 3 runs. Without batching there would be 100.
+        let runs = runs.load(Ordering::SeqCst);
+        assert!(runs <= 3, "calls were batched: {runs} runs for 100 calls");
     }
 
     #[tokio::test]

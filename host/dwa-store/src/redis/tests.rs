@@ -127,6 +127,7 @@ async fn concurrent_calls_share_script_runs_and_keep_their_own_outcomes() {
         .map(|_| crate::conformance::chain_task(1))
         .collect();
     let dup = tasks[0].clone();
+    let before = s.round_trips();
     let mut calls = Vec::new();
     for t in tasks.into_iter().chain(std::iter::once(dup)) {
         let s = s.clone();
@@ -145,10 +146,16 @@ async fn concurrent_calls_share_script_runs_and_keep_their_own_outcomes() {
         }
     }
     assert_eq!((ok, duplicates), (200, 1));
+    let creates = s.round_trips() - before;
+    assert!(
+        creates <= 201 / 4,
+        "201 concurrent creations took {creates} script runs: they were not shared"
+    );
 
     // Every job completes once, each completion with its own outcome.
     let jobs = s.lease("default", "w", 500, 30_000).await.unwrap().jobs;
     assert_eq!(jobs.len(), 200);
+    let before = s.round_trips();
     let mut calls = Vec::new();
     for j in jobs.iter().cloned() {
         let s = s.clone();
@@ -162,6 +169,11 @@ async fn concurrent_calls_share_script_runs_and_keep_their_own_outcomes() {
         assert_eq!(t.finished, Some(TaskStatus::Completed));
         assert!(next.is_none(), "nothing else is queued");
     }
+    let completions = s.round_trips() - before;
+    assert!(
+        completions <= 200 / 4,
+        "200 concurrent completions took {completions} script runs: they were not shared"
+    );
     let again = s.complete(&jobs[0], serde_json::json!(1)).await;
     assert!(matches!(again, Err(StoreError::LeaseLost(_))));
     let done = s
