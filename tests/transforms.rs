@@ -330,9 +330,34 @@ async fn chunk_text_by_characters_and_tokens() {
         assert_eq!(c["start"].as_u64().unwrap() as usize, i * 224);
         assert!(c["tokens"].as_u64().unwrap() <= 256);
     }
-    // Token chunks decode back to the text (without the overlaps).
-    let first = chunks[0]["text"].as_str().unwrap();
-    assert!(text.starts_with(first.trim_end_matches('\u{fffd}')));
+    // Counted independently, with the tokenizer itself (not the plugin).
+    let bpe = tiktoken_rs::cl100k_base().unwrap();
+    let tokens = bpe.encode_ordinary(&text);
+    assert_eq!(
+        total,
+        tokens.len(),
+        "the chunks end at the text's last token"
+    );
+    assert_eq!(chunks.len(), (tokens.len() - 32).div_ceil(224));
+    // Each chunk is exactly its window of tokens, and the windows without
+    // their overlaps rebuild the whole text, byte for byte.
+    let mut rebuilt = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let (s, e) = (
+            c["start"].as_u64().unwrap() as usize,
+            c["end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(e, (s + 256).min(tokens.len()), "chunk {i}");
+        let window = bpe.decode_bytes(&tokens[s..e]).unwrap();
+        assert_eq!(
+            c["text"].as_str().unwrap(),
+            String::from_utf8_lossy(&window),
+            "chunk {i} is its window"
+        );
+        let own_end = if i + 1 < chunks.len() { s + 224 } else { e };
+        rebuilt.extend(bpe.decode_bytes(&tokens[s..own_end]).unwrap());
+    }
+    assert_eq!(String::from_utf8(rebuilt).unwrap(), text);
 
     // From a file of the working folder.
     let dir = work.path().join("t4");
