@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator, Literal
 
+import pydantic
 import pytest
 from typing_extensions import TypedDict
 
@@ -35,11 +36,13 @@ def test_schema_from_type_hints():
     entry = meta.catalog_entry()
     assert entry["gpu"] == "T4" and entry["timeout"] == 30.0
     assert entry["chunk"] == {"input": "text", "defaultSize": 100, "overlap": 10, "merge": "concat_text", "kind": "audio"}
-    # The input model refuses unknown fields and wrong types.
-    with pytest.raises(Exception):
+    # The input model refuses unknown fields and wrong types, naming the field.
+    with pytest.raises(pydantic.ValidationError) as extra:
         meta.input_model.model_validate({"text": "x", "nope": 1})
-    with pytest.raises(Exception):
+    assert [(e["type"], e["loc"]) for e in extra.value.errors()] == [("extra_forbidden", ("nope",))]
+    with pytest.raises(pydantic.ValidationError) as wrong:
         meta.input_model.model_validate({"text": 3})
+    assert [(e["type"], e["loc"]) for e in wrong.value.errors()] == [("string_type", ("text",))]
 
 
 def test_streaming_tasks_merge_text():

@@ -52,6 +52,25 @@ def test_motion_and_face_tracks_on_video(work):
     assert faces == {"tracks": [], "frames": 15}
 
 
+def test_a_face_moving_through_a_video_is_one_track(work):
+    # Two seconds panning slowly across the astronaut photo (a wider pan
+    # meets a false positive of the Haar cascade on her suit): her face
+    # drifts left and up, seen in (almost) every sampled frame.
+    astronaut(work / "astronaut.png")
+    pan = "crop=400:400:'t*20':'t*10'"
+    media.run(["-loop", "1", "-i", str(work / "astronaut.png"), "-t", "2", "-r", "10", "-vf", pan,
+               "-c:v", "mpeg4", "-q:v", "2", str(work / "face.mp4")], "video")
+    out = tracking_faces("face.mp4", fps=5)
+    assert out["frames"] == 10
+    assert len(out["tracks"]) == 1, out["tracks"]
+    track = out["tracks"][0]
+    assert track["start"] == 0.0 and len(track["sightings"]) >= 8, track
+    first, last = track["sightings"][0]["box"], track["sightings"][-1]["box"]
+    # The crop window moves right and down, so the face moves left and up.
+    assert last["x"] < first["x"] - 20 and last["y"] < first["y"] - 10, (first, last)
+    assert 150 < first["x"] < 250 and 50 < first["y"] < 150, first
+
+
 def test_tracks_link_overlapping_boxes():
     b = lambda x: {"x": float(x), "y": 0.0, "width": 10.0, "height": 10.0}  # noqa: E731
     frames = [(0.0, [b(0), b(100)]), (0.2, [b(2), b(101)]), (0.4, [b(4)]), (2.0, [b(5)])]
