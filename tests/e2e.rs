@@ -921,3 +921,13 @@ async fn inputs_built_from_templates_are_checked_before_the_call() {
         "the backend was not called"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_caps_are_the_peak_calls_at_the_backend() {
+    let fake = Fake::start().await;
+    let (_d, host) = start(&fake, &[("WORKER_CONCURRENCY", "3".into())]);
+    peak_is_the_worker_cap(&host, &fake, "default", 3).await;
+    let fake = Fake::start().await;
+    let (_g, host) = start(&fake, &[("GPU_WORKER_CONCURRENCY", "2".into())]);
+    peak_is_the_worker_cap(&host, &fake, "gpu", 2).await;
+}

@@ -368,3 +368,19 @@ async fn hosts_ride_out_a_redis_restart() {
     assert_eq!(wait_done(&a, &id).await["result"], json!({"after": true}));
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_caps_are_the_peak_calls_at_the_backend_on_redis() {
+    let redis = RedisServer::start();
+    {
+        let fake = Fake::start().await;
+        let env = [("WORKER_CONCURRENCY", "3".to_string())];
+        let (_d, host) = start_host(&redis.url(), &fake, "host-a", &env);
+        peak_is_the_worker_cap(&host, &fake, "default", 3).await;
+    }
+    // The first host is gone: no other host shares the gpu queue's jobs.
+    let fake = Fake::start().await;
+    let env = [("GPU_WORKER_CONCURRENCY", "2".to_string())];
+    let (_g, host) = start_host(&redis.url(), &fake, "host-b", &env);
+    peak_is_the_worker_cap(&host, &fake, "gpu", 2).await;
+}

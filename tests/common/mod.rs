@@ -862,3 +862,34 @@ async fn poll(
         ok(json!({"job": job, "polls": n}))
     }
 }
+
+/// Holds twice `cap` single-step tasks of `gated` on `queue` at the fake
+/// backend until `cap` calls are in flight, then lets them all through,
+/// and asserts the most calls in flight at once was exactly `cap`: the
+/// worker cap of that queue, measured at the backend.
+pub async fn peak_is_the_worker_cap(host: &Host, fake: &Fake, queue: &str, cap: usize) {
+    let mut ids = Vec::new();
+    for i in 0..2 * cap {
+        ids.push(
+            submit_ok(
+                host,
+                &json!({"type": "gated", "queue": queue, "payload": {"i": i}}),
+            )
+            .await,
+        );
+    }
+    fake.wait_for(&format!("{cap} calls in flight on {queue}"), |f| {
+        f.inflight("gated") >= cap
+    })
+    .await;
+    fake.open_gate();
+    for id in &ids {
+        assert_eq!(wait_done(host, id).await["status"], "completed");
+    }
+    assert_eq!(fake.calls_of("gated").len(), 2 * cap);
+    assert_eq!(
+        fake.max_inflight("gated"),
+        cap,
+        "at most {cap} steps of queue {queue} may run at once"
+    );
+}
