@@ -49,7 +49,7 @@ async fn python_tasks_through_the_host() {
                 ("OPENAI_BASE_URL", openai.clone()),
                 ("OPENAI_API_KEY", "test".into()),
             ],
-            WAIT,
+            REAL_BACKEND_WAIT,
         )
     });
     let host = host_for_backend(data.path(), &work, "LOCAL_BACKEND_URL", &backend.base);
@@ -90,7 +90,12 @@ async fn python_tasks_through_the_host() {
              "input": {"file": "{{item.path}}", "from": "{{item.start}}"}}
         ]
     })).await;
-    let t = wait_done(&host, &id).await;
+    let t = wait_done_on_real_backend(
+        &host,
+        &id,
+        "the download → convert → chunk → forEach pipeline on the local backend",
+    )
+    .await;
     assert_eq!(t["status"], "completed", "{t:#}");
     assert_eq!(
         t["stepResults"]["download"]["bytes"],
@@ -114,7 +119,12 @@ async fn python_tasks_through_the_host() {
              "input": {"path": "{{steps.download.path}}", "width": 100, "output": "small.webp"}}
         ]
     })).await;
-    let t = wait_done(&host, &id).await;
+    let t = wait_done_on_real_backend(
+        &host,
+        &id,
+        "a Python step's file resized by a wasm transform",
+    )
+    .await;
     assert_eq!(t["status"], "completed", "{t:#}");
     assert_eq!(t["stepResults"]["small"]["height"], 75);
     assert!(work.join(&id).join("small.webp").exists());
@@ -132,7 +142,8 @@ async fn python_tasks_through_the_host() {
              "input": {"n": "{{steps.levels.segments | length}}", "chunks": "{{steps.levels.chunks}}"}}
         ]
     })).await;
-    let t = wait_done(&host, &id).await;
+    let t =
+        wait_done_on_real_backend(&host, &id, "a chunked whisper step merged with offsets").await;
     assert_eq!(t["status"], "completed", "{t:#}");
     let levels = &t["stepResults"]["levels"];
     let starts: Vec<f64> = levels["segments"]
@@ -202,7 +213,7 @@ async fn python_tasks_through_the_host() {
                                       "retry": {"attempts": 3, "delay": 10}}),
     )
     .await;
-    let t = wait_done(&host, &id).await;
+    let t = wait_done_on_real_backend(&host, &id, "convert.audio failing on a missing file").await;
     assert_eq!(t["status"], "failed");
     assert!(
         t["error"]

@@ -94,7 +94,7 @@ async fn pipeline_on_ray_serve() {
              "input": {"file": "{{item.path}}"}}
         ]
     })).await;
-    let t = wait_done(&host, &id).await;
+    let t = wait_done_on_real_backend(&host, &id, "the audio pipeline on Ray Serve").await;
     assert_eq!(t["status"], "completed", "{t:#}");
     assert_eq!(t["stepResults"]["wav"]["sampleRate"], 8000);
     assert_eq!(
@@ -116,7 +116,7 @@ async fn pipeline_on_ray_serve() {
             {"id": "face", "task": "faces.detect", "dependsOn": ["photo"], "input": {"image_path": "{{steps.photo.path}}"}}
         ]
     })).await;
-    let t = wait_done(&host, &id).await;
+    let t = wait_done_on_real_backend(&host, &id, "scenes → forEach faces on Ray Serve").await;
     assert_eq!(t["status"], "completed", "{t:#}");
     assert_eq!(t["stepResults"]["scenes"]["count"], 3, "{t:#}");
     let frames = t["stepResults"]["frames"].as_array().unwrap();
@@ -134,7 +134,7 @@ async fn pipeline_on_ray_serve() {
         &json!({"type": "yolo.detect", "payload": {"image_path": "none.jpg"}}),
     )
     .await;
-    let t = wait_done(&host, &id).await;
+    let t = wait_done_on_real_backend(&host, &id, "yolo.detect through the GPU deployment").await;
     assert_eq!(t["status"], "failed");
     let error = t["error"].as_str().unwrap();
     assert!(

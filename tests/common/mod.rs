@@ -180,7 +180,42 @@ pub async fn wait_done(host: &Host, id: &str) -> Value {
 
 /// Polls the task until `pred` holds, failing with `what` after 30 s.
 pub async fn wait_until(host: &Host, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
+    wait_until_within(host, id, what, WAIT, pred).await
+}
+
+/// How long work on a real Python backend (ffmpeg, OpenCV, Ray Serve) may
+/// take on a busy 2-core machine: the likeliest slow part of the suite,
+/// so it gets its own bound.
+pub const REAL_BACKEND_WAIT: Duration = Duration::from_secs(180);
+
+/// [`wait_done`] for a task whose steps run on a real Python backend;
+/// `what` says what was awaited when the bound runs out.
+pub async fn wait_done_on_real_backend(host: &Host, id: &str, what: &str) -> Value {
+    let finished = |t: &Value| {
+        matches!(
+            t["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        )
+    };
+    wait_until_within(
+        host,
+        id,
+        &format!("to finish ({what})"),
+        REAL_BACKEND_WAIT,
+        finished,
+    )
+    .await
+}
+
+/// Polls the task until `pred` holds, failing with `what` after `wait`.
+pub async fn wait_until_within(
+    host: &Host,
+    id: &str,
+    what: &str,
+    wait: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + wait;
     loop {
         let t = get_task(host, id).await;
         if pred(&t) {
@@ -188,7 +223,7 @@ pub async fn wait_until(host: &Host, id: &str, what: &str, pred: impl Fn(&Value)
         }
         assert!(
             Instant::now() < deadline,
-            "task {id} did not get {what} within 30 s; last state: {t:#}"
+            "task {id} did not get {what} within {wait:?}; last state: {t:#}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
