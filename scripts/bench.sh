@@ -19,3 +19,17 @@ if command -v node >/dev/null 2>&1; then
 else
     echo "node is missing: BullMQ comparison skipped"
 fi
+
+# The same Redis rows again with an append-only file (fsync every second,
+# Redis's durable setting), for dwa and for BullMQ: each row says which.
+aof_dir=$(mktemp -d)
+aof_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$aof_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec --dir "$aof_dir" >/dev/null &
+aof_pid=$!
+trap 'kill $redis_pid $aof_pid 2>/dev/null || true; rm -rf "$aof_dir"' EXIT
+for _ in $(seq 1 100); do redis-cli -p "$aof_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+export REDIS_URL="redis://127.0.0.1:$aof_port"
+cargo bench -p dwa --bench engine -- redis
+if command -v node >/dev/null 2>&1; then
+    (cd bench/bullmq && node bench.js)
+fi

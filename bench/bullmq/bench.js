@@ -53,13 +53,20 @@ async function main() {
   const total = Number(process.hrtime.bigint() - start) / 1e9;
   const cmds = (await commands(admin)) - before;
   const cpu = (await redisCpu(admin)) - cpuBefore;
-  const label = `bullmq, ${workers} worker(s)${keep ? ", kept" : ""}`;
+  const label = `bullmq, ${workers} worker(s)${keep ? ", kept" : ""} [${await durability(admin)}]`;
   console.log(
     `${label.padEnd(34)} ${n} jobs: enqueue ${(n / added).toFixed(0).padStart(7)}/s, processed ${(n / total).toFixed(0).padStart(7)} jobs/s end to end; ${(cmds / n).toFixed(1)} Redis commands and ${((cpu * 1e6) / n).toFixed(0)} µs of Redis CPU per job (concurrency ${concurrency}/worker)`,
   );
   await Promise.all(ws.map((w) => w.close()));
   await queue.close();
   admin.disconnect();
+}
+
+// What the Redis under test promises about durability (as dwa's rows say it).
+async function durability(redis) {
+  const get = async (name) => (await redis.config("GET", name))[1] || "";
+  if ((await get("appendonly")) === "yes") return `AOF fsync ${await get("appendfsync")}`;
+  return (await get("save")) ? "RDB snapshots only" : "no persistence";
 }
 
 // Seconds of CPU the Redis server has used (user + system).

@@ -17,6 +17,30 @@ async fn bench_redis(scenario: &str) -> Option<(String, redis::aio::MultiplexedC
     Some((url, conn))
 }
 
+/// What the Redis under test promises about durability, for the rows'
+/// labels: `AOF fsync everysec`, `RDB snapshots`, or `no persistence`.
+pub(crate) async fn durability(conn: &mut redis::aio::MultiplexedConnection) -> String {
+    let get = |name: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let kv: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            kv.get(1).cloned().unwrap_or_default()
+        }
+    };
+    if get("appendonly").await == "yes" {
+        format!("AOF fsync {}", get("appendfsync").await)
+    } else if !get("save").await.is_empty() {
+        "RDB snapshots only".into()
+    } else {
+        "no persistence".into()
+    }
+}
+
 /// Single no-op tasks through Redis with one and two hosts: enqueue rate,
 /// processed tasks/s, round trips and Redis commands per task. Needs REDIS_URL.
 pub(crate) async fn redis_bench() {
@@ -28,6 +52,7 @@ pub(crate) async fn redis_bench() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let workers = 64;
+    let durable = durability(&mut conn).await;
     for hosts in [1usize, 2] {
         let _: () = redis::cmd("FLUSHALL")
             .query_async(&mut conn)
@@ -89,7 +114,10 @@ pub(crate) async fn redis_bench() {
         let cpu = redis_cpu(&mut conn).await - cpu_before;
         println!(
             "{:<34} {n} tasks: enqueue {:>7.0}/s, processed {:>7.0} tasks/s end to end; {:.2} round trips, {:.1} Redis commands and {:.0} µs of Redis CPU per task (incl. submit; workers {workers}/host)",
-            format!("redis, {hosts} host(s)"),
+            match hosts {
+                1 => format!("redis, 1 host [{durable}]"),
+                n => format!("redis, {n} engines in 1 process [{durable}]"),
+            },
             n as f64 / submitted.as_secs_f64(),
             n as f64 / total.as_secs_f64(),
             trips as f64 / n as f64,
@@ -113,6 +141,7 @@ pub(crate) async fn redis_pipelines_bench() {
         .await
         .expect("flush");
     let workers = 256;
+    let durable = durability(&mut conn).await;
     let (h, _d) = host_on(workers, Some(url.clone())).await;
     let shapes = [
         (
@@ -137,7 +166,7 @@ pub(crate) async fn redis_pipelines_bench() {
             n as u64,
             t,
             &format!(
-                "{:.0} µs of Redis CPU per {unit} (workers {workers})",
+                "{:.0} µs of Redis CPU per {unit} (workers {workers}) [{durable}]",
                 cpu * 1e6 / n as f64
             ),
         );
