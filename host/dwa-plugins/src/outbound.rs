@@ -371,6 +371,21 @@ mod tests {
     use super::*;
     use crate::granter::Grants;
 
+    /// What `o` answers a GET of `url` that must not be sent.
+    async fn refusal(o: &Outbound, url: &str) -> FetchError {
+        let req = Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: vec![],
+            body: None,
+            timeout: None,
+        };
+        match o.fetch(req, Instant::now() + Duration::from_secs(5)).await {
+            Ok(r) => panic!("{url} was fetched (status {})", r.status),
+            Err(e) => e,
+        }
+    }
+
     fn outbound(asked: &[&str], operator: Option<&[&str]>, net: Arc<NetPolicy>) -> Outbound {
         let granter = Granter::new(
             "p",
@@ -435,19 +450,7 @@ mod tests {
     async fn grants_are_checked_before_any_request() {
         let net = Arc::new(NetPolicy::default());
         let o = outbound(&["*.example.com"], None, net.clone());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let req = |url: &str| Request {
-            method: "GET".into(),
-            url: url.into(),
-            headers: vec![],
-            body: None,
-            timeout: None,
-        };
-        let e = o
-            .fetch(req("https://evil.test/x"), deadline)
-            .await
-            .err()
-            .unwrap();
+        let e = refusal(&o, "https://evil.test/x").await;
         assert!(
             matches!(&e, FetchError::Refused(Refusal::Denied(Denied::HttpNotAsked { host, .. })) if host == "evil.test"),
             "{e}"
@@ -457,22 +460,14 @@ mod tests {
                 .contains("capability http:evil.test is not granted to plugin p"),
             "{e}"
         );
-        let e = o
-            .fetch(req("file:///etc/passwd"), deadline)
-            .await
-            .err()
-            .unwrap();
+        let e = refusal(&o, "file:///etc/passwd").await;
         assert!(
             matches!(&e, FetchError::Refused(Refusal::Scheme(s)) if s == "file"),
             "{e}"
         );
         assert!(e.to_string().contains("scheme"), "{e}");
         let all = outbound(&["*"], Some(&["api.example.com"]), net);
-        let e = all
-            .fetch(req("https://other.example.com/"), deadline)
-            .await
-            .err()
-            .unwrap();
+        let e = refusal(&all, "https://other.example.com/").await;
         assert!(
             matches!(
                 &e,
@@ -485,18 +480,10 @@ mod tests {
                 .contains("the operator's policy allows: api.example.com"),
             "{e}"
         );
-        let e = all
-            .fetch(req("http://127.0.0.1:9/"), deadline)
-            .await
-            .err()
-            .unwrap();
+        let e = refusal(&all, "http://127.0.0.1:9/").await;
         assert!(e.to_string().contains("operator's policy"), "{e}");
         let open = outbound(&["*"], None, Arc::new(NetPolicy::default()));
-        let e = open
-            .fetch(req("http://169.254.169.254/latest/meta-data"), deadline)
-            .await
-            .err()
-            .unwrap();
+        let e = refusal(&open, "http://169.254.169.254/latest/meta-data").await;
         assert!(
             matches!(
                 &e,
@@ -508,11 +495,7 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("cloud metadata address"), "{e}");
-        let e = open
-            .fetch(req("http://localhost:9/"), deadline)
-            .await
-            .err()
-            .unwrap();
+        let e = refusal(&open, "http://localhost:9/").await;
         assert!(e.to_string().contains("loopback address"), "{e}");
     }
 }
