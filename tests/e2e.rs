@@ -931,3 +931,34 @@ async fn worker_caps_are_the_peak_calls_at_the_backend() {
     let (_g, host) = start(&fake, &[("GPU_WORKER_CONCURRENCY", "2".into())]);
     peak_is_the_worker_cap(&host, &fake, "gpu", 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_chunks_survive_characters_split_across_pieces_and_multiline_sse_data() {
+    let fake = Fake::start().await;
+    let (_d, host) = start(&fake, &[]);
+    for (sse, multiline) in [(false, false), (true, false), (true, true)] {
+        let id = submit_ok(
+            &host,
+            &json!({"type": "stream.words", "payload": {
+                "text": "déjà vu 日本語 naïve", "sse": sse, "multiline": multiline, "trickle": true}}),
+        )
+        .await;
+        let t = wait_done(&host, &id).await;
+        assert_eq!(
+            t["status"], "completed",
+            "sse={sse} multiline={multiline}: {t:#}"
+        );
+        assert_eq!(t["result"], json!({"words": 4}));
+        let events = read_events(&host.base, &id).await;
+        let words: Vec<Value> = events
+            .iter()
+            .filter(|(k, _)| k == "step:progress")
+            .map(|(_, e)| e["data"]["chunk"]["word"].clone())
+            .collect();
+        assert_eq!(
+            words,
+            vec![json!("déjà"), json!("vu"), json!("日本語"), json!("naïve")],
+            "sse={sse} multiline={multiline}"
+        );
+    }
+}

@@ -837,12 +837,21 @@ async fn run(
         }
         "stream.words" => {
             // NDJSON, or SSE when asked: one chunk per word, then the result.
+            // `multiline`: each SSE chunk's JSON spread over several `data:`
+            // lines; `trickle`: the body sent one byte at a time.
             let text = input["text"].as_str().unwrap_or("").to_owned();
             let sse = input["sse"].as_bool().unwrap_or(false);
+            let multiline = input["multiline"].as_bool().unwrap_or(false);
             let mut body = String::new();
             for w in text.split_whitespace() {
                 let line = json!({"word": w}).to_string();
-                if sse {
+                if sse && multiline {
+                    let pretty = serde_json::to_string_pretty(&json!({"word": w})).unwrap();
+                    for l in pretty.lines() {
+                        body.push_str(&format!("data: {l}\n"));
+                    }
+                    body.push('\n');
+                } else if sse {
                     body.push_str(&format!("data: {line}\n\n"));
                 } else {
                     body.push_str(&format!("{line}\n"));
@@ -859,6 +868,15 @@ async fn run(
             } else {
                 "application/x-ndjson"
             };
+            if input["trickle"].as_bool().unwrap_or(false) {
+                let bytes = futures::stream::iter(body.into_bytes()).then(|b| async move {
+                    // Paced so that each byte leaves as a piece of its own.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(vec![b]))
+                });
+                return ([("content-type", ct)], axum::body::Body::from_stream(bytes))
+                    .into_response();
+            }
             ([("content-type", ct)], body).into_response()
         }
         "poll.job" => (

@@ -11,6 +11,12 @@ use serde_json::{Value, json};
 use dwa_core::catalog::TaskInfo;
 use dwa_core::step::{StepCall, StepError};
 
+/// What a streaming answer has given so far.
+struct Stream {
+    chunks: Vec<Value>,
+    result: Option<Value>,
+}
+
 /// One configured backend (`modal`, `ray` or `local`).
 #[derive(Debug)]
 pub struct HttpBackend {
@@ -150,85 +156,110 @@ impl HttpBackend {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if resp.status().is_success()
-            && (content_type.starts_with("text/event-stream")
-                || content_type.starts_with("application/x-ndjson"))
-        {
-            return self.read_stream(&url, call, resp).await;
+        let sse = content_type.starts_with("text/event-stream");
+        if resp.status().is_success() && (sse || content_type.starts_with("application/x-ndjson")) {
+            return self.read_stream(&url, call, sse, resp).await;
         }
         self.read_result(&url, resp).await
     }
 
-    /// Reads a streaming answer (SSE `data:` lines or NDJSON): each chunk is
+    /// Reads a streaming answer (SSE events or NDJSON lines): each chunk is
     /// progress; a chunk `{"result": ...}` is the final result, `{"error":
     /// ...}` a failure. Without a final chunk, the result is the list of chunks.
+    /// Lines are cut from bytes, not from each network piece decoded alone,
+    /// so a character split across two pieces arrives whole; an SSE event's
+    /// `data:` lines are joined (the standard's multi-line data).
     async fn read_stream(
         &self,
         url: &str,
         call: &StepCall,
+        sse: bool,
         mut resp: reqwest::Response,
     ) -> Result<Value, StepError> {
-        let mut buf = String::new();
-        let mut chunks = Vec::new();
-        let mut result = None;
+        let mut stream = Stream {
+            chunks: Vec::new(),
+            result: None,
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        let mut data: Vec<String> = Vec::new();
         loop {
             let piece = resp
                 .chunk()
                 .await
                 .map_err(|e| self.transport_error(url, e))?;
             let done = piece.is_none();
-            if let Some(p) = piece {
-                buf.push_str(&String::from_utf8_lossy(&p));
-            } else {
-                buf.push('\n');
+            match piece {
+                Some(p) => buf.extend_from_slice(&p),
+                // The end of the body ends its last line and event.
+                None => buf.extend_from_slice(b"\n\n"),
             }
-            while let Some(nl) = buf.find('\n') {
-                let line: String = buf.drain(..=nl).collect();
-                let line = line.trim();
-                let json = line.strip_prefix("data:").map_or(line, str::trim);
-                if json.is_empty() || line.starts_with(':') || line.starts_with("event:") {
-                    continue;
-                }
-                let value: Value = serde_json::from_str(json).map_err(|e| {
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let bytes: Vec<u8> = buf.drain(..=nl).collect();
+                let line = String::from_utf8(bytes).map_err(|e| {
                     StepError::permanent(format!(
-                        "backend {} streamed a chunk that is not JSON ({e}): {}",
-                        self.name,
-                        json.chars().take(200).collect::<String>()
+                        "backend {} streamed a line that is not UTF-8: {e}",
+                        self.name
                     ))
                 })?;
-                match value {
-                    Value::Object(mut m) if m.contains_key("result") => {
-                        result = Some(m.remove("result").unwrap_or(Value::Null));
+                let line = line.trim_end_matches(['\n', '\r']);
+                if !sse {
+                    if !line.trim().is_empty() {
+                        self.on_chunk(line.trim(), call, &mut stream)?;
                     }
-                    Value::Object(m) if m.contains_key("error") => {
-                        let err = m.get("error").cloned().unwrap_or(Value::Null);
-                        let message = err
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| err.to_string());
-                        let retryable = err
-                            .get("retryable")
-                            .and_then(Value::as_bool)
-                            .unwrap_or(false);
-                        return Err(StepError {
-                            message: format!("{message} (backend {})", self.name),
-                            retryable,
-                        });
+                } else if line.is_empty() {
+                    if !data.is_empty() {
+                        self.on_chunk(&data.join("\n"), call, &mut stream)?;
+                        data.clear();
                     }
-                    chunk => {
-                        if let Some(tx) = &call.progress {
-                            let _ = tx.send(chunk.clone());
-                        }
-                        chunks.push(chunk);
-                    }
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.strip_prefix(' ').unwrap_or(d).to_owned());
                 }
+                // Other SSE fields (event, id, retry) and comments carry nothing here.
             }
             if done {
                 break;
             }
         }
-        Ok(result.unwrap_or(Value::Array(chunks)))
+        Ok(stream.result.unwrap_or(Value::Array(stream.chunks)))
+    }
+
+    /// One streamed chunk: progress, the final result, or the try's failure.
+    fn on_chunk(&self, json: &str, call: &StepCall, stream: &mut Stream) -> Result<(), StepError> {
+        let value: Value = serde_json::from_str(json).map_err(|e| {
+            StepError::permanent(format!(
+                "backend {} streamed a chunk that is not JSON ({e}): {}",
+                self.name,
+                json.chars().take(200).collect::<String>()
+            ))
+        })?;
+        match value {
+            Value::Object(mut m) if m.contains_key("result") => {
+                stream.result = Some(m.remove("result").unwrap_or(Value::Null));
+            }
+            Value::Object(m) if m.contains_key("error") => {
+                let err = m.get("error").cloned().unwrap_or(Value::Null);
+                let message = err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| err.to_string());
+                let retryable = err
+                    .get("retryable")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                return Err(StepError {
+                    message: format!("{message} (backend {})", self.name),
+                    retryable,
+                });
+            }
+            chunk => {
+                if let Some(tx) = &call.progress {
+                    let _ = tx.send(chunk.clone());
+                }
+                stream.chunks.push(chunk);
+            }
+        }
+        Ok(())
     }
 
     async fn poll(&self, call: &StepCall, accepted: &Value) -> Result<Value, StepError> {
