@@ -19,9 +19,12 @@ test: test-setup
     cargo clippy --workspace --all-targets -- -D warnings
     .venv/bin/python -m shared.tasks.gen --check
     .venv/bin/python -m pytest -q tests/python
+    cargo test --workspace --lib --tests --no-run
     # Compile every plugin once into the tests' shared artifact cache, so that
-    # the tests' hosts do not all compile the same components at once.
-    DWA_PLUGIN_DIR=plugins/dist DWA_PLUGIN_CACHE_DIR=target/dwa-test-plugin-cache RUST_LOG=warn cargo run -q --bin dwa -- plugins
+    # the tests' hosts do not all compile the same components at once. With
+    # the binary the tests run: `cargo run` would build the host crates again
+    # without dwa-store's test-support feature.
+    DWA_PLUGIN_DIR=plugins/dist DWA_PLUGIN_CACHE_DIR=target/dwa-test-plugin-cache RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/debug/dwa" plugins
     cargo test --workspace --lib --tests
 
 # What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target,
