@@ -378,7 +378,7 @@ impl Engine {
             spec: spec_json,
             is_pipeline: plan.is_pipeline,
             steps,
-            created_at: dwa_core::model::now_ms(),
+            created_at: self.store.now_ms(),
         };
         if !plan.effects.on_progress.is_empty() {
             Self::lock(&self.progress_tasks).insert(id.clone());
@@ -541,7 +541,7 @@ impl Engine {
             if drained {
                 let wait = leased
                     .next_due
-                    .map(|due| (due - dwa_core::model::now_ms()).clamp(1, 1000) as u64)
+                    .map(|due| (due - self.store.now_ms()).clamp(1, 1000) as u64)
                     .unwrap_or(1000);
                 tokio::select! {
                     _ = pool.notify.notified() => {}

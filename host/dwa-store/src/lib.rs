@@ -272,6 +272,12 @@ pub trait Store: Send + Sync + 'static {
     /// Which implementation this is, for `/health`.
     fn kind(&self) -> &'static str;
 
+    /// The store's "now" (ms since the Unix epoch): the clock its due times
+    /// and leases are kept by, which the engine's retry times must share.
+    fn now_ms(&self) -> i64 {
+        dwa_core::model::now_ms()
+    }
+
     /// Stores a task and queues its first steps, atomically.
     async fn create_task(&self, task: NewTask) -> Result<Transition, StoreError>;
 

@@ -155,6 +155,10 @@ impl Store for Flaky {
         self.inner.kind()
     }
 
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+
     async fn create_task(&self, task: NewTask) -> Result<Transition, StoreError> {
         self.trip("create_task")?;
         self.inner.create_task(task).await

@@ -122,7 +122,7 @@ impl Engine {
                 };
                 if retry::may_retry(&policy, job.attempt, e.retryable) {
                     let wait = retry::delay_after(&policy, job.attempt, rand::random::<f64>());
-                    let run_at = dwa_core::model::now_ms() + wait.as_millis() as i64;
+                    let run_at = self.store.now_ms() + wait.as_millis() as i64;
                     let first = self.store.retry(job, run_at, &e.message).await;
                     self.record_again(job, first, || self.store.retry(job, run_at, &e.message))
                         .await

@@ -167,3 +167,67 @@ async fn a_store_failure_while_fanning_out_costs_the_step_no_attempt() {
     assert_eq!(flaky.tripped(), vec!["start_items"]);
     worker.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Waits (bounded) for the next event of `kind` in a task's stream.
+async fn next_event(
+    feed: &mut dwa_store::EventFeed,
+    id: &str,
+    kind: &str,
+) -> dwa_core::model::TaskEvent {
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match feed.next().await {
+                Feed::Event(e) if e.task_id == id && e.kind == kind => return (*e).clone(),
+                Feed::Event(_) | Feed::Missed => {}
+                Feed::Closed => panic!("event stream ended"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no {kind} for task {id} within 20 s"))
+}
+
+/// The engine's backoff through the engine and the store, on a clock the
+/// test moves: each try is due exactly its delay after the last failed,
+/// and starts then, not before (the clock moves only when the test says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_start_exactly_their_backoff_later_on_the_store_clock() {
+    use dwa_store::clock::ManualClock;
+    let t0 = 1_700_000_000_000;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let clock = Arc::new(ManualClock::new(t0));
+    let store = match SqliteStore::open_with_clock(dir.path(), clock.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => panic!("cannot open the store: {e}"),
+    };
+    let engine = engine_on(store.clone());
+    if let Err(e) = engine.start().await {
+        panic!("engine did not start: {e}");
+    }
+    let mut feed = store.subscribe();
+    let spec = json!({"type": "builtin.fail", "payload": {"failAttempts": 2},
+                      "retry": {"attempts": 3, "backoff": "fixed", "delay": 1000}});
+    let id = match engine.submit_json(spec.to_string().as_bytes()).await {
+        Ok(c) => c.id,
+        Err(e) => panic!("submission refused: {e}"),
+    };
+    for attempt in 1..=2u64 {
+        let retry = next_event(&mut feed, &id, "step:retry").await;
+        assert_eq!(retry.data["attempt"], attempt, "{retry:?}");
+        assert_eq!(retry.data["retryInMs"], 1000, "{retry:?}");
+        clock.advance(1000);
+    }
+    let done = next_event(&mut feed, &id, "pipeline:complete").await;
+    assert_eq!(done.data["status"], "completed", "{done:?}");
+    let events = match store.events(&id, 0, 100).await {
+        Ok(e) => e,
+        Err(e) => panic!("cannot read events: {e}"),
+    };
+    let starts: Vec<i64> = events
+        .iter()
+        .filter(|e| e.kind == "step:start")
+        .map(|e| e.timestamp)
+        .collect();
+    assert_eq!(starts, vec![t0, t0 + 1000, t0 + 2000]);
+    engine.shutdown(Duration::from_secs(1)).await;
+}

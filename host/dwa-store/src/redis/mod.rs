@@ -422,6 +422,10 @@ impl Store for RedisStore {
         "redis"
     }
 
+    fn now_ms(&self) -> i64 {
+        self.core.clock.now_ms()
+    }
+
     async fn create_task(&self, task: NewTask) -> Result<Transition, StoreError> {
         self.creates.call(task).await
     }

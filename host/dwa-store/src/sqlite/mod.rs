@@ -176,6 +176,7 @@ pub struct SqliteStore {
     events: broadcast::Sender<Arc<TaskEvent>>,
     _lock: File,
     path: PathBuf,
+    clock: Arc<dyn Clock>,
 }
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
@@ -234,7 +235,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Request>();
         let mut writer = Writer {
             conn,
-            clock,
+            clock: clock.clone(),
             job_seq,
             token: (rand::random::<u32>() as i64) << 20,
             event_seqs: HashMap::new(),
@@ -253,6 +254,7 @@ impl SqliteStore {
             events,
             _lock: lock,
             path,
+            clock,
         })
     }
 
@@ -311,6 +313,10 @@ fn transition(r: Reply) -> Result<Transition, StoreError> {
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     async fn create_task(&self, task: NewTask) -> Result<Transition, StoreError> {
