@@ -31,14 +31,19 @@ from pydantic import ValidationError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from shared.tasks import TaskError, TaskMeta, discover
+from shared.tasks import context as task_context
 from shared.tasks.context import Job, reset_job, set_job
 
 #: How long a job's outcome is kept for polling after it ends.
 JOB_TTL_S = 3600.0
 
+def _served_by(where: str | None) -> dict[str, str]:
+    return {"x-dwa-served-by": where} if where else {}
 
-def _error(status: int, message: str, retryable: bool) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "retryable": retryable}}, status_code=status)
+
+def _error(status: int, message: str, retryable: bool, where: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "retryable": retryable}}, status_code=status,
+                        headers=_served_by(where))
 
 
 def _validation_message(e: ValidationError) -> str:
@@ -70,7 +75,7 @@ class Jobs:
 
         async def run() -> None:
             try:
-                entry["result"] = await coro
+                entry["result"], entry["served_by"] = await coro
             except Exception as e:  # recorded for the poller
                 entry["exception"] = e
             entry["done"] = True
@@ -111,20 +116,29 @@ def create_app(tasks: dict[str, TaskMeta] | None = None) -> FastAPI:
     async def catalog() -> dict:
         return {"tasks": [m.catalog_entry() for m in registry.values()]}
 
-    async def call(meta: TaskMeta, kwargs: dict[str, Any], job: Job) -> Any:
+    async def call(meta: TaskMeta, kwargs: dict[str, Any], job: Job) -> tuple[Any, str | None]:
+        """The task's result, and where it ran if not here (SERVED_BY)."""
         token_ = set_job(job)
+        # Through the module: Ray ships this closure pickled by value, and a
+        # ContextVar captured as a global cannot be pickled.
+        served = task_context.SERVED_BY
+        where = served.set(None)
         try:
             if inspect.iscoroutinefunction(meta.fn):
-                return await meta.fn(**kwargs)
-            # Sync code runs in a worker thread; copy the context so the job is visible there.
-            return await run_in_threadpool(meta.fn, **kwargs)
+                result = await meta.fn(**kwargs)
+            else:
+                # Sync code runs in a worker thread; copy the context so the job is visible there.
+                result = await run_in_threadpool(meta.fn, **kwargs)
+            return result, served.get()
         finally:
+            served.reset(where)
             reset_job(token_)
 
     def outcome(e: Exception) -> JSONResponse:
+        where = getattr(e, "served_by", None)
         if isinstance(e, TaskError):
-            return _error(503 if e.retryable else 422, e.message, e.retryable)
-        return _error(500, f"{type(e).__name__}: {e}", True)
+            return _error(503 if e.retryable else 422, e.message, e.retryable, where)
+        return _error(500, f"{type(e).__name__}: {e}", True, where)
 
     @app.post("/tasks/{name}")
     async def run(name: str, request: Request):
@@ -154,10 +168,10 @@ def create_app(tasks: dict[str, TaskMeta] | None = None) -> FastAPI:
             job_id = jobs.start(call(meta, kwargs, job))
             return JSONResponse({"jobId": job_id, "retryAfterMs": 500}, status_code=202)
         try:
-            result = await call(meta, kwargs, job)
+            result, where = await call(meta, kwargs, job)
         except Exception as e:
             return outcome(e)
-        return {"result": result}
+        return JSONResponse({"result": result}, headers=_served_by(where))
 
     async def stream(meta: TaskMeta, kwargs: dict[str, Any], job: Job, ndjson: bool) -> AsyncIterator[str]:
         def frame(obj: Any) -> str:
@@ -189,6 +203,6 @@ def create_app(tasks: dict[str, TaskMeta] | None = None) -> FastAPI:
             return JSONResponse({"jobId": job_id, "status": "running", "retryAfterMs": 500}, status_code=202)
         if "exception" in entry:
             return outcome(entry["exception"])
-        return {"result": entry["result"]}
+        return JSONResponse({"result": entry["result"]}, headers=_served_by(entry.get("served_by")))
 
     return app

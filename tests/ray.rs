@@ -1,6 +1,7 @@
 //! A real local Ray: `python -m backends.ray.run` starts Ray and Serve with
 //! backends/ray/serve.py, the real host forwards to it (RAY_URL), and a
-//! pipeline of real tasks runs; a GPU task goes through the GPU deployment.
+//! pipeline of real tasks runs; a GPU task goes through the GPU deployment,
+//! which says so itself (`X-DWA-Served-By`).
 
 mod common;
 
@@ -142,6 +143,53 @@ async fn pipeline_on_ray_serve() {
         "{error}"
     );
     assert!(!error.contains("RayTaskError"), "{error}");
+    // Which deployment served the call, from the backend itself: the
+    // GpuTasks replica stamps its own name, which the ingress answers in
+    // X-DWA-Served-By (a CPU task runs in the ingress: no header).
+    assert_eq!(
+        served_by(&ray.base, "yolo.detect", json!({"image_path": "none.jpg"})).await,
+        Some("GpuTasks".to_owned())
+    );
+    assert_eq!(
+        served_by(&ray.base, "faces.detect", json!({"image_path": "none.jpg"})).await,
+        None
+    );
     drop(host);
     drop(ray);
+}
+
+/// Calls `task` on the backend directly (following submit-then-poll) and
+/// answers its `X-DWA-Served-By` header.
+async fn served_by(base: &str, task: &str, input: serde_json::Value) -> Option<String> {
+    let c = client();
+    let body = json!({"input": input, "taskId": "served-by", "stepId": "s"});
+    let mut r = c
+        .post(format!("{base}/tasks/{task}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST the task");
+    if r.status().as_u16() == 202 {
+        let accepted: serde_json::Value = r.json().await.expect("202 body");
+        let url = format!(
+            "{base}/tasks/{task}/jobs/{}",
+            accepted["jobId"].as_str().expect("jobId")
+        );
+        let deadline = std::time::Instant::now() + REAL_BACKEND_WAIT;
+        loop {
+            r = c.get(&url).send().await.expect("poll");
+            if r.status().as_u16() != 202 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{task}'s job on Ray did not end within {REAL_BACKEND_WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    r.headers()
+        .get("x-dwa-served-by")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

@@ -45,10 +45,16 @@ def gpus_per_replica() -> float:
 class GpuTasks:
     """Runs the GPU tasks; one replica holds its models warm between calls."""
 
-    def run(self, name: str, kwargs: dict[str, Any], task_id: str, step_id: str) -> Any:
+    def run(self, name: str, kwargs: dict[str, Any], task_id: str, step_id: str) -> dict[str, Any]:
+        """The task's result, with this deployment's name (the ingress answers
+        it in `X-DWA-Served-By`, on errors too)."""
+        where = serve.get_replica_context().deployment
         token = set_job(Job(task_id=task_id, step_id=step_id))
         try:
-            return TASKS[name].fn(**kwargs)
+            return {"result": TASKS[name].fn(**kwargs), "servedBy": where}
+        except Exception as e:
+            e.served_by = where
+            raise
         finally:
             reset_job(token)
 
@@ -71,9 +77,13 @@ def _forwarded(meta: TaskMeta):
             raise RuntimeError("the GpuTasks deployment is not bound to this ingress")
         from ray.exceptions import RayTaskError
 
+        from shared.tasks.context import SERVED_BY
+
         j = job()
         try:
-            return await handle.run.remote(meta.name, kwargs, j.task_id, j.step_id)
+            out = await handle.run.remote(meta.name, kwargs, j.task_id, j.step_id)
+            SERVED_BY.set(out["servedBy"])
+            return out["result"]
         except RayTaskError as e:
             # The task's own error (message and retry hint), not Ray's wrapper.
             if isinstance(e.cause, Exception):

@@ -83,3 +83,9 @@ def relative(p: Path) -> str:
         return str(p.resolve().relative_to(workdir().resolve()))
     except ValueError:
         return str(p)
+
+
+#: Where a task ran when not in the process that answers (set by a task
+#: function that forwards the call, e.g. to Ray's GpuTasks deployment); the
+#: backend app answers it in the `X-DWA-Served-By` header.
+SERVED_BY: contextvars.ContextVar[str | None] = contextvars.ContextVar("dwa_served_by", default=None)

@@ -137,3 +137,39 @@ def test_the_real_catalog_loads_without_heavy_libraries():
     c = TestClient(create_app())
     names = {t["name"] for t in c.get("/tasks").json()["tasks"]}
     assert {"yolo.detect", "whisper.transcribe", "download.file", "openai.chat"} <= names
+
+
+def test_where_a_forwarded_task_ran_is_answered_in_a_header(tmp_path, monkeypatch):
+    # Stand-ins for Ray's forwarding: an async task that says where it ran
+    # (as backends/ray/serve.py does for GpuTasks), one whose error says it.
+    from shared.tasks.context import SERVED_BY
+
+    @task("t.away", category="think", timeout=10)
+    async def away() -> dict:
+        """Runs elsewhere."""
+        SERVED_BY.set("GpuTasks")
+        return {"ok": True}
+
+    @task("t.away_fail", category="think", timeout=600)
+    async def away_fail() -> dict:
+        """Fails elsewhere (long: answered by submit-then-poll)."""
+        e = TaskError("no such file", retryable=False)
+        e.served_by = "GpuTasks"
+        raise e
+
+    monkeypatch.setenv("DWA_WORK_DIR", str(tmp_path))
+    monkeypatch.delenv("DWA_BACKEND_TOKEN", raising=False)
+    tasks = {n: REGISTRY.pop(n) for n in ["t.away", "t.away_fail"]}
+    with TestClient(create_app(tasks)) as c:
+        r = c.post("/tasks/t.away", json={"input": {}})
+        assert r.status_code == 200 and r.json() == {"result": {"ok": True}}
+        assert r.headers["x-dwa-served-by"] == "GpuTasks"
+        accepted = c.post("/tasks/t.away_fail", json={"input": {}})
+        assert accepted.status_code == 202, accepted.text
+        url = f"/tasks/t.away_fail/jobs/{accepted.json()['jobId']}"
+        deadline = time.monotonic() + 10
+        while (r := c.get(url)).status_code == 202:
+            assert time.monotonic() < deadline, "the job did not end within 10 s"
+            time.sleep(0.01)
+        assert r.status_code == 422 and r.json()["error"]["message"] == "no such file"
+        assert r.headers["x-dwa-served-by"] == "GpuTasks"
