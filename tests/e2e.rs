@@ -1,5 +1,8 @@
 //! End-to-end tests: the real `dwa serve` binary, over HTTP, against a test
 //! server that speaks the backend protocol.
+//!
+//! One cohesive suite past 800 lines on purpose: every file under `tests/`
+//! is a test binary of its own, and each costs a link of the host.
 
 mod common;
 

@@ -1,0 +1,175 @@
+//! Python backends as child processes, and the media they are given.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// A Python backend process from the repo's .venv (`python -m ...`), stopped
+/// with SIGTERM (then SIGKILL after 30 s) when dropped.
+pub struct PyService {
+    child: Option<Child>,
+    /// Its base URL, from the line it prints when ready.
+    pub base: String,
+}
+
+impl PyService {
+    /// Starts `python ARGS` in the repo and waits (at most `wait`) for a line starting with `ready`.
+    pub fn start(
+        args: &[&str],
+        ready: &'static str,
+        env: &[(&str, String)],
+        wait: Duration,
+    ) -> PyService {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = repo.join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            ".venv is missing: run `just python-setup` (just test does)"
+        );
+        let mut cmd = Command::new(python);
+        cmd.args(args)
+            .current_dir(&repo)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the Python backend");
+        let base = match ready_line(&mut child, ready, wait) {
+            Some(b) => b,
+            None => {
+                let why = match child.try_wait() {
+                    Ok(Some(status)) => {
+                        format!("exited ({status}) before printing {ready:?}; its stderr is above")
+                    }
+                    _ => format!("did not print {ready:?} within {} s", wait.as_secs()),
+                };
+                let _ = child.kill();
+                panic!("`python {}` {why}", args.join(" "));
+            }
+        };
+        PyService {
+            child: Some(child),
+            base,
+        }
+    }
+}
+
+impl Drop for PyService {
+    fn drop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Starts the host with the repo's plugins, forwarding to a Python backend
+/// (`backend_var` = `LOCAL_BACKEND_URL` or `RAY_URL`) that shares its working folder.
+pub fn host_for_backend(
+    data_dir: &Path,
+    work: &Path,
+    backend_var: &'static str,
+    url: &str,
+) -> Host {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let env = vec![
+        (backend_var, url.to_owned()),
+        ("DWA_WORK_DIR", work.display().to_string()),
+        (
+            "DWA_PLUGIN_DIR",
+            repo.join("plugins/dist").display().to_string(),
+        ),
+        (
+            "DWA_PLUGIN_CACHE_DIR",
+            repo.join("target/dwa-test-plugin-cache")
+                .display()
+                .to_string(),
+        ),
+    ];
+    tokio::task::block_in_place(|| Host::start(data_dir, &env))
+}
+
+/// A 16-bit mono WAV of a sine tone.
+pub fn tone_wav(seconds: f64, rate: u32) -> Vec<u8> {
+    let n = (seconds * rate as f64) as u32;
+    let mut out = Vec::with_capacity(44 + 2 * n as usize);
+    let data_len = 2 * n;
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..n {
+        let v = (0.4
+            * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / rate as f64).sin()
+            * 32767.0) as i16;
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+pub fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+/// A local web server with the files the pipelines download.
+pub async fn media_site() -> String {
+    media_site_with(Vec::new()).await
+}
+
+/// Like [`media_site`], also serving `extra` files (`/files/<name>`).
+pub async fn media_site_with(extra: Vec<(String, Vec<u8>)>) -> String {
+    let wav = tone_wav(5.0, 22050);
+    let photo = png(400, 300);
+    let files: Arc<HashMap<String, Vec<u8>>> = Arc::new(extra.into_iter().collect());
+    let app = Router::new()
+        .route(
+            "/files/{name}",
+            axum::routing::get(move |UrlPath(name): UrlPath<String>| {
+                let files = files.clone();
+                async move {
+                    match files.get(&name) {
+                        Some(b) => (StatusCode::OK, b.clone()),
+                        None => (StatusCode::NOT_FOUND, Vec::new()),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/media/tone.wav",
+            axum::routing::get(move || async move { ([("content-type", "audio/wav")], wav) }),
+        )
+        .route(
+            "/media/photo.png",
+            axum::routing::get(move || async move { ([("content-type", "image/png")], photo) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
