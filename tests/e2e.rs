@@ -883,11 +883,7 @@ async fn streamed_chunks_become_progress_events_then_the_result() {
         assert_eq!(t["status"], "completed", "{t:#}");
         assert_eq!(t["result"], json!({"words": 3}));
         let events = read_events(&host.base, &id).await;
-        let words: Vec<Value> = events
-            .iter()
-            .filter(|(k, _)| k == "step:progress")
-            .map(|(_, e)| e["data"]["chunk"]["word"].clone())
-            .collect();
+        let words = streamed_words(&events);
         assert_eq!(
             words,
             vec![json!("one"), json!("two"), json!("three")],
@@ -953,11 +949,7 @@ async fn streamed_chunks_survive_characters_split_across_pieces_and_multiline_ss
         );
         assert_eq!(t["result"], json!({"words": 4}));
         let events = read_events(&host.base, &id).await;
-        let words: Vec<Value> = events
-            .iter()
-            .filter(|(k, _)| k == "step:progress")
-            .map(|(_, e)| e["data"]["chunk"]["word"].clone())
-            .collect();
+        let words = streamed_words(&events);
         assert_eq!(
             words,
             vec![json!("déjà"), json!("vu"), json!("日本語"), json!("naïve")],

@@ -178,13 +178,25 @@ pub async fn get_task(host: &Host, id: &str) -> Value {
 
 /// Waits (bounded) until the task reaches a terminal status; answers it.
 pub async fn wait_done(host: &Host, id: &str) -> Value {
-    wait_until(host, id, "to finish", |t| {
-        matches!(
-            t["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        )
-    })
-    .await
+    wait_until(host, id, "to finish", finished).await
+}
+
+/// Whether a task (as `GET /api/tasks/:id` shows it) has ended.
+fn finished(t: &Value) -> bool {
+    matches!(
+        t["status"].as_str(),
+        Some("completed" | "failed" | "cancelled")
+    )
+}
+
+/// The `chunk.word` of every `step:progress` event, in order (the fake
+/// backend's `stream.words` streams one per word).
+pub fn streamed_words(events: &[(String, Value)]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|(k, _)| k == "step:progress")
+        .map(|(_, e)| e["data"]["chunk"]["word"].clone())
+        .collect()
 }
 
 /// Polls the task until `pred` holds, failing with `what` after 30 s.
@@ -200,12 +212,6 @@ pub const REAL_BACKEND_WAIT: Duration = Duration::from_secs(180);
 /// [`wait_done`] for a task whose steps run on a real Python backend;
 /// `what` says what was awaited when the bound runs out.
 pub async fn wait_done_on_real_backend(host: &Host, id: &str, what: &str) -> Value {
-    let finished = |t: &Value| {
-        matches!(
-            t["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        )
-    };
     wait_until_within(
         host,
         id,

@@ -47,19 +47,9 @@ async fn run_to_end(engine: &Arc<Engine>, spec: Value) -> TaskView {
         Ok(c) => c.id,
         Err(e) => panic!("submission refused: {e}"),
     };
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match events.next().await {
-                Feed::Event(e) if e.task_id == id && e.kind == "pipeline:complete" => return,
-                Feed::Event(_) | Feed::Missed => {}
-                Feed::Closed => panic!("event stream ended"),
-            }
-        }
-    })
-    .await;
+    next_event(&mut events, &id, "pipeline:complete").await;
     match engine.get(&id).await {
-        Ok(v) if ended.is_ok() => v,
-        Ok(v) => panic!("task did not end within 20 s: {:?}", v.status),
+        Ok(v) => v,
         Err(e) => panic!("cannot read the task: {e}"),
     }
 }
