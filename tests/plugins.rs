@@ -700,3 +700,69 @@ async fn effects_ride_out_store_failures_while_reading_the_task() {
     );
     engine.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// The `data` of every event of `kind`.
+fn data_of(evs: &[(String, Value)], kind: &str) -> Vec<Value> {
+    evs.iter()
+        .filter(|(k, _)| k == kind)
+        .map(|(_, v)| v["data"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_enqueues_itself_stops_at_the_lineage_limit() {
+    let (_d, host) = start_with_plugins(&dist("dist"), &[("DWA_MAX_LINEAGE_DEPTH", "3".into())]);
+    // Each task's onSuccess enqueues a copy of itself: the copy's payload is
+    // the same payload, and its onSuccess the same list, read from it.
+    let effects = json!([{"$event": "enqueue", "task": {
+        "type": "builtin.echo", "payload": "{{payload}}", "onSuccess": "{{payload.effects}}"}}]);
+    let mut id = submit_ok(
+        &host,
+        &json!({"type": "builtin.echo", "payload": {"effects": effects}, "onSuccess": effects}),
+    )
+    .await;
+    let mut chain = vec![id.clone()];
+    for _ in 0..3 {
+        let evs = events_until(&host, &id, |e| has(e, "enqueued") || has(e, "effect:error")).await;
+        let next = data_of(&evs, "enqueued");
+        assert_eq!(
+            next.len(),
+            1,
+            "task {} of the chain enqueues its copy: {evs:?}",
+            chain.len()
+        );
+        id = next[0]["taskId"].as_str().unwrap().to_owned();
+        chain.push(id.clone());
+    }
+    // The fourth task is three links down: its copy would be the fourth.
+    let evs = events_until(&host, &id, |e| has(e, "effect:error")).await;
+    assert!(!has(&evs, "enqueued"), "{evs:?}");
+    let error = data_of(&evs, "effect:error")[0]["error"].to_string();
+    assert!(
+        error.contains("DWA_MAX_LINEAGE_DEPTH") && error.contains("is 4, over the limit of 3"),
+        "{error}"
+    );
+    let all = get_json(&host, "/api/tasks?limit=100").await;
+    assert_eq!(all["tasks"].as_array().map(Vec::len), Some(4), "{all:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_task_enqueues_at_most_the_fan_out_limit() {
+    let (_d, host) =
+        start_with_plugins(&dist("dist"), &[("DWA_MAX_ENQUEUES_PER_TASK", "3".into())]);
+    let child = json!({"$event": "enqueue", "task": {"type": "builtin.echo"}});
+    let id = submit_ok(
+        &host,
+        &json!({"type": "builtin.echo", "onSuccess": vec![child; 5]}),
+    )
+    .await;
+    let evs = events_until(&host, &id, |e| {
+        data_of(e, "enqueued").len() + data_of(e, "effect:error").len() == 5
+    })
+    .await;
+    assert_eq!(data_of(&evs, "enqueued").len(), 3);
+    for e in data_of(&evs, "effect:error") {
+        let error = e["error"].to_string();
+        assert!(error.contains("DWA_MAX_ENQUEUES_PER_TASK"), "{error}");
+    }
+}

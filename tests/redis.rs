@@ -107,7 +107,13 @@ async fn two_hosts_share_pipelines_exactly_once_and_see_each_others_events() {
     let fake = Fake::start().await;
     let conc = [("WORKER_CONCURRENCY", "16".to_string())];
     let (_a_dir, a) = start_host(&redis.url(), &fake, "host-a", &conc);
-    let (_b_dir, b) = start_host(&redis.url(), &fake, "host-b", &conc);
+    // Only host B serves queue `only-b` (DWA_QUEUES is per host).
+    let (_b_dir, b) = start_host(
+        &redis.url(),
+        &fake,
+        "host-b",
+        &[conc[0].clone(), ("DWA_QUEUES", "only-b".to_string())],
+    );
 
     let n = 1000;
     let mut ids = Vec::with_capacity(n);

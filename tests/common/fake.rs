@@ -62,7 +62,7 @@ pub fn fake_catalog() -> Value {
         download, t("scenes.detect", None), t("audio.extract", None),
         t("florence.caption", Some("T4")), t("whisper.transcribe", Some("T4")),
         t("llm.summarize", None), t("tts.speak", None), t("flaky", None), t("reject", None),
-        t("hang", None), t("gated", None), t("poll.job", None), t("slow.ok", None),
+        t("hang", None), t("gated", None), t("poll.job", None), t("slow.ok", None), t("big.result", None),
         t("stream.words", None)
     ]})
 }
@@ -319,6 +319,10 @@ async fn run(
         "hang" => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        "big.result" => {
+            let n = input["bytes"].as_u64().unwrap_or(0) as usize;
+            ok(json!({"blob": "x".repeat(n)}))
         }
         "slow.ok" => {
             tokio::time::sleep(Duration::from_millis(input["ms"].as_u64().unwrap_or(300))).await;

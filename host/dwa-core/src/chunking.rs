@@ -509,7 +509,8 @@ mod tests {
                     {"id": "asr", "task": "asr.run", "dependsOn": ["dl"], "chunk": {},
                      "input": {"audio_path": "{{steps.dl.path}}"}}
                 ])),
-                &catalog()
+                &catalog(),
+                &crate::limits::Limits::default()
             )
             .is_ok()
         );

@@ -11,6 +11,8 @@
 //!   announces.
 //! - [`catalog`]: which tasks exist and which backend serves each.
 //! - [`chunking`]: expands a chunked step into split, parts and merge.
+//! - [`limits`]: the limits every request runs within, and iterative
+//!   checks of a value's depth and size.
 //! - [`plan`]: validation and planning of a task into a dependency graph.
 //! - [`visualize`]: mermaid diagrams of a plan.
 //! - [`retry`]: backoff arithmetic of a step's retry policy.
@@ -18,6 +20,7 @@
 
 pub mod catalog;
 pub mod chunking;
+pub mod limits;
 pub mod model;
 pub mod plan;
 pub mod retry;

@@ -73,7 +73,12 @@ mod tests {
                 {"id":"d","task":"builtin.echo","dependsOn":["b","c"]}]}"#,
         )
         .unwrap();
-        let p = plan(spec, &Catalog::with_builtins()).unwrap();
+        let p = plan(
+            spec,
+            &Catalog::with_builtins(),
+            &crate::limits::Limits::default(),
+        )
+        .unwrap();
         let m = mermaid(&p);
         assert!(m.starts_with("graph TD\n"));
         assert!(m.contains("s0[\"a<br/>builtin.echo\"]"));

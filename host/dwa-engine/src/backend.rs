@@ -28,6 +28,9 @@ pub struct HttpBackend {
     client: reqwest::Client,
     /// Sent as `X-DWA-Host`, so backends (and tests) can tell hosts apart.
     host_name: Option<String>,
+    /// The most bytes read from one answer (`DWA_MAX_RESULT_BYTES`): a
+    /// backend cannot make the host hold more than this for one step.
+    max_body: usize,
 }
 
 /// Why a backend's catalog could not be read.
@@ -80,7 +83,45 @@ impl HttpBackend {
             token,
             client,
             host_name: None,
+            max_body: dwa_core::limits::Limits::default().max_result_bytes,
         })
+    }
+
+    /// Reads at most `max` bytes of each answer (`DWA_MAX_RESULT_BYTES`).
+    pub fn with_max_body(mut self, max: usize) -> Self {
+        self.max_body = max;
+        self
+    }
+
+    /// The whole body of `resp`, refused as soon as it passes the cap.
+    async fn body(&self, url: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, StepError> {
+        let mut out = Vec::new();
+        while let Some(piece) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(url, e))?
+        {
+            self.within_cap(out.len() + piece.len())?;
+            out.extend_from_slice(&piece);
+        }
+        Ok(out)
+    }
+
+    /// Refuses an answer of `len` bytes past the cap, naming the limit.
+    fn within_cap(&self, len: usize) -> Result<(), StepError> {
+        if len <= self.max_body {
+            return Ok(());
+        }
+        Err(StepError::permanent(format!(
+            "backend {}: {}",
+            self.name,
+            dwa_core::limits::Exceeded {
+                what: "the answer's size in bytes",
+                value: None,
+                max: self.max_body,
+                var: "DWA_MAX_RESULT_BYTES",
+            }
+        )))
     }
 
     /// Names this host in the `X-DWA-Host` header of every request.
@@ -117,9 +158,8 @@ impl HttpBackend {
         if !resp.status().is_success() {
             return Err(fail(format!("answered {}", resp.status())));
         }
-        let body: CatalogBody = resp
-            .json()
-            .await
+        let bytes = self.body(&url, resp).await.map_err(|e| fail(e.message))?;
+        let body: CatalogBody = serde_json::from_slice(&bytes)
             .map_err(|e| fail(format!("not a catalog ({{\"tasks\": [...]}}): {e}")))?;
         Ok(body
             .tasks
@@ -144,10 +184,13 @@ impl HttpBackend {
             .await
             .map_err(|e| self.transport_error(&url, e))?;
         if resp.status() == StatusCode::ACCEPTED {
-            let body: Value = resp
-                .json()
-                .await
-                .map_err(|e| self.transport_error(&url, e))?;
+            let bytes = self.body(&url, resp).await?;
+            let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                StepError::permanent(format!(
+                    "backend {} answered 202 with a body that is not JSON: {e}",
+                    self.name
+                ))
+            })?;
             return self.poll(call, &body).await;
         }
         let content_type = resp
@@ -182,12 +225,18 @@ impl HttpBackend {
         };
         let mut buf: Vec<u8> = Vec::new();
         let mut data: Vec<String> = Vec::new();
+        // Every byte streamed counts: the chunks are kept as the result.
+        let mut streamed = 0usize;
         loop {
             let piece = resp
                 .chunk()
                 .await
                 .map_err(|e| self.transport_error(url, e))?;
             let done = piece.is_none();
+            if let Some(p) = &piece {
+                streamed += p.len();
+                self.within_cap(streamed)?;
+            }
             match piece {
                 Some(p) => buf.extend_from_slice(&p),
                 // The end of the body ends its last line and event.
@@ -290,7 +339,8 @@ impl HttpBackend {
                 .await
                 .map_err(|e| self.transport_error(&poll_url, e))?;
             if resp.status() == StatusCode::ACCEPTED {
-                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                let bytes = self.body(&poll_url, resp).await?;
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 wait = body
                     .get("retryAfterMs")
                     .and_then(Value::as_u64)
@@ -303,10 +353,7 @@ impl HttpBackend {
 
     async fn read_result(&self, url: &str, resp: reqwest::Response) -> Result<Value, StepError> {
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(url, e))?;
+        let bytes = self.body(url, resp).await?;
         if status.is_success() {
             let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 StepError::permanent(format!(

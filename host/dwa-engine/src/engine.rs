@@ -8,6 +8,7 @@
 
 pub mod effects;
 mod run;
+mod submit;
 #[cfg(test)]
 mod tests;
 
@@ -21,13 +22,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use dwa_core::catalog::Catalog;
-use dwa_core::model::{
-    CreatedTask, TaskList, TaskSpec, TaskStatus, TaskSummary, TaskView, rfc3339,
-};
+use dwa_core::limits::Limits;
+use dwa_core::model::{TaskList, TaskSpec, TaskStatus, TaskSummary, TaskView, rfc3339};
 use dwa_core::plan::{FieldError, Placement, Plan};
 use dwa_core::step::StepError;
 use dwa_plugins::Plugins;
-use dwa_store::{Feed, Job, ListFilter, NewStep, NewTask, Store, StoreError, Transition};
+use dwa_store::{Feed, Job, ListFilter, Store, StoreError, Transition};
 
 use crate::engine::effects::{Lifecycle, ProgressThrottle};
 use crate::executor::Executor;
@@ -52,6 +52,9 @@ pub enum EngineError {
     /// The store failed: 503.
     #[error(transparent)]
     Store(StoreError),
+    /// The host failed in a way that is not the request's fault: 500.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<StoreError> for EngineError {
@@ -67,10 +70,9 @@ impl From<StoreError> for EngineError {
 /// How the engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Workers per queue other than `gpu`.
-    pub worker_concurrency: usize,
-    /// Workers on the `gpu` queue.
-    pub gpu_worker_concurrency: usize,
+    /// The limits tasks run within, and the queues they may name with each
+    /// queue's workers on this host.
+    pub limits: Limits,
     /// Lease length (ms).
     pub lease_ms: i64,
     /// This host's name in leases.
@@ -82,8 +84,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            worker_concurrency: 5,
-            gpu_worker_concurrency: 2,
+            limits: Limits::default(),
             lease_ms: 30_000,
             owner: format!("dwa-{}", uuid::Uuid::now_v7()),
             progress_throttle: effects::PROGRESS_THROTTLE,
@@ -96,6 +97,9 @@ impl Default for EngineConfig {
 struct StoredSpec {
     spec: TaskSpec,
     placements: Vec<Placement>,
+    /// How many `enqueue` effects led to this task (0: submitted by a client).
+    #[serde(default)]
+    lineage: u32,
 }
 
 /// A task's plan plus the results this host has seen, so a step does not
@@ -105,6 +109,22 @@ pub(crate) struct TaskState {
     pub(crate) plan: Plan,
     results: Mutex<HashMap<usize, Arc<Value>>>,
     items: Mutex<HashMap<usize, Arc<Vec<Value>>>>,
+    /// Its place in a chain of tasks made by `enqueue` effects.
+    lineage: u32,
+    /// Tasks its effects enqueued on this host.
+    enqueued: std::sync::atomic::AtomicU32,
+}
+
+impl TaskState {
+    fn new(plan: Plan, lineage: u32) -> Self {
+        TaskState {
+            plan,
+            results: Mutex::new(HashMap::new()),
+            items: Mutex::new(HashMap::new()),
+            lineage,
+            enqueued: Default::default(),
+        }
+    }
 }
 
 struct Pool {
@@ -128,6 +148,8 @@ pub struct Engine {
     tracker: TaskTracker,
     plugins: Option<Arc<Plugins>>,
     throttle: ProgressThrottle,
+    /// Large submissions planned at once, off the async workers.
+    planners: Semaphore,
     progress_tasks: Mutex<std::collections::HashSet<String>>,
     /// Set while [`Engine::forget_ended`] runs: lags under load come in
     /// bursts, and one sweep at a time is enough.
@@ -158,6 +180,7 @@ impl Engine {
             throttle,
             progress_tasks: Mutex::new(std::collections::HashSet::new()),
             forgetting: std::sync::atomic::AtomicBool::new(false),
+            planners: Semaphore::new(submit::planner_threads()),
         })
     }
 
@@ -210,11 +233,13 @@ impl Engine {
         }
     }
 
-    /// Starts the pools for `default`, `gpu` and any queue holding jobs, the
-    /// lease renewer, the reaper and the cancellation listener.
+    /// Starts the pools for the configured queues and any queue holding
+    /// jobs, the lease renewer, the reaper and the cancellation listener.
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
-        self.pool("default");
-        self.pool("gpu");
+        let configured: Vec<String> = self.config.limits.queues.keys().cloned().collect();
+        for q in configured {
+            self.pool(&q);
+        }
         for q in self.store.queues().await? {
             self.pool(&q);
         }
@@ -236,11 +261,14 @@ impl Engine {
         if let Some(p) = pools.get(queue) {
             return p.clone();
         }
-        let concurrency = if queue == "gpu" {
-            self.config.gpu_worker_concurrency
-        } else {
-            self.config.worker_concurrency
-        };
+        // A queue no longer configured still holds jobs accepted under an
+        // earlier configuration: it gets the default queue's workers.
+        let queues = &self.config.limits.queues;
+        let concurrency = queues
+            .get(queue)
+            .or_else(|| queues.get("default"))
+            .copied()
+            .unwrap_or(1);
         let pool = Arc::new(Pool {
             queue: queue.to_owned(),
             notify: Notify::new(),
@@ -336,82 +364,6 @@ impl Engine {
                 }
             }
         }
-    }
-
-    /// Validates, plans and queues a task given as a request body.
-    pub async fn submit_json(self: &Arc<Self>, body: &[u8]) -> Result<CreatedTask, EngineError> {
-        let spec = dwa_core::plan::parse_spec(body).map_err(EngineError::Malformed)?;
-        self.submit(spec).await
-    }
-
-    /// Validates, plans and queues a task.
-    pub async fn submit(self: &Arc<Self>, spec: TaskSpec) -> Result<CreatedTask, EngineError> {
-        let plan = dwa_core::plan::plan(spec, &self.catalog()).map_err(EngineError::Invalid)?;
-        let id = uuid::Uuid::now_v7().to_string();
-        let stored = StoredSpec {
-            spec: plan.spec.clone(),
-            placements: plan.placements(),
-        };
-        let spec_json = serde_json::to_string(&stored)
-            .map_err(|e| EngineError::Store(StoreError::Backend(e.to_string())))?;
-        let queue = plan
-            .spec
-            .queue
-            .clone()
-            .or_else(|| plan.steps.first().map(|s| s.placement.queue.clone()))
-            .unwrap_or_else(|| "default".into());
-        let steps = plan
-            .steps
-            .iter()
-            .map(|s| NewStep {
-                key: s.key.clone(),
-                task: s.task.clone(),
-                queue: s.placement.queue.clone(),
-                waiting_for: s.deps.len() as u32,
-                dependants: s.dependants.iter().map(|d| *d as u32).collect(),
-            })
-            .collect();
-        let new = NewTask {
-            id: id.clone(),
-            task_type: plan.spec.task_type.clone(),
-            queue: queue.clone(),
-            spec: spec_json,
-            is_pipeline: plan.is_pipeline,
-            steps,
-            created_at: self.store.now_ms(),
-        };
-        if !plan.effects.on_progress.is_empty() {
-            Self::lock(&self.progress_tasks).insert(id.clone());
-        }
-        Self::lock(&self.states).insert(
-            id.clone(),
-            Arc::new(TaskState {
-                plan,
-                results: Mutex::new(HashMap::new()),
-                items: Mutex::new(HashMap::new()),
-            }),
-        );
-        match self.store.create_task(new).await {
-            Ok(t) => {
-                self.wake(&t);
-                let has_pending_effects = Self::lock(&self.states)
-                    .get(&id)
-                    .is_some_and(|s| !s.plan.effects.on_pending.is_empty());
-                if has_pending_effects {
-                    self.spawn_effects(id.clone(), Lifecycle::Pending, None);
-                }
-            }
-            Err(e) => {
-                Self::lock(&self.states).remove(&id);
-                Self::lock(&self.progress_tasks).remove(&id);
-                return Err(e.into());
-            }
-        }
-        Ok(CreatedTask {
-            id,
-            status: TaskStatus::Pending,
-            queue,
-        })
     }
 
     /// Cancels a task: pending steps never start, running ones are aborted.
@@ -699,11 +651,7 @@ impl Engine {
         if !plan.effects.on_progress.is_empty() {
             Self::lock(&self.progress_tasks).insert(task_id.to_owned());
         }
-        let state = Arc::new(TaskState {
-            plan,
-            results: Mutex::new(HashMap::new()),
-            items: Mutex::new(HashMap::new()),
-        });
+        let state = Arc::new(TaskState::new(plan, stored.lineage));
         Self::lock(&self.states).insert(task_id.to_owned(), state.clone());
         Ok(state)
     }

@@ -616,7 +616,7 @@ impl PluginHost for NoServices {
     async fn emit(&self, _: &str, _: &str, _: serde_json::Value) -> Result<(), ServiceError> {
         Err(ServiceError::NotAvailable)
     }
-    async fn enqueue(&self, _: serde_json::Value) -> Result<String, ServiceError> {
+    async fn enqueue(&self, _: &str, _: serde_json::Value) -> Result<String, ServiceError> {
         Err(ServiceError::NotAvailable)
     }
 }

@@ -135,8 +135,8 @@ pub const MAX_INSTANCES: u32 = 256;
 pub trait PluginHost: Send + Sync {
     /// Records an event on a task's stream.
     async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), ServiceError>;
-    /// Submits a task; answers its id.
-    async fn enqueue(&self, task: Value) -> Result<String, ServiceError>;
+    /// Submits a task on behalf of task `parent` (whose effect asks); answers its id.
+    async fn enqueue(&self, parent: &str, task: Value) -> Result<String, ServiceError>;
 }
 
 /// Why the engine did not do a plugin's `emit` or `enqueue`; the guest
@@ -350,7 +350,10 @@ impl dwa::plugin::host::Host for CallState {
     async fn enqueue(&mut self, task: String) -> Result<String, String> {
         let task: Value =
             serde_json::from_str(&task).map_err(|e| format!("task is not JSON: {e}"))?;
-        self.host.enqueue(task).await.map_err(|e| e.to_string())
+        self.host
+            .enqueue(&self.task_id, task)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -125,6 +125,10 @@ impl IntoResponse for ApiError {
                     vec![],
                 )
             }
+            ApiError::Engine(EngineError::Internal(m)) => {
+                tracing::error!(error = %m, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", m, vec![])
+            }
             ApiError::Body(status, m) => (status, "invalid_body", m, vec![]),
             ApiError::Query(m) => (StatusCode::BAD_REQUEST, "invalid_query", m, vec![]),
             ApiError::Unauthorized => (
@@ -408,8 +412,7 @@ async fn visualize(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Visualization>, ApiError> {
     let body = body_bytes(body)?;
-    let spec = dwa_core::plan::parse_spec(&body).map_err(EngineError::Malformed)?;
-    let plan = dwa_core::plan::plan(spec, &st.engine.catalog()).map_err(EngineError::Invalid)?;
+    let plan = st.engine.plan_json(&body).await?;
     let mermaid = dwa_core::visualize::mermaid(&plan);
     let url = dwa_core::visualize::live_url(&mermaid);
     Ok(Json(Visualization { mermaid, url }))

@@ -98,8 +98,7 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
         catalog,
         Executor::new(backends).with_plugins(plugins.clone()),
         EngineConfig {
-            worker_concurrency: config.worker_concurrency,
-            gpu_worker_concurrency: config.gpu_worker_concurrency,
+            limits: config.limits.clone(),
             lease_ms: config.lease_ms,
             owner,
             progress_throttle: Duration::from_millis(config.progress_throttle_ms),
@@ -192,7 +191,8 @@ fn backends(config: &Config, owner: &str) -> Result<Vec<Arc<HttpBackend>>, Start
                     name: name.into(),
                     message: e.to_string(),
                 })?
-                .with_host_name(owner);
+                .with_host_name(owner)
+                .with_max_body(config.limits.max_result_bytes);
             backends.push(Arc::new(b));
         }
     }

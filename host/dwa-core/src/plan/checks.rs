@@ -2,6 +2,7 @@
 //! the [`Checker`] that gathers every problem of a submission.
 
 use crate::catalog::Catalog;
+use crate::limits::Limits;
 use crate::model::{RetryConfig, TaskSpec};
 
 use super::{FieldError, MAX_ATTEMPTS};
@@ -10,13 +11,22 @@ use super::{FieldError, MAX_ATTEMPTS};
 pub(super) struct Checker<'a> {
     pub(super) errors: Vec<FieldError>,
     pub(super) catalog: &'a Catalog,
+    pub(super) limits: &'a Limits,
+    /// Problems past [`MAX_LISTED_ERRORS`], counted, not listed.
+    dropped: usize,
 }
 
+/// Problems listed in one refusal: a request with a million bad references
+/// gets a bounded answer.
+pub(super) const MAX_LISTED_ERRORS: usize = 100;
+
 impl<'a> Checker<'a> {
-    pub(super) fn new(catalog: &'a Catalog) -> Self {
+    pub(super) fn new(catalog: &'a Catalog, limits: &'a Limits) -> Self {
         Checker {
             errors: Vec::new(),
             catalog,
+            limits,
+            dropped: 0,
         }
     }
 
@@ -26,11 +36,29 @@ impl<'a> Checker<'a> {
         field: impl Into<String>,
         message: impl Into<String>,
     ) {
+        if self.errors.len() >= MAX_LISTED_ERRORS {
+            self.dropped += 1;
+            return;
+        }
         self.errors.push(FieldError {
             step: step.map(str::to_owned),
             field: field.into(),
             message: message.into(),
         });
+    }
+}
+
+impl Checker<'_> {
+    /// The problems found, with a last line counting those not listed.
+    pub(super) fn into_errors(mut self) -> Vec<FieldError> {
+        if self.dropped > 0 {
+            self.errors.push(FieldError {
+                step: None,
+                field: "(task)".into(),
+                message: format!("{} more problems, not listed", self.dropped),
+            });
+        }
+        self.errors
     }
 }
 
@@ -62,16 +90,29 @@ pub(super) fn is_valid_id(id: &str) -> bool {
         && !id.bytes().all(|b| b.is_ascii_digit())
 }
 
-pub(super) fn check_queue(c: &mut Checker<'_>, step: Option<&str>, field: &str, q: &str) {
-    let valid = !q.is_empty()
+/// Whether `q` can name a queue: 1-64 letters, digits, '-', '_' or '.'.
+pub fn is_valid_queue(q: &str) -> bool {
+    !q.is_empty()
         && q.len() <= 64
         && q.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if !valid {
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+pub(super) fn check_queue(c: &mut Checker<'_>, step: Option<&str>, field: &str, q: &str) {
+    if !is_valid_queue(q) {
         c.err(
             step,
             field.to_owned(),
             "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+        );
+    } else if !c.limits.allows_queue(q) {
+        // Each queue has a worker pool on every host: clients must not be
+        // able to make new ones (docs/configuration.md, DWA_QUEUES).
+        let known = c.limits.queue_names();
+        c.err(
+            step,
+            field.to_owned(),
+            format!("queue {q:?} is not configured on this host (DWA_QUEUES); configured queues: {known}"),
         );
     }
 }

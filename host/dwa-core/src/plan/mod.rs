@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::catalog::Catalog;
+use crate::limits::{self, Limits};
 use crate::model::{RetryConfig, StepSpec, TaskSpec};
 use crate::template::Template;
 
@@ -25,6 +26,7 @@ mod step;
 mod tests;
 
 use checks::Checker;
+pub use checks::is_valid_queue;
 use graph::{DepGraph, StepIds};
 
 /// Default per-try timeout when neither the task nor the catalog sets one.
@@ -147,19 +149,24 @@ fn step_of_path(path: &str) -> Option<String> {
     Some(rest[..end].to_owned())
 }
 
-/// Validates `spec` against `catalog` and plans it; every problem is reported.
-/// Chunked steps are first expanded into split, parts and merge steps.
-pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> {
+/// Validates `spec` against `catalog` and plans it within `limits`; every
+/// problem is reported. Chunked steps are first expanded into split, parts
+/// and merge steps. The work is linear in the steps, their dependencies and
+/// their template references (docs/configuration.md, "Limits").
+pub fn plan(spec: TaskSpec, catalog: &Catalog, limits: &Limits) -> Result<Plan, Vec<FieldError>> {
+    // Refused before anything is copied or expanded.
+    check_size_limits(&spec, limits)?;
     let spec = crate::chunking::expand(spec, catalog)?;
-    let mut c = Checker::new(catalog);
+    check_size_limits(&spec, limits)?;
+    let mut c = Checker::new(catalog, limits);
     checks::check_task(&mut c, &spec);
     let steps = steps_of(&mut c, &spec);
     let ids = StepIds::new(&mut c, &steps, &spec);
-    let mut graph = DepGraph::build(&mut c, &steps, &ids);
+    let graph = DepGraph::build(&mut c, &steps, &ids);
     let mut planned: Vec<PlannedStep> = steps
         .iter()
         .enumerate()
-        .map(|(i, s)| step::plan_step(&mut c, &spec, &ids, &mut graph, i, s))
+        .map(|(i, s)| step::plan_step(&mut c, &spec, &ids, &graph, i, s))
         .collect();
     for i in 0..planned.len() {
         for d in planned[i].deps.clone() {
@@ -168,7 +175,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
     }
     let effects = effects::plan_effects(&mut c, &spec, &ids);
     if !c.errors.is_empty() {
-        return Err(c.errors);
+        return Err(c.into_errors());
     }
     Ok(Plan {
         is_pipeline: spec.steps.is_some(),
@@ -177,6 +184,38 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog) -> Result<Plan, Vec<FieldError>> 
         keys: ids.by_key,
         effects,
     })
+}
+
+/// The limits that make the rest of planning cheap: the number of steps
+/// and the payload's nesting.
+fn check_size_limits(spec: &TaskSpec, limits: &Limits) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let steps = spec.steps.as_ref().map_or(1, Vec::len);
+    if steps > limits.max_steps {
+        errors.push(FieldError {
+            step: None,
+            field: "steps".into(),
+            message: limits::Exceeded {
+                what: "the number of steps (chunked steps count three)",
+                value: Some(steps),
+                max: limits.max_steps,
+                var: "DWA_MAX_STEPS",
+            }
+            .to_string(),
+        });
+    }
+    if let Err(e) = limits::check_depth(&spec.payload, limits.max_json_depth) {
+        errors.push(FieldError {
+            step: None,
+            field: "payload".into(),
+            message: e.to_string(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// The steps to plan: a pipeline's, or the single task as one step.
@@ -234,7 +273,7 @@ impl Plan {
             .flatten()
             .map(|e| e.event.clone()),
         );
-        let mut plan = plan(spec, &catalog)?;
+        let mut plan = plan(spec, &catalog, &Limits::unbounded())?;
         for (s, p) in plan.steps.iter_mut().zip(placements) {
             s.placement = p.clone();
         }

@@ -2,9 +2,12 @@
 //! input known at submission against the task's schema, parse its input and
 //! `forEach` templates and bind every `{{steps.X}}` to a step it depends on.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use crate::catalog::TaskInfo;
+use crate::limits;
 use crate::model::{StepSpec, TaskSpec};
 use crate::template::{Root, Template};
 
@@ -39,7 +42,7 @@ pub(super) fn plan_step(
     c: &mut Checker<'_>,
     spec: &TaskSpec,
     ids: &StepIds,
-    graph: &mut DepGraph,
+    graph: &DepGraph,
     i: usize,
     s: &StepSpec,
 ) -> PlannedStep {
@@ -52,7 +55,7 @@ pub(super) fn plan_step(
     if let Some(schema) = info.as_ref().and_then(|i| i.input_schema.as_ref()) {
         check_known_input(c, spec, s, &at, graph, schema);
     }
-    let mut needs: Vec<usize> = Vec::new();
+    let mut needs = BTreeSet::new();
     let input = s
         .input
         .as_ref()
@@ -61,6 +64,17 @@ pub(super) fn plan_step(
         .for_each
         .as_ref()
         .and_then(|v| parse_bound(c, v, "forEach", &at, s, ids, graph, &mut needs, true));
+    if let Some(Template::Literal(Value::Array(items))) = &for_each
+        && items.len() > c.limits.max_items_per_step
+    {
+        let e = limits::Exceeded {
+            what: "the number of forEach items",
+            value: Some(items.len()),
+            max: c.limits.max_items_per_step,
+            var: "DWA_MAX_FOREACH_ITEMS",
+        };
+        c.err(at.step(), at.field("forEach"), e.to_string());
+    }
     if let Some(n) = s.for_each_concurrency {
         if s.for_each.is_none() {
             c.err(
@@ -78,11 +92,7 @@ pub(super) fn plan_step(
     }
     // The default input is the dependencies' results.
     if s.input.is_none() {
-        for &d in &graph.deps[i] {
-            if !needs.contains(&d) {
-                needs.push(d);
-            }
-        }
+        needs.extend(graph.deps[i].iter().copied());
     }
     PlannedStep {
         idx: i,
@@ -99,7 +109,7 @@ pub(super) fn plan_step(
             .clone()
             .or_else(|| spec.retry.clone())
             .unwrap_or_default(),
-        needs,
+        needs: needs.into_iter().collect(),
     }
 }
 
@@ -203,8 +213,8 @@ fn parse_bound(
     at: &At<'_>,
     s: &StepSpec,
     ids: &StepIds,
-    graph: &mut DepGraph,
-    needs: &mut Vec<usize>,
+    graph: &DepGraph,
+    needs: &mut BTreeSet<usize>,
     in_for_each: bool,
 ) -> Option<Template> {
     let field = at.field(name);
@@ -240,8 +250,8 @@ fn parse_bound(
                             e.source, at.key
                         ),
                     );
-                } else if !needs.contains(&target) {
-                    needs.push(target);
+                } else {
+                    needs.insert(target);
                 }
             }
             None => c.err(

@@ -3,6 +3,7 @@
 use super::*;
 use crate::catalog::TaskInfo;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 fn catalog() -> Catalog {
     let mut c = Catalog::with_builtins();
@@ -22,9 +23,26 @@ fn catalog() -> Catalog {
     c
 }
 
+/// The default limits, with two queues configured beyond default and gpu.
+fn limits() -> Limits {
+    let mut l = Limits::default();
+    l.queues
+        .extend([("video".to_owned(), 2), ("fast".to_owned(), 8)]);
+    l
+}
+
 fn check(v: Value) -> Result<Plan, Vec<FieldError>> {
+    check_within(v, &limits())
+}
+
+fn check_within(v: Value, limits: &Limits) -> Result<Plan, Vec<FieldError>> {
     let spec = parse_spec(v.to_string().as_bytes()).map_err(|e| vec![e])?;
-    plan(spec, &catalog())
+    plan(spec, &catalog(), limits)
+}
+
+fn echo_chain(n: usize) -> Value {
+    let steps: Vec<Value> = (0..n).map(|_| json!({"task": "builtin.echo"})).collect();
+    json!({"type": "chain", "steps": steps})
 }
 
 fn one_error(v: Value) -> FieldError {
@@ -260,4 +278,157 @@ fn restore_keeps_placements() {
     let placements = p.placements();
     let restored = Plan::restore(p.spec.clone(), &placements).unwrap();
     assert_eq!(restored.placements(), placements);
+}
+
+#[test]
+fn a_task_at_the_step_limit_plans_and_one_step_more_is_refused_naming_the_limit() {
+    let l = Limits {
+        max_steps: 50,
+        ..limits()
+    };
+    assert!(check_within(echo_chain(50), &l).is_ok());
+    let errs = check_within(echo_chain(51), &l).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].field, "steps");
+    assert!(
+        errs[0].message.contains("51") && errs[0].message.contains("DWA_MAX_STEPS"),
+        "{}",
+        errs[0].message
+    );
+}
+
+#[test]
+fn chunked_steps_count_three_against_the_step_limit() {
+    let mut c = catalog();
+    c.insert(TaskInfo {
+        chunk: Some(crate::catalog::ChunkSpec {
+            input: "text".into(),
+            kind: "text".into(),
+            default_size: 2000.0,
+            overlap: 0.0,
+            merge: "concat_text".into(),
+        }),
+        ..TaskInfo::bare("t.run", "local")
+    });
+    let task = json!({"type": "p", "steps": [{"id": "a", "task": "t.run", "chunk": {}, "input": {"text": "hi"}}]});
+    let spec = parse_spec(task.to_string().as_bytes()).unwrap();
+    let l = Limits {
+        max_steps: 2,
+        ..limits()
+    };
+    let errs = plan(spec, &c, &l).unwrap_err();
+    assert!(
+        errs[0].message.contains("is 3, over the limit of 2"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn a_payload_past_the_depth_limit_is_refused_naming_the_limit() {
+    let mut deep = json!(1);
+    for _ in 0..10 {
+        deep = json!({"a": deep});
+    }
+    let l = Limits {
+        max_json_depth: 10,
+        ..limits()
+    };
+    assert!(check_within(json!({"type": "builtin.echo", "payload": deep.clone()}), &l).is_ok());
+    let errs =
+        check_within(json!({"type": "builtin.echo", "payload": {"b": deep}}), &l).unwrap_err();
+    assert_eq!(errs[0].field, "payload");
+    assert!(
+        errs[0].message.contains("DWA_MAX_JSON_DEPTH"),
+        "{}",
+        errs[0].message
+    );
+}
+
+#[test]
+fn a_literal_for_each_past_the_item_limit_is_refused_naming_the_limit() {
+    let l = Limits {
+        max_items_per_step: 3,
+        ..limits()
+    };
+    let task =
+        |n: usize| json!({"type": "p", "steps": [{"task": "builtin.echo", "forEach": vec![1; n]}]});
+    assert!(check_within(task(3), &l).is_ok());
+    let e = one_error_within(task(4), &l);
+    assert_eq!(e.field, "steps[0].forEach");
+    assert!(e.message.contains("DWA_MAX_FOREACH_ITEMS"), "{}", e.message);
+}
+
+fn one_error_within(v: Value, l: &Limits) -> FieldError {
+    let errs = check_within(v, l).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    errs.into_iter().next().unwrap()
+}
+
+#[test]
+fn an_unconfigured_queue_is_refused_with_the_configured_ones_listed() {
+    let e = one_error_within(
+        json!({"type": "builtin.echo", "queue": "mine"}),
+        &Limits::default(),
+    );
+    assert_eq!(e.field, "queue");
+    assert!(
+        e.message.contains("\"mine\" is not configured") && e.message.contains("default, gpu"),
+        "{}",
+        e.message
+    );
+    let e = one_error_within(
+        json!({"type": "p", "steps": [{"task": "builtin.echo", "queue": "video"}]}),
+        &Limits::default(),
+    );
+    assert_eq!(e.field, "steps[0].queue");
+}
+
+#[test]
+fn a_refusal_lists_at_most_a_hundred_problems_and_counts_the_rest() {
+    let steps: Vec<Value> = (0..300)
+        .map(|_| json!({"task": "builtin.echo", "retry": {"attempts": 0}}))
+        .collect();
+    let errs = check(json!({"type": "p", "steps": steps})).unwrap_err();
+    assert_eq!(errs.len(), 101);
+    assert_eq!(errs[100].message, "200 more problems, not listed");
+}
+
+#[test]
+fn planning_a_long_pipeline_neither_recurses_nor_grows_quadratically() {
+    // 20,000 chained steps, each reading the first one's result: a recursive
+    // cycle search would overflow the test thread's stack, and a graph search
+    // per reference would take minutes.
+    let n = 20_000;
+    let mut steps: Vec<Value> = vec![json!({"id": "s0", "task": "builtin.echo"})];
+    for i in 1..n {
+        steps.push(json!({"id": format!("s{i}"), "task": "builtin.echo",
+            "dependsOn": [format!("s{}", i - 1)], "input": {"first": "{{steps.s0}}"}}));
+    }
+    let l = Limits {
+        max_steps: n,
+        ..limits()
+    };
+    let started = Instant::now();
+    let p = check_within(json!({"type": "long", "steps": steps}), &l).unwrap();
+    assert_eq!(p.steps[n - 1].needs, vec![0]);
+    // Generous for a debug build on a shared machine; quadratic work is minutes.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_long_cycle_is_reported_without_recursion() {
+    let n = 20_000;
+    let steps: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("s{i}"), "task": "builtin.echo", "dependsOn": [format!("s{}", (i + 1) % n)]}))
+        .collect();
+    let l = Limits {
+        max_steps: n,
+        ..limits()
+    };
+    let e = one_error_within(json!({"type": "ring", "steps": steps}), &l);
+    assert!(e.message.starts_with("dependency cycle: "), "{}", e.message);
 }

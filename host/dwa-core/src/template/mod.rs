@@ -192,6 +192,11 @@ pub struct Scope<'a> {
     pub error: Option<&'a str>,
     /// The task's result.
     pub result: Option<&'a Value>,
+    /// The most bytes the resolved value may hold (`DWA_MAX_INPUT_BYTES`);
+    /// `None`: no limit. Counted while the value is built, so that a
+    /// template repeating a large result thousands of times is refused
+    /// before it takes the memory.
+    pub max_bytes: Option<usize>,
 }
 
 impl Template {
@@ -292,7 +297,7 @@ impl Template {
     /// Produces the JSON value for `scope` (builtin filters only: a plugin
     /// filter is an error here; use [`Template::resolve_with`]).
     pub fn resolve(&self, scope: &Scope<'_>) -> Result<Value, ResolveError> {
-        self.assemble(&mut |e| e.resolve(scope))
+        self.assemble(scope.max_bytes, &mut |e| e.resolve(scope))
     }
 
     /// Produces the JSON value for `scope`, calling plugin filters through `functions`.
@@ -313,7 +318,7 @@ impl Template {
             values.push(e.resolve_with(scope, Some(functions)).await?);
         }
         let mut values = values.into_iter();
-        self.assemble(&mut |e| {
+        self.assemble(scope.max_bytes, &mut |e| {
             values.next().ok_or_else(|| ResolveError {
                 expr: e.source.clone(),
                 reason: "internal: expression count changed".into(),
@@ -321,19 +326,45 @@ impl Template {
         })
     }
 
+    /// Builds the value, expressions in a fixed order, counting its size
+    /// against `max_bytes` as it grows (iteratively: [`Budget`]).
     fn assemble(
         &self,
+        max_bytes: Option<usize>,
         value_of: &mut dyn FnMut(&Expr) -> Result<Value, ResolveError>,
     ) -> Result<Value, ResolveError> {
+        let mut budget = Budget {
+            left: max_bytes.unwrap_or(usize::MAX),
+            max: max_bytes,
+        };
+        self.assemble_within(&mut budget, value_of)
+    }
+
+    fn assemble_within(
+        &self,
+        budget: &mut Budget,
+        value_of: &mut dyn FnMut(&Expr) -> Result<Value, ResolveError>,
+    ) -> Result<Value, ResolveError> {
+        // Recursion over the template itself is bounded by the nesting of the
+        // request's JSON (serde_json refuses past 128 levels); the values it
+        // pulls in are measured iteratively.
         Ok(match self {
-            Template::Literal(v) => v.clone(),
-            Template::Whole(e) => value_of(e)?,
+            Template::Literal(v) => budget.take(v, "(literal)")?.clone(),
+            Template::Whole(e) => {
+                let v = value_of(e)?;
+                budget.take(&v, &e.source)?;
+                v
+            }
             Template::Interp(parts) => {
                 let mut out = String::new();
                 for p in parts {
                     match p {
                         Part::Lit(s) => out.push_str(s),
-                        Part::Expr(e) => stringify_into(&mut out, &value_of(e)?),
+                        Part::Expr(e) => {
+                            let v = value_of(e)?;
+                            budget.take(&v, &e.source)?;
+                            stringify_into(&mut out, &v)
+                        }
                     }
                 }
                 Value::String(out)
@@ -341,17 +372,48 @@ impl Template {
             Template::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|t| t.assemble(value_of))
+                    .map(|t| t.assemble_within(budget, value_of))
                     .collect::<Result<_, _>>()?,
             ),
             Template::Object(fields) => {
                 let mut map = Map::with_capacity(fields.len());
                 for (k, t) in fields {
-                    map.insert(k.clone(), t.assemble(value_of)?);
+                    map.insert(k.clone(), t.assemble_within(budget, value_of)?);
                 }
                 Value::Object(map)
             }
         })
+    }
+}
+
+/// The bytes a value being assembled may still take.
+struct Budget {
+    left: usize,
+    max: Option<usize>,
+}
+
+impl Budget {
+    /// Counts `v` against what is left, or refuses naming the limit.
+    fn take<'v>(&mut self, v: &'v Value, source: &str) -> Result<&'v Value, ResolveError> {
+        let Some(max) = self.max else {
+            return Ok(v);
+        };
+        match crate::limits::size_within(v, self.left) {
+            Some(n) => {
+                self.left -= n;
+                Ok(v)
+            }
+            None => Err(ResolveError {
+                expr: source.to_owned(),
+                reason: crate::limits::Exceeded {
+                    what: "the resolved size in bytes",
+                    value: None,
+                    max,
+                    var: "DWA_MAX_INPUT_BYTES",
+                }
+                .to_string(),
+            }),
+        }
     }
 }
 
@@ -371,7 +433,7 @@ impl Expr {
         }
         let mut v = self.start_filters(found)?;
         for f in &self.filters {
-            v = apply_filter(f, v).map_err(|reason| ResolveError {
+            v = apply_filter(f, v, scope.max_bytes).map_err(|reason| ResolveError {
                 expr: self.source.clone(),
                 reason,
             })?;
@@ -396,7 +458,7 @@ impl Expr {
                     .call(&f.name, &v, &f.args)
                     .await
                     .map_err(|e| format!("filter {}: {e}", f.name)),
-                _ => apply_filter(f, v),
+                _ => apply_filter(f, v, scope.max_bytes),
             };
             v = out.map_err(|reason| ResolveError {
                 expr: self.source.clone(),
@@ -482,7 +544,9 @@ impl Expr {
     }
 }
 
-fn apply_filter(f: &Filter, v: Value) -> Result<Value, String> {
+/// Applies a builtin filter; `join`, the one that can make a value larger
+/// than its input, stops at `max_bytes`.
+fn apply_filter(f: &Filter, v: Value, max_bytes: Option<usize>) -> Result<Value, String> {
     let wrong =
         |want: &str, v: &Value| format!("filter {}: expected {want}, got {}", f.name, type_name(v));
     Ok(match f.name.as_str() {
@@ -507,6 +571,19 @@ fn apply_filter(f: &Filter, v: Value) -> Result<Value, String> {
                             out.push_str(sep);
                         }
                         stringify_into(&mut out, x);
+                        if let Some(max) = max_bytes
+                            && out.len() > max
+                        {
+                            return Err(format!(
+                                "filter join: {}",
+                                crate::limits::Exceeded {
+                                    what: "the joined string's size in bytes",
+                                    value: None,
+                                    max,
+                                    var: "DWA_MAX_INPUT_BYTES",
+                                }
+                            ));
+                        }
                     }
                     Value::String(out)
                 }

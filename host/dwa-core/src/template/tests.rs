@@ -306,3 +306,46 @@ async fn plugin_filters_resolve_in_order_and_keep_types() {
     let e = bad.resolve(&scope).unwrap_err();
     assert!(e.reason.contains("not loaded"), "{}", e.reason);
 }
+
+#[test]
+fn a_template_repeating_a_large_value_is_refused_at_the_byte_limit() {
+    // 1,000 copies of a 10 KB string: 10 MB if built, refused at 100 KB.
+    let refs: Vec<Value> = (0..1000).map(|_| json!("{{payload.big}}")).collect();
+    let t = parse(json!({"copies": refs}));
+    let payload = json!({"big": "x".repeat(10_000)});
+    let within = |max| Scope {
+        payload: Some(&payload),
+        max_bytes: Some(max),
+        ..Default::default()
+    };
+    let e = t.resolve(&within(100_000)).unwrap_err();
+    assert!(
+        e.reason
+            .contains("over the limit of 100000 (DWA_MAX_INPUT_BYTES)"),
+        "{}",
+        e.reason
+    );
+    let fits = t.resolve(&within(20_000_000)).unwrap();
+    assert_eq!(fits["copies"].as_array().map(Vec::len), Some(1000));
+}
+
+#[test]
+fn interpolation_and_join_count_against_the_byte_limit() {
+    let payload = json!({"big": "y".repeat(1000), "list": vec![1; 100]});
+    let scope = Scope {
+        payload: Some(&payload),
+        max_bytes: Some(5_000),
+        ..Default::default()
+    };
+    let t = parse(json!(
+        "{{payload.big}}{{payload.big}}{{payload.big}}{{payload.big}}{{payload.big}}{{payload.big}}"
+    ));
+    assert!(t.resolve(&scope).is_err());
+    // A long separator turns a short list into a long string.
+    let sep = "z".repeat(100);
+    let t = parse(json!(format!("{{{{payload.list | join(\"{sep}\")}}}}")));
+    let e = t.resolve(&scope).unwrap_err();
+    assert!(e.reason.starts_with("filter join: "), "{}", e.reason);
+    let t = parse(json!("{{payload.list | join(\",\")}}"));
+    assert_eq!(t.resolve(&scope).unwrap().as_str().map(str::len), Some(199));
+}

@@ -100,10 +100,10 @@ impl PluginHost for EngineServices {
             })
     }
 
-    async fn enqueue(&self, task: Value) -> Result<String, ServiceError> {
+    async fn enqueue(&self, parent: &str, task: Value) -> Result<String, ServiceError> {
         let spec = serde_json::from_value(task)
             .map_err(|e| ServiceError::Refused(format!("not a task: {e}")))?;
-        match self.0.submit(spec).await {
+        match self.0.submit_child(parent, spec).await {
             Ok(created) => Ok(created.id),
             Err(crate::engine::EngineError::Invalid(errs)) => Err(ServiceError::Refused(format!(
                 "invalid task: {}",
@@ -241,6 +241,7 @@ pub async fn fire(
         progress: Some(progress),
         error: view.error.as_deref(),
         result: view.result.as_ref(),
+        max_bytes: Some(engine.config.limits.max_input_bytes),
         ..Default::default()
     };
     let host: Arc<dyn PluginHost> = Arc::new(EngineServices(engine.clone()));

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use dwa_core::limits::{self, Exceeded};
 use dwa_core::plan::PlannedStep;
 use dwa_core::retry;
 use dwa_core::step::{StepCall, StepError};
@@ -74,6 +75,10 @@ impl Engine {
         token: &CancellationToken,
     ) -> Option<Job> {
         let outcome = match self.clone().prepare_and_run(job, token).await {
+            Ok(Some(Outcome::Done(v))) => match self.check_result(&v) {
+                Ok(()) => Outcome::Done(v),
+                Err(e) => Outcome::Failed(e),
+            },
             Ok(Some(o)) => o,
             Ok(None) => return None,
             Err(PrepError::Step(e)) => Outcome::Failed(e),
@@ -228,6 +233,8 @@ impl Engine {
         let input = self
             .resolve_input(job, &state, step, &results, item)
             .await?;
+        limits::check_depth(&input, self.config.limits.max_json_depth)
+            .map_err(|e| StepError::permanent(format!("input: {e}")))?;
         self.check_input(step, &input)?;
         Ok(Some(self.call(job, step, input, token).await))
     }
@@ -249,6 +256,7 @@ impl Engine {
         let scope = Scope {
             payload: Some(&state.plan.spec.payload),
             steps: Some(results),
+            max_bytes: Some(self.config.limits.max_input_bytes),
             ..Default::default()
         };
         let v = t
@@ -261,8 +269,38 @@ impl Engine {
                 short(&v)
             )));
         };
+        let limits = &self.config.limits;
+        let over = |what, value, max, var| {
+            StepError::permanent(format!(
+                "forEach: {}",
+                Exceeded {
+                    what,
+                    value: Some(value),
+                    max,
+                    var
+                }
+            ))
+        };
+        if list.len() > limits.max_items_per_step {
+            return Err(over(
+                "the number of items",
+                list.len(),
+                limits.max_items_per_step,
+                "DWA_MAX_FOREACH_ITEMS",
+            ));
+        }
         let list = Arc::new(list);
-        Self::lock(&state.items).insert(step.idx, list.clone());
+        let mut items = Self::lock(&state.items);
+        let task_items = list.len() + items.values().map(|l| l.len()).sum::<usize>();
+        if task_items > limits.max_items_per_task {
+            return Err(over(
+                "the number of items over the task's steps",
+                task_items,
+                limits.max_items_per_task,
+                "DWA_MAX_TASK_ITEMS",
+            ));
+        }
+        items.insert(step.idx, list.clone());
         Ok(Some(list))
     }
 
@@ -303,6 +341,7 @@ impl Engine {
                 steps: Some(results),
                 item,
                 index: job.item.map(|i| i as usize),
+                max_bytes: Some(self.config.limits.max_input_bytes),
                 ..Default::default()
             };
             return t
@@ -315,12 +354,50 @@ impl Engine {
             (Some(item), _) => item.clone(),
             (None, []) => payload.clone(),
             (None, [one]) => result_of(one),
-            (None, many) => Value::Object(
-                many.iter()
-                    .map(|d| (state.plan.steps[*d].key.clone(), result_of(d)))
-                    .collect::<Map<_, _>>(),
-            ),
+            (None, many) => {
+                // Each result is within the result limit; together they
+                // may not be: counted before anything is copied.
+                let mut left = self.config.limits.max_input_bytes;
+                for d in many {
+                    let size = results
+                        .get(d)
+                        .map_or(Some(4), |v| limits::size_within(v, left));
+                    left = size.and_then(|n| left.checked_sub(n)).ok_or_else(|| {
+                        StepError::permanent(format!(
+                            "input: {}",
+                            Exceeded {
+                                what: "the dependencies' results together, in bytes,",
+                                value: None,
+                                max: self.config.limits.max_input_bytes,
+                                var: "DWA_MAX_INPUT_BYTES",
+                            }
+                        ))
+                    })?;
+                }
+                Value::Object(
+                    many.iter()
+                        .map(|d| (state.plan.steps[*d].key.clone(), result_of(d)))
+                        .collect::<Map<_, _>>(),
+                )
+            }
         })
+    }
+
+    /// A result is stored, copied into later steps' inputs and sent to
+    /// followers: its nesting and size are held to the limits here, for
+    /// every executor (backends' answers are also read with a cap).
+    fn check_result(&self, v: &Value) -> Result<(), StepError> {
+        let limits = &self.config.limits;
+        limits::check_depth(v, limits.max_json_depth)
+            .and_then(|()| {
+                limits::check_size(
+                    v,
+                    limits.max_result_bytes,
+                    "the result's size in bytes",
+                    "DWA_MAX_RESULT_BYTES",
+                )
+            })
+            .map_err(|e| StepError::permanent(format!("result: {e}")))
     }
 
     /// Inputs made of templates are only known now: checks them against the

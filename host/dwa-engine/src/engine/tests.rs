@@ -6,13 +6,24 @@ use dwa_store::testing::Flaky;
 use serde_json::json;
 
 fn engine_on(store: Arc<dyn Store>) -> Arc<Engine> {
+    engine_taking(store, &[])
+}
+
+/// An engine whose clients may also name `queues` (the operator's `DWA_QUEUES`).
+fn engine_taking(store: Arc<dyn Store>, queues: &[&str]) -> Arc<Engine> {
+    let mut limits = dwa_core::limits::Limits {
+        queues: [("default".to_owned(), 2), ("gpu".to_owned(), 1)].into(),
+        ..Default::default()
+    };
+    limits
+        .queues
+        .extend(queues.iter().map(|q| (q.to_string(), 1)));
     Engine::new(
         store,
         Catalog::with_builtins(),
         Executor::new(Vec::new()),
         EngineConfig {
-            worker_concurrency: 2,
-            gpu_worker_concurrency: 1,
+            limits,
             lease_ms: 400,
             owner: "test".into(),
             ..EngineConfig::default()
@@ -30,7 +41,8 @@ async fn flaky_hosts(dir: &std::path::Path) -> (Arc<Engine>, Arc<Engine>, Arc<Fl
         Err(e) => panic!("cannot open the store: {e}"),
     };
     let flaky = Arc::new(Flaky::new(inner));
-    let front = engine_on(flaky.clone());
+    // Only the front host takes the queue that nobody serves.
+    let front = engine_taking(flaky.clone(), &["nobody-serves-this"]);
     front.shutdown(Duration::ZERO).await;
     let worker = engine_on(flaky.clone());
     if let Err(e) = worker.start().await {

@@ -102,8 +102,10 @@ async fn host_on(
         ray_url: None,
         ray_token: None,
         local_url: None,
-        worker_concurrency: workers,
-        gpu_worker_concurrency: 2,
+        limits: dwa_core::limits::Limits {
+            queues: [("default".to_owned(), workers), ("gpu".to_owned(), 2)].into(),
+            ..Default::default()
+        },
         api_token: None,
         max_body_bytes: 64 << 20,
         lease_ms: 30_000,

@@ -14,7 +14,11 @@ impl dwa_plugins::runtime::PluginHost for NoHost {
     ) -> Result<(), dwa_plugins::runtime::ServiceError> {
         Ok(())
     }
-    async fn enqueue(&self, _: Value) -> Result<String, dwa_plugins::runtime::ServiceError> {
+    async fn enqueue(
+        &self,
+        _: &str,
+        _: Value,
+    ) -> Result<String, dwa_plugins::runtime::ServiceError> {
         Err(dwa_plugins::runtime::ServiceError::NotAvailable)
     }
 }

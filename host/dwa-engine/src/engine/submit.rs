@@ -1,0 +1,212 @@
+//! Submission: a request body becomes a plan within the host's limits
+//! (docs/configuration.md, "Limits"), and the plan becomes a stored task.
+//! Tasks that effects enqueue carry their lineage, so that a task which
+//! enqueues itself stops at `DWA_MAX_LINEAGE_DEPTH`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use dwa_core::catalog::Catalog;
+use dwa_core::limits::{Exceeded, Limits};
+use dwa_core::model::{CreatedTask, TaskSpec, TaskStatus};
+use dwa_core::plan::{FieldError, Plan};
+use dwa_store::{NewStep, NewTask};
+
+use super::effects::Lifecycle;
+use super::{Engine, EngineError, StoredSpec, TaskState};
+
+/// Bodies up to this size are parsed and planned on the async worker that
+/// received them; larger ones on the blocking pool, so that a task at the
+/// limits cannot hold up `/health` or other requests (planning is linear
+/// in the body: ~1 ms per 100 KB).
+const PLAN_INLINE_BYTES: usize = 64 * 1024;
+
+/// How many large submissions are parsed and planned at once: all cores
+/// but one, so that a burst of them leaves a core for everything else.
+pub(super) fn planner_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
+/// Parses and plans a request body.
+fn plan_body(body: &[u8], catalog: &Catalog, limits: &Limits) -> Result<Plan, EngineError> {
+    let spec = dwa_core::plan::parse_spec(body).map_err(EngineError::Malformed)?;
+    dwa_core::plan::plan(spec, catalog, limits).map_err(EngineError::Invalid)
+}
+
+/// A planned task with its stored form, which is as large as the request.
+pub(super) struct Prepared {
+    plan: Plan,
+    spec_json: String,
+    lineage: u32,
+}
+
+fn prepare(plan: Plan, lineage: u32) -> Result<Prepared, EngineError> {
+    let stored = StoredSpec {
+        spec: plan.spec.clone(),
+        placements: plan.placements(),
+        lineage,
+    };
+    let spec_json = serde_json::to_string(&stored)
+        .map_err(|e| EngineError::Internal(format!("cannot serialise the task: {e}")))?;
+    Ok(Prepared {
+        plan,
+        spec_json,
+        lineage,
+    })
+}
+
+/// A refusal of a task that an effect tried to enqueue, naming the limit.
+fn refused(field: &str, e: Exceeded) -> EngineError {
+    EngineError::Invalid(vec![FieldError {
+        step: None,
+        field: field.into(),
+        message: e.to_string(),
+    }])
+}
+
+impl Engine {
+    /// Validates, plans and queues a task given as a request body.
+    pub async fn submit_json(self: &Arc<Self>, body: &[u8]) -> Result<CreatedTask, EngineError> {
+        let prepared = self
+            .off_workers(body, |body, catalog, limits| {
+                prepare(plan_body(body, catalog, limits)?, 0)
+            })
+            .await?;
+        self.queue(prepared).await
+    }
+
+    /// Validates and plans a request body within the host's limits; nothing
+    /// is stored.
+    pub async fn plan_json(&self, body: &[u8]) -> Result<Plan, EngineError> {
+        self.off_workers(body, plan_body).await
+    }
+
+    /// Runs `work` on a request body: inline when the body is small, on the
+    /// blocking pool (at most [`planner_threads`] at once) when it is large,
+    /// so that tasks at the limits cannot hold up `/health` or other requests.
+    async fn off_workers<T: Send + 'static>(
+        &self,
+        body: &[u8],
+        work: fn(&[u8], &Catalog, &Limits) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        if body.len() <= PLAN_INLINE_BYTES {
+            return work(body, &self.catalog(), &self.config.limits);
+        }
+        let _turn = self
+            .planners
+            .acquire()
+            .await
+            .map_err(|e| EngineError::Internal(format!("planning stopped: {e}")))?;
+        let (body, catalog, limits) = (body.to_vec(), self.catalog(), self.config.limits.clone());
+        tokio::task::spawn_blocking(move || work(&body, &catalog, &limits))
+            .await
+            .map_err(|e| EngineError::Internal(format!("planning stopped: {e}")))?
+    }
+
+    /// Validates, plans and queues a task.
+    pub async fn submit(self: &Arc<Self>, spec: TaskSpec) -> Result<CreatedTask, EngineError> {
+        let plan = dwa_core::plan::plan(spec, &self.catalog(), &self.config.limits)
+            .map_err(EngineError::Invalid)?;
+        self.queue(prepare(plan, 0)?).await
+    }
+
+    /// Queues a task that an effect of task `parent` enqueues, one link
+    /// further down its lineage; refused past the lineage and fan-out limits.
+    pub(crate) async fn submit_child(
+        self: &Arc<Self>,
+        parent: &str,
+        spec: TaskSpec,
+    ) -> Result<CreatedTask, EngineError> {
+        let limits = &self.config.limits;
+        let state = self
+            .state(parent)
+            .await
+            .map_err(|_| EngineError::NotFound(parent.to_owned()))?;
+        let lineage = state.lineage.saturating_add(1);
+        if lineage > limits.max_lineage_depth {
+            return Err(refused(
+                "(lineage)",
+                Exceeded {
+                    what: "the chain of tasks enqueued by effects",
+                    value: Some(lineage as usize),
+                    max: limits.max_lineage_depth as usize,
+                    var: "DWA_MAX_LINEAGE_DEPTH",
+                },
+            ));
+        }
+        let before = state.enqueued.fetch_add(1, Ordering::Relaxed);
+        if before >= limits.max_enqueues_per_task {
+            return Err(refused(
+                "(enqueue)",
+                Exceeded {
+                    what: "the number of tasks this task's effects enqueued",
+                    value: Some(before as usize + 1),
+                    max: limits.max_enqueues_per_task as usize,
+                    var: "DWA_MAX_ENQUEUES_PER_TASK",
+                },
+            ));
+        }
+        let plan =
+            dwa_core::plan::plan(spec, &self.catalog(), limits).map_err(EngineError::Invalid)?;
+        self.queue(prepare(plan, lineage)?).await
+    }
+
+    /// Stores a planned task and wakes the workers of its first steps.
+    async fn queue(self: &Arc<Self>, prepared: Prepared) -> Result<CreatedTask, EngineError> {
+        let Prepared {
+            plan,
+            spec_json,
+            lineage,
+        } = prepared;
+        let id = uuid::Uuid::now_v7().to_string();
+        let queue = plan
+            .spec
+            .queue
+            .clone()
+            .or_else(|| plan.steps.first().map(|s| s.placement.queue.clone()))
+            .unwrap_or_else(|| "default".into());
+        let steps = plan
+            .steps
+            .iter()
+            .map(|s| NewStep {
+                key: s.key.clone(),
+                task: s.task.clone(),
+                queue: s.placement.queue.clone(),
+                waiting_for: s.deps.len() as u32,
+                dependants: s.dependants.iter().map(|d| *d as u32).collect(),
+            })
+            .collect();
+        let new = NewTask {
+            id: id.clone(),
+            task_type: plan.spec.task_type.clone(),
+            queue: queue.clone(),
+            spec: spec_json,
+            is_pipeline: plan.is_pipeline,
+            steps,
+            created_at: self.store.now_ms(),
+        };
+        if !plan.effects.on_progress.is_empty() {
+            Self::lock(&self.progress_tasks).insert(id.clone());
+        }
+        let has_pending_effects = !plan.effects.on_pending.is_empty();
+        Self::lock(&self.states).insert(id.clone(), Arc::new(TaskState::new(plan, lineage)));
+        match self.store.create_task(new).await {
+            Ok(t) => {
+                self.wake(&t);
+                if has_pending_effects {
+                    self.spawn_effects(id.clone(), Lifecycle::Pending, None);
+                }
+            }
+            Err(e) => {
+                Self::lock(&self.states).remove(&id);
+                Self::lock(&self.progress_tasks).remove(&id);
+                return Err(e.into());
+            }
+        }
+        Ok(CreatedTask {
+            id,
+            status: TaskStatus::Pending,
+            queue,
+        })
+    }
+}
