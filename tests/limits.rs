@@ -304,3 +304,86 @@ fn absurd_settings_stop_the_host_at_start_naming_the_variable() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_appends_events_up_to_its_limit_then_one_capped_event() {
+    let fake = Fake::start().await;
+    let (_d, host) = start_small(&fake, &[("DWA_MAX_TASK_EVENTS", "10".into())]);
+    let words: Vec<String> = (0..30).map(|i| format!("w{i}")).collect();
+    let t = completes(
+        &host,
+        &json!({"type": "stream.words", "payload": {"text": words.join(" ")}}),
+    )
+    .await;
+    assert_eq!(
+        t["result"],
+        json!({"words": 30}),
+        "the step's result is whole"
+    );
+    let events = read_events(&host.base, t["id"].as_str().unwrap_or("")).await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    // step:start, nine chunks, the cap, then the task's own transitions.
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "step:progress").count(),
+        9,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds[10], "events:capped", "{kinds:?}");
+    assert_eq!(events[10].1["data"], json!({"limit": 10}));
+    assert_eq!(kinds.last(), Some(&"pipeline:complete"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_limited_per_task_and_per_host_and_a_closed_one_frees_its_slot() {
+    let fake = Fake::start().await;
+    let (_d, host) = start_small(
+        &fake,
+        &[
+            ("DWA_MAX_FOLLOWERS_PER_TASK", "2".into()),
+            ("DWA_MAX_FOLLOWERS", "3".into()),
+        ],
+    );
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(submit_ok(&host, &json!({"type": "gated", "payload": {"i": i}})).await);
+    }
+    let open = |id: &str| {
+        let url = host.url(&format!("/api/tasks/{id}/events"));
+        async move { client().get(url).send().await.unwrap() }
+    };
+    let first = open(&ids[0]).await;
+    let second = open(&ids[0]).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open(&ids[0]).await;
+    assert_eq!(third.status(), 429);
+    let body: Value = third.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("DWA_MAX_FOLLOWERS_PER_TASK"), "{message}");
+    let other = open(&ids[1]).await;
+    assert_eq!(other.status(), 200);
+    let over = open(&ids[2]).await;
+    assert_eq!(over.status(), 429);
+    let body: Value = over.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("(DWA_MAX_FOLLOWERS)"), "{message}");
+    // A client that goes away gives its slot back (bounded wait: the host
+    // notices a closed connection asynchronously).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = open(&ids[2]).await;
+        if again.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's slot was not given back within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fake.open_gate();
+    drop((second, other));
+}

@@ -26,6 +26,9 @@ pub struct Limits {
     pub max_input_bytes: usize,
     /// `DWA_MAX_RESULT_BYTES`: the size of a result read from a backend or plugin.
     pub max_result_bytes: usize,
+    /// `DWA_MAX_TASK_EVENTS`: events a task's steps and effects may append
+    /// (streamed chunks, toasts, emits); its own transitions always count.
+    pub max_task_events: u64,
     /// `DWA_MAX_LINEAGE_DEPTH`: how long a chain of tasks made by `enqueue`
     /// effects may grow (a task that enqueues itself stops here).
     pub max_lineage_depth: u32,
@@ -48,6 +51,7 @@ impl Default for Limits {
             max_json_depth: 64,
             max_input_bytes: 64 * 1024 * 1024,
             max_result_bytes: 64 * 1024 * 1024,
+            max_task_events: 50_000,
             max_lineage_depth: 10,
             max_enqueues_per_task: 100,
             queues: BTreeMap::from([("default".to_owned(), 5), ("gpu".to_owned(), 2)]),
@@ -66,6 +70,7 @@ impl Limits {
             max_json_depth: usize::MAX,
             max_input_bytes: usize::MAX,
             max_result_bytes: usize::MAX,
+            max_task_events: u64::MAX,
             max_lineage_depth: u32::MAX,
             max_enqueues_per_task: u32::MAX,
             queues: BTreeMap::new(),

@@ -197,6 +197,18 @@ impl Engine {
         })
     }
 
+    /// Appends events to a task's stream (effects', plugins'), within the
+    /// task's event limit (`DWA_MAX_TASK_EVENTS`).
+    pub async fn append_events(
+        &self,
+        task_id: &str,
+        events: Vec<dwa_store::NewEvent>,
+    ) -> Result<Vec<Arc<dwa_core::model::TaskEvent>>, StoreError> {
+        self.store
+            .append_events(task_id, events, self.config.limits.max_task_events)
+            .await
+    }
+
     /// The store the engine runs on.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -84,6 +84,7 @@ where
     case!(for_each_items_respect_concurrency_and_order);
     case!(list_filters_and_cursor);
     case!(events_are_ordered_and_broadcast);
+    case!(appended_events_stop_at_the_cap_with_one_capped_event);
     case!(duplicate_ids_are_refused);
     case!(release_gives_jobs_back);
     case!(complete_and_lease_hands_over_the_released_step);
@@ -416,6 +417,7 @@ async fn events_are_ordered_and_broadcast(s: Arc<dyn Store>, _c: Arc<ManualClock
                 step: Some(j[0].step),
                 data: json!({"pct": 50}),
             }],
+            u64::MAX,
         )
         .await
         .unwrap();
@@ -461,10 +463,57 @@ async fn events_are_ordered_and_broadcast(s: Arc<dyn Store>, _c: Arc<ManualClock
         "every event is broadcast in order"
     );
     assert!(matches!(
-        s.append_events("nope", vec![]).await,
+        s.append_events("nope", vec![], u64::MAX).await,
         Err(StoreError::NotFound(_))
     ));
     let _: Value = evs[2].data.clone();
+}
+
+async fn appended_events_stop_at_the_cap_with_one_capped_event(
+    s: Arc<dyn Store>,
+    _c: Arc<ManualClock>,
+) {
+    let t = chain_task(1);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    let chunk = |n: u64| NewEvent {
+        kind: "step:progress".into(),
+        step: Some(0),
+        data: json!({"n": n}),
+    };
+    // step:start is event 1; the cap of 5 leaves room for 4 chunks.
+    let first = s
+        .append_events(&id, (0..3).map(chunk).collect(), 5)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 3);
+    let second = s
+        .append_events(&id, (3..6).map(chunk).collect(), 5)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = second.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["step:progress", crate::EVENTS_CAPPED]);
+    assert_eq!(second[1].data, json!({"limit": 5}));
+    assert!(
+        s.append_events(&id, vec![chunk(9)], 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is appended once capped"
+    );
+    // The task's own transitions are still recorded.
+    s.complete(&j[0], json!(1)).await.unwrap();
+    let kinds: Vec<String> = s
+        .events(&id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.len(), 8, "{kinds:?}");
+    assert_eq!(kinds[5], crate::EVENTS_CAPPED);
+    assert_eq!(kinds.last().map(String::as_str), Some("pipeline:complete"));
 }
 
 async fn duplicate_ids_are_refused(s: Arc<dyn Store>, _c: Arc<ManualClock>) {

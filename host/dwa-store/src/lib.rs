@@ -86,6 +86,10 @@ pub mod sqlite;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
+/// The event that ends a task's appended events once it has `cap` of them
+/// (`DWA_MAX_TASK_EVENTS`); its data is `{"limit": cap}`.
+pub const EVENTS_CAPPED: &str = "events:capped";
+
 /// Errors of the store.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -359,11 +363,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<TaskEvent>, StoreError>;
 
-    /// Records events on a task's stream (progress, effects).
+    /// Records events on a task's stream (progress, effects), while the
+    /// task has fewer than `cap` events: the first event that would pass
+    /// it is recorded as one [`EVENTS_CAPPED`] event instead, and later
+    /// ones are dropped (the task's own transitions are always recorded;
+    /// their number is bounded by its steps). Answers what was recorded.
     async fn append_events(
         &self,
         id: &str,
         events: Vec<NewEvent>,
+        cap: u64,
     ) -> Result<Vec<Arc<TaskEvent>>, StoreError>;
 
     /// Every event recorded from now on, by any host sharing the store.

@@ -277,9 +277,10 @@ impl Store for Flaky {
         &self,
         id: &str,
         events: Vec<NewEvent>,
+        cap: u64,
     ) -> Result<Vec<Arc<TaskEvent>>, StoreError> {
         self.trip("append_events")?;
-        self.inner.append_events(id, events).await
+        self.inner.append_events(id, events, cap).await
     }
 
     fn subscribe(&self) -> EventFeed {

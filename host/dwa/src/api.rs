@@ -38,6 +38,8 @@ pub struct AppState {
     pub backends: Arc<RwLock<Vec<BackendStatus>>>,
     /// How long an event stream stays open after its task ended with no new events.
     pub sse_linger: Duration,
+    /// Event-stream clients, within their limits.
+    pub followers: Arc<crate::followers::Followers>,
 }
 
 /// The JSON error body of every failed call.
@@ -70,6 +72,8 @@ pub enum ApiError {
     Query(String),
     /// Missing or wrong bearer token.
     Unauthorized,
+    /// A limit on open resources is full for now: 429.
+    TooMany(String),
 }
 
 impl From<EngineError> for ApiError {
@@ -129,6 +133,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %m, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", m, vec![])
             }
+            ApiError::TooMany(m) => (StatusCode::TOO_MANY_REQUESTS, "too_many", m, vec![]),
             ApiError::Body(status, m) => (status, "invalid_body", m, vec![]),
             ApiError::Query(m) => (StatusCode::BAD_REQUEST, "invalid_query", m, vec![]),
             ApiError::Unauthorized => (
@@ -286,12 +291,16 @@ async fn cancel_task(
 /// `Last-Event-ID` resumes after that event.
 #[utoipa::path(get, path = "/api/tasks/{id}/events", params(("id" = String, Path, description = "task id")),
     responses((status = 200, description = "text/event-stream of TaskEvent", body = TaskEvent),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn task_events(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let slot = st
+        .followers
+        .join(&id)
+        .map_err(|e| ApiError::TooMany(e.to_string()))?;
     let store = st.engine.store().clone();
     // Subscribe before reading the replay so that nothing falls in between.
     let mut live = store.subscribe();
@@ -309,6 +318,8 @@ async fn task_events(
     let linger = st.sse_linger;
     let ended = task.status.is_terminal();
     tokio::spawn(async move {
+        // Held while the stream is: given back when it ends or its client leaves.
+        let _slot = slot;
         let mut f = Follower {
             store,
             id,
@@ -320,13 +331,19 @@ async fn task_events(
             return;
         }
         loop {
-            let next = if f.ended {
-                match tokio::time::timeout(linger, live.next()).await {
-                    Ok(r) => r,
-                    Err(_) => return,
-                }
-            } else {
-                live.next().await
+            let next = tokio::select! {
+                // A client gone from a quiet task must not hold its slot.
+                _ = f.tx.closed() => return,
+                next = async {
+                    if f.ended {
+                        tokio::time::timeout(linger, live.next()).await.ok()
+                    } else {
+                        Some(live.next().await)
+                    }
+                } => match next {
+                    Some(n) => n,
+                    None => return,
+                },
             };
             let go_on = match next {
                 Feed::Event(e) if e.task_id == f.id && e.seq > f.last => {

@@ -72,6 +72,10 @@ pub struct Config {
     pub max_stalled: u32,
     /// `DWA_RETENTION_HOURS`: how long finished tasks are kept (both stores).
     pub retention_hours: u64,
+    /// `DWA_MAX_FOLLOWERS_PER_TASK`: event-stream clients of one task.
+    pub max_followers_per_task: usize,
+    /// `DWA_MAX_FOLLOWERS`: event-stream clients on this host.
+    pub max_followers: usize,
     /// The limits requests run within (`DWA_MAX_*`) and the queues tasks may
     /// name with their workers (`WORKER_CONCURRENCY`, `GPU_WORKER_CONCURRENCY`,
     /// `DWA_QUEUES`).
@@ -177,6 +181,7 @@ fn limits(queues: BTreeMap<String, usize>) -> Result<Limits, ConfigError> {
         max_json_depth: parse("DWA_MAX_JSON_DEPTH", d.max_json_depth, 1..=128)?,
         max_input_bytes: parse("DWA_MAX_INPUT_BYTES", d.max_input_bytes, 1..=1 << 30)?,
         max_result_bytes: parse("DWA_MAX_RESULT_BYTES", d.max_result_bytes, 1..=1 << 30)?,
+        max_task_events: parse("DWA_MAX_TASK_EVENTS", d.max_task_events, 10..=10_000_000)?,
         max_lineage_depth: parse("DWA_MAX_LINEAGE_DEPTH", d.max_lineage_depth, 0..=1000)?,
         max_enqueues_per_task: parse(
             "DWA_MAX_ENQUEUES_PER_TASK",
@@ -195,6 +200,8 @@ impl Config {
         let limits = limits(queues(worker_concurrency, gpu_worker_concurrency)?)?;
         Ok(Config {
             limits,
+            max_followers_per_task: parse("DWA_MAX_FOLLOWERS_PER_TASK", 100usize, 1..=100_000)?,
+            max_followers: parse("DWA_MAX_FOLLOWERS", 10_000usize, 1..=1_000_000)?,
             host: var("DWA_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: parse("PORT", 3000u16, 0..=u16::MAX)?,
             data_dir: var("DWA_DATA_DIR").map_or_else(|| PathBuf::from("./data"), PathBuf::from),

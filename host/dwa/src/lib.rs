@@ -7,6 +7,7 @@
 //! - [`server`]: opens the store, loads plugins and backends, builds the
 //!   catalog and the engine, and serves [`api`].
 //! - [`api`]: the axum HTTP API, SSE and OpenAPI (docs/api.md).
+//! - [`followers`]: the limits on event-stream clients.
 //!
 //! Below it: `dwa_engine` runs tasks, `dwa_plugins` hosts WebAssembly
 //! plugins, `dwa_store` keeps the queue and state, and `dwa_core` says what
@@ -20,4 +21,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
 pub mod config;
+pub mod followers;
 pub mod server;

@@ -124,6 +124,10 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
         api_token: config.api_token.as_deref().map(Arc::from),
         backends: Arc::new(RwLock::new(statuses)),
         sse_linger: Duration::from_secs(5),
+        followers: crate::followers::Followers::new(
+            config.max_followers_per_task,
+            config.max_followers,
+        ),
     };
     spawn_catalog_refresh(&state, config.catalog_refresh_secs);
     let router = router(state.clone(), config.max_body_bytes);

@@ -81,7 +81,6 @@ pub struct EngineServices(pub Arc<Engine>);
 impl PluginHost for EngineServices {
     async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), ServiceError> {
         self.0
-            .store()
             .append_events(
                 task_id,
                 vec![NewEvent {
@@ -269,7 +268,6 @@ pub async fn fire(
         if let Err(error) = outcome {
             tracing::warn!(task = %task_id, effect = %effect.event, lifecycle = lifecycle.as_str(), %error, "effect failed");
             let _ = engine
-                .store()
                 .append_events(
                     &task_id,
                     vec![NewEvent {

@@ -45,6 +45,11 @@ impl From<StepError> for PrepError {
 /// down, short next to a lease.
 pub(super) const STORE_FAILURE_PAUSE: Duration = Duration::from_millis(250);
 
+/// Item jobs of one `forEach` step queued at once: a fan-out at the item
+/// limit is written in windows, never in one transaction that holds the
+/// store's writer (or Redis) for seconds.
+pub(super) const FAN_OUT_WINDOW: u32 = 1000;
+
 /// How often a step's outcome is sent to a failing store (100 ms apart,
 /// doubling: 3.1 s in all) before it is left to the lease running out.
 pub(super) const RECORD_TRIES: u32 = 6;
@@ -305,7 +310,8 @@ impl Engine {
     }
 
     /// Turns a `forEach` step's job into one job per item, at most
-    /// `forEachConcurrency` of them queued at a time.
+    /// `forEachConcurrency` (and at most [`FAN_OUT_WINDOW`]) of them queued
+    /// at a time; the store queues the next as each one finishes.
     async fn fan_out(
         self: &Arc<Self>,
         job: &Job,
@@ -314,7 +320,7 @@ impl Engine {
     ) -> Result<(), PrepError> {
         let n =
             u32::try_from(count).map_err(|_| StepError::permanent("forEach has too many items"))?;
-        let c = step.for_each_concurrency.unwrap_or(n).max(1);
+        let c = queued_at_once(step.for_each_concurrency, n);
         match self.store.start_items(job, n, c).await {
             Ok(t) => self.wake(&t),
             Err(StoreError::LeaseLost(_)) => {}
@@ -479,6 +485,7 @@ impl Engine {
         mut chunks: tokio::sync::mpsc::UnboundedReceiver<Value>,
     ) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
+        let cap = self.config.limits.max_task_events;
         let task_id = job.task_id.clone();
         let (step, item) = (job.step, job.item);
         tokio::spawn(async move {
@@ -488,12 +495,17 @@ impl Engine {
                     step: Some(step),
                     data: json!({"chunk": chunk, "item": item}),
                 };
-                if let Err(e) = store.append_events(&task_id, vec![event]).await {
+                if let Err(e) = store.append_events(&task_id, vec![event], cap).await {
                     tracing::warn!(error = %e, "could not record a streamed chunk");
                 }
             }
         })
     }
+}
+
+/// Item jobs queued at once for a fan-out of `n` items.
+pub(super) fn queued_at_once(for_each_concurrency: Option<u32>, n: u32) -> u32 {
+    for_each_concurrency.unwrap_or(n).clamp(1, FAN_OUT_WINDOW)
 }
 
 fn human_ms(ms: u64) -> String {

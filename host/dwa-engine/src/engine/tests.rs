@@ -233,3 +233,37 @@ async fn retries_start_exactly_their_backoff_later_on_the_store_clock() {
     assert_eq!(starts, vec![t0, t0 + 1000, t0 + 2000]);
     engine.shutdown(Duration::from_secs(1)).await;
 }
+
+#[test]
+fn a_fan_out_queues_at_most_its_concurrency_and_never_more_than_the_window() {
+    use super::run::{FAN_OUT_WINDOW, queued_at_once};
+    assert_eq!(queued_at_once(None, 10), 10);
+    assert_eq!(queued_at_once(None, 10_000), FAN_OUT_WINDOW);
+    assert_eq!(queued_at_once(Some(4), 10_000), 4);
+    assert_eq!(queued_at_once(Some(50_000), 10_000), FAN_OUT_WINDOW);
+    assert_eq!(queued_at_once(None, 0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_wider_than_the_window_runs_every_item_in_order() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let store = match SqliteStore::open(dir.path()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => panic!("cannot open the store: {e}"),
+    };
+    let engine = engine_on(store);
+    if let Err(e) = engine.start().await {
+        panic!("engine did not start: {e}");
+    }
+    let n = 2_500;
+    let t = run_to_end(
+        &engine,
+        json!({"type": "wide", "payload": {"list": (0..n).collect::<Vec<u32>>()},
+               "steps": [{"id": "e", "task": "builtin.echo", "forEach": "{{payload.list}}"}]}),
+    )
+    .await;
+    assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+    let want: Vec<Value> = (0..n).map(|i| json!(i)).collect();
+    assert_eq!(t.result, Some(Value::Array(want)));
+    engine.shutdown(Duration::from_secs(1)).await;
+}

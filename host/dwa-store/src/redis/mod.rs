@@ -702,8 +702,9 @@ impl Store for RedisStore {
         &self,
         id: &str,
         events: Vec<NewEvent>,
+        cap: u64,
     ) -> Result<Vec<Arc<TaskEvent>>, StoreError> {
-        let mut args = vec![id.to_owned()];
+        let mut args = vec![id.to_owned(), cap.to_string()];
         for e in events {
             args.push(e.kind);
             args.push(e.step.map_or("-1".into(), |s| s.to_string()));

@@ -201,7 +201,7 @@ async fn events_replay_in_pages_from_the_task_hash() {
             data: serde_json::json!({ "i": i }),
         })
         .collect();
-    s.append_events(&id, events).await.unwrap();
+    s.append_events(&id, events, u64::MAX).await.unwrap();
     let mut seen = Vec::new();
     let mut after = 0;
     loop {

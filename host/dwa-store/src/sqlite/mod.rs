@@ -151,7 +151,7 @@ enum Op {
     Release(Vec<Job>),
     Cancel(String),
     Reap,
-    Append(String, Vec<NewEvent>),
+    Append(String, Vec<NewEvent>, u64),
     Purge(i64, usize),
 }
 
@@ -239,6 +239,7 @@ impl SqliteStore {
             job_seq,
             token: (rand::random::<u32>() as i64) << 20,
             event_seqs: HashMap::new(),
+            capped: HashSet::new(),
             activated: HashSet::new(),
             done_counts: HashMap::new(),
             now: 0,
@@ -562,8 +563,9 @@ impl Store for SqliteStore {
         &self,
         id: &str,
         events: Vec<NewEvent>,
+        cap: u64,
     ) -> Result<Vec<Arc<TaskEvent>>, StoreError> {
-        match self.call(Op::Append(id.into(), events)).await? {
+        match self.call(Op::Append(id.into(), events, cap)).await? {
             Reply::Events(e) => Ok(e),
             _ => Err(StoreError::Backend("unexpected reply".into())),
         }

@@ -27,6 +27,10 @@ pub(super) struct Writer {
     /// Last event seq per task: the writer is the store's only writer, so
     /// counting here saves a read-modify-write of the task row per event.
     pub(super) event_seqs: HashMap<String, i64>,
+    /// Tasks whose appended events reached their cap (an `events:capped`
+    /// was recorded). Kept here only: after a restart a task that keeps
+    /// appending may record a second `events:capped`, no more.
+    pub(super) capped: HashSet<String>,
     /// Tasks known to be active already (pending → active happens once).
     pub(super) activated: HashSet<String>,
     /// Completed and total steps per running task (same reasoning).
@@ -131,6 +135,7 @@ impl Writer {
             let _ = self.conn.execute_batch("ROLLBACK");
             (self.job_seq, self.token) = saved;
             self.event_seqs.clear();
+            self.capped.clear();
             self.activated.clear();
             self.done_counts.clear();
         }
@@ -174,8 +179,8 @@ impl Writer {
             Op::Cancel(id) => Reply::Transition(self.cancel(id, now, &mut ev)?),
             Op::Reap => Reply::Count(self.reap(now)?),
             Op::Purge(before, limit) => Reply::Count(self.purge(*before, *limit)?),
-            Op::Append(id, events) => {
-                self.append(id, events, now, &mut ev)?;
+            Op::Append(id, events, cap) => {
+                self.append(id, events, *cap, now, &mut ev)?;
                 Reply::Events(ev.clone())
             }
         };

@@ -106,6 +106,8 @@ async fn host_on(
             queues: [("default".to_owned(), workers), ("gpu".to_owned(), 2)].into(),
             ..Default::default()
         },
+        max_followers_per_task: 100,
+        max_followers: 10_000,
         api_token: None,
         max_body_bytes: 64 << 20,
         lease_ms: 30_000,

@@ -11,7 +11,7 @@ use dwa_core::model::{TaskEvent, TaskStatus};
 
 use super::super::{item_col, parse_json};
 use super::{StepRow, Writer};
-use crate::{Job, Leased, NewEvent, NewTask, StoreError, Transition};
+use crate::{EVENTS_CAPPED, Job, Leased, NewEvent, NewTask, StoreError, Transition};
 
 impl Writer {
     pub(super) fn create(&mut self, t: &NewTask, now: i64) -> Result<Transition, StoreError> {
@@ -226,23 +226,10 @@ impl Writer {
         now: i64,
         ev: &mut Vec<Arc<TaskEvent>>,
     ) -> Result<(), StoreError> {
-        let seq = match self.event_seqs.get_mut(task) {
-            Some(s) => {
-                *s += 1;
-                *s
-            }
-            None => {
-                let last: i64 = self
-                    .conn
-                    .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ?1")?
-                    .query_row(params![task], |r| r.get(0))?;
-                if self.event_seqs.len() > 100_000 {
-                    self.event_seqs.clear();
-                }
-                self.event_seqs.insert(task.to_owned(), last + 1);
-                last + 1
-            }
-        };
+        let seq = self.last_seq(task)? + 1;
+        if let Some(s) = self.event_seqs.get_mut(task) {
+            *s = seq;
+        }
         let text = data.to_string();
         self.conn
             .prepare_cached(
@@ -723,15 +710,34 @@ impl Writer {
                 self.conn.prepare_cached(sql)?.execute(params![id])?;
             }
             self.event_seqs.remove(id);
+            self.capped.remove(id);
         }
         Ok(ids.len())
     }
 
-    /// Records events of a task that exists (effects' and streamed chunks').
+    /// The seq of the task's last event (0: none yet), remembered.
+    fn last_seq(&mut self, task: &str) -> Result<i64, StoreError> {
+        if let Some(s) = self.event_seqs.get(task) {
+            return Ok(*s);
+        }
+        let last: i64 = self
+            .conn
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ?1")?
+            .query_row(params![task], |r| r.get(0))?;
+        if self.event_seqs.len() > 100_000 {
+            self.event_seqs.clear();
+        }
+        self.event_seqs.insert(task.to_owned(), last);
+        Ok(last)
+    }
+
+    /// Records events of a task that exists (effects' and streamed chunks'),
+    /// up to `cap` events on the task (see `Store::append_events`).
     pub(super) fn append(
         &mut self,
         id: &str,
         events: &[NewEvent],
+        cap: u64,
         now: i64,
         ev: &mut Vec<Arc<TaskEvent>>,
     ) -> Result<(), StoreError> {
@@ -744,6 +750,14 @@ impl Writer {
             return Err(StoreError::NotFound(id.to_owned()));
         }
         for e in events {
+            if self.capped.contains(id) {
+                break;
+            }
+            if self.last_seq(id)? as u64 >= cap {
+                self.emit(id, EVENTS_CAPPED, None, json!({"limit": cap}), now, ev)?;
+                self.capped.insert(id.to_owned());
+                break;
+            }
             let step = match e.step {
                 Some(s) => Some(self.step_row(id, s)?),
                 None => None,
