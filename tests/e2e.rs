@@ -675,9 +675,17 @@ async fn invalid_tasks_are_refused_naming_step_and_field_and_nothing_is_stored()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_token_guards_the_api_but_not_health() {
+async fn api_token_guards_the_api_and_health_says_only_liveness_without_it() {
     let fake = Fake::start().await;
-    let (_d, host) = start(&fake, &[("DWA_API_TOKEN", "s3cret".into())]);
+    // The backend URL carries credentials: /health must not show them.
+    let with_password = fake.base.replacen("http://", "http://ops:hunter2@", 1);
+    let (_d, host) = start(
+        &fake,
+        &[
+            ("DWA_API_TOKEN", "s3cret".into()),
+            ("LOCAL_BACKEND_URL", with_password),
+        ],
+    );
     let r = client().get(host.url("/api/tasks")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let r = client()
@@ -696,6 +704,21 @@ async fn api_token_guards_the_api_but_not_health() {
     assert_eq!(r.status().as_u16(), 200);
     let r = client().get(host.url("/health")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    let anonymous: Value = r.json().await.unwrap();
+    assert_eq!(anonymous, json!({"status": "ok"}));
+    let full: Value = client()
+        .get(host.url("/health"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["store"]["kind"], "sqlite");
+    let url = full["backends"][0]["url"].as_str().unwrap_or("");
+    assert!(url.starts_with("http://***@127.0.0.1:"), "{url}");
+    assert!(!full.to_string().contains("hunter2"), "{full:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

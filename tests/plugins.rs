@@ -766,3 +766,42 @@ async fn one_task_enqueues_at_most_the_fan_out_limit() {
         assert!(error.contains("DWA_MAX_ENQUEUES_PER_TASK"), "{error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_http_goes_straight_to_its_target_whatever_the_proxy_variables_say() {
+    // A "proxy" that only counts who connects: a request sent through it
+    // would have its address, not the target's, checked by the host.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connects.clone();
+    tokio::spawn(async move {
+        while let Ok((_conn, _)) = proxy.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let rx = Receiver::start(0).await;
+    let (_d, host) = start_with_plugins(
+        &dist("dist"),
+        &[
+            ("DWA_HTTP_ALLOW", "127.0.0.1".into()),
+            ("HTTP_PROXY", proxy_url.clone()),
+            ("http_proxy", proxy_url.clone()),
+            ("HTTPS_PROXY", proxy_url.clone()),
+            ("ALL_PROXY", proxy_url),
+        ],
+    );
+    let id = submit_ok(
+        &host,
+        &json!({"type": "builtin.echo", "payload": {"n": 1},
+                "onSuccess": [{"$event": "webhook", "url": format!("{}/hook", rx.base)}]}),
+    )
+    .await;
+    assert_eq!(wait_done(&host, &id).await["status"], "completed");
+    assert_eq!(rx.wait("/hook", 1).await.len(), 1, "the webhook arrived");
+    assert_eq!(
+        connects.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing went through the proxy"
+    );
+}

@@ -48,13 +48,21 @@ def work_root() -> Path:
     return Path(os.environ.get("DWA_WORK_DIR") or Path(os.environ.get("DWA_DATA_DIR", "./data")) / "work")
 
 
+# Marks a folder as made by dwa for a task: the host removes a working
+# folder only when it holds this file (docs/configuration.md, DWA_WORK_DIR).
+WORKDIR_MARKER = ".dwa-workdir"
+
+
 def workdir() -> Path:
-    """The current task's working folder, made on first use."""
+    """The current task's working folder, made (and marked) on first use."""
     tid = job().task_id
     if not _SAFE.match(tid):
         raise TaskError(f"task id {tid!r} cannot name a working folder")
     d = work_root() / tid
     d.mkdir(parents=True, exist_ok=True)
+    marker = d / WORKDIR_MARKER
+    if not marker.exists():
+        marker.write_text("made by dwa for this task; removed with it\n")
     return d
 
 

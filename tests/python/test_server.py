@@ -173,3 +173,18 @@ def test_where_a_forwarded_task_ran_is_answered_in_a_header(tmp_path, monkeypatc
             time.sleep(0.01)
         assert r.status_code == 422 and r.json()["error"]["message"] == "no such file"
         assert r.headers["x-dwa-served-by"] == "GpuTasks"
+
+
+def test_a_working_folder_made_by_dwa_carries_the_marker_the_host_sweeps_by(tmp_path, monkeypatch):
+    from shared.tasks.context import WORKDIR_MARKER, Job, reset_job, set_job
+
+    monkeypatch.setenv("DWA_WORK_DIR", str(tmp_path / "work"))
+    token = set_job(Job(task_id="t-marked", step_id="s"))
+    try:
+        d = workdir()
+    finally:
+        reset_job(token)
+    assert d == tmp_path / "work" / "t-marked"
+    # The same name as the host's (dwa_plugins::WORKDIR_MARKER).
+    assert WORKDIR_MARKER == ".dwa-workdir"
+    assert (d / WORKDIR_MARKER).is_file()

@@ -33,7 +33,8 @@ def test_download_file_errors(work, site):
     (root / "big.bin").write_bytes(b"x" * 5000)
     with pytest.raises(TaskError, match="larger than max_bytes"):
         download_file(f"{base}/big.bin", max_bytes=1000)
-    assert not list(work.iterdir()), "nothing half-written"
+    # Only the folder's marker (shared.tasks.context.WORKDIR_MARKER) is there.
+    assert [p.name for p in work.iterdir()] == [".dwa-workdir"], "nothing half-written"
     with pytest.raises(TaskError, match="answered 404") as e:
         download_file(f"{base}/missing")
     assert e.value.retryable is False

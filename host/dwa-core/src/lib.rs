@@ -14,6 +14,7 @@
 //! - [`limits`]: the limits every request runs within, and iterative
 //!   checks of a value's depth and size.
 //! - [`plan`]: validation and planning of a task into a dependency graph.
+//! - [`redact`]: credentials out of URLs the host shows.
 //! - [`visualize`]: mermaid diagrams of a plan.
 //! - [`retry`]: backoff arithmetic of a step's retry policy.
 //! - [`step`]: the contract between the engine and whatever runs a step.
@@ -23,6 +24,7 @@ pub mod chunking;
 pub mod limits;
 pub mod model;
 pub mod plan;
+pub mod redact;
 pub mod retry;
 pub mod schema;
 pub mod step;

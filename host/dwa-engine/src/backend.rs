@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use dwa_core::catalog::TaskInfo;
+use dwa_core::redact::redact;
 use dwa_core::step::{StepCall, StepError};
 
 /// What a streaming answer has given so far.
@@ -146,8 +147,8 @@ impl HttpBackend {
         let url = format!("{}/tasks", self.base);
         let fail = |message: String| CatalogError {
             backend: self.name.clone(),
-            url: url.clone(),
-            message,
+            url: redact(&url),
+            message: redact(&message),
         };
         let resp = self
             .authed(self.client.get(&url))
@@ -401,6 +402,10 @@ impl HttpBackend {
         } else {
             "request failed"
         };
-        StepError::transient(format!("backend {} {what} ({url}): {e}", self.name))
+        // reqwest's message repeats the URL: both are shown without credentials.
+        StepError::transient(redact(&format!(
+            "backend {} {what} ({url}): {e}",
+            self.name
+        )))
     }
 }

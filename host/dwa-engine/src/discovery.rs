@@ -50,7 +50,7 @@ pub async fn refresh(engine: &Arc<Engine>) -> Vec<BackendStatus> {
                 }
                 statuses.push(BackendStatus {
                     name: b.name.clone(),
-                    url: b.base.clone(),
+                    url: dwa_core::redact::redact(&b.base),
                     ok: true,
                     tasks: n,
                     error: None,
@@ -63,7 +63,7 @@ pub async fn refresh(engine: &Arc<Engine>) -> Vec<BackendStatus> {
                 }
                 statuses.push(BackendStatus {
                     name: b.name.clone(),
-                    url: b.base.clone(),
+                    url: dwa_core::redact::redact(&b.base),
                     ok: false,
                     tasks: next.count_for(&b.name),
                     error: Some(e.to_string()),

@@ -468,7 +468,8 @@ impl Plugins {
             .unwrap_or_default()
     }
 
-    /// The working folder of a task (made by the first transform that needs it).
+    /// The working folder of a task (made by the first transform that needs
+    /// it, with [`make_workdir`]).
     pub fn task_workdir(&self, task_id: &str) -> Option<PathBuf> {
         let safe = !task_id.is_empty()
             && task_id
@@ -545,12 +546,10 @@ impl Plugins {
                 plugin: who.clone(),
                 message: format!("task id {task_id:?} cannot name a working folder"),
             })?;
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| CallError::Host {
-                    plugin: who.clone(),
-                    message: format!("cannot make the working folder {}: {e}", dir.display()),
-                })?;
+            make_workdir(&dir).await.map_err(|e| CallError::Host {
+                plugin: who.clone(),
+                message: format!("cannot make the working folder {}: {e}", dir.display()),
+            })?;
             Some(dir)
         } else {
             None
@@ -605,6 +604,21 @@ impl Plugins {
         )
         .await
     }
+}
+
+/// The file that marks a task's working folder as made by dwa: the host
+/// removes a folder of `DWA_WORK_DIR` only when it holds this file (and its
+/// task is gone), never an operator's folder that happens to be there.
+pub const WORKDIR_MARKER: &str = ".dwa-workdir";
+
+/// Makes a task's working folder, marked as dwa's ([`WORKDIR_MARKER`]).
+pub async fn make_workdir(dir: &std::path::Path) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    let marker = dir.join(WORKDIR_MARKER);
+    if tokio::fs::symlink_metadata(&marker).await.is_err() {
+        tokio::fs::write(&marker, b"made by dwa for this task; removed with it\n").await?;
+    }
+    Ok(())
 }
 
 /// What functions and transforms get for `emit`/`enqueue`: nothing (their

@@ -125,10 +125,32 @@ impl NetPolicy {
     }
 }
 
+/// The IPv4 address an IPv6 one carries, where it carries one that a
+/// router or translator would reach: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d` and the
+/// local-use `64:ff9b:1::/48`) and 6to4 (`2002:aabb:ccdd::`). The address
+/// rule is applied to the IPv4 inside, so that `[64:ff9b::7f00:1]` is
+/// loopback as `127.0.0.1` is.
 fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let s = v6.segments();
+    let low = |a: u16, b: u16| {
+        IpAddr::V4(std::net::Ipv4Addr::from(
+            (u32::from(a) << 16) | u32::from(b),
+        ))
+    };
+    match s {
+        // IPv4-compatible; `::` and `::1` are themselves.
+        [0, 0, 0, 0, 0, 0, a, b] if a != 0 || b > 1 => low(a, b),
+        [0x64, 0xff9b, 0, 0, 0, 0, a, b] => low(a, b),
+        [0x64, 0xff9b, 1, ..] => low(s[6], s[7]),
+        [0x2002, a, b, ..] => low(a, b),
+        _ => ip,
     }
 }
 
@@ -149,6 +171,14 @@ pub fn special(ip: IpAddr) -> Option<&'static str> {
                 Some("shared (CGNAT)")
             } else if v4.is_unspecified() || o[0] == 0 {
                 Some("unspecified")
+            } else if o[0] == 198 && (o[1] == 18 || o[1] == 19) {
+                Some("benchmarking")
+            } else if o[..3] == [192, 0, 0]
+                || o[..3] == [192, 0, 2]
+                || o[..3] == [198, 51, 100]
+                || o[..3] == [203, 0, 113]
+            {
+                Some("documentation or protocol assignments")
             } else if v4.is_broadcast() || v4.is_multicast() || o[0] >= 240 {
                 Some("broadcast, multicast or reserved")
             } else {
@@ -167,6 +197,13 @@ pub fn special(ip: IpAddr) -> Option<&'static str> {
                 Some("link-local")
             } else if (s[0] & 0xfe00) == 0xfc00 {
                 Some("private (unique local)")
+            } else if s[0] == 0x2001 && s[1] == 0xdb8 {
+                Some("documentation or protocol assignments")
+            } else if s[..4] == [0x100, 0, 0, 0] {
+                Some("discard-only")
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                // Teredo tunnels to an IPv4 address of its choosing.
+                Some("Teredo tunnel")
             } else if v6.is_multicast() {
                 Some("broadcast, multicast or reserved")
             } else {
@@ -253,6 +290,9 @@ impl Outbound {
         let checks = Checks { granter, net };
         let on_redirect = checks.clone();
         let client = reqwest::Client::builder()
+            // HTTP(S)_PROXY would send the request to the proxy, whose
+            // address, not the target's, the resolver would check.
+            .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {
                 net: checks.net.clone(),
             }))
@@ -415,11 +455,29 @@ mod tests {
             ("fd12::1", "private (unique local)"),
             ("::ffff:127.0.0.1", "loopback"),
             ("fd00:ec2::254", "cloud metadata"),
+            // IPv4 inside IPv6: compatible, NAT64 (well-known and local), 6to4.
+            ("::127.0.0.1", "loopback"),
+            ("::10.0.0.1", "private"),
+            ("::0.0.0.5", "unspecified"),
+            ("64:ff9b::7f00:1", "loopback"),
+            ("64:ff9b::a9fe:a9fe", "cloud metadata"),
+            ("64:ff9b:1::c0a8:1", "private"),
+            ("2002:7f00:1::", "loopback"),
+            ("2002:a00:1::1", "private"),
+            ("198.18.0.1", "benchmarking"),
+            ("198.19.255.1", "benchmarking"),
+            ("192.0.2.1", "documentation or protocol assignments"),
+            ("2001:db8::1", "documentation or protocol assignments"),
+            ("2001:0:4136:e378::1", "Teredo tunnel"),
+            ("100::1", "discard-only"),
         ] {
             assert_eq!(special(ip.parse().unwrap()), Some(kind), "{ip}");
         }
         assert_eq!(special("93.184.216.34".parse().unwrap()), None);
         assert_eq!(special("2606:4700::1111".parse().unwrap()), None);
+        // A public IPv4 address behind NAT64 or 6to4 stays public.
+        assert_eq!(special("64:ff9b::5db8:d822".parse().unwrap()), None);
+        assert_eq!(special("2002:5db8:d822::1".parse().unwrap()), None);
     }
 
     #[test]

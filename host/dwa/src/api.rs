@@ -186,18 +186,23 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 }
 
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &st.api_token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return ApiError::Unauthorized.into_response();
-        }
+    if !authorized(&st, req.headers()) {
+        return ApiError::Unauthorized.into_response();
     }
     next.run(req).await
+}
+
+/// Whether the request carries the API token (always, when none is set).
+fn authorized(st: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &st.api_token else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -486,21 +491,27 @@ async fn list_plugins(State(st): State<AppState>) -> Json<PluginList> {
 /// Liveness, with the store's and backends' state.
 #[utoipa::path(get, path = "/health", responses((status = 200, description = "healthy"),
     (status = 503, description = "the store does not answer")))]
-async fn health(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
+async fn health(State(st): State<AppState>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
     let store = st.engine.store();
     let ping = store.ping().await;
-    let backends = st.backends.read().map(|b| b.clone()).unwrap_or_default();
     let status = if ping.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let word = if ping.is_ok() { "ok" } else { "degraded" };
+    // With a token set, a caller without it learns only whether the host is up.
+    if st.api_token.is_some() && !authorized(&st, &headers) {
+        return (status, Json(json!({"status": word})));
+    }
+    let backends = st.backends.read().map(|b| b.clone()).unwrap_or_default();
+    let error = ping.err().map(|e| dwa_core::redact::redact(&e.to_string()));
     (
         status,
         Json(json!({
-            "status": if ping.is_ok() { "ok" } else { "degraded" },
+            "status": word,
             "version": env!("CARGO_PKG_VERSION"),
-            "store": {"kind": store.kind(), "ok": ping.is_ok(), "error": ping.err().map(|e| e.to_string())},
+            "store": {"kind": store.kind(), "ok": error.is_none(), "error": error},
             "backends": backends,
         })),
     )

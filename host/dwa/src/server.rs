@@ -10,7 +10,7 @@ use dwa_core::catalog::Catalog;
 use dwa_engine::backend::HttpBackend;
 use dwa_engine::engine::{Engine, EngineConfig};
 use dwa_engine::executor::Executor;
-use dwa_plugins::{PluginConfig, Plugins};
+use dwa_plugins::{PluginConfig, Plugins, WORKDIR_MARKER};
 use dwa_store::Store;
 use dwa_store::redis::{RedisOptions, RedisStore};
 use dwa_store::sqlite::SqliteStore;
@@ -53,7 +53,9 @@ pub struct Host {
 }
 
 /// Removes the working folders of tasks the store no longer has (purged by
-/// retention), so that files do not outlive their tasks.
+/// retention), so that files do not outlive their tasks. Only folders dwa
+/// made (a real folder holding [`WORKDIR_MARKER`]) are touched: anything
+/// else the operator keeps in `DWA_WORK_DIR` stays.
 pub async fn sweep_work_dirs(store: &dyn Store, work_dir: &std::path::Path) -> usize {
     let Ok(mut entries) = tokio::fs::read_dir(work_dir).await else {
         return 0;
@@ -63,6 +65,15 @@ pub async fn sweep_work_dirs(store: &dyn Store, work_dir: &std::path::Path) -> u
         let Some(id) = e.file_name().to_str().map(str::to_owned) else {
             continue;
         };
+        let ours = tokio::fs::symlink_metadata(e.path())
+            .await
+            .is_ok_and(|m| m.is_dir())
+            && tokio::fs::symlink_metadata(e.path().join(WORKDIR_MARKER))
+                .await
+                .is_ok_and(|m| m.is_file());
+        if !ours {
+            continue;
+        }
         // Only a definite "no such task" removes anything; a store error keeps the folder.
         if matches!(store.task_summary(&id).await, Ok(None)) {
             match tokio::fs::remove_dir_all(e.path()).await {
@@ -282,7 +293,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn sweep_removes_only_folders_of_tasks_that_are_gone() {
+    async fn sweep_removes_only_folders_dwa_made_for_tasks_that_are_gone() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("data")).unwrap();
         let t = dwa_store::conformance::chain_task(1);
@@ -290,12 +301,21 @@ mod tests {
         store.create_task(t).await.unwrap();
         let work = dir.path().join("work");
         for name in [id.as_str(), "01a2-purged-long-ago"] {
-            std::fs::create_dir_all(work.join(name)).unwrap();
+            dwa_plugins::make_workdir(&work.join(name)).await.unwrap();
             std::fs::write(work.join(name).join("out.png"), b"x").unwrap();
         }
+        // The operator's own folder, named like a task but not made by dwa.
+        std::fs::create_dir_all(work.join("01a2-operators")).unwrap();
+        std::fs::write(work.join("01a2-operators").join("keep.txt"), b"x").unwrap();
+        // A link to a marked folder elsewhere is not followed.
+        let elsewhere = dir.path().join("elsewhere");
+        dwa_plugins::make_workdir(&elsewhere).await.unwrap();
+        std::os::unix::fs::symlink(&elsewhere, work.join("01a2-link")).unwrap();
         assert_eq!(sweep_work_dirs(&store, &work).await, 1);
         assert!(work.join(&id).join("out.png").exists());
         assert!(!work.join("01a2-purged-long-ago").exists());
+        assert!(work.join("01a2-operators").join("keep.txt").exists());
+        assert!(elsewhere.join(dwa_plugins::WORKDIR_MARKER).exists());
         // No folder at all is not an error.
         assert_eq!(sweep_work_dirs(&store, &dir.path().join("none")).await, 0);
     }
