@@ -65,6 +65,13 @@ build-plugins:
 new-plugin +ARGS:
     bash scripts/new-plugin.sh {{ARGS}}
 
+# Property-based fuzzing (proptest) of task parsing and planning, templates
+# and the JSON Schema checker, from a fresh seed: CASES per property
+# (`just test` runs 256 with a fixed seed). A failure prints the smallest
+# input that breaks the property and the seed to replay it (DWA_FUZZ_SEED).
+fuzz CASES="100000":
+    DWA_FUZZ_CASES={{CASES}} DWA_FUZZ_SEED=random cargo test -p dwa-core --test properties
+
 # Benchmarks (release build): engine steps/s, HTTP submissions/s, plugin calls
 # and loads, transforms as plugins vs native, template resolutions, the host →
 # Python backend hop (local and Ray Serve), Redis with 1 and 2 hosts (and a

@@ -129,8 +129,9 @@ pub fn check_depth(v: &Value, max: usize) -> Result<(), Exceeded> {
 
 /// The size of `v` as compact JSON, counted up to `cap`: `None` once it is
 /// past `cap`, so that measuring a huge value costs no more than `cap`.
-/// Strings count their bytes and quotes (escapes are not counted: this is a
-/// bound on memory, not the exact serialised length).
+/// An upper bound of the serialised length (numbers count 24 bytes, the
+/// longest they print as; an escaped character its longest escape), so
+/// that what passes also fits once written out.
 pub fn size_within(v: &Value, cap: usize) -> Option<usize> {
     let mut total = 0usize;
     let mut stack = vec![v];
@@ -139,14 +140,14 @@ pub fn size_within(v: &Value, cap: usize) -> Option<usize> {
             Value::Null => 4,
             Value::Bool(_) => 5,
             Value::Number(_) => 24,
-            Value::String(s) => s.len() + 2,
+            Value::String(s) => quoted_len(s),
             Value::Array(a) => {
                 stack.extend(a.iter());
                 2 + a.len()
             }
             Value::Object(o) => {
                 for (k, v) in o {
-                    total = total.saturating_add(k.len() + 3);
+                    total = total.saturating_add(quoted_len(k) + 1);
                     stack.push(v);
                 }
                 2 + o.len()
@@ -157,6 +158,16 @@ pub fn size_within(v: &Value, cap: usize) -> Option<usize> {
         }
     }
     Some(total)
+}
+
+/// A string's length in JSON: its quotes, and six bytes (`\u001f`) for a
+/// character that may need escaping, an upper bound of every escape.
+pub fn quoted_len(s: &str) -> usize {
+    let escaped = s
+        .bytes()
+        .filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+        .count();
+    s.len() + 2 + escaped * 5
 }
 
 /// Refuses `v` when its size passes `max` bytes ([`size_within`]).
@@ -228,7 +239,7 @@ mod tests {
 
     #[test]
     fn size_stops_counting_once_past_the_cap() {
-        let v = json!({"text": "x".repeat(1000), "n": [1, 2, 3]});
+        let v = json!({"text": "x".repeat(1000), "q\"k": "a\"b\\c\n\u{1}", "n": [1, 2.5e-300, -3]});
         let exact = serde_json::to_string(&v).map(|s| s.len()).unwrap_or(0);
         let counted = size_within(&v, usize::MAX).unwrap_or(0);
         assert!(

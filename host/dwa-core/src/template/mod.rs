@@ -160,6 +160,16 @@ pub enum Part {
     Expr(Expr),
 }
 
+impl Part {
+    /// What to name in an error about this piece.
+    fn source(&self) -> &str {
+        match self {
+            Part::Lit(s) => s,
+            Part::Expr(e) => &e.source,
+        }
+    }
+}
+
 /// A JSON value with its templates parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Template {
@@ -356,16 +366,21 @@ impl Template {
                 v
             }
             Template::Interp(parts) => {
+                // Each piece is charged as it will be written out, inside a
+                // JSON string (an object's quotes escaped); the value is
+                // first checked to fit, so the piece is never built past it.
                 let mut out = String::new();
                 for p in parts {
+                    let (start, source) = (out.len(), p.source());
                     match p {
                         Part::Lit(s) => out.push_str(s),
                         Part::Expr(e) => {
                             let v = value_of(e)?;
-                            budget.take(&v, &e.source)?;
-                            stringify_into(&mut out, &v)
+                            budget.fits(&v, &e.source)?;
+                            stringify_into(&mut out, &v);
                         }
                     }
+                    budget.charge_text(&out[start..], source)?;
                 }
                 Value::String(out)
             }
@@ -395,24 +410,49 @@ struct Budget {
 impl Budget {
     /// Counts `v` against what is left, or refuses naming the limit.
     fn take<'v>(&mut self, v: &'v Value, source: &str) -> Result<&'v Value, ResolveError> {
-        let Some(max) = self.max else {
-            return Ok(v);
-        };
-        match crate::limits::size_within(v, self.left) {
-            Some(n) => {
-                self.left -= n;
-                Ok(v)
+        let n = self.fits(v, source)?;
+        self.charge(n, source)?;
+        Ok(v)
+    }
+
+    /// `v`'s size when it fits in what is left (counting stops past it).
+    fn fits(&self, v: &Value, source: &str) -> Result<usize, ResolveError> {
+        if self.max.is_none() {
+            return Ok(0);
+        }
+        crate::limits::size_within(v, self.left).ok_or_else(|| self.refusal(source))
+    }
+
+    /// Takes the bytes `text` will take inside a JSON string.
+    fn charge_text(&mut self, text: &str, source: &str) -> Result<(), ResolveError> {
+        if self.max.is_none() {
+            return Ok(());
+        }
+        self.charge(crate::limits::quoted_len(text) - 2, source)
+    }
+
+    /// Takes `n` bytes from what is left.
+    fn charge(&mut self, n: usize, source: &str) -> Result<(), ResolveError> {
+        if self.max.is_none() {
+            return Ok(());
+        }
+        self.left = self
+            .left
+            .checked_sub(n)
+            .ok_or_else(|| self.refusal(source))?;
+        Ok(())
+    }
+
+    fn refusal(&self, source: &str) -> ResolveError {
+        ResolveError {
+            expr: source.to_owned(),
+            reason: crate::limits::Exceeded {
+                what: "the resolved size in bytes",
+                value: None,
+                max: self.max.unwrap_or(0),
+                var: "DWA_MAX_INPUT_BYTES",
             }
-            None => Err(ResolveError {
-                expr: source.to_owned(),
-                reason: crate::limits::Exceeded {
-                    what: "the resolved size in bytes",
-                    value: None,
-                    max,
-                    var: "DWA_MAX_INPUT_BYTES",
-                }
-                .to_string(),
-            }),
+            .to_string(),
         }
     }
 }
