@@ -36,6 +36,13 @@ from shared.tasks.context import Job, reset_job, set_job
 
 #: How long a job's outcome is kept for polling after it ends.
 JOB_TTL_S = 3600.0
+#: Submit-then-poll jobs one process keeps at most (running, or ended and
+#: not yet polled away): past it a submission is refused, retryably.
+MAX_JOBS = int(os.environ.get("DWA_MAX_JOBS", "10000"))
+
+
+class JobsFull(Exception):
+    """The job table holds MAX_JOBS jobs."""
 
 def _served_by(where: str | None) -> dict[str, str]:
     return {"x-dwa-served-by": where} if where else {}
@@ -69,6 +76,9 @@ class Jobs:
 
     def start(self, coro) -> str:
         self._sweep()
+        if len(self._jobs) >= MAX_JOBS:
+            coro.close()
+            raise JobsFull(f"this backend holds {len(self._jobs)} jobs, its limit (DWA_MAX_JOBS={MAX_JOBS}); try again later")
         job_id = uuid.uuid4().hex
         entry: dict[str, Any] = {"done": False, "ended": None}
         self._jobs[job_id] = entry
@@ -93,16 +103,23 @@ class Jobs:
             del self._jobs[k]
 
 
-def create_app(tasks: dict[str, TaskMeta] | None = None) -> FastAPI:
-    """The app, serving `tasks` (default: every discovered task)."""
+def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = False) -> FastAPI:
+    """The app, serving `tasks` (default: every discovered task). With
+    `require_token` (a deployment reachable from the internet: Modal), a
+    missing DWA_BACKEND_TOKEN refuses every call but /health, unless
+    DWA_BACKEND_PUBLIC=1 says the backend is meant to be open."""
     registry = tasks if tasks is not None else discover()
     token = os.environ.get("DWA_BACKEND_TOKEN") or None
+    closed = require_token and not token and os.environ.get("DWA_BACKEND_PUBLIC") != "1"
     sync_limit = float(os.environ.get("DWA_SYNC_LIMIT_S", "120"))
     jobs = Jobs()
     app = FastAPI(title="dwa backend", version="0.1.0")
 
     @app.middleware("http")
     async def auth(request: Request, call_next):
+        if closed and request.url.path != "/health":
+            return _error(401, "this backend has no DWA_BACKEND_TOKEN: set one (and the host's MODAL_TOKEN to it), "
+                          "or DWA_BACKEND_PUBLIC=1 to serve without one", False)
         if token and request.url.path != "/health":
             if request.headers.get("authorization") != f"Bearer {token}":
                 return _error(401, "missing or wrong bearer token", False)
@@ -165,7 +182,10 @@ def create_app(tasks: dict[str, TaskMeta] | None = None) -> FastAPI:
                 media_type="application/x-ndjson" if ndjson else "text/event-stream",
             )
         if request.query_params.get("async") in ("1", "true") or meta.timeout > sync_limit:
-            job_id = jobs.start(call(meta, kwargs, job))
+            try:
+                job_id = jobs.start(call(meta, kwargs, job))
+            except JobsFull as e:
+                return _error(429, str(e), True)
             return JSONResponse({"jobId": job_id, "retryAfterMs": 500}, status_code=202)
         try:
             result, where = await call(meta, kwargs, job)

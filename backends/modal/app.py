@@ -32,15 +32,20 @@ image = (
 
 app = modal.App("dwa-tasks", image=image)
 secrets = [modal.Secret.from_name("openai-secret"), modal.Secret.from_name("elevenlabs-secret")]
+# DWA_BACKEND_TOKEN (the host's MODAL_TOKEN): the endpoint is on the internet,
+# so without it every call is refused, unless the secret sets
+# DWA_BACKEND_PUBLIC=1 instead. `modal secret create dwa-backend DWA_BACKEND_TOKEN=...`
+web_secrets = [*secrets, modal.Secret.from_name("dwa-backend")]
 
 
-@app.function(secrets=secrets, timeout=3600, scaledown_window=300)
+@app.function(secrets=web_secrets, timeout=3600, scaledown_window=300)
 @modal.asgi_app(label="dwa-tasks")
 def web():
-    """The backend protocol (GET /tasks, POST /tasks/{name}, polling)."""
+    """The backend protocol (GET /tasks, POST /tasks/{name}, polling), closed
+    without a token."""
     from backends.app import create_app
 
-    return create_app()
+    return create_app(require_token=True)
 
 
 @app.function(gpu="T4", secrets=secrets, timeout=3600)

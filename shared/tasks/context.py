@@ -4,8 +4,8 @@ and the task's working folder, where it reads and writes files.
 The folder is `DWA_WORK_DIR/<taskId>` (default `./data/work/<taskId>`): the
 same layout as the host's, so that a backend on the host's machine (the
 local backend) shares files with the host's WebAssembly transforms. File
-names in inputs and outputs are relative to it; absolute paths are taken as
-they are.
+names in inputs and outputs are names inside it: absolute paths, `..` and
+symbolic links that lead out are refused.
 """
 
 from __future__ import annotations
@@ -66,21 +66,35 @@ def workdir() -> Path:
     return d
 
 
+def _inside(p: Path, given: str, field: str) -> Path:
+    """`p` when it stays inside the working folder once links are followed."""
+    root = workdir().resolve()
+    real = p.resolve()
+    if real != root and root not in real.parents:
+        raise TaskError(f"`{field}` {given!r} leads out of the task's working folder: "
+                        "name a file inside it (no absolute paths, '..' or links out)")
+    return p
+
+
 def resolve(path: str, field: str = "path", must_exist: bool = True) -> Path:
-    """A file named in an input: relative to the working folder, or absolute."""
+    """A file named in an input: a name inside the working folder. Absolute
+    paths, `..` and links that lead out are refused, so that a task reads
+    only what its own steps wrote there."""
     if not path:
         raise TaskError(f"`{field}` must not be empty")
-    p = Path(path)
-    if not p.is_absolute():
-        p = workdir() / p
+    if Path(path).is_absolute():
+        raise TaskError(f"`{field}` {path!r} is an absolute path: name a file inside the task's working folder")
+    p = _inside(workdir() / path, path, field)
     if must_exist and not p.is_file():
         raise TaskError(f"`{field}` {path}: no such file")
     return p
 
 
-def output(name: str) -> Path:
+def output(name: str, field: str = "filename") -> Path:
     """Where to write an output file of that name (inside the working folder)."""
-    p = workdir() / name
+    if not name or Path(name).is_absolute():
+        raise TaskError(f"`{field}` {name!r} must name a file inside the task's working folder")
+    p = _inside(workdir() / name, name, field)
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
 

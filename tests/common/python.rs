@@ -28,6 +28,9 @@ impl PyService {
         let mut cmd = Command::new(python);
         cmd.args(args)
             .current_dir(&repo)
+            // The tests' web servers are on loopback, which the backends'
+            // address rule refuses unless allowed (docs/backend-protocol.md).
+            .env("DWA_HTTP_ALLOW", "127.0.0.1")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {

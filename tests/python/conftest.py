@@ -34,8 +34,10 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def site(tmp_path):
-    """A static HTTP server over a temp folder: answers (folder, base URL)."""
+def site(tmp_path, monkeypatch):
+    """A static HTTP server over a temp folder: answers (folder, base URL).
+    Its address is loopback, so the backend's allow-list names it."""
+    monkeypatch.setenv("DWA_HTTP_ALLOW", "127.0.0.1")
     root = tmp_path / "site"
     root.mkdir()
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -74,6 +74,31 @@ pub enum ApiError {
     Unauthorized,
     /// A limit on open resources is full for now: 429.
     TooMany(String),
+    /// No such route (404) or no such method on it (405).
+    Route(StatusCode, String),
+}
+
+/// A query string, refused with the JSON error body (axum's own rejection
+/// answers text/plain).
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+struct Query<T>(T);
+
+/// A path parameter, refused with the JSON error body.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+struct Path<T>(T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::Query(e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::Body(StatusCode::BAD_REQUEST, e.body_text())
+    }
 }
 
 impl From<EngineError> for ApiError {
@@ -133,6 +158,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %m, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", m, vec![])
             }
+            ApiError::Route(status, m) => (status, "no_route", m, vec![]),
             ApiError::TooMany(m) => (StatusCode::TOO_MANY_REQUESTS, "too_many", m, vec![]),
             ApiError::Body(status, m) => (status, "invalid_body", m, vec![]),
             ApiError::Query(m) => (StatusCode::BAD_REQUEST, "invalid_query", m, vec![]),
@@ -181,8 +207,27 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .nest("/api", api)
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::Route(
+        StatusCode::NOT_FOUND,
+        format!("no route {} (see /openapi.json)", uri.path()),
+    )
+}
+
+async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::Route(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {} (see /openapi.json)",
+            uri.path()
+        ),
+    )
 }
 
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {

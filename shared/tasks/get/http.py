@@ -6,6 +6,7 @@ from typing import Literal
 
 from typing_extensions import TypedDict
 
+from .. import netguard
 from ..decorator import task
 from ..errors import TaskError
 
@@ -24,10 +25,10 @@ def http_request(url: str, method: Literal["GET", "POST", "PUT", "PATCH", "DELET
     """Calls an HTTP API: JSON `body` sent as JSON; a JSON answer parsed, any other kept as text."""
     import httpx
 
-    if not url.startswith(("http://", "https://")):
-        raise TaskError(f"`url` {url!r} must be http or https")
+    netguard.check_url(url)
     try:
-        r = httpx.request(method, url, headers=headers, json=body, timeout=timeout_s, follow_redirects=True)
+        with netguard.client(follow_redirects=True, timeout=timeout_s) as c:
+            r = c.request(method, url, headers=headers, json=body)
     except httpx.TransportError as e:
         raise TaskError(f"{method} {url} failed: {e}", retryable=True) from None
     if fail_on_status and r.status_code >= 400:

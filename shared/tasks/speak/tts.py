@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -68,8 +69,13 @@ def espeak_speak(text: str, voice: str = "en", speed: int = 170) -> Speech:
         raise TaskError("espeak.speak: espeak-ng is not installed on this backend (Debian: apt-get install espeak-ng)")
     if not 80 <= speed <= 450:
         raise TaskError("`speed` must be between 80 and 450 words per minute")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_+/-]{0,31}", voice):
+        raise TaskError(f"`voice` {voice!r} is not an espeak voice name (e.g. en, en-us, fr+f2)")
     dest = output(f"speech-{uuid.uuid4().hex[:8]}.wav")
-    done = subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(dest), text], capture_output=True, text=True, timeout=100)
+    # The text goes in on stdin, never as an argument: a text starting with
+    # '-' must not be read as an option.
+    done = subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(dest), "--stdin"], input=text,
+                          capture_output=True, text=True, timeout=100)
     if done.returncode != 0:
         raise TaskError(f"espeak.speak: {done.stderr.strip()[:200]}")
     return {"path": relative(dest), "bytes": dest.stat().st_size, "format": "wav"}
