@@ -21,6 +21,11 @@ pub struct TaskSpec {
     /// The queue its steps go to; gpu tasks default to `gpu`, others to `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// (dwa) Like the `Idempotency-Key` header: a repeated submission under
+    /// the same key, within its time to live, answers the first task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
     /// The task's input; a pipeline's first steps receive it. Default `{}`.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]

@@ -9,6 +9,8 @@
 pub mod effects;
 mod run;
 mod submit;
+
+pub use submit::Submitted;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +81,8 @@ pub struct EngineConfig {
     pub owner: String,
     /// At most one `onProgress` firing per task in this window.
     pub progress_throttle: Duration,
+    /// How long an idempotency key answers its first task (ms).
+    pub idempotency_ttl_ms: i64,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +92,7 @@ impl Default for EngineConfig {
             lease_ms: 30_000,
             owner: format!("dwa-{}", uuid::Uuid::now_v7()),
             progress_throttle: effects::PROGRESS_THROTTLE,
+            idempotency_ttl_ms: 24 * 3600 * 1000,
         }
     }
 }

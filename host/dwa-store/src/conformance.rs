@@ -56,6 +56,7 @@ fn task_with(steps: Vec<NewStep>, queue: &str) -> NewTask {
         is_pipeline: true,
         steps,
         created_at: dwa_core::model::now_ms(),
+        idempotency: None,
     }
 }
 
@@ -86,6 +87,7 @@ where
     case!(events_are_ordered_and_broadcast);
     case!(appended_events_stop_at_the_cap_with_one_capped_event);
     case!(duplicate_ids_are_refused);
+    case!(an_idempotency_key_answers_its_first_task_until_it_expires);
     case!(release_gives_jobs_back);
     case!(complete_and_lease_hands_over_the_released_step);
     case!(retention_purges_only_finished_tasks_past_the_cutoff);
@@ -514,6 +516,41 @@ async fn appended_events_stop_at_the_cap_with_one_capped_event(
     assert_eq!(kinds.len(), 8, "{kinds:?}");
     assert_eq!(kinds[5], crate::EVENTS_CAPPED);
     assert_eq!(kinds.last().map(String::as_str), Some("pipeline:complete"));
+}
+
+async fn an_idempotency_key_answers_its_first_task_until_it_expires(
+    s: Arc<dyn Store>,
+    c: Arc<ManualClock>,
+) {
+    let keyed = |hash: &str| NewTask {
+        idempotency: Some(crate::Idempotency {
+            key: "order-42".into(),
+            body_hash: hash.into(),
+            expires_at: c.now_ms() + 60_000,
+        }),
+        ..chain_task(1)
+    };
+    let first = keyed("h1");
+    let id = first.id.clone();
+    s.create_task(first).await.unwrap();
+    let again = s.create_task(keyed("h1")).await;
+    assert!(
+        matches!(&again, Err(StoreError::Idempotent { task_id, same_body: true }) if *task_id == id),
+        "{again:?}"
+    );
+    let other = s.create_task(keyed("h2")).await;
+    assert!(
+        matches!(&other, Err(StoreError::Idempotent { task_id, same_body: false }) if *task_id == id),
+        "{other:?}"
+    );
+    // Past its time to live the key is free again.
+    c.advance(60_001);
+    let later = keyed("h2");
+    let later_id = later.id.clone();
+    s.create_task(later).await.unwrap();
+    assert!(s.task(&later_id).await.unwrap().is_some());
+    // Without a key, nothing is deduplicated.
+    s.create_task(chain_task(1)).await.unwrap();
 }
 
 async fn duplicate_ids_are_refused(s: Arc<dyn Store>, _c: Arc<ManualClock>) {

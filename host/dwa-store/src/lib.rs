@@ -102,6 +102,15 @@ pub enum StoreError {
     /// A task with that id exists already.
     #[error("task {0} exists already")]
     Duplicate(String),
+    /// The idempotency key was used, within its time to live, by `task_id`
+    /// (`same_body`: with the same task body, so that is the answer).
+    #[error("idempotency key already used by task {task_id}")]
+    Idempotent {
+        /// The task the key was first used for.
+        task_id: String,
+        /// Whether that submission had the same body.
+        same_body: bool,
+    },
     /// The operation does not fit the task's state.
     #[error("{0}")]
     Conflict(String),
@@ -145,6 +154,20 @@ pub struct NewTask {
     pub steps: Vec<NewStep>,
     /// Submission time (ms).
     pub created_at: i64,
+    /// The client's idempotency key, if it gave one.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// A submission's idempotency key: another submission under the same key
+/// before `expires_at` is answered with the first task, not a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The key, as the client gave it.
+    pub key: String,
+    /// A digest of the task body, to tell a retry from a different task.
+    pub body_hash: String,
+    /// Until when (ms) the key holds.
+    pub expires_at: i64,
 }
 
 /// A leased job: one step, or one item of a forEach step.

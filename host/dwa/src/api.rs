@@ -257,17 +257,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Create a task.
+/// Create a task. With an `Idempotency-Key` header (or `idempotencyKey`
+/// field), a repeated submission within the key's time to live answers the
+/// first task (200) instead of creating another; another body under the
+/// same key is a 409.
 #[utoipa::path(post, path = "/api/tasks", request_body = dwa_core::model::TaskSpec,
-    responses((status = 201, body = CreatedTask), (status = 400, body = ErrorBody),
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "1-255 visible ASCII characters; kept DWA_IDEMPOTENCY_TTL_SECS")),
+    responses((status = 201, body = CreatedTask), (status = 200, body = CreatedTask,
+               description = "the task an earlier submission under the same key created"),
+              (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn create_task(
     State(st): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedTask>), ApiError> {
     let body = body_bytes(body)?;
-    let created = st.engine.submit_json(&body).await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::Body(
+                StatusCode::BAD_REQUEST,
+                "the Idempotency-Key header must be visible ASCII".into(),
+            )
+        })?),
+        None => None,
+    };
+    let submitted = st.engine.submit_request(&body, key).await?;
+    let status = if submitted.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(submitted.task)))
 }
 
 /// Filters of the task list.

@@ -72,6 +72,8 @@ pub struct Config {
     pub max_stalled: u32,
     /// `DWA_RETENTION_HOURS`: how long finished tasks are kept (both stores).
     pub retention_hours: u64,
+    /// `DWA_IDEMPOTENCY_TTL_SECS`: how long an idempotency key answers its first task.
+    pub idempotency_ttl_secs: u64,
     /// `DWA_MAX_FOLLOWERS_PER_TASK`: event-stream clients of one task.
     pub max_followers_per_task: usize,
     /// `DWA_MAX_FOLLOWERS`: event-stream clients on this host.
@@ -200,6 +202,7 @@ impl Config {
         let limits = limits(queues(worker_concurrency, gpu_worker_concurrency)?)?;
         Ok(Config {
             limits,
+            idempotency_ttl_secs: parse("DWA_IDEMPOTENCY_TTL_SECS", 86_400u64, 1..=2_592_000)?,
             max_followers_per_task: parse("DWA_MAX_FOLLOWERS_PER_TASK", 100usize, 1..=100_000)?,
             max_followers: parse("DWA_MAX_FOLLOWERS", 10_000usize, 1..=1_000_000)?,
             host: var("DWA_HOST").unwrap_or_else(|| "0.0.0.0".into()),

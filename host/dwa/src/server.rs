@@ -113,6 +113,7 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             lease_ms: config.lease_ms,
             owner,
             progress_throttle: Duration::from_millis(config.progress_throttle_ms),
+            idempotency_ttl_ms: (config.idempotency_ttl_secs * 1000) as i64,
         },
         Some(plugins.clone()),
     );

@@ -10,7 +10,7 @@ use dwa_core::catalog::Catalog;
 use dwa_core::limits::{Exceeded, Limits};
 use dwa_core::model::{CreatedTask, TaskSpec, TaskStatus};
 use dwa_core::plan::{FieldError, Plan};
-use dwa_store::{NewStep, NewTask};
+use dwa_store::{Idempotency, NewStep, NewTask, StoreError};
 
 use super::effects::Lifecycle;
 use super::{Engine, EngineError, StoredSpec, TaskState};
@@ -38,6 +38,59 @@ pub(super) struct Prepared {
     plan: Plan,
     spec_json: String,
     lineage: u32,
+    /// The idempotency key and the digest of the body it covers.
+    idempotency: Option<(String, String)>,
+}
+
+/// What a submission answered: the task, and whether it is one an earlier
+/// submission under the same idempotency key made (200, not 201).
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The task.
+    pub task: CreatedTask,
+    /// Whether it existed already.
+    pub replayed: bool,
+}
+
+/// Longest idempotency key, in bytes.
+const MAX_KEY_LEN: usize = 255;
+
+/// The submission's idempotency key (the header, or the `idempotencyKey`
+/// field; both must then agree) and the digest of the task it covers.
+fn idempotency(
+    header: Option<String>,
+    spec: &TaskSpec,
+) -> Result<Option<(String, String)>, EngineError> {
+    let malformed = |message: String| {
+        EngineError::Malformed(FieldError {
+            step: None,
+            field: "idempotencyKey".into(),
+            message,
+        })
+    };
+    let key = match (header, &spec.idempotency_key) {
+        (Some(h), Some(f)) if h != *f => {
+            return Err(malformed(format!(
+                "{f:?} differs from the Idempotency-Key header {h:?}"
+            )));
+        }
+        (Some(h), _) => h,
+        (None, Some(f)) => f.clone(),
+        (None, None) => return Ok(None),
+    };
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(malformed(format!(
+            "{key:?} is not an idempotency key: 1-{MAX_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    // The task as planned, without the key: a retry that reformats its JSON
+    // is the same task; one that changes a field is not.
+    let mut body = spec.clone();
+    body.idempotency_key = None;
+    let bytes = serde_json::to_vec(&body)
+        .map_err(|e| EngineError::Internal(format!("cannot digest the task: {e}")))?;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    Ok(Some((key, digest)))
 }
 
 fn prepare(plan: Plan, lineage: u32) -> Result<Prepared, EngineError> {
@@ -52,6 +105,7 @@ fn prepare(plan: Plan, lineage: u32) -> Result<Prepared, EngineError> {
         plan,
         spec_json,
         lineage,
+        idempotency: None,
     })
 }
 
@@ -67,12 +121,27 @@ fn refused(field: &str, e: Exceeded) -> EngineError {
 impl Engine {
     /// Validates, plans and queues a task given as a request body.
     pub async fn submit_json(self: &Arc<Self>, body: &[u8]) -> Result<CreatedTask, EngineError> {
+        Ok(self.submit_request(body, None).await?.task)
+    }
+
+    /// Like [`Engine::submit_json`], with the request's `Idempotency-Key`
+    /// header: a repeated submission under a key answers its first task.
+    pub async fn submit_request(
+        self: &Arc<Self>,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, EngineError> {
+        let header = idempotency_key.map(str::to_owned);
         let prepared = self
-            .off_workers(body, |body, catalog, limits| {
-                prepare(plan_body(body, catalog, limits)?, 0)
+            .off_workers(body, move |body, catalog, limits| {
+                let plan = plan_body(body, catalog, limits)?;
+                let key = idempotency(header, &plan.spec)?;
+                let mut prepared = prepare(plan, 0)?;
+                prepared.idempotency = key;
+                Ok(prepared)
             })
             .await?;
-        self.queue(prepared).await
+        self.queue_once(prepared).await
     }
 
     /// Validates and plans a request body within the host's limits; nothing
@@ -81,13 +150,47 @@ impl Engine {
         self.off_workers(body, plan_body).await
     }
 
+    /// Queues a prepared task; under an idempotency key already used, answers
+    /// the first task (same body) or a conflict (another body).
+    async fn queue_once(self: &Arc<Self>, prepared: Prepared) -> Result<Submitted, EngineError> {
+        let key = prepared.idempotency.as_ref().map(|(k, _)| k.clone());
+        match self.queue(prepared).await {
+            Ok(task) => Ok(Submitted {
+                task,
+                replayed: false,
+            }),
+            Err(EngineError::Store(StoreError::Idempotent { task_id, same_body })) => {
+                let key = key.unwrap_or_default();
+                if !same_body {
+                    return Err(EngineError::Conflict(format!(
+                        "idempotency key {key:?} was used for another task body (task {task_id})"
+                    )));
+                }
+                let first = self.store.task_summary(&task_id).await?.ok_or_else(|| {
+                    EngineError::Conflict(format!(
+                        "idempotency key {key:?} was used for task {task_id}, which is no longer kept"
+                    ))
+                })?;
+                Ok(Submitted {
+                    task: CreatedTask {
+                        id: first.id,
+                        status: first.status,
+                        queue: first.queue,
+                    },
+                    replayed: true,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs `work` on a request body: inline when the body is small, on the
     /// blocking pool (at most [`planner_threads`] at once) when it is large,
     /// so that tasks at the limits cannot hold up `/health` or other requests.
     async fn off_workers<T: Send + 'static>(
         &self,
         body: &[u8],
-        work: fn(&[u8], &Catalog, &Limits) -> Result<T, EngineError>,
+        work: impl FnOnce(&[u8], &Catalog, &Limits) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, EngineError> {
         if body.len() <= PLAN_INLINE_BYTES {
             return work(body, &self.catalog(), &self.config.limits);
@@ -157,8 +260,15 @@ impl Engine {
             plan,
             spec_json,
             lineage,
+            idempotency,
         } = prepared;
         let id = uuid::Uuid::now_v7().to_string();
+        let now = self.store.now_ms();
+        let idempotency = idempotency.map(|(key, body_hash)| Idempotency {
+            key,
+            body_hash,
+            expires_at: now + self.config.idempotency_ttl_ms,
+        });
         let queue = plan
             .spec
             .queue
@@ -183,7 +293,8 @@ impl Engine {
             spec: spec_json,
             is_pipeline: plan.is_pipeline,
             steps,
-            created_at: self.store.now_ms(),
+            created_at: now,
+            idempotency,
         };
         if !plan.effects.on_progress.is_empty() {
             Self::lock(&self.progress_tasks).insert(id.clone());

@@ -1,14 +1,27 @@
--- ARGV: P, now, count, then per task: id, type, queue, pipeline, created, spec, steps,
+-- ARGV: P, now, count, then per task: id, type, queue, pipeline, created, spec,
+-- idempotency key ('' for none), body hash, expires at (ms), steps,
 -- then per step: key, task, queue, waiting, dependants (comma-separated).
+-- A key held (unexpired, on the store's clock) by an earlier task answers
+-- IDEMPOTENT <task> same|different instead of creating one.
 local i = 4
 local idx, live, by_queue, queues = {}, {}, {}, {}
 for _ = 1, tonumber(ARGV[3]) do
   begin_item()
-  local id, typ, queue, pipeline, created, spec, n =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
-  i = i + 7
+  local id, typ, queue, pipeline, created, spec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local ikey, ihash, iexp, n = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], tonumber(ARGV[i + 9])
+  i = i + 10
   local key = k('t', id)
-  if redis.call('HSETNX', key, 'type', typ) == 0 then
+  local held
+  if ikey ~= '' then
+    local cur = redis.call('HMGET', k('idem', ikey), 'task', 'hash', 'expires')
+    if cur[1] and tonumber(cur[3]) > NOW then
+      held = cur
+    end
+  end
+  if held then
+    i = i + n * 5
+    end_item('IDEMPOTENT ' .. held[1] .. ' ' .. (held[2] == ihash and 'same' or 'different'))
+  elseif redis.call('HSETNX', key, 'type', typ) == 0 then
     i = i + n * 5
     end_item('DUPLICATE ' .. id)
   else
@@ -38,6 +51,12 @@ for _ = 1, tonumber(ARGV[3]) do
       end
     end
     chunked('HSET', key, w)
+    if ikey ~= '' then
+      local ik = k('idem', ikey)
+      redis.call('HSET', ik, 'task', id, 'hash', ihash, 'expires', iexp)
+      -- Redis forgets it on its own clock; the check above uses the store's.
+      redis.call('PEXPIRE', ik, math.max(1, tonumber(iexp) - NOW))
+    end
     idx[#idx + 1] = 0
     idx[#idx + 1] = id
     local l = by_queue[queue]

@@ -34,6 +34,13 @@ pub(super) fn item_error(text: &str) -> StoreError {
     match code {
         "LEASE_LOST" => StoreError::LeaseLost(detail),
         "DUPLICATE" => StoreError::Duplicate(detail),
+        "IDEMPOTENT" => {
+            let (task_id, same) = detail.split_once(' ').unwrap_or((detail.as_str(), ""));
+            StoreError::Idempotent {
+                task_id: task_id.to_owned(),
+                same_body: same == "same",
+            }
+        }
         "NOT_FOUND" => StoreError::NotFound(detail),
         "CONFLICT" => StoreError::Conflict(detail),
         _ => backend(text),

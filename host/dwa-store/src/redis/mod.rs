@@ -214,6 +214,14 @@ impl Core {
             args.push(if task.is_pipeline { "1" } else { "0" }.into());
             args.push(task.created_at.to_string());
             args.push(task.spec);
+            match task.idempotency {
+                Some(i) => {
+                    args.push(i.key);
+                    args.push(i.body_hash);
+                    args.push(i.expires_at.to_string());
+                }
+                None => args.extend([String::new(), String::new(), "0".into()]),
+            }
             args.push(task.steps.len().to_string());
             for s in task.steps {
                 args.push(s.key);

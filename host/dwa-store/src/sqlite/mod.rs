@@ -111,6 +111,13 @@ CREATE TABLE IF NOT EXISTS events (
     ts INTEGER NOT NULL,
     PRIMARY KEY (task_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    body_hash TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
 "#;
 
 const WAITING: i64 = 0;

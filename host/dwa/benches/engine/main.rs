@@ -106,6 +106,7 @@ async fn host_on(
             queues: [("default".to_owned(), workers), ("gpu".to_owned(), 2)].into(),
             ..Default::default()
         },
+        idempotency_ttl_secs: 86_400,
         max_followers_per_task: 100,
         max_followers: 10_000,
         api_token: None,

@@ -11,10 +11,13 @@ use dwa_core::model::{TaskEvent, TaskStatus};
 
 use super::super::{item_col, parse_json};
 use super::{StepRow, Writer};
-use crate::{EVENTS_CAPPED, Job, Leased, NewEvent, NewTask, StoreError, Transition};
+use crate::{EVENTS_CAPPED, Idempotency, Job, Leased, NewEvent, NewTask, StoreError, Transition};
 
 impl Writer {
     pub(super) fn create(&mut self, t: &NewTask, now: i64) -> Result<Transition, StoreError> {
+        if let Some(i) = &t.idempotency {
+            self.check_idempotency(i, now)?;
+        }
         let inserted = self
             .conn
             .prepare_cached(
@@ -38,6 +41,14 @@ impl Writer {
         self.conn
             .prepare_cached("INSERT INTO task_specs (id, spec) VALUES (?1, ?2)")?
             .execute(params![t.id, t.spec])?;
+        if let Some(i) = &t.idempotency {
+            self.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO idempotency (key, task_id, body_hash, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![i.key, t.id, i.body_hash, i.expires_at])?;
+        }
         let mut woke = Vec::new();
         for (i, s) in t.steps.iter().enumerate() {
             let deps = serde_json::to_string(&s.dependants)
@@ -689,7 +700,30 @@ impl Writer {
     }
 
     /// Deletes up to `limit` tasks that ended before `before`, with all they own.
+    /// Refuses a key that a live earlier submission holds (an expired one
+    /// is forgotten here).
+    fn check_idempotency(&mut self, i: &Idempotency, now: i64) -> Result<(), StoreError> {
+        let held: Option<(String, String, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT task_id, body_hash, expires_at FROM idempotency WHERE key = ?1",
+            )?
+            .query_row(params![i.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        match held {
+            Some((task_id, hash, expires)) if expires > now => Err(StoreError::Idempotent {
+                task_id,
+                same_body: hash == i.body_hash,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn purge(&mut self, before: i64, limit: usize) -> Result<usize, StoreError> {
+        // Expired idempotency keys go with the retention sweep.
+        self.conn
+            .prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")?
+            .execute(params![self.now])?;
         let ids: Vec<String> = self
             .conn
             .prepare_cached(
