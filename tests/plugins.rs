@@ -32,6 +32,12 @@ fn dist(name: &str) -> PathBuf {
 
 fn start_with_plugins(dir: &Path, extra: &[(&str, String)]) -> (tempfile::TempDir, Host) {
     let data = tempfile::tempdir().unwrap();
+    let host = start_plugins_in(data.path(), dir, extra);
+    (data, host)
+}
+
+/// A host with the plugins of `dir` on the data folder `data`.
+fn start_plugins_in(data: &Path, dir: &Path, extra: &[(&str, String)]) -> Host {
     let mut env = vec![
         ("DWA_PLUGIN_DIR", dir.display().to_string()),
         (
@@ -43,8 +49,7 @@ fn start_with_plugins(dir: &Path, extra: &[(&str, String)]) -> (tempfile::TempDi
         ),
     ];
     env.extend(extra.iter().cloned());
-    let host = tokio::task::block_in_place(|| Host::start(data.path(), &env));
-    (data, host)
+    tokio::task::block_in_place(|| Host::start(data, &env))
 }
 
 /// One request the receiver got.
@@ -804,4 +809,96 @@ async fn plugin_http_goes_straight_to_its_target_whatever_the_proxy_variables_sa
         0,
         "nothing went through the proxy"
     );
+}
+
+/// A task whose onSuccess is a webhook to `rx`'s `path`.
+fn hooked(rx: &Receiver, path: &str) -> Value {
+    json!({"type": "builtin.echo", "payload": {"n": 1},
+           "onSuccess": [{"$event": "webhook", "url": format!("{}{path}", rx.base)}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_due_when_the_host_was_killed_is_delivered_after_restart_once_with_its_id() {
+    let rx = Receiver::start(0).await;
+    let data = tempfile::tempdir().unwrap();
+    let allow = ("DWA_HTTP_ALLOW", "127.0.0.1".to_string());
+    // The host completes the task and dies before delivering its webhook
+    // (the test hook keeps it from delivering at all).
+    let mut a = start_plugins_in(
+        data.path(),
+        &dist("dist"),
+        &[allow.clone(), ("DWA_TEST_HOLD_EFFECTS", "1".into())],
+    );
+    let id = submit_ok(&a, &hooked(&rx, "/hook")).await;
+    assert_eq!(wait_done(&a, &id).await["status"], "completed");
+    assert!(
+        rx.got("/hook").is_empty(),
+        "the held host delivered nothing"
+    );
+    a.kill9();
+    // Restarted on the same store, the host finds the webhook due.
+    let b = start_plugins_in(data.path(), &dist("dist"), &[allow]);
+    delivered_once(&rx, &b, &id).await;
+}
+
+/// `rx` got task `id`'s webhook with its delivery id; a later task's webhook
+/// through `host`'s outbox comes after it, and the first one was settled,
+/// not delivered again.
+async fn delivered_once(rx: &Receiver, host: &Host, id: &str) {
+    let hook = &rx.wait("/hook", 1).await[0];
+    assert_eq!(
+        hook.headers["x-dwa-delivery"],
+        format!("{id}:onSuccess:0").as_str()
+    );
+    let body: Value = serde_json::from_slice(&hook.body).unwrap();
+    assert_eq!(body["taskId"], id);
+    let marker = submit_ok(host, &hooked(rx, "/marker")).await;
+    assert_eq!(wait_done(host, &marker).await["status"], "completed");
+    rx.wait("/marker", 1).await;
+    assert_eq!(rx.got("/hook").len(), 1, "delivered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_another_host_delivers_the_webhook_of_a_host_that_died() {
+    let redis = dwa_store::testing::RedisServer::start();
+    let rx = Receiver::start(0).await;
+    let env = |name: &str, hold: bool| {
+        let mut e = vec![
+            ("REDIS_URL", redis.url()),
+            ("DWA_HOST_NAME", name.to_owned()),
+            ("DWA_HTTP_ALLOW", "127.0.0.1".to_string()),
+        ];
+        if hold {
+            e.push(("DWA_TEST_HOLD_EFFECTS", "1".into()));
+        }
+        e
+    };
+    let (_a_dir, mut a) = start_with_plugins(&dist("dist"), &env("host-a", true));
+    let id = submit_ok(&a, &hooked(&rx, "/hook")).await;
+    assert_eq!(wait_done(&a, &id).await["status"], "completed");
+    a.kill9();
+    let (_b_dir, b) = start_with_plugins(&dist("dist"), &env("host-b", false));
+    delivered_once(&rx, &b, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_is_tried_again_with_the_same_delivery_id() {
+    // The receiver fails the first three calls to /flaky; the webhook
+    // plugin retries a 5xx once itself, so the first delivery (two calls)
+    // fails and the outbox's second, a second later, gets through.
+    let rx = Receiver::start(3).await;
+    let (_d, host) = start_with_plugins(&dist("dist"), &[("DWA_HTTP_ALLOW", "127.0.0.1".into())]);
+    let id = submit_ok(&host, &hooked(&rx, "/flaky")).await;
+    let got = rx.wait("/flaky", 4).await;
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|r| r.headers["x-dwa-delivery"].to_str().unwrap_or(""))
+        .collect();
+    assert!(
+        ids.iter().all(|d| *d == format!("{id}:onSuccess:0")),
+        "{ids:?}"
+    );
+    let evs = events_until(&host, &id, |e| has(e, "effect:error")).await;
+    let err = evs.iter().find(|(k, _)| k == "effect:error").unwrap();
+    assert_eq!(err.1["data"]["attempt"], 1, "{err:?}");
 }

@@ -7,6 +7,7 @@
 //! running steps get a grace period, and what is left is released.
 
 pub mod effects;
+mod outbox;
 mod run;
 mod submit;
 
@@ -83,6 +84,9 @@ pub struct EngineConfig {
     pub progress_throttle: Duration,
     /// How long an idempotency key answers its first task (ms).
     pub idempotency_ttl_ms: i64,
+    /// Test hook (`DWA_TEST_HOLD_EFFECTS`): this host delivers no lifecycle
+    /// effects, as if it died before it could; another host delivers them.
+    pub hold_effects: bool,
 }
 
 impl Default for EngineConfig {
@@ -93,6 +97,7 @@ impl Default for EngineConfig {
             owner: format!("dwa-{}", uuid::Uuid::now_v7()),
             progress_throttle: effects::PROGRESS_THROTTLE,
             idempotency_ttl_ms: 24 * 3600 * 1000,
+            hold_effects: false,
         }
     }
 }
@@ -155,6 +160,8 @@ pub struct Engine {
     throttle: ProgressThrottle,
     /// Large submissions planned at once, off the async workers.
     planners: Semaphore,
+    /// Wakes the outbox loop when this host made lifecycle effects due.
+    outbox_wake: Notify,
     progress_tasks: Mutex<std::collections::HashSet<String>>,
     /// Set while [`Engine::forget_ended`] runs: lags under load come in
     /// bursts, and one sweep at a time is enough.
@@ -186,6 +193,7 @@ impl Engine {
             progress_tasks: Mutex::new(std::collections::HashSet::new()),
             forgetting: std::sync::atomic::AtomicBool::new(false),
             planners: Semaphore::new(submit::planner_threads()),
+            outbox_wake: Notify::new(),
         })
     }
 
@@ -266,6 +274,10 @@ impl Engine {
         self.tracker.spawn(async move { me.reap_loop().await });
         let me = self.clone();
         self.tracker.spawn(async move { me.listen_loop().await });
+        if self.plugins.is_some() && !self.config.hold_effects {
+            let me = self.clone();
+            self.tracker.spawn(async move { me.outbox_loop().await });
+        }
         Ok(())
     }
 
@@ -331,13 +343,12 @@ impl Engine {
             |pick: fn(&dwa_core::plan::Effects) -> &Vec<dwa_core::plan::PlannedEffect>| {
                 known.is_none_or(|s| !pick(&s.plan.effects).is_empty())
             };
+        // The store made the list due in this transition: deliver it now.
         match t.finished {
             Some(TaskStatus::Completed) if may_have(|e| &e.on_success) => {
-                self.spawn_effects(id.clone(), Lifecycle::Success, None)
+                self.outbox_wake.notify_one()
             }
-            Some(TaskStatus::Failed) if may_have(|e| &e.on_error) => {
-                self.spawn_effects(id.clone(), Lifecycle::Error, None)
-            }
+            Some(TaskStatus::Failed) if may_have(|e| &e.on_error) => self.outbox_wake.notify_one(),
             _ => {}
         }
         // Kept apart from the plan cache, which the event listener may clear

@@ -499,17 +499,24 @@ impl Plugins {
             .unwrap_or_default()
     }
 
-    /// Runs the plugin that handles `effect`.
+    /// Runs the plugin that handles `effect`; `delivery` (a stable id of
+    /// this effect's delivery) goes out as `X-DWA-Delivery` on its HTTP.
     pub async fn call_effect(
         &self,
         effect: &str,
         call: EffectCall,
         task_id: &str,
         host: Arc<dyn PluginHost>,
+        delivery: Option<&str>,
     ) -> Result<String, CallError> {
         let plugin = self.find(Kind::Effect, effect)?;
-        self.run(&plugin, task_id, Some(host), None, Call::Effect(call))
-            .await
+        let ctx = RunContext {
+            task_id,
+            host: Some(host),
+            workdir: None,
+            delivery,
+        };
+        self.run(&plugin, ctx, Call::Effect(call)).await
     }
 
     /// Calls template function `name` on `value` with `args`; answers its JSON.
@@ -528,7 +535,13 @@ impl Plugins {
             name: name.to_owned(),
             args: serde_json::Value::Array(all).to_string(),
         };
-        let out = self.run(&plugin, task_id, None, None, call).await?;
+        let ctx = RunContext {
+            task_id,
+            host: None,
+            workdir: None,
+            delivery: None,
+        };
+        let out = self.run(&plugin, ctx, call).await?;
         parse_answer(&plugin, &out)
     }
 
@@ -559,7 +572,16 @@ impl Plugins {
             input: input.to_string(),
         };
         let out = self
-            .run(&plugin, task_id, None, workdir.as_deref(), call)
+            .run(
+                &plugin,
+                RunContext {
+                    task_id,
+                    host: None,
+                    workdir: workdir.as_deref(),
+                    delivery: None,
+                },
+                call,
+            )
             .await?;
         parse_answer(&plugin, &out)
     }
@@ -577,11 +599,15 @@ impl Plugins {
     async fn run(
         &self,
         plugin: &Loaded,
-        task_id: &str,
-        host: Option<Arc<dyn PluginHost>>,
-        workdir: Option<&Path>,
+        ctx: RunContext<'_>,
         call: Call,
     ) -> Result<String, CallError> {
+        let RunContext {
+            task_id,
+            host,
+            workdir,
+            delivery,
+        } = ctx;
         let who = format!("{}@{}", plugin.manifest.name, plugin.manifest.version);
         let _slot = self.slots.acquire().await.map_err(|_| CallError::Host {
             plugin: who.clone(),
@@ -599,11 +625,23 @@ impl Plugins {
                 task_id,
                 host: host.unwrap_or_else(|| Arc::new(NoServices)),
                 workdir,
+                delivery,
             },
             call,
         )
         .await
     }
+}
+
+/// On whose behalf a plugin call runs.
+struct RunContext<'a> {
+    task_id: &'a str,
+    /// The engine's services (effects only).
+    host: Option<Arc<dyn PluginHost>>,
+    /// The task's working folder (granted transforms only).
+    workdir: Option<&'a Path>,
+    /// The delivery id of an effect call (`X-DWA-Delivery`).
+    delivery: Option<&'a str>,
 }
 
 /// The file that marks a task's working folder as made by dwa: the host

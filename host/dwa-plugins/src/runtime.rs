@@ -250,6 +250,7 @@ pub struct CallState {
     outbound: Outbound,
     host: Arc<dyn PluginHost>,
     deadline: Instant,
+    delivery: Option<String>,
 }
 
 impl WasiView for CallState {
@@ -303,10 +304,20 @@ impl dwa::plugin::host::Host for CallState {
         &mut self,
         request: dwa::plugin::host::HttpRequest,
     ) -> Result<dwa::plugin::host::HttpResponse, String> {
+        let mut headers = request.headers;
+        // The same id on every try of this effect's delivery, so that a
+        // receiver can drop a repeat (delivery is at least once).
+        if let Some(id) = &self.delivery
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("x-dwa-delivery"))
+        {
+            headers.push(("X-DWA-Delivery".into(), id.clone()));
+        }
         let req = outbound::Request {
             method: request.method,
             url: request.url,
-            headers: request.headers,
+            headers,
             body: request.body,
             timeout: request
                 .timeout_ms
@@ -420,6 +431,8 @@ pub struct CallSpec<'a> {
     pub host: Arc<dyn PluginHost>,
     /// The folder preopened as `.` (granted transform tasks only).
     pub workdir: Option<&'a std::path::Path>,
+    /// An effect delivery's id, sent as `X-DWA-Delivery` on its HTTP.
+    pub delivery: Option<&'a str>,
 }
 
 /// Runs one call in a fresh instance.
@@ -460,6 +473,7 @@ pub async fn call(
         outbound: spec.outbound.clone(),
         host: spec.host,
         deadline: Instant::now() + spec.timeout,
+        delivery: spec.delivery.map(str::to_owned),
     };
     let mut store = WasmStore::new(engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -57,6 +57,7 @@ fn task_with(steps: Vec<NewStep>, queue: &str) -> NewTask {
         steps,
         created_at: dwa_core::model::now_ms(),
         idempotency: None,
+        effects: Default::default(),
     }
 }
 
@@ -88,6 +89,7 @@ where
     case!(appended_events_stop_at_the_cap_with_one_capped_event);
     case!(duplicate_ids_are_refused);
     case!(an_idempotency_key_answers_its_first_task_until_it_expires);
+    case!(lifecycle_effects_become_due_in_their_transition_and_are_claimed_at_least_once);
     case!(release_gives_jobs_back);
     case!(complete_and_lease_hands_over_the_released_step);
     case!(retention_purges_only_finished_tasks_past_the_cutoff);
@@ -551,6 +553,73 @@ async fn an_idempotency_key_answers_its_first_task_until_it_expires(
     assert!(s.task(&later_id).await.unwrap().is_some());
     // Without a key, nothing is deduplicated.
     s.create_task(chain_task(1)).await.unwrap();
+}
+
+async fn lifecycle_effects_become_due_in_their_transition_and_are_claimed_at_least_once(
+    s: Arc<dyn Store>,
+    c: Arc<ManualClock>,
+) {
+    let t = NewTask {
+        effects: crate::Lifecycles {
+            on_pending: true,
+            on_success: true,
+            on_error: true,
+        },
+        ..chain_task(1)
+    };
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let lifecycles = |d: &[crate::DueEffects]| -> Vec<(String, u32)> {
+        d.iter().map(|e| (e.lifecycle.clone(), e.attempt)).collect()
+    };
+    // onPending is due with the task; a claim hides it for its lease.
+    let first = s.claim_effects(10, 1000).await.unwrap();
+    assert_eq!(lifecycles(&first), vec![("onPending".to_string(), 1)]);
+    assert_eq!(first[0].task_id, id);
+    assert!(s.claim_effects(10, 1000).await.unwrap().is_empty());
+    // A claimer that dies lets its lease run out: the next claim takes it,
+    // and the first claimer can no longer settle it.
+    c.advance(1001);
+    let second = s.claim_effects(10, 1000).await.unwrap();
+    assert_eq!(lifecycles(&second), vec![("onPending".to_string(), 2)]);
+    assert!(matches!(
+        s.settle_effects(&first[0], crate::Settled::Done).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    s.settle_effects(&second[0], crate::Settled::Done)
+        .await
+        .unwrap();
+    c.advance(5000);
+    assert!(s.claim_effects(10, 1000).await.unwrap().is_empty());
+    // onSuccess is due in the transition that completes the task; onError never.
+    let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    s.complete(&j[0], json!(1)).await.unwrap();
+    let done = s.claim_effects(10, 1000).await.unwrap();
+    assert_eq!(lifecycles(&done), vec![("onSuccess".to_string(), 1)]);
+    // A partial delivery comes back when it said, with what was delivered.
+    let now = c.now_ms();
+    s.settle_effects(
+        &done[0],
+        crate::Settled::Retry {
+            at: now + 500,
+            delivered: 0b101,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(s.claim_effects(10, 1000).await.unwrap().is_empty());
+    c.advance(500);
+    let again = s.claim_effects(10, 1000).await.unwrap();
+    assert_eq!(lifecycles(&again), vec![("onSuccess".to_string(), 2)]);
+    assert_eq!(again[0].delivered, 0b101);
+    s.settle_effects(&again[0], crate::Settled::Done)
+        .await
+        .unwrap();
+    c.advance(5000);
+    assert!(s.claim_effects(10, 1000).await.unwrap().is_empty());
+    // A task without effects puts nothing in the outbox.
+    s.create_task(chain_task(1)).await.unwrap();
+    assert!(s.claim_effects(10, 1000).await.unwrap().is_empty());
 }
 
 async fn duplicate_ids_are_refused(s: Arc<dyn Store>, _c: Arc<ManualClock>) {

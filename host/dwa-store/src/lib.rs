@@ -156,6 +156,59 @@ pub struct NewTask {
     pub created_at: i64,
     /// The client's idempotency key, if it gave one.
     pub idempotency: Option<Idempotency>,
+    /// Which lifecycle lists the task has effects in: each becomes due in
+    /// the outbox in the transition that makes it so.
+    pub effects: Lifecycles,
+}
+
+/// Which lifecycle lists a task has effects in (the outbox's part: onProgress
+/// is best effort, throttled, and fired directly).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifecycles {
+    /// `onPending`: due when the task is created.
+    pub on_pending: bool,
+    /// `onSuccess`: due when it completes.
+    pub on_success: bool,
+    /// `onError`: due when it fails.
+    pub on_error: bool,
+}
+
+impl Lifecycles {
+    /// Whether any list is set.
+    pub fn any(&self) -> bool {
+        self.on_pending || self.on_success || self.on_error
+    }
+}
+
+/// A task's lifecycle effects that are due, claimed from the outbox for a
+/// lease: delivered by whichever host claims them, again after the lease
+/// if that host dies first (at least once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueEffects {
+    /// The task.
+    pub task_id: String,
+    /// `onPending`, `onSuccess` or `onError`.
+    pub lifecycle: String,
+    /// This delivery's try, from 1.
+    pub attempt: u32,
+    /// Fences a claim that expired and was taken again.
+    pub token: i64,
+    /// The effects of the list already delivered (bit i: effect i).
+    pub delivered: u64,
+}
+
+/// How a claimed delivery went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Done (or given up): the outbox forgets it.
+    Done,
+    /// Some effects still owe a delivery: try again at `at` (ms).
+    Retry {
+        /// When.
+        at: i64,
+        /// The effects delivered so far.
+        delivered: u64,
+    },
 }
 
 /// A submission's idempotency key: another submission under the same key
@@ -404,6 +457,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` finished tasks that ended before `ended_before`
     /// (ms), with their steps and events: the retention policy. Answers how many.
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError>;
+
+    /// Claims up to `max` due lifecycle deliveries for `lease_ms`; a claim
+    /// not settled by then is due again (another host may take it).
+    async fn claim_effects(&self, max: usize, lease_ms: i64)
+    -> Result<Vec<DueEffects>, StoreError>;
+
+    /// Settles a claimed delivery; a claim whose lease was taken over
+    /// answers [`StoreError::LeaseLost`].
+    async fn settle_effects(&self, due: &DueEffects, how: Settled) -> Result<(), StoreError>;
 
     /// Queues that hold jobs now (so a restarted host serves named queues too).
     async fn queues(&self) -> Result<Vec<String>, StoreError>;

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::{
-    EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, Store, StoreError, TaskRecord,
-    Transition,
+    DueEffects, EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, Settled, Store, StoreError,
+    TaskRecord, Transition,
 };
 use dwa_core::model::TaskEvent;
 
@@ -281,6 +281,20 @@ impl Store for Flaky {
     ) -> Result<Vec<Arc<TaskEvent>>, StoreError> {
         self.trip("append_events")?;
         self.inner.append_events(id, events, cap).await
+    }
+
+    async fn claim_effects(
+        &self,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<DueEffects>, StoreError> {
+        self.trip("claim_effects")?;
+        self.inner.claim_effects(max, lease_ms).await
+    }
+
+    async fn settle_effects(&self, due: &DueEffects, how: Settled) -> Result<(), StoreError> {
+        self.trip("settle_effects")?;
+        self.inner.settle_effects(due, how).await
     }
 
     fn subscribe(&self) -> EventFeed {

@@ -114,6 +114,8 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             owner,
             progress_throttle: Duration::from_millis(config.progress_throttle_ms),
             idempotency_ttl_ms: (config.idempotency_ttl_secs * 1000) as i64,
+            // Tests only: a host that "dies" before delivering its effects.
+            hold_effects: std::env::var("DWA_TEST_HOLD_EFFECTS").is_ok_and(|v| v == "1"),
         },
         Some(plugins.clone()),
     );

@@ -13,6 +13,10 @@ use super::graph::StepIds;
 use super::{Effects, PlannedEffect};
 
 /// Plans the four lifecycle lists of `spec`.
+/// Effects one lifecycle list may hold: the outbox records which of them
+/// were delivered in one 64-bit set.
+pub(super) const MAX_EFFECTS_PER_LIST: usize = 64;
+
 pub(super) fn plan_effects(c: &mut Checker<'_>, spec: &TaskSpec, ids: &StepIds) -> Effects {
     let mut list = |name: &str, effects: &[Effect], allowed: &[Root]| {
         plan_list(c, name, effects, ids, allowed)
@@ -41,6 +45,17 @@ fn plan_list(
     allowed: &[Root],
 ) -> Vec<PlannedEffect> {
     let mut out = Vec::new();
+    if effects.len() > MAX_EFFECTS_PER_LIST {
+        c.err(
+            None,
+            list.to_owned(),
+            format!(
+                "holds {} effects; a lifecycle list holds at most {MAX_EFFECTS_PER_LIST}",
+                effects.len()
+            ),
+        );
+        return out;
+    }
     for (i, e) in effects.iter().enumerate() {
         let field = format!("{list}[{i}]");
         if !c.catalog.has_effect(&e.event) {

@@ -432,3 +432,13 @@ fn a_long_cycle_is_reported_without_recursion() {
     let e = one_error_within(json!({"type": "ring", "steps": steps}), &l);
     assert!(e.message.starts_with("dependency cycle: "), "{}", e.message);
 }
+
+#[test]
+fn a_lifecycle_list_holds_at_most_64_effects() {
+    let toast = json!({"$event": "toast", "text": "hi"});
+    let task = |n: usize| json!({"type": "builtin.echo", "onSuccess": vec![toast.clone(); n]});
+    assert!(check(task(64)).is_ok());
+    let e = one_error_within(task(65), &limits());
+    assert_eq!(e.field, "onSuccess");
+    assert!(e.message.contains("at most 64"), "{}", e.message);
+}

@@ -2,7 +2,9 @@
 //! and `onError` the engine resolves each effect's config templates and calls
 //! the plugin that provides it, off the task's critical path. An effect that
 //! fails is logged and recorded as an `effect:error` event; it never changes
-//! the task's outcome.
+//! the task's outcome. `onPending`, `onSuccess` and `onError` are delivered
+//! through the store's outbox, at least once (see [`super::outbox`]);
+//! `onProgress` is fired directly, best effort.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,6 +65,17 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
+    /// The lifecycle a list's name in the task JSON names.
+    pub fn parse(name: &str) -> Option<Lifecycle> {
+        Some(match name {
+            "onPending" => Lifecycle::Pending,
+            "onProgress" => Lifecycle::Progress,
+            "onSuccess" => Lifecycle::Success,
+            "onError" => Lifecycle::Error,
+            _ => return None,
+        })
+    }
+
     /// The list's name in the task JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -178,8 +191,45 @@ pub async fn fire(
     lifecycle: Lifecycle,
     progress: Option<f64>,
 ) {
+    fire_list(engine, task_id, lifecycle, progress, Delivery::default()).await;
+}
+
+/// Which delivery of a list this is (the outbox's), for skipping what an
+/// earlier try delivered and naming each effect's delivery.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Delivery {
+    /// Effects delivered already (bit i: effect i).
+    pub(crate) delivered: u64,
+    /// Whether the calls carry a delivery id (`X-DWA-Delivery`).
+    pub(crate) with_id: bool,
+    /// The try, from 1 (0: not through the outbox).
+    pub(crate) attempt: u32,
+}
+
+/// What firing a list did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fired {
+    /// Effects delivered, this time or before.
+    pub(crate) delivered: u64,
+    /// Whether there is nothing left to deliver (all delivered, or nothing
+    /// can be: no plugins, the task gone).
+    pub(crate) finished: bool,
+}
+
+/// Fires the effects of one lifecycle list not yet delivered.
+pub(crate) async fn fire_list(
+    engine: Arc<Engine>,
+    task_id: String,
+    lifecycle: Lifecycle,
+    progress: Option<f64>,
+    delivery: Delivery,
+) -> Fired {
+    let nothing = Fired {
+        delivered: delivery.delivered,
+        finished: true,
+    };
     let Some(plugins) = engine.plugins().cloned() else {
-        return;
+        return nothing;
     };
     let Some(state) = read_for_effects(
         "the task's plan",
@@ -189,7 +239,7 @@ pub async fn fire(
     )
     .await
     else {
-        return;
+        return nothing;
     };
     let plan = &state.plan;
     let effects: &[PlannedEffect] = match lifecycle {
@@ -199,15 +249,24 @@ pub async fn fire(
         Lifecycle::Error => &plan.effects.on_error,
     };
     if effects.is_empty() {
-        return;
+        return nothing;
     }
     let store_trouble = |e: &dwa_store::StoreError| matches!(e, dwa_store::StoreError::Backend(_));
-    let Some(Some(view)) = read_for_effects("the task", &task_id, store_trouble, || {
+    let view = match read_for_effects("the task", &task_id, store_trouble, || {
         engine.store().task_summary(&task_id)
     })
     .await
-    else {
-        return;
+    {
+        Some(Some(view)) => view,
+        // Gone (purged): nothing left to deliver.
+        Some(None) => return nothing,
+        // The store is away: try again later.
+        None => {
+            return Fired {
+                delivered: delivery.delivered,
+                finished: false,
+            };
+        }
     };
     let status = status_body(&view);
     let mut needs = Vec::new();
@@ -244,7 +303,15 @@ pub async fn fire(
         ..Default::default()
     };
     let host: Arc<dyn PluginHost> = Arc::new(EngineServices(engine.clone()));
-    for effect in effects {
+    let mut delivered = delivery.delivered;
+    for (i, effect) in effects.iter().enumerate() {
+        let bit = 1u64 << (i % 64);
+        if delivered & bit != 0 {
+            continue;
+        }
+        let id = delivery
+            .with_id
+            .then(|| format!("{task_id}:{}:{i}", lifecycle.as_str()));
         let fns = dwa_plugins::TaskFunctions {
             plugins: Some(&plugins),
             task_id: &task_id,
@@ -260,24 +327,36 @@ pub async fn fire(
                     config: config.to_string(),
                 };
                 plugins
-                    .call_effect(&effect.event, call, &task_id, host.clone())
+                    .call_effect(&effect.event, call, &task_id, host.clone(), id.as_deref())
                     .await
                     .map_err(|e| e.to_string())
             }
         };
-        if let Err(error) = outcome {
-            tracing::warn!(task = %task_id, effect = %effect.event, lifecycle = lifecycle.as_str(), %error, "effect failed");
-            let _ = engine
-                .append_events(
-                    &task_id,
-                    vec![NewEvent {
-                        kind: "effect:error".into(),
-                        step: None,
-                        data: json!({"effect": effect.event, "lifecycle": lifecycle.as_str(), "error": error}),
-                    }],
-                )
-                .await;
+        match outcome {
+            Ok(_) => delivered |= bit,
+            Err(error) => {
+                tracing::warn!(task = %task_id, effect = %effect.event, lifecycle = lifecycle.as_str(), attempt = delivery.attempt, %error, "effect failed");
+                let mut data = json!({"effect": effect.event, "lifecycle": lifecycle.as_str(), "error": error});
+                if delivery.attempt > 0 {
+                    data["attempt"] = json!(delivery.attempt);
+                }
+                let _ = engine
+                    .append_events(
+                        &task_id,
+                        vec![NewEvent {
+                            kind: "effect:error".into(),
+                            step: None,
+                            data,
+                        }],
+                    )
+                    .await;
+            }
         }
+    }
+    let all = (0..effects.len()).all(|i| delivered & (1u64 << (i % 64)) != 0);
+    Fired {
+        delivered,
+        finished: all,
     }
 }
 

@@ -12,7 +12,6 @@ use dwa_core::model::{CreatedTask, TaskSpec, TaskStatus};
 use dwa_core::plan::{FieldError, Plan};
 use dwa_store::{Idempotency, NewStep, NewTask, StoreError};
 
-use super::effects::Lifecycle;
 use super::{Engine, EngineError, StoredSpec, TaskState};
 
 /// Bodies up to this size are parsed and planned on the async worker that
@@ -295,6 +294,11 @@ impl Engine {
             steps,
             created_at: now,
             idempotency,
+            effects: dwa_store::Lifecycles {
+                on_pending: !plan.effects.on_pending.is_empty(),
+                on_success: !plan.effects.on_success.is_empty(),
+                on_error: !plan.effects.on_error.is_empty(),
+            },
         };
         if !plan.effects.on_progress.is_empty() {
             Self::lock(&self.progress_tasks).insert(id.clone());
@@ -305,7 +309,8 @@ impl Engine {
             Ok(t) => {
                 self.wake(&t);
                 if has_pending_effects {
-                    self.spawn_effects(id.clone(), Lifecycle::Pending, None);
+                    // Due in the outbox with the task: deliver it now.
+                    self.outbox_wake.notify_one();
                 }
             }
             Err(e) => {

@@ -1,5 +1,6 @@
 -- ARGV: P, now, count, then per task: id, type, queue, pipeline, created, spec,
--- idempotency key ('' for none), body hash, expires at (ms), steps,
+-- idempotency key ('' for none), body hash, expires at (ms), effects
+-- ('' or some of p, s, e: onPending, onSuccess, onError lists), steps,
 -- then per step: key, task, queue, waiting, dependants (comma-separated).
 -- A key held (unexpired, on the store's clock) by an earlier task answers
 -- IDEMPOTENT <task> same|different instead of creating one.
@@ -8,8 +9,8 @@ local idx, live, by_queue, queues = {}, {}, {}, {}
 for _ = 1, tonumber(ARGV[3]) do
   begin_item()
   local id, typ, queue, pipeline, created, spec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local ikey, ihash, iexp, n = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], tonumber(ARGV[i + 9])
-  i = i + 10
+  local ikey, ihash, iexp, fx, n = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10])
+  i = i + 11
   local key = k('t', id)
   local held
   if ikey ~= '' then
@@ -48,6 +49,13 @@ for _ = 1, tonumber(ARGV[3]) do
       else
         w[#w + 1] = p.waiting
         w[#w + 1] = waiting
+      end
+    end
+    if fx ~= '' then
+      w[#w + 1] = 'fx'
+      w[#w + 1] = fx
+      if string.find(fx, 'p', 1, true) then
+        redis.call('ZADD', k('outbox'), NOW, id .. '|onPending')
       end
     end
     chunked('HSET', key, w)

@@ -30,6 +30,8 @@
 --   P:idx:live   pending and active tasks; P:idx:s:{status} finished ones
 --   P:done       finished tasks by end time (retention sweep)
 --   P:queues     queue names
+--   P:outbox     lifecycle deliveries due ("id|lifecycle" by due time)
+--   P:idem:{key} an idempotency key: task, hash, expires
 --
 -- A job is held while its token field is positive and equal to the
 -- holder's; giving a job back negates the token, the next lease takes
@@ -139,7 +141,7 @@ end
 -- A task being changed: the fields read once, the writes gathered for one HSET.
 local function open(id, fields)
   local key = k('t', id)
-  local names = {'status', 'seq', 'total', 'done', 'pipeline'}
+  local names = {'status', 'seq', 'total', 'done', 'pipeline', 'fx'}
   for _, f in ipairs(fields) do
     names[#names + 1] = f
   end
@@ -216,9 +218,18 @@ local function flush_jobs()
   QADD = {}
 end
 
+-- Lifecycle lists a task has effects in (field fx: 'p' onPending, 's'
+-- onSuccess, 'e' onError); the one its end calls for becomes due in the
+-- outbox in the same script (fx_claim.lua).
+local FX_ON_END = {completed = {'s', 'onSuccess'}, failed = {'e', 'onError'}}
+
 local function finish_task(c, status)
   put(c, 'status', status)
   put(c, 'completed', NOWS)
+  local fx = FX_ON_END[status]
+  if fx and c.f.fx and string.find(c.f.fx, fx[1], 1, true) then
+    redis.call('ZADD', k('outbox'), NOW, c.id .. '|' .. fx[2])
+  end
   DONE[#DONE + 1] = {c.id, status}
   if ITEM then
     ITEM.finished = status

@@ -18,6 +18,11 @@
 //! `batch::Batcher`s: under load many of them share one script run, which
 //! is what lets one Redis core carry several hosts. Reads (task, list,
 //! events) are plain commands; they need no atomicity.
+//!
+//! This file is longer than the others on purpose: it is the one
+//! implementation of the [`Store`] contract, a method per call (the
+//! outbox's claim and settle included), each turning arguments into a
+//! script's and its reply back; the logic lives in the scripts.
 
 mod batch;
 mod decode;
@@ -38,8 +43,8 @@ use tokio::sync::broadcast;
 
 use crate::clock::{Clock, SystemClock};
 use crate::{
-    EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, Store, StoreError, TaskRecord,
-    Transition,
+    DueEffects, EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, Settled, Store, StoreError,
+    TaskRecord, Transition,
 };
 use batch::Batcher;
 use decode::{ScriptReply, fields_map, parse_reply, record, step_record};
@@ -64,6 +69,8 @@ struct Scripts {
     reap: Script,
     append: Script,
     sweep: Script,
+    fx_claim: Script,
+    fx_settle: Script,
 }
 
 impl Scripts {
@@ -81,6 +88,8 @@ impl Scripts {
             reap: script!("reap.lua"),
             append: script!("append.lua"),
             sweep: script!("sweep.lua"),
+            fx_claim: script!("fx_claim.lua"),
+            fx_settle: script!("fx_settle.lua"),
         }
     }
 }
@@ -188,17 +197,20 @@ impl Core {
     }
 
     async fn run(&self, script: &Script, args: Vec<String>) -> Result<ScriptReply, StoreError> {
+        parse_reply(self.run_raw(script, args).await?)
+    }
+
+    /// Runs a script whose answer is its own (not the transition reply).
+    async fn run_raw(&self, script: &Script, args: Vec<String>) -> Result<RValue, StoreError> {
         self.count();
         let mut inv = script.prepare_invoke();
         inv.arg(&self.prefix).arg(self.clock.now_ms());
         for a in args {
             inv.arg(a);
         }
-        let v: RValue = inv
-            .invoke_async(&mut self.conn.clone())
+        inv.invoke_async(&mut self.conn.clone())
             .await
-            .map_err(backend)?;
-        parse_reply(v)
+            .map_err(backend)
     }
 
     async fn create_batch(
@@ -222,6 +234,18 @@ impl Core {
                 }
                 None => args.extend([String::new(), String::new(), "0".into()]),
             }
+            let fx = task.effects;
+            let mut mask = String::new();
+            for (has, c) in [
+                (fx.on_pending, 'p'),
+                (fx.on_success, 's'),
+                (fx.on_error, 'e'),
+            ] {
+                if has {
+                    mask.push(c);
+                }
+            }
+            args.push(mask);
             args.push(task.steps.len().to_string());
             for s in task.steps {
                 args.push(s.key);
@@ -739,6 +763,60 @@ impl Store for RedisStore {
             )
             .await?;
         Ok(r.number.max(0) as usize)
+    }
+
+    async fn claim_effects(
+        &self,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<DueEffects>, StoreError> {
+        let v = self
+            .core
+            .run_raw(
+                &self.core.scripts.fx_claim,
+                vec![max.to_string(), lease_ms.to_string()],
+            )
+            .await?;
+        let rows: Vec<(String, String, i64, i64, String)> =
+            redis::from_redis_value(v).map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(task_id, lifecycle, attempt, token, done)| DueEffects {
+                task_id,
+                lifecycle,
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                token,
+                delivered: done.parse().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn settle_effects(&self, due: &DueEffects, how: Settled) -> Result<(), StoreError> {
+        let (at, delivered) = match how {
+            Settled::Done => (-1, due.delivered),
+            Settled::Retry { at, delivered } => (at, delivered),
+        };
+        let v = self
+            .core
+            .run_raw(
+                &self.core.scripts.fx_settle,
+                vec![
+                    due.task_id.clone(),
+                    due.lifecycle.clone(),
+                    due.token.to_string(),
+                    at.to_string(),
+                    delivered.to_string(),
+                ],
+            )
+            .await?;
+        let settled: i64 = redis::from_redis_value(v).map_err(backend)?;
+        if settled == 0 {
+            return Err(StoreError::LeaseLost(format!(
+                "{} {} (token {})",
+                due.task_id, due.lifecycle, due.token
+            )));
+        }
+        Ok(())
     }
 
     async fn queues(&self) -> Result<Vec<String>, StoreError> {

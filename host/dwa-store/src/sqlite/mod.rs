@@ -26,8 +26,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::clock::{Clock, SystemClock};
 use crate::{
-    EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, StepRecord, Store, StoreError,
-    TaskRecord, Transition,
+    DueEffects, EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, Settled, StepRecord, Store,
+    StoreError, TaskRecord, Transition,
 };
 use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
 
@@ -118,6 +118,16 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    task_id TEXT NOT NULL,
+    lifecycle TEXT NOT NULL,
+    due_at INTEGER,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    token INTEGER NOT NULL DEFAULT 0,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, lifecycle)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(due_at);
 "#;
 
 const WAITING: i64 = 0;
@@ -160,6 +170,8 @@ enum Op {
     Reap,
     Append(String, Vec<NewEvent>, u64),
     Purge(i64, usize),
+    ClaimEffects(usize, i64),
+    SettleEffects(DueEffects, Settled),
 }
 
 enum Reply {
@@ -169,6 +181,7 @@ enum Reply {
     Bools(Vec<bool>),
     Count(usize),
     Events(Vec<Arc<TaskEvent>>),
+    Due(Vec<DueEffects>),
 }
 
 struct Request {
@@ -585,6 +598,24 @@ impl Store for SqliteStore {
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
         match self.call(Op::Purge(ended_before, limit)).await? {
             Reply::Count(n) => Ok(n),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    async fn claim_effects(
+        &self,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<DueEffects>, StoreError> {
+        match self.call(Op::ClaimEffects(max, lease_ms)).await? {
+            Reply::Due(d) => Ok(d),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    async fn settle_effects(&self, due: &DueEffects, how: Settled) -> Result<(), StoreError> {
+        match self.call(Op::SettleEffects(due.clone(), how)).await? {
+            Reply::Count(_) => Ok(()),
             _ => Err(StoreError::Backend("unexpected reply".into())),
         }
     }

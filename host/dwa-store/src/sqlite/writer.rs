@@ -18,6 +18,7 @@ use crate::StoreError;
 use crate::clock::Clock;
 
 mod ops;
+mod outbox;
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
@@ -179,6 +180,11 @@ impl Writer {
             Op::Cancel(id) => Reply::Transition(self.cancel(id, now, &mut ev)?),
             Op::Reap => Reply::Count(self.reap(now)?),
             Op::Purge(before, limit) => Reply::Count(self.purge(*before, *limit)?),
+            Op::ClaimEffects(max, lease) => Reply::Due(self.claim_effects(*max, now, *lease)?),
+            Op::SettleEffects(due, how) => {
+                self.settle_effects(due, how)?;
+                Reply::Count(1)
+            }
             Op::Append(id, events, cap) => {
                 self.append(id, events, *cap, now, &mut ev)?;
                 Reply::Events(ev.clone())

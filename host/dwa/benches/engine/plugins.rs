@@ -73,7 +73,7 @@ pub(crate) async fn plugins_bench() {
         config: "{}".into(),
     };
     for _ in 0..500 {
-        p.call_effect("noop", call(), "bench", host.clone())
+        p.call_effect("noop", call(), "bench", host.clone(), None)
             .await
             .expect("warm-up");
     }
@@ -82,7 +82,7 @@ pub(crate) async fn plugins_bench() {
     let start = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
-        p.call_effect("noop", call(), "bench", host.clone())
+        p.call_effect("noop", call(), "bench", host.clone(), None)
             .await
             .expect("call");
         lat.push(t.elapsed().as_secs_f64() * 1e6);
@@ -105,7 +105,7 @@ pub(crate) async fn plugins_bench() {
         let host = host.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..n / 4 {
-                p.call_effect("noop", call(), "bench", host.clone())
+                p.call_effect("noop", call(), "bench", host.clone(), None)
                     .await
                     .expect("call");
             }

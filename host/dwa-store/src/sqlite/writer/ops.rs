@@ -11,7 +11,7 @@ use dwa_core::model::{TaskEvent, TaskStatus};
 
 use super::super::{item_col, parse_json};
 use super::{StepRow, Writer};
-use crate::{EVENTS_CAPPED, Idempotency, Job, Leased, NewEvent, NewTask, StoreError, Transition};
+use crate::{EVENTS_CAPPED, Job, Leased, NewEvent, NewTask, StoreError, Transition};
 
 impl Writer {
     pub(super) fn create(&mut self, t: &NewTask, now: i64) -> Result<Transition, StoreError> {
@@ -48,6 +48,20 @@ impl Writer {
                      VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![i.key, t.id, i.body_hash, i.expires_at])?;
+        }
+        // The outbox: onPending is due now, the others once the task ends.
+        for (has, lifecycle, due) in [
+            (t.effects.on_pending, "onPending", Some(now)),
+            (t.effects.on_success, "onSuccess", None),
+            (t.effects.on_error, "onError", None),
+        ] {
+            if has {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO outbox (task_id, lifecycle, due_at) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![t.id, lifecycle, due])?;
+            }
         }
         let mut woke = Vec::new();
         for (i, s) in t.steps.iter().enumerate() {
@@ -463,6 +477,7 @@ impl Writer {
                      WHERE id = ?3",
                 )?
                 .execute(params![final_result, now, task])?;
+            self.effects_due(task, "onSuccess", now)?;
             self.emit(
                 task,
                 "pipeline:complete",
@@ -521,6 +536,9 @@ impl Writer {
                 "UPDATE tasks SET status = ?1, error = ?2, completed_at = ?3 WHERE id = ?4",
             )?
             .execute(params![status.as_str(), error, now, task])?;
+        if status == TaskStatus::Failed {
+            self.effects_due(task, "onError", now)?;
+        }
         let reason = match status {
             TaskStatus::Cancelled => "cancelled",
             _ => "pipeline failed",
@@ -700,25 +718,6 @@ impl Writer {
     }
 
     /// Deletes up to `limit` tasks that ended before `before`, with all they own.
-    /// Refuses a key that a live earlier submission holds (an expired one
-    /// is forgotten here).
-    fn check_idempotency(&mut self, i: &Idempotency, now: i64) -> Result<(), StoreError> {
-        let held: Option<(String, String, i64)> = self
-            .conn
-            .prepare_cached(
-                "SELECT task_id, body_hash, expires_at FROM idempotency WHERE key = ?1",
-            )?
-            .query_row(params![i.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        match held {
-            Some((task_id, hash, expires)) if expires > now => Err(StoreError::Idempotent {
-                task_id,
-                same_body: hash == i.body_hash,
-            }),
-            _ => Ok(()),
-        }
-    }
-
     pub(super) fn purge(&mut self, before: i64, limit: usize) -> Result<usize, StoreError> {
         // Expired idempotency keys go with the retention sweep.
         self.conn
@@ -739,6 +738,7 @@ impl Writer {
                 "DELETE FROM events WHERE task_id = ?1",
                 "DELETE FROM jobs WHERE task_id = ?1",
                 "DELETE FROM task_specs WHERE id = ?1",
+                "DELETE FROM outbox WHERE task_id = ?1",
                 "DELETE FROM tasks WHERE id = ?1",
             ] {
                 self.conn.prepare_cached(sql)?.execute(params![id])?;
