@@ -387,3 +387,125 @@ async fn event_streams_are_limited_per_task_and_per_host_and_a_closed_one_frees_
     fake.open_gate();
     drop((second, other));
 }
+
+/// `v` with the value at JSON pointer `at` (parents must exist) set to `to`.
+fn with(v: &Value, at: &str, to: Value) -> Value {
+    let mut v = v.clone();
+    let (parent, key) = at.rsplit_once('/').unwrap_or(("", at));
+    match v.pointer_mut(parent) {
+        Some(Value::Object(o)) => {
+            o.insert(key.to_owned(), to);
+        }
+        Some(Value::Array(a)) => {
+            if let Ok(i) = key.parse::<usize>() {
+                a[i] = to;
+            }
+        }
+        _ => panic!("no {parent} in {v}"),
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_states_what_the_host_enforces_in_both_directions() {
+    let fake = Fake::start().await;
+    let (_d, host) = start_small(&fake, &[]);
+    let doc = get_json(&host, "/openapi.json").await;
+    assert_eq!(
+        doc.pointer("/components/schemas/TaskSpec/properties/steps/maxItems"),
+        Some(&json!(20)),
+        "the document carries this host's DWA_MAX_STEPS"
+    );
+    let schema = json!({"$ref": "#/components/schemas/TaskSpec", "components": doc["components"]});
+    let by_doc = jsonschema::validator_for(&schema).unwrap();
+    let base = json!({"type": "p", "payload": {"v": 1}, "idempotencyKey": "k-1",
+        "steps": [{"id": "a", "task": "builtin.echo", "queue": "default", "forEach": [1, 2],
+                   "forEachConcurrency": 1, "retry": {"attempts": 2}, "resources": {"timeout": 10}}]});
+    // Valid by the document: accepted.
+    let valid = [
+        base.clone(),
+        with(&base, "/steps/0/forEach", json!("{{payload.list}}")),
+        with(&base, "/steps/0/input", json!("{{payload}}")),
+        with(&base, "/steps/0/retry/attempts", json!(100)),
+        with(
+            &base,
+            "/steps",
+            json!(vec![json!({"task": "builtin.echo"}); 20]),
+        ),
+    ];
+    for (i, task) in valid.iter().enumerate() {
+        assert!(by_doc.is_valid(task), "valid[{i}] by the document: {task}");
+        let task = with(task, "/idempotencyKey", json!(format!("valid-{i}")));
+        let (status, body) = submit(&host, &task).await;
+        assert_eq!(status, 201, "valid[{i}] accepted: {body}");
+    }
+    // Invalid by the document, one constraint each: refused.
+    let invalid = [
+        with(&base, "/type", json!("")),
+        with(&base, "/steps", json!([])),
+        with(
+            &base,
+            "/steps",
+            json!(vec![json!({"task": "builtin.echo"}); 21]),
+        ),
+        with(&base, "/steps/0/id", json!("12")),
+        with(&base, "/steps/0/id", json!("bad id")),
+        with(&base, "/steps/0/task", json!("")),
+        with(&base, "/steps/0/queue", json!("a/b")),
+        with(&base, "/steps/0/forEachConcurrency", json!(0)),
+        with(&base, "/steps/0/retry/attempts", json!(0)),
+        with(&base, "/steps/0/retry/attempts", json!(101)),
+        with(&base, "/steps/0/retry/attempts", json!("3")),
+        with(&base, "/steps/0/resources/timeout", json!(0)),
+        with(&base, "/steps/0/resources/timeout", json!(604801)),
+        with(&base, "/idempotencyKey", json!("")),
+        with(&base, "/idempotencyKey", json!("has space")),
+        with(&base, "/unknown", json!(1)),
+        with(&base, "/steps/0/unknown", json!(1)),
+        with(
+            &base,
+            "/onSuccess",
+            json!(vec![json!({"$event": "toast"}); 65]),
+        ),
+    ];
+    for (i, task) in invalid.iter().enumerate() {
+        assert!(
+            !by_doc.is_valid(task),
+            "invalid[{i}] by the document: {task}"
+        );
+        let (status, body) = submit(&host, task).await;
+        assert!(
+            status == 400 || status == 422,
+            "invalid[{i}] refused, got {status}: {body}"
+        );
+    }
+    // The list's query string, by the parameters the document states.
+    let list = &doc["paths"]["/api/tasks"]["get"]["parameters"];
+    let param = |name: &str| {
+        let p = list
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name));
+        jsonschema::validator_for(&p.map_or(Value::Null, |p| p["schema"].clone())).unwrap()
+    };
+    let (limit, status) = (param("limit"), param("status"));
+    for (query, doc_ok) in [
+        ("limit=1", limit.is_valid(&json!(1))),
+        ("limit=1000", limit.is_valid(&json!(1000))),
+        ("limit=0", limit.is_valid(&json!(0))),
+        ("limit=1001", limit.is_valid(&json!(1001))),
+        ("status=completed", status.is_valid(&json!("completed"))),
+        ("status=weird", status.is_valid(&json!("weird"))),
+    ] {
+        let r = client()
+            .get(host.url(&format!("/api/tasks?{query}")))
+            .send()
+            .await
+            .unwrap();
+        let want = if doc_ok { 200 } else { 400 };
+        assert_eq!(
+            r.status().as_u16(),
+            want,
+            "{query}: the document says {doc_ok}"
+        );
+    }
+}

@@ -14,24 +14,29 @@ use utoipa::ToSchema;
 pub struct TaskSpec {
     /// A catalog task name, or a free name when `steps` makes this a pipeline.
     #[serde(rename = "type")]
+    #[schema(min_length = 1)]
     pub task_type: String,
     /// Where the task runs: `wasm`, `modal`, `ray`, `local` or `builtin`; default from the catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
     /// The queue its steps go to; gpu tasks default to `gpu`, others to `default`.
+    /// Only `default`, `gpu` and the queues of `DWA_QUEUES`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub queue: Option<String>,
     /// (dwa) Like the `Idempotency-Key` header: a repeated submission under
     /// the same key, within its time to live, answers the first task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]+$")]
     pub idempotency_key: Option<String>,
     /// The task's input; a pipeline's first steps receive it. Default `{}`.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub payload: Value,
-    /// The steps of a pipeline; absent for a single task.
+    /// The steps of a pipeline; absent for a single task. At most
+    /// `DWA_MAX_STEPS` (the served document says the host's value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
     pub steps: Option<Vec<StepSpec>>,
     /// Resource hints and the per-step timeout, inherited by every step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,15 +46,19 @@ pub struct TaskSpec {
     pub retry: Option<RetryConfig>,
     /// Effects fired when the task is queued.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
     pub on_pending: Vec<Effect>,
     /// Effects fired when the task's progress changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
     pub on_progress: Vec<Effect>,
     /// Effects fired when the task completes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
     pub on_success: Vec<Effect>,
     /// Effects fired when the task fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
     pub on_error: Vec<Effect>,
 }
 
@@ -58,29 +67,34 @@ pub struct TaskSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StepSpec {
     /// A name other steps and templates refer to; the step's index otherwise.
+    /// Letters, digits, `-` and `_`, not a number alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^(?![0-9]+$)[A-Za-z0-9_-]{1,128}$")]
     pub id: Option<String>,
     /// The catalog task this step runs.
+    #[schema(min_length = 1)]
     pub task: String,
     /// Overrides the backend the catalog names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
-    /// Overrides the queue.
+    /// Overrides the queue (only `default`, `gpu` and those of `DWA_QUEUES`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub queue: Option<String>,
-    /// The step's input, with templates; default: its dependency's result.
+    /// The step's input, with templates (any JSON); default: its dependency's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub input: Option<Value>,
     /// Ids of the steps this one waits for; its presence on any step makes the pipeline a DAG.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<Vec<String>>,
     /// A template or array: the step runs once per item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub for_each: Option<Value>,
     /// At most this many items of `forEach` run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub for_each_concurrency: Option<u32>,
     /// Overrides the task-level resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,8 +136,9 @@ pub struct Resources {
     /// RAM in MB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram: Option<u64>,
-    /// Seconds one try may take before it is aborted.
+    /// Seconds one try may take before it is aborted (at most a week).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 604800.0)]
     pub timeout: Option<f64>,
 }
 
@@ -133,6 +148,7 @@ pub struct Resources {
 pub struct RetryConfig {
     /// Total tries, the first included (BullMQ's meaning).
     #[serde(default = "default_attempts")]
+    #[schema(minimum = 1, maximum = 100)]
     pub attempts: u32,
     /// `fixed` or `exponential`.
     #[serde(default)]

@@ -210,6 +210,11 @@ impl Engine {
         })
     }
 
+    /// The limits this engine enforces (the API's document states them).
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
     /// Appends events to a task's stream (effects', plugins'), within the
     /// task's event limit (`DWA_MAX_TASK_EVENTS`).
     pub async fn append_events(

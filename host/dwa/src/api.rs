@@ -297,9 +297,11 @@ async fn create_task(
 pub struct ListQuery {
     /// Only this queue.
     pub queue: Option<String>,
-    /// Only this status: pending, active, completed, failed, cancelled.
+    /// Only this status.
+    #[param(pattern = "^(pending|active|completed|failed|cancelled)?$")]
     pub status: Option<String>,
-    /// At most this many (1..=1000, default 50).
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -618,6 +620,18 @@ pub fn openapi_doc() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(openapi_doc())
+/// The document as this host enforces it: the limits the operator set
+/// (`DWA_MAX_STEPS`) replace the defaults the types carry.
+pub fn openapi_for(limits: &dwa_core::limits::Limits) -> Value {
+    let mut doc = serde_json::to_value(openapi_doc()).unwrap_or(Value::Null);
+    if let Some(steps) = doc.pointer_mut("/components/schemas/TaskSpec/properties/steps")
+        && let Some(o) = steps.as_object_mut()
+    {
+        o.insert("maxItems".into(), json!(limits.max_steps));
+    }
+    doc
+}
+
+async fn openapi(State(st): State<AppState>) -> Json<Value> {
+    Json(openapi_for(st.engine.limits()))
 }

@@ -39,7 +39,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Openapi => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&dwa::api::openapi_doc())?
+                serde_json::to_string_pretty(&dwa::api::openapi_for(
+                    &dwa_core::limits::Limits::default()
+                ))?
             );
             Ok(())
         }
