@@ -29,6 +29,14 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]+$")]
     pub idempotency_key: Option<String>,
+    /// (dwa) When the task may start, RFC 3339 (`2026-12-24T18:00:00Z`);
+    /// earlier than now starts it now. Not with `delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// (dwa) How long after submission the task may start, in ms (at most a year).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 31_536_000_000u64)]
+    pub delay: Option<u64>,
     /// The task's input; a pipeline's first steps receive it. Default `{}`.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]

@@ -58,6 +58,7 @@ fn task_with(steps: Vec<NewStep>, queue: &str) -> NewTask {
         created_at: dwa_core::model::now_ms(),
         idempotency: None,
         effects: Default::default(),
+        run_at: None,
     }
 }
 
@@ -90,6 +91,7 @@ where
     case!(duplicate_ids_are_refused);
     case!(an_idempotency_key_answers_its_first_task_until_it_expires);
     case!(lifecycle_effects_become_due_in_their_transition_and_are_claimed_at_least_once);
+    case!(a_delayed_task_starts_no_step_before_its_time);
     case!(release_gives_jobs_back);
     case!(complete_and_lease_hands_over_the_released_step);
     case!(retention_purges_only_finished_tasks_past_the_cutoff);
@@ -620,6 +622,23 @@ async fn lifecycle_effects_become_due_in_their_transition_and_are_claimed_at_lea
     // A task without effects puts nothing in the outbox.
     s.create_task(chain_task(1)).await.unwrap();
     assert!(s.claim_effects(10, 1000).await.unwrap().is_empty());
+}
+
+async fn a_delayed_task_starts_no_step_before_its_time(s: Arc<dyn Store>, c: Arc<ManualClock>) {
+    let at = c.now_ms() + 5_000;
+    let t = NewTask {
+        run_at: Some(at),
+        ..chain_task(1)
+    };
+    s.create_task(t).await.unwrap();
+    let early = s.lease("default", "w", 1, LEASE).await.unwrap();
+    assert!(early.jobs.is_empty(), "nothing before its time");
+    assert_eq!(early.next_due, Some(at), "the lease says when");
+    c.advance(5_000);
+    assert_eq!(
+        s.lease("default", "w", 1, LEASE).await.unwrap().jobs.len(),
+        1
+    );
 }
 
 async fn duplicate_ids_are_refused(s: Arc<dyn Store>, _c: Arc<ManualClock>) {

@@ -159,6 +159,8 @@ pub struct NewTask {
     /// Which lifecycle lists the task has effects in: each becomes due in
     /// the outbox in the transition that makes it so.
     pub effects: Lifecycles,
+    /// When its first steps may start (ms; `runAt`/`delay`); `None`: now.
+    pub run_at: Option<i64>,
 }
 
 /// Which lifecycle lists a task has effects in (the outbox's part: onProgress

@@ -62,6 +62,41 @@ impl Checker<'_> {
     }
 }
 
+/// Longest wait `runAt` or `delay` may ask for: a year (ms).
+pub const MAX_DELAY_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// When the task may start, as `runAt` or `delay` say (ms since the epoch
+/// for `runAt`); `None` when neither is set or one is wrong (reported).
+pub(super) fn check_start(c: &mut Checker<'_>, spec: &TaskSpec) -> Option<super::StartAfter> {
+    match (&spec.run_at, spec.delay) {
+        (Some(_), Some(_)) => {
+            c.err(None, "delay", "give `runAt` or `delay`, not both");
+            None
+        }
+        (None, Some(d)) if d > MAX_DELAY_MS => {
+            c.err(
+                None,
+                "delay",
+                format!("{d} ms is more than a year ({MAX_DELAY_MS} ms)"),
+            );
+            None
+        }
+        (None, Some(d)) => Some(super::StartAfter::Delay(d)),
+        (Some(at), None) => match chrono::DateTime::parse_from_rfc3339(at) {
+            Ok(t) => Some(super::StartAfter::At(t.timestamp_millis())),
+            Err(e) => {
+                c.err(
+                    None,
+                    "runAt",
+                    format!("{at:?} is not an RFC 3339 time such as 2026-12-24T18:00:00Z ({e})"),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
 /// The task-level fields: `type`, `queue`, `retry`, `resources.timeout`.
 pub(super) fn check_task(c: &mut Checker<'_>, spec: &TaskSpec) {
     if spec.task_type.trim().is_empty() {

@@ -26,7 +26,7 @@ mod step;
 mod tests;
 
 use checks::Checker;
-pub use checks::is_valid_queue;
+pub use checks::{MAX_DELAY_MS, is_valid_queue};
 use graph::{DepGraph, StepIds};
 
 /// Default per-try timeout when neither the task nor the catalog sets one.
@@ -87,6 +87,15 @@ pub struct PlannedStep {
     pub needs: Vec<usize>,
 }
 
+/// When a task may start (`runAt` or `delay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAfter {
+    /// This many ms after submission.
+    Delay(u64),
+    /// At this time (ms since the epoch).
+    At(i64),
+}
+
 /// A validated task: its steps and effects.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -100,6 +109,8 @@ pub struct Plan {
     pub keys: HashMap<String, usize>,
     /// Parsed effect configs: onPending, onProgress, onSuccess, onError.
     pub effects: Effects,
+    /// When it may start; `None`: at once.
+    pub start_after: Option<StartAfter>,
 }
 
 /// An effect with its config parsed.
@@ -160,6 +171,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog, limits: &Limits) -> Result<Plan, 
     check_size_limits(&spec, limits)?;
     let mut c = Checker::new(catalog, limits);
     checks::check_task(&mut c, &spec);
+    let start_after = checks::check_start(&mut c, &spec);
     let steps = steps_of(&mut c, &spec);
     let ids = StepIds::new(&mut c, &steps, &spec);
     let graph = DepGraph::build(&mut c, &steps, &ids);
@@ -183,6 +195,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog, limits: &Limits) -> Result<Plan, 
         steps: planned,
         keys: ids.by_key,
         effects,
+        start_after,
     })
 }
 

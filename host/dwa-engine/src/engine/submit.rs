@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use dwa_core::catalog::Catalog;
 use dwa_core::limits::{Exceeded, Limits};
 use dwa_core::model::{CreatedTask, TaskSpec, TaskStatus};
-use dwa_core::plan::{FieldError, Plan};
+use dwa_core::plan::{FieldError, MAX_DELAY_MS, Plan, StartAfter};
 use dwa_store::{Idempotency, NewStep, NewTask, StoreError};
 
 use super::{Engine, EngineError, StoredSpec, TaskState};
@@ -263,6 +263,21 @@ impl Engine {
         } = prepared;
         let id = uuid::Uuid::now_v7().to_string();
         let now = self.store.now_ms();
+        let run_at = match plan.start_after {
+            None => None,
+            Some(StartAfter::Delay(ms)) => Some(now.saturating_add(ms as i64)),
+            Some(StartAfter::At(at)) if at > now.saturating_add(MAX_DELAY_MS as i64) => {
+                return Err(EngineError::Invalid(vec![FieldError {
+                    step: None,
+                    field: "runAt".into(),
+                    message: format!(
+                        "{} is more than a year ahead",
+                        plan.spec.run_at.as_deref().unwrap_or("")
+                    ),
+                }]));
+            }
+            Some(StartAfter::At(at)) => Some(at),
+        };
         let idempotency = idempotency.map(|(key, body_hash)| Idempotency {
             key,
             body_hash,
@@ -299,6 +314,7 @@ impl Engine {
                 on_success: !plan.effects.on_success.is_empty(),
                 on_error: !plan.effects.on_error.is_empty(),
             },
+            run_at,
         };
         if !plan.effects.on_progress.is_empty() {
             Self::lock(&self.progress_tasks).insert(id.clone());

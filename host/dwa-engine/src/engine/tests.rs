@@ -267,3 +267,77 @@ async fn a_fan_out_wider_than_the_window_runs_every_item_in_order() {
     assert_eq!(t.result, Some(Value::Array(want)));
     engine.shutdown(Duration::from_secs(1)).await;
 }
+
+/// `delay` and `runAt`, through the engine and the store on a clock the
+/// test moves: the first step starts exactly when the task said, not
+/// before (the clock reaches that time only when the test moves it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_task_starts_exactly_at_its_time_on_the_store_clock() {
+    use dwa_store::clock::{Clock, ManualClock};
+    let t0 = 1_700_000_000_000;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let clock = Arc::new(ManualClock::new(t0));
+    let store = match SqliteStore::open_with_clock(dir.path(), clock.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => panic!("cannot open the store: {e}"),
+    };
+    let engine = engine_on(store.clone());
+    if let Err(e) = engine.start().await {
+        panic!("engine did not start: {e}");
+    }
+    let mut feed = store.subscribe();
+    // 2023-11-14T22:13:21.5Z is t0 + 1500 ms.
+    for (spec, at) in [
+        (json!({"type": "builtin.echo", "delay": 1000}), t0 + 1000),
+        (
+            json!({"type": "builtin.echo", "runAt": "2023-11-14T22:13:21.5Z"}),
+            t0 + 1500,
+        ),
+    ] {
+        let id = match engine.submit_json(spec.to_string().as_bytes()).await {
+            Ok(c) => c.id,
+            Err(e) => panic!("submission refused: {e}"),
+        };
+        // A task queued after it runs to its end first: the delayed one,
+        // ahead of it in the queue, has not started meanwhile.
+        let after = run_to_end(&engine, json!({"type": "builtin.echo"})).await;
+        assert_eq!(after.status, TaskStatus::Completed);
+        let early = match store.events(&id, 0, 100).await {
+            Ok(e) => e,
+            Err(e) => panic!("cannot read events: {e}"),
+        };
+        assert!(
+            early.iter().all(|e| e.kind != "step:start"),
+            "{spec} started before its time: {early:?}"
+        );
+        clock.advance(at - clock.now_ms());
+        let start = next_event(&mut feed, &id, "step:start").await;
+        assert_eq!(start.timestamp, at, "{spec}");
+        next_event(&mut feed, &id, "pipeline:complete").await;
+    }
+    // Both, or too far ahead, are refused.
+    for (spec, field) in [
+        (
+            json!({"type": "builtin.echo", "delay": 1, "runAt": "2030-01-01T00:00:00Z"}),
+            "delay",
+        ),
+        (
+            json!({"type": "builtin.echo", "runAt": "tomorrow"}),
+            "runAt",
+        ),
+        (
+            json!({"type": "builtin.echo", "runAt": "2099-01-01T00:00:00Z"}),
+            "runAt",
+        ),
+        (
+            json!({"type": "builtin.echo", "delay": 31_536_000_001u64}),
+            "delay",
+        ),
+    ] {
+        match engine.submit_json(spec.to_string().as_bytes()).await {
+            Err(EngineError::Invalid(errs)) => assert_eq!(errs[0].field, field, "{spec}"),
+            other => panic!("{spec} was not refused: {other:?}"),
+        }
+    }
+    engine.shutdown(Duration::from_secs(1)).await;
+}

@@ -1,6 +1,7 @@
 -- ARGV: P, now, count, then per task: id, type, queue, pipeline, created, spec,
 -- idempotency key ('' for none), body hash, expires at (ms), effects
--- ('' or some of p, s, e: onPending, onSuccess, onError lists), steps,
+-- ('' or some of p, s, e: onPending, onSuccess, onError lists), run at (ms;
+-- its first steps wait until then), steps,
 -- then per step: key, task, queue, waiting, dependants (comma-separated).
 -- A key held (unexpired, on the store's clock) by an earlier task answers
 -- IDEMPOTENT <task> same|different instead of creating one.
@@ -9,8 +10,9 @@ local idx, live, by_queue, queues = {}, {}, {}, {}
 for _ = 1, tonumber(ARGV[3]) do
   begin_item()
   local id, typ, queue, pipeline, created, spec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local ikey, ihash, iexp, fx, n = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10])
-  i = i + 11
+  local ikey, ihash, iexp, fx = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+  local run_at, n = math.max(NOW, tonumber(ARGV[i + 10])), tonumber(ARGV[i + 11])
+  i = i + 12
   local key = k('t', id)
   local held
   if ikey ~= '' then
@@ -45,7 +47,7 @@ for _ = 1, tonumber(ARGV[3]) do
         w[#w + 1] = deps
       end
       if waiting == '0' then
-        push_job(id, si, '-1', q, NOW)
+        push_job(id, si, '-1', q, run_at)
       else
         w[#w + 1] = p.waiting
         w[#w + 1] = waiting

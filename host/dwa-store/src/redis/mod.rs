@@ -246,6 +246,7 @@ impl Core {
                 }
             }
             args.push(mask);
+            args.push(task.run_at.unwrap_or(0).to_string());
             args.push(task.steps.len().to_string());
             for s in task.steps {
                 args.push(s.key);

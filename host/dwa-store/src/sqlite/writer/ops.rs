@@ -74,7 +74,8 @@ impl Writer {
                 )?
                 .execute(params![t.id, i as i64, s.key, s.task, s.queue, s.waiting_for, deps])?;
             if s.waiting_for == 0 {
-                self.push_job(&t.id, i as u32, None, &s.queue, now, 1)?;
+                let run_at = t.run_at.map_or(now, |at| at.max(now));
+                self.push_job(&t.id, i as u32, None, &s.queue, run_at, 1)?;
                 if !woke.contains(&s.queue) {
                     woke.push(s.queue.clone());
                 }
