@@ -189,15 +189,18 @@ async fn next_event(
     found.unwrap_or_else(|_| panic!("no {kind} for task {id} within 20 s"))
 }
 
-/// The engine's backoff through the engine and the store, on a clock the
-/// test moves: each try is due exactly its delay after the last failed,
-/// and starts then, not before (the clock moves only when the test says).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_start_exactly_their_backoff_later_on_the_store_clock() {
-    use dwa_store::clock::ManualClock;
-    let t0 = 1_700_000_000_000;
+/// A started engine on an embedded store whose clock reads `t0` until the
+/// test moves it.
+async fn on_manual_clock(
+    t0: i64,
+) -> (
+    tempfile::TempDir,
+    Arc<dwa_store::clock::ManualClock>,
+    Arc<SqliteStore>,
+    Arc<Engine>,
+) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let clock = Arc::new(ManualClock::new(t0));
+    let clock = Arc::new(dwa_store::clock::ManualClock::new(t0));
     let store = match SqliteStore::open_with_clock(dir.path(), clock.clone()) {
         Ok(s) => Arc::new(s),
         Err(e) => panic!("cannot open the store: {e}"),
@@ -206,6 +209,16 @@ async fn retries_start_exactly_their_backoff_later_on_the_store_clock() {
     if let Err(e) = engine.start().await {
         panic!("engine did not start: {e}");
     }
+    (dir, clock, store, engine)
+}
+
+/// The engine's backoff through the engine and the store, on a clock the
+/// test moves: each try is due exactly its delay after the last failed,
+/// and starts then, not before (the clock moves only when the test says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_start_exactly_their_backoff_later_on_the_store_clock() {
+    let t0 = 1_700_000_000_000;
+    let (_dir, clock, store, engine) = on_manual_clock(t0).await;
     let mut feed = store.subscribe();
     let spec = json!({"type": "builtin.fail", "payload": {"failAttempts": 2},
                       "retry": {"attempts": 3, "backoff": "fixed", "delay": 1000}});
@@ -273,18 +286,9 @@ async fn a_fan_out_wider_than_the_window_runs_every_item_in_order() {
 /// before (the clock reaches that time only when the test moves it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delayed_task_starts_exactly_at_its_time_on_the_store_clock() {
-    use dwa_store::clock::{Clock, ManualClock};
+    use dwa_store::clock::Clock;
     let t0 = 1_700_000_000_000;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let clock = Arc::new(ManualClock::new(t0));
-    let store = match SqliteStore::open_with_clock(dir.path(), clock.clone()) {
-        Ok(s) => Arc::new(s),
-        Err(e) => panic!("cannot open the store: {e}"),
-    };
-    let engine = engine_on(store.clone());
-    if let Err(e) = engine.start().await {
-        panic!("engine did not start: {e}");
-    }
+    let (_dir, clock, store, engine) = on_manual_clock(t0).await;
     let mut feed = store.subscribe();
     // 2023-11-14T22:13:21.5Z is t0 + 1500 ms.
     for (spec, at) in [
