@@ -902,3 +902,20 @@ async fn a_failing_webhook_is_tried_again_with_the_same_delivery_id() {
     let err = evs.iter().find(|(k, _)| k == "effect:error").unwrap();
     assert_eq!(err.1["data"]["attempt"], 1, "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueued_task_with_an_idempotency_key_is_made_once_however_often_it_is_delivered() {
+    let (_d, host) = start_with_plugins(&dist("dist"), &[]);
+    let child = json!({"$event": "enqueue", "task": {
+        "type": "builtin.echo", "idempotencyKey": "child-of-{{payload.n}}"}});
+    let id = submit_ok(
+        &host,
+        &json!({"type": "builtin.echo", "payload": {"n": 7}, "onSuccess": [child.clone(), child]}),
+    )
+    .await;
+    let evs = events_until(&host, &id, |e| data_of(e, "enqueued").len() == 2).await;
+    let made = data_of(&evs, "enqueued");
+    assert_eq!(made[0]["taskId"], made[1]["taskId"], "the same task twice");
+    let all = get_json(&host, "/api/tasks?limit=10").await;
+    assert_eq!(all["tasks"].as_array().map(Vec::len), Some(2), "{all:#}");
+}

@@ -1,7 +1,9 @@
 //! Submission: a request body becomes a plan within the host's limits
-//! (docs/configuration.md, "Limits"), and the plan becomes a stored task.
-//! Tasks that effects enqueue carry their lineage, so that a task which
-//! enqueues itself stops at `DWA_MAX_LINEAGE_DEPTH`.
+//! (docs/configuration.md, "Limits"), and the plan becomes a stored task,
+//! with its idempotency key, its start time (`runAt`/`delay`) and the
+//! lifecycle lists its outbox will owe (docs/tasks.md). Tasks that effects
+//! enqueue carry their lineage, so that a task which enqueues itself stops
+//! at `DWA_MAX_LINEAGE_DEPTH`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -149,6 +151,18 @@ impl Engine {
         self.off_workers(body, plan_body).await
     }
 
+    /// Queues a task planned here, under the `idempotencyKey` its spec names.
+    async fn queue_keyed(
+        self: &Arc<Self>,
+        plan: Plan,
+        lineage: u32,
+    ) -> Result<Submitted, EngineError> {
+        let key = idempotency(None, &plan.spec)?;
+        let mut prepared = prepare(plan, lineage)?;
+        prepared.idempotency = key;
+        self.queue_once(prepared).await
+    }
+
     /// Queues a prepared task; under an idempotency key already used, answers
     /// the first task (same body) or a conflict (another body).
     async fn queue_once(self: &Arc<Self>, prepared: Prepared) -> Result<Submitted, EngineError> {
@@ -209,7 +223,7 @@ impl Engine {
     pub async fn submit(self: &Arc<Self>, spec: TaskSpec) -> Result<CreatedTask, EngineError> {
         let plan = dwa_core::plan::plan(spec, &self.catalog(), &self.config.limits)
             .map_err(EngineError::Invalid)?;
-        self.queue(prepare(plan, 0)?).await
+        Ok(self.queue_keyed(plan, 0).await?.task)
     }
 
     /// Queues a task that an effect of task `parent` enqueues, one link
@@ -250,7 +264,9 @@ impl Engine {
         }
         let plan =
             dwa_core::plan::plan(spec, &self.catalog(), limits).map_err(EngineError::Invalid)?;
-        self.queue(prepare(plan, lineage)?).await
+        // An `idempotencyKey` in the enqueued task makes a redelivered
+        // effect (delivery is at least once) answer the first task.
+        Ok(self.queue_keyed(plan, lineage).await?.task)
     }
 
     /// Stores a planned task and wakes the workers of its first steps.
