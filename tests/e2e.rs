@@ -818,29 +818,6 @@ async fn list_health_catalog_openapi_and_polling_backends() {
     assert_eq!(none["tasks"], json!([]));
     assert_eq!(get("?status=weird").await.status().as_u16(), 400);
     assert_eq!(get("?limit=0").await.status().as_u16(), 400);
-    // Every refusal is the JSON error body, query strings and routes included.
-    for (method, path, status, code) in [
-        ("GET", "/api/tasks?limit=abc", 400, "invalid_query"),
-        ("GET", "/api/tasks?limit=-1", 400, "invalid_query"),
-        ("GET", "/no/such/route", 404, "no_route"),
-        ("GET", "/api/no-such", 404, "no_route"),
-        ("POST", "/health", 405, "no_route"),
-        ("PUT", "/api/tasks", 405, "no_route"),
-    ] {
-        let r = client()
-            .request(method.parse().unwrap(), host.url(path))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), status, "{method} {path}");
-        assert_eq!(
-            r.headers()["content-type"],
-            "application/json",
-            "{method} {path}"
-        );
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
-    }
 
     let health: Value = get_json(&host, "/health").await;
     assert_eq!(health["status"], "ok");

@@ -2,7 +2,9 @@
 //! each limit a task runs; one past it is refused (422 at submission, or
 //! the step fails when the value is only known while running) with the
 //! limit's variable named; the host stays up and answers `/health`
-//! meanwhile; absurd settings stop the host at start.
+//! meanwhile; absurd settings stop the host at start. And the API's
+//! contract around them: every refusal is the JSON error body, and the
+//! served OpenAPI document states what the host enforces.
 
 mod common;
 
@@ -507,5 +509,33 @@ async fn the_served_document_states_what_the_host_enforces_in_both_directions() 
             want,
             "{query}: the document says {doc_ok}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_the_json_error_body_query_strings_and_routes_included() {
+    let fake = Fake::start().await;
+    let (_d, host) = start_small(&fake, &[]);
+    for (method, path, status, code) in [
+        ("GET", "/api/tasks?limit=abc", 400, "invalid_query"),
+        ("GET", "/api/tasks?limit=-1", 400, "invalid_query"),
+        ("GET", "/no/such/route", 404, "no_route"),
+        ("GET", "/api/no-such", 404, "no_route"),
+        ("POST", "/health", 405, "no_route"),
+        ("PUT", "/api/tasks", 405, "no_route"),
+    ] {
+        let r = client()
+            .request(method.parse().unwrap(), host.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/json",
+            "{method} {path}"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
     }
 }
