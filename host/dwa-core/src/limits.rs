@@ -103,28 +103,73 @@ pub struct Exceeded {
     pub var: &'static str,
 }
 
+/// What a walk over a value found past its limits.
+enum Past {
+    /// This nesting depth, the first past the limit.
+    Depth(usize),
+    /// The size limit.
+    Size,
+}
+
+/// One iterative walk over `v`: its nesting, refused past `max_depth`, and,
+/// when `cap` is set, its size ([`size_within`]), refused past `cap`. The
+/// walk stops at the first limit passed, so measuring costs no more than
+/// the limits allow.
+fn measure(v: &Value, max_depth: usize, cap: Option<usize>) -> Result<usize, Past> {
+    let mut total = 0usize;
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
+    let sized = cap.is_some();
+    while let Some((v, depth)) = stack.pop() {
+        let own = match v {
+            Value::Null => 4,
+            Value::Bool(_) => 5,
+            Value::Number(_) => 24,
+            Value::String(s) if sized => quoted_len(s),
+            Value::String(_) => 0,
+            Value::Array(a) => {
+                if depth + 1 > max_depth {
+                    return Err(Past::Depth(depth + 1));
+                }
+                stack.extend(a.iter().map(|c| (c, depth + 1)));
+                2 + a.len()
+            }
+            Value::Object(o) => {
+                if depth + 1 > max_depth {
+                    return Err(Past::Depth(depth + 1));
+                }
+                for (k, c) in o {
+                    if sized {
+                        total = total.saturating_add(quoted_len(k) + 1);
+                    }
+                    stack.push((c, depth + 1));
+                }
+                2 + o.len()
+            }
+        };
+        total = total.saturating_add(own);
+        if cap.is_some_and(|cap| total > cap) {
+            return Err(Past::Size);
+        }
+    }
+    Ok(total)
+}
+
+fn depth_exceeded(depth: usize, max: usize) -> Exceeded {
+    Exceeded {
+        what: "nesting depth",
+        value: Some(depth),
+        max,
+        var: "DWA_MAX_JSON_DEPTH",
+    }
+}
+
 /// Refuses `v` when it nests deeper than `max` (a scalar has depth 0, `[]`
 /// and `{}` depth 1). Stops at the first level past `max`.
 pub fn check_depth(v: &Value, max: usize) -> Result<(), Exceeded> {
-    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
-    while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(o) => Box::new(o.values()),
-            _ => continue,
-        };
-        let depth = depth + 1;
-        if depth > max {
-            return Err(Exceeded {
-                what: "nesting depth",
-                value: Some(depth),
-                max,
-                var: "DWA_MAX_JSON_DEPTH",
-            });
-        }
-        stack.extend(children.map(|c| (c, depth)));
+    match measure(v, max, None) {
+        Err(Past::Depth(d)) => Err(depth_exceeded(d, max)),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The size of `v` as compact JSON, counted up to `cap`: `None` once it is
@@ -133,31 +178,28 @@ pub fn check_depth(v: &Value, max: usize) -> Result<(), Exceeded> {
 /// longest they print as; an escaped character its longest escape), so
 /// that what passes also fits once written out.
 pub fn size_within(v: &Value, cap: usize) -> Option<usize> {
-    let mut total = 0usize;
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        total = total.saturating_add(match v {
-            Value::Null => 4,
-            Value::Bool(_) => 5,
-            Value::Number(_) => 24,
-            Value::String(s) => quoted_len(s),
-            Value::Array(a) => {
-                stack.extend(a.iter());
-                2 + a.len()
-            }
-            Value::Object(o) => {
-                for (k, v) in o {
-                    total = total.saturating_add(quoted_len(k) + 1);
-                    stack.push(v);
-                }
-                2 + o.len()
-            }
-        });
-        if total > cap {
-            return None;
-        }
+    measure(v, usize::MAX, Some(cap)).ok()
+}
+
+/// Refuses `v` when it nests deeper than `max_depth` or its size passes
+/// `max_bytes`, in one walk (a step's result: both limits hold for it).
+pub fn check_shape(
+    v: &Value,
+    max_depth: usize,
+    max_bytes: usize,
+    what: &'static str,
+    var: &'static str,
+) -> Result<(), Exceeded> {
+    match measure(v, max_depth, Some(max_bytes)) {
+        Ok(_) => Ok(()),
+        Err(Past::Depth(d)) => Err(depth_exceeded(d, max_depth)),
+        Err(Past::Size) => Err(Exceeded {
+            what,
+            value: None,
+            max: max_bytes,
+            var,
+        }),
     }
-    Some(total)
 }
 
 /// A string's length in JSON: its quotes, and six bytes (`\u001f`) for a
@@ -168,24 +210,6 @@ pub fn quoted_len(s: &str) -> usize {
         .filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
         .count();
     s.len() + 2 + escaped * 5
-}
-
-/// Refuses `v` when its size passes `max` bytes ([`size_within`]).
-pub fn check_size(
-    v: &Value,
-    max: usize,
-    what: &'static str,
-    var: &'static str,
-) -> Result<(), Exceeded> {
-    match size_within(v, max) {
-        Some(_) => Ok(()),
-        None => Err(Exceeded {
-            what,
-            value: None,
-            max,
-            var,
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -248,9 +272,37 @@ mod tests {
         );
         assert_eq!(size_within(&v, 100), None);
         assert_eq!(
-            check_size(&v, 100, "the input's size in bytes", "DWA_MAX_INPUT_BYTES")
-                .map_err(|e| e.to_string()),
+            check_shape(
+                &v,
+                64,
+                100,
+                "the input's size in bytes",
+                "DWA_MAX_INPUT_BYTES"
+            )
+            .map_err(|e| e.to_string()),
             Err("the input's size in bytes is over the limit of 100 (DWA_MAX_INPUT_BYTES)".into())
+        );
+    }
+
+    #[test]
+    fn one_walk_checks_depth_and_size_and_names_the_first_limit_it_passes() {
+        let deep = nested(5);
+        assert_eq!(check_shape(&deep, 5, 1_000, "size", "V"), Ok(()));
+        assert_eq!(
+            check_shape(&deep, 4, 1_000, "size", "V").map_err(|e| e.var),
+            Err("DWA_MAX_JSON_DEPTH")
+        );
+        let wide = json!(["x".repeat(100)]);
+        assert_eq!(
+            check_shape(
+                &wide,
+                64,
+                50,
+                "the result's size in bytes",
+                "DWA_MAX_RESULT_BYTES"
+            )
+            .map_err(|e| e.var),
+            Err("DWA_MAX_RESULT_BYTES")
         );
     }
 

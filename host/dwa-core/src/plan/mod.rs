@@ -165,10 +165,11 @@ fn step_of_path(path: &str) -> Option<String> {
 /// and merge steps. The work is linear in the steps, their dependencies and
 /// their template references (docs/configuration.md, "Limits").
 pub fn plan(spec: TaskSpec, catalog: &Catalog, limits: &Limits) -> Result<Plan, Vec<FieldError>> {
-    // Refused before anything is copied or expanded.
-    check_size_limits(&spec, limits)?;
+    // Refused before anything is copied or expanded; expansion changes the
+    // steps, not the payload, so only the steps are counted again.
+    check_size_limits(&spec, limits, true)?;
     let spec = crate::chunking::expand(spec, catalog)?;
-    check_size_limits(&spec, limits)?;
+    check_size_limits(&spec, limits, false)?;
     let mut c = Checker::new(catalog, limits);
     checks::check_task(&mut c, &spec);
     let start_after = checks::check_start(&mut c, &spec);
@@ -200,8 +201,12 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog, limits: &Limits) -> Result<Plan, 
 }
 
 /// The limits that make the rest of planning cheap: the number of steps
-/// and the payload's nesting.
-fn check_size_limits(spec: &TaskSpec, limits: &Limits) -> Result<(), Vec<FieldError>> {
+/// and (with `payload`) the payload's nesting.
+fn check_size_limits(
+    spec: &TaskSpec,
+    limits: &Limits,
+    payload: bool,
+) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
     let steps = spec.steps.as_ref().map_or(1, Vec::len);
     if steps > limits.max_steps {
@@ -217,7 +222,7 @@ fn check_size_limits(spec: &TaskSpec, limits: &Limits) -> Result<(), Vec<FieldEr
             .to_string(),
         });
     }
-    if let Err(e) = limits::check_depth(&spec.payload, limits.max_json_depth) {
+    if payload && let Err(e) = limits::check_depth(&spec.payload, limits.max_json_depth) {
         errors.push(FieldError {
             step: None,
             field: "payload".into(),

@@ -394,16 +394,14 @@ impl Engine {
     /// every executor (backends' answers are also read with a cap).
     fn check_result(&self, v: &Value) -> Result<(), StepError> {
         let limits = &self.config.limits;
-        limits::check_depth(v, limits.max_json_depth)
-            .and_then(|()| {
-                limits::check_size(
-                    v,
-                    limits.max_result_bytes,
-                    "the result's size in bytes",
-                    "DWA_MAX_RESULT_BYTES",
-                )
-            })
-            .map_err(|e| StepError::permanent(format!("result: {e}")))
+        limits::check_shape(
+            v,
+            limits.max_json_depth,
+            limits.max_result_bytes,
+            "the result's size in bytes",
+            "DWA_MAX_RESULT_BYTES",
+        )
+        .map_err(|e| StepError::permanent(format!("result: {e}")))
     }
 
     /// Inputs made of templates are only known now: checks them against the
