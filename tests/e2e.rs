@@ -706,15 +706,7 @@ async fn api_token_guards_the_api_and_health_says_only_liveness_without_it() {
     assert_eq!(r.status().as_u16(), 200);
     let anonymous: Value = r.json().await.unwrap();
     assert_eq!(anonymous, json!({"status": "ok"}));
-    let full: Value = client()
-        .get(host.url("/health"))
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let full = json_of(client().get(host.url("/health")).bearer_auth("s3cret")).await;
     assert_eq!(full["store"]["kind"], "sqlite");
     let url = full["backends"][0]["url"].as_str().unwrap_or("");
     assert!(url.starts_with("http://***@127.0.0.1:"), "{url}");
@@ -835,14 +827,7 @@ async fn list_health_catalog_openapi_and_polling_backends() {
         .unwrap();
     assert_eq!(caption["backend"], "local");
     assert_eq!(caption["gpu"], "T4");
-    let refreshed: Value = client()
-        .post(host.url("/api/backends/refresh"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let refreshed = json_of(client().post(host.url("/api/backends/refresh"))).await;
     assert_eq!(refreshed[0]["ok"], true);
 
     let doc: Value = get_json(&host, "/openapi.json").await;

@@ -161,14 +161,18 @@ pub async fn submit_ok(host: &Host, task: &Value) -> String {
 
 /// GETs a path of the host's API and parses the JSON answer.
 pub async fn get_json(host: &Host, path: &str) -> Value {
-    client()
-        .get(host.url(path))
-        .send()
+    json_of(client().get(host.url(path))).await
+}
+
+/// Sends `req` and answers its JSON body, naming the request when either fails.
+pub async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    let what = format!("{req:?}");
+    req.send()
         .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
         .json()
         .await
-        .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+        .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"))
 }
 
 /// GETs a task.
