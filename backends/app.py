@@ -33,6 +33,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from shared.tasks import TaskError, TaskMeta, discover
 from shared.tasks import context as task_context
 from shared.tasks.context import Job, reset_job, set_job
+from shared.tasks.schema import call_kwargs
 
 #: How long a job's outcome is kept for polling after it ends.
 JOB_TTL_S = 3600.0
@@ -172,7 +173,7 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
             parsed = meta.input_model.model_validate(body.get("input") or {})
         except ValidationError as e:
             return _error(422, f"{name}: {_validation_message(e)}", False)
-        kwargs = {k: getattr(parsed, k) for k in type(parsed).model_fields}
+        kwargs = call_kwargs(parsed)
         job = Job(task_id=str(body.get("taskId") or "local"), step_id=str(body.get("stepId") or ""))
 
         if meta.streaming:

@@ -14,8 +14,9 @@ else
 fi
 # Installed --no-deps: scikit-image for its bundled test images only (never
 # imported); scenedetect because it asks for opencv-python, whose cv2 would
-# overwrite the headless OpenCV of requirements.txt.
-nodeps=(scikit-image==0.26.0 scenedetect==0.7.2)
+# overwrite the headless OpenCV of requirements.txt; face-recognition because
+# it asks for dlib's source build (requirements.txt has the prebuilt dlib-bin).
+nodeps=(scikit-image==0.26.0 scenedetect==0.7.2 face-recognition==1.3.0)
 stamp="$venv/.requirements.sha256"
 want=$( (cat backends/requirements.txt "${extra[@]}"; echo "${nodeps[*]}") | sha256sum | cut -d' ' -f1)
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -55,7 +55,11 @@ async fn simple_task_runs_on_the_backend_that_serves_it() {
     let t = wait_done(&host, &id).await;
     assert_eq!(t["status"], "completed", "{t:#}");
     assert_eq!(t["result"], json!({"path": "/media/a.mp4", "bytes": 1024}));
-    assert_eq!(t["progress"], json!(100.0));
+    assert_eq!(
+        t["progress"],
+        json!(100),
+        "a whole number, as the seed writes it"
+    );
     assert!(t["startedAt"].is_string() && t["completedAt"].is_string());
     assert!(
         t.get("stepStatus").is_none(),
@@ -484,13 +488,17 @@ async fn visualize_draws_the_dag_and_its_link_decodes() {
     let v: Value = r.json().await.unwrap();
     let m = v["mermaid"].as_str().unwrap();
     assert!(m.starts_with("graph TD"));
+    assert!(
+        m.contains("  caps[[task\\nflorence\\nforEach ×4]]\n"),
+        "{m}"
+    );
     for edge in [
-        "s0 --> s1",
-        "s0 --> s2",
-        "s1 --> s3",
-        "s2 --> s4",
-        "s3 --> s5",
-        "s4 --> s5",
+        "download --> frames",
+        "download --> audio",
+        "frames --> caps",
+        "audio --> transcript",
+        "caps --> summary",
+        "transcript --> summary",
     ] {
         assert!(m.contains(edge), "{edge} missing:\n{m}");
     }
@@ -508,6 +516,7 @@ async fn visualize_draws_the_dag_and_its_link_decodes() {
     let state: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(state["code"], m);
     assert!(state["mermaid"].is_string());
+    assert_eq!(v["unknownTasks"], json!([]));
     // Invalid tasks are refused here too.
     let r = client()
         .post(host.url("/api/visualize"))

@@ -151,7 +151,7 @@ async fn pipeline_on_ray_serve() {
         Some("GpuTasks".to_owned())
     );
     assert_eq!(
-        served_by(&ray.base, "faces.detect", json!({"image_path": "none.jpg"})).await,
+        served_by(&ray.base, "convert.audio", json!({"path": "none.wav"})).await,
         None
     );
     drop(host);

@@ -52,10 +52,11 @@ def web():
 def run_gpu(name: str, payload: dict, task_id: str = "modal") -> object:
     """Runs one GPU task (the GPU kind of the decorator) with its payload."""
     from shared.tasks import discover
+    from shared.tasks.schema import call_kwargs
     from shared.tasks.context import Job, reset_job, set_job
 
     meta = discover()[name]
-    kwargs = meta.input_model.model_validate(payload).model_dump()
+    kwargs = call_kwargs(meta.input_model.model_validate(payload))
     token = set_job(Job(task_id=task_id))
     try:
         return meta.fn(**kwargs)
@@ -67,6 +68,7 @@ def run_gpu(name: str, payload: dict, task_id: str = "modal") -> object:
 def main(task_type: str, payload: str = "{}") -> None:
     """`modal run app.py --task-type NAME --payload JSON`: runs one task and prints its result."""
     from shared.tasks import discover
+    from shared.tasks.schema import call_kwargs
 
     meta = discover().get(task_type)
     if meta is None:
@@ -75,5 +77,5 @@ def main(task_type: str, payload: str = "{}") -> None:
     if meta.gpu:
         print(json.dumps(run_gpu.remote(task_type, data), indent=2))
     else:
-        kwargs = meta.input_model.model_validate(data).model_dump()
+        kwargs = call_kwargs(meta.input_model.model_validate(data))
         print(json.dumps(meta.fn(**kwargs), indent=2))

@@ -3,9 +3,11 @@
 
 /** Every task the Python backends serve. */
 export type TaskName =
+  | "analyze.video"
   | "audio.extract"
   | "audio.levels"
   | "audio.normalize"
+  | "chatterbox.synthesize"
   | "chunk.audio"
   | "chunk.video"
   | "clip.embed"
@@ -13,11 +15,18 @@ export type TaskName =
   | "convert.video"
   | "depth.estimate"
   | "diag.echo"
+  | "diarize.speakers"
   | "download.file"
+  | "download.youtube"
   | "elevenlabs.speak"
+  | "elevenlabs.synthesize"
   | "espeak.speak"
+  | "faces.cluster"
   | "faces.detect"
+  | "faces.embed"
   | "florence.caption"
+  | "florence.detect"
+  | "florence.ocr"
   | "frames.extract"
   | "http.request"
   | "image.describe"
@@ -25,38 +34,55 @@ export type TaskName =
   | "llm.answer"
   | "llm.summarize"
   | "motion.detect"
+  | "multimodal.search"
   | "objects.track"
   | "ocr.read"
   | "openai.chat"
+  | "openai.chat_stream"
   | "openai.classify"
   | "openai.embed"
   | "openai.extract"
   | "openai.speak"
+  | "openai.summarize"
   | "openai.transcribe"
   | "openai.translate"
+  | "openai_tts.synthesize"
   | "pdf.text"
   | "piper.speak"
   | "pose.detect"
   | "rss.fetch"
   | "sam2.segment"
+  | "sam2.track"
+  | "scenes.describe"
   | "scenes.detect"
   | "semantic.embed"
   | "semantic.search"
+  | "sesame.synthesize"
   | "siglip.classify"
+  | "siglip.embed"
   | "speakers.diarize"
   | "subtitles.write"
   | "tracking.faces"
+  | "tracking.objects"
   | "vad.detect"
   | "vector.query"
   | "vector.upsert"
   | "video.thumbnail"
   | "web.fetch"
+  | "whisper.detect_language"
   | "whisper.transcribe"
+  | "whisper.transcribe_stream"
   | "yolo.detect"
+  | "yolo.pose"
+  | "yolo.segment"
+  | "yolo.track"
   | "youtube.download";
 
 /** The input (`payload`, or a step's `input`) each task takes. */
 export interface TaskPayloads {
+  "analyze.video": {
+    "min_confidence"?: number;
+  };
   "audio.extract": {
     "path": string;
     "format"?: "wav" | "mp3" | "ogg" | "flac" | "m4a";
@@ -70,6 +96,12 @@ export interface TaskPayloads {
     "path": string;
     "target_lufs"?: number;
     "format"?: "wav" | "mp3" | "flac";
+  };
+  "chatterbox.synthesize": {
+    "text": string;
+    "voice_path"?: string | null;
+    "exaggeration"?: number;
+    "cfg_weight"?: number;
   };
   "chunk.audio": {
     "path": string;
@@ -106,12 +138,23 @@ export interface TaskPayloads {
   "diag.echo": {
     "value"?: unknown;
   };
+  "diarize.speakers": {
+    "audio_path": string;
+    "num_speakers"?: number | null;
+    "model_id"?: string;
+  };
   "download.file": {
     "url": string;
     "filename"?: string | null;
     "max_bytes"?: number;
   };
-  "elevenlabs.speak": {
+  "download.youtube": {
+    "url": string;
+    "audio_only"?: boolean;
+  };
+  /** @deprecated use "elevenlabs.synthesize" */
+  "elevenlabs.speak": TaskPayloads["elevenlabs.synthesize"];
+  "elevenlabs.synthesize": {
     "text": string;
     "voice_id"?: string;
     "model"?: string;
@@ -121,15 +164,73 @@ export interface TaskPayloads {
     "voice"?: string;
     "speed"?: number;
   };
+  "faces.cluster": {
+    "faces"?: Array<{
+      "vector": Array<number>;
+      "box"?: {
+        "x": number;
+        "y": number;
+        "width": number;
+        "height": number;
+      };
+      "keyframe"?: string;
+      "index"?: number;
+    }> | null;
+    "frames"?: Array<{
+      "faces": Array<{
+        "vector": Array<number>;
+        "box"?: {
+          "x": number;
+          "y": number;
+          "width": number;
+          "height": number;
+        };
+        "keyframe"?: string;
+        "index"?: number;
+      }>;
+      "count": number;
+      "index": number;
+      "start": number | null;
+      "end": number | null;
+      "keyframe": string;
+    }> | null;
+    "threshold"?: number;
+  };
   "faces.detect": {
-    "image_path": string;
+    "image_path"?: string | null;
+    "scenes"?: Array<{
+      "keyframe": string;
+      "index"?: number;
+      "start"?: number;
+      "end"?: number;
+    }> | null;
     "min_size"?: number;
     "scale_factor"?: number;
     "min_neighbors"?: number;
   };
+  "faces.embed": {
+    "image_path"?: string | null;
+    "scenes"?: Array<{
+      "keyframe": string;
+      "index"?: number;
+      "start"?: number;
+      "end"?: number;
+    }> | null;
+    "model"?: string;
+  };
   "florence.caption": {
     "image_path": string;
     "detail"?: string;
+    "model_id"?: string;
+    "scene_index"?: number | null;
+  };
+  "florence.detect": {
+    "image_path": string;
+    "dense"?: boolean;
+    "model_id"?: string;
+  };
+  "florence.ocr": {
+    "image_path": string;
     "model_id"?: string;
   };
   "frames.extract": {
@@ -151,35 +252,50 @@ export interface TaskPayloads {
     "prompt"?: string;
     "model"?: string;
   };
-  "language.detect": {
-    "audio_path": string;
-    "model"?: string;
-  };
+  /** @deprecated use "whisper.detect_language" */
+  "language.detect": TaskPayloads["whisper.detect_language"];
   "llm.answer": {
     "question": string;
     "context": Array<string>;
     "model"?: string;
   };
-  "llm.summarize": {
-    "text": string;
-    "max_words"?: number;
-    "model"?: string;
-  };
+  /** @deprecated use "openai.summarize" */
+  "llm.summarize": TaskPayloads["openai.summarize"];
   "motion.detect": {
     "video_path": string;
     "fps"?: number;
     "threshold"?: number;
   };
-  "objects.track": {
-    "video_path": string;
-    "model"?: string;
-    "confidence"?: number;
+  "multimodal.search": {
+    "query"?: string | null;
+    "query_image"?: string | null;
+    "query_vector"?: Array<number> | null;
+    "images"?: Array<string> | null;
+    "frames"?: Array<{
+      "vector": Array<number>;
+      "keyframe"?: string;
+      "index"?: number;
+      "start"?: number | null;
+      "end"?: number | null;
+    }> | null;
+    "texts"?: Array<string> | null;
+    "top_k"?: number;
+    "model_id"?: string;
   };
+  /** @deprecated use "yolo.track" */
+  "objects.track": TaskPayloads["yolo.track"];
   "ocr.read": {
     "image_path": string;
     "min_confidence"?: number;
   };
   "openai.chat": {
+    "prompt": string;
+    "system"?: string | null;
+    "model"?: string;
+    "temperature"?: number;
+    "max_tokens"?: number | null;
+  };
+  "openai.chat_stream": {
     "prompt": string;
     "system"?: string | null;
     "model"?: string;
@@ -200,9 +316,11 @@ export interface TaskPayloads {
     "fields": Record<string, string>;
     "model"?: string;
   };
-  "openai.speak": {
+  /** @deprecated use "openai_tts.synthesize" */
+  "openai.speak": TaskPayloads["openai_tts.synthesize"];
+  "openai.summarize": {
     "text": string;
-    "voice"?: string;
+    "max_words"?: number;
     "model"?: string;
   };
   "openai.transcribe": {
@@ -213,6 +331,11 @@ export interface TaskPayloads {
   "openai.translate": {
     "text": string;
     "target"?: string;
+    "model"?: string;
+  };
+  "openai_tts.synthesize": {
+    "text": string;
+    "voice"?: string;
     "model"?: string;
   };
   "pdf.text": {
@@ -236,6 +359,23 @@ export interface TaskPayloads {
     "labels"?: Array<number> | null;
     "model_id"?: string;
   };
+  "sam2.track": {
+    "video_path": string;
+    "points": Array<Array<number>>;
+    "frame"?: number;
+    "labels"?: Array<number> | null;
+    "model_id"?: string;
+  };
+  "scenes.describe": {
+    "scenes": Array<{
+      "index": number;
+      "start": number;
+      "end": number;
+      "keyframe": string;
+    }>;
+    "detail"?: string;
+    "model_id"?: string;
+  };
   "scenes.detect": {
     "video_path": string;
     "threshold"?: number;
@@ -251,16 +391,29 @@ export interface TaskPayloads {
     "texts"?: Array<string> | null;
     "top_k"?: number;
   };
+  "sesame.synthesize": {
+    "text": string;
+    "speaker"?: number;
+    "model_id"?: string;
+    "max_seconds"?: number;
+  };
   "siglip.classify": {
     "image_path": string;
     "labels": Array<string>;
     "model_id"?: string;
   };
-  "speakers.diarize": {
-    "audio_path": string;
-    "num_speakers"?: number | null;
+  "siglip.embed": {
+    "image_path"?: string | null;
+    "scenes"?: Array<{
+      "keyframe": string;
+      "index"?: number;
+      "start"?: number;
+      "end"?: number;
+    }> | null;
     "model_id"?: string;
   };
+  /** @deprecated use "diarize.speakers" */
+  "speakers.diarize": TaskPayloads["diarize.speakers"];
   "subtitles.write": {
     "segments": Array<Record<string, unknown>>;
     "format"?: "srt" | "vtt";
@@ -270,6 +423,12 @@ export interface TaskPayloads {
     "video_path": string;
     "fps"?: number;
     "min_size"?: number;
+  };
+  "tracking.objects": {
+    "video_path": string;
+    "fps"?: number;
+    "confidence"?: number;
+    "model"?: string;
   };
   "vad.detect": {
     "audio_path": string;
@@ -298,24 +457,84 @@ export interface TaskPayloads {
     "url": string;
     "max_chars"?: number;
   };
+  "whisper.detect_language": {
+    "audio_path": string;
+    "model"?: string;
+  };
   "whisper.transcribe": {
     "audio_path": string;
     "language"?: string | null;
     "model"?: string;
   };
+  "whisper.transcribe_stream": {
+    "audio_path": string;
+    "language"?: string | null;
+    "model"?: string;
+  };
   "yolo.detect": {
+    "image_path"?: string | null;
+    "scenes"?: Array<{
+      "keyframe": string;
+      "index"?: number;
+      "start"?: number;
+      "end"?: number;
+    }> | null;
+    "confidence"?: number;
+    "model"?: string;
+  };
+  "yolo.pose": {
     "image_path": string;
     "confidence"?: number;
     "model"?: string;
   };
-  "youtube.download": {
-    "url": string;
-    "audio_only"?: boolean;
+  "yolo.segment": {
+    "image_path": string;
+    "confidence"?: number;
+    "model"?: string;
   };
+  "yolo.track": {
+    "video_path": string;
+    "confidence"?: number;
+    "model"?: string;
+    "stride"?: number;
+  };
+  /** @deprecated use "download.youtube" */
+  "youtube.download": TaskPayloads["download.youtube"];
 }
 
 /** What each task answers (a step's result). */
 export interface TaskResults {
+  "analyze.video": {
+    "summary": string;
+    "duration": number | null;
+    "scenes": Array<{
+      "index": number;
+      "start": number | null;
+      "end": number | null;
+      "keyframe": string | null;
+      "objects": Record<string, number>;
+      "faces": number;
+      "transcript": string;
+      "similarityToPrevious": number | null;
+    }>;
+    "objects": Array<{
+      "label": string;
+      "count": number;
+      "scenes": number;
+    }>;
+    "faces": {
+      "total": number;
+      "maxInScene": number;
+      "scenesWithFaces": number;
+    };
+    "transcript": {
+      "text": string;
+      "language": string | null;
+      "words": number;
+      "segments": number;
+    } | null;
+    "sources": Record<string, string>;
+  };
   "audio.extract": {
     "path": string;
     "format": string;
@@ -334,6 +553,11 @@ export interface TaskResults {
   "audio.normalize": {
     "path": string;
     "targetLufs": number;
+  };
+  "chatterbox.synthesize": {
+    "path": string;
+    "seconds": number;
+    "sample_rate": number;
   };
   "chunk.audio": {
     "chunks": Array<{
@@ -375,13 +599,27 @@ export interface TaskResults {
     "max": number;
   };
   "diag.echo": unknown;
+  "diarize.speakers": {
+    "speakers": Array<string>;
+    "segments": Array<{
+      "start": number;
+      "end": number;
+      "speaker": string;
+    }>;
+  };
   "download.file": {
     "path": string;
     "bytes": number;
     "contentType": string;
     "sha256": string;
   };
-  "elevenlabs.speak": {
+  "download.youtube": {
+    "path": string;
+    "duration": number | null;
+  };
+  /** @deprecated use "elevenlabs.synthesize" */
+  "elevenlabs.speak": TaskResults["elevenlabs.synthesize"];
+  "elevenlabs.synthesize": {
     "path": string;
     "bytes": number;
     "format": string;
@@ -390,6 +628,16 @@ export interface TaskResults {
     "path": string;
     "bytes": number;
     "format": string;
+  };
+  "faces.cluster": {
+    "clusters": Array<{
+      "id": number;
+      "size": number;
+      "members": Array<number>;
+      "centroid": Array<number>;
+    }>;
+    "labels": Array<number>;
+    "count": number;
   };
   "faces.detect": {
     "faces": Array<{
@@ -403,9 +651,81 @@ export interface TaskResults {
     "count": number;
     "width": number;
     "height": number;
+  } | {
+    "frames": Array<{
+      "index": number;
+      "start": number | null;
+      "end": number | null;
+      "keyframe": string;
+      "faces": Array<{
+        "box": {
+          "x": number;
+          "y": number;
+          "width": number;
+          "height": number;
+        };
+      }>;
+      "count": number;
+      "width": number;
+      "height": number;
+    }>;
+  };
+  "faces.embed": {
+    "faces": Array<{
+      "vector": Array<number>;
+      "box"?: {
+        "x": number;
+        "y": number;
+        "width": number;
+        "height": number;
+      };
+      "keyframe"?: string;
+      "index"?: number;
+    }>;
+    "count": number;
+  } | {
+    "frames": Array<{
+      "faces": Array<{
+        "vector": Array<number>;
+        "box"?: {
+          "x": number;
+          "y": number;
+          "width": number;
+          "height": number;
+        };
+        "keyframe"?: string;
+        "index"?: number;
+      }>;
+      "count": number;
+      "index": number;
+      "start": number | null;
+      "end": number | null;
+      "keyframe": string;
+    }>;
   };
   "florence.caption": {
     "caption": string;
+    "scene_index"?: number;
+  };
+  "florence.detect": {
+    "regions": Array<{
+      "label": string;
+      "box": {
+        "x": number;
+        "y": number;
+        "width": number;
+        "height": number;
+      };
+    }>;
+    "width": number;
+    "height": number;
+  };
+  "florence.ocr": {
+    "text": string;
+    "regions": Array<{
+      "text": string;
+      "quad": Array<number>;
+    }>;
   };
   "frames.extract": {
     "frames": Array<{
@@ -423,18 +743,14 @@ export interface TaskResults {
     "description": string;
     "model": string;
   };
-  "language.detect": {
-    "language": string;
-    "probability": number;
-  };
+  /** @deprecated use "whisper.detect_language" */
+  "language.detect": TaskResults["whisper.detect_language"];
   "llm.answer": {
     "answer": string;
     "model": string;
   };
-  "llm.summarize": {
-    "summary": string;
-    "model": string;
-  };
+  /** @deprecated use "openai.summarize" */
+  "llm.summarize": TaskResults["openai.summarize"];
   "motion.detect": {
     "segments": Array<{
       "start": number;
@@ -443,9 +759,19 @@ export interface TaskResults {
     }>;
     "frames": number;
   };
-  "objects.track": {
-    "tracks": Array<Record<string, unknown>>;
+  "multimodal.search": {
+    "matches": Array<{
+      "kind": string;
+      "index": number;
+      "score": number;
+      "item": string | null;
+      "start": number | null;
+      "end": number | null;
+    }>;
+    "model": string;
   };
+  /** @deprecated use "yolo.track" */
+  "objects.track": TaskResults["yolo.track"];
   "ocr.read": {
     "text": string;
     "lines": Array<{
@@ -459,7 +785,11 @@ export interface TaskResults {
       };
     }>;
   };
-  "openai.chat": string;
+  "openai.chat": {
+    "response": string;
+    "model": string;
+  };
+  "openai.chat_stream": string;
   "openai.classify": {
     "label": string;
     "labels": Array<string>;
@@ -471,10 +801,11 @@ export interface TaskResults {
   "openai.extract": {
     "data": Record<string, unknown>;
   };
-  "openai.speak": {
-    "path": string;
-    "bytes": number;
-    "format": string;
+  /** @deprecated use "openai_tts.synthesize" */
+  "openai.speak": TaskResults["openai_tts.synthesize"];
+  "openai.summarize": {
+    "summary": string;
+    "model": string;
   };
   "openai.transcribe": {
     "text": string;
@@ -484,6 +815,11 @@ export interface TaskResults {
   "openai.translate": {
     "text": string;
     "target": string;
+  };
+  "openai_tts.synthesize": {
+    "path": string;
+    "bytes": number;
+    "format": string;
   };
   "pdf.text": {
     "text": string;
@@ -516,6 +852,23 @@ export interface TaskResults {
       "area": number;
     }>;
   };
+  "sam2.track": {
+    "objects": Array<{
+      "object": number;
+      "frames": Array<Record<string, unknown>>;
+    }>;
+    "frames": number;
+  };
+  "scenes.describe": {
+    "scenes": Array<{
+      "index": number;
+      "start": number;
+      "end": number;
+      "keyframe": string;
+      "description": string;
+    }>;
+    "count": number;
+  };
   "scenes.detect": {
     "scenes": Array<{
       "index": number;
@@ -537,20 +890,32 @@ export interface TaskResults {
       "text": string | null;
     }>;
   };
+  "sesame.synthesize": {
+    "path": string;
+    "seconds": number;
+    "sample_rate": number;
+  };
   "siglip.classify": {
     "labels": Array<{
       "label": string;
       "score": number;
     }>;
   };
-  "speakers.diarize": {
-    "speakers": Array<string>;
-    "segments": Array<{
-      "start": number;
-      "end": number;
-      "speaker": string;
+  "siglip.embed": {
+    "model": string;
+    "vector": Array<number>;
+  } | {
+    "frames": Array<{
+      "index": number;
+      "start": number | null;
+      "end": number | null;
+      "keyframe": string;
+      "model": string;
+      "vector": Array<number>;
     }>;
   };
+  /** @deprecated use "diarize.speakers" */
+  "speakers.diarize": TaskResults["diarize.speakers"];
   "subtitles.write": {
     "path": string;
     "cues": number;
@@ -569,6 +934,24 @@ export interface TaskResults {
           "height": number;
         };
       }>;
+    }>;
+    "frames": number;
+  };
+  "tracking.objects": {
+    "tracks": Array<{
+      "id": number;
+      "start": number;
+      "end": number;
+      "sightings": Array<{
+        "time": number;
+        "box": {
+          "x": number;
+          "y": number;
+          "width": number;
+          "height": number;
+        };
+      }>;
+      "label": string;
     }>;
     "frames": number;
   };
@@ -602,6 +985,10 @@ export interface TaskResults {
     "contentType": string;
     "text": string;
   };
+  "whisper.detect_language": {
+    "language": string;
+    "probability": number;
+  };
   "whisper.transcribe": {
     "text": string;
     "language": string;
@@ -611,6 +998,11 @@ export interface TaskResults {
       "text": string;
     }>;
   };
+  "whisper.transcribe_stream": Array<{
+    "start": number;
+    "end": number;
+    "text": string;
+  }>;
   "yolo.detect": {
     "detections": Array<{
       "label": string;
@@ -624,66 +1016,158 @@ export interface TaskResults {
     }>;
     "width": number;
     "height": number;
+  } | {
+    "frames": Array<{
+      "index": number;
+      "start": number | null;
+      "end": number | null;
+      "keyframe": string;
+      "detections": Array<{
+        "label": string;
+        "confidence": number;
+        "box": {
+          "x": number;
+          "y": number;
+          "width": number;
+          "height": number;
+        };
+      }>;
+      "width": number;
+      "height": number;
+    }>;
   };
-  "youtube.download": {
-    "path": string;
-    "duration": number | null;
+  "yolo.pose": {
+    "people": Array<{
+      "confidence": number;
+      "box": {
+        "x": number;
+        "y": number;
+        "width": number;
+        "height": number;
+      };
+      "keypoints": Array<{
+        "name": string;
+        "x": number;
+        "y": number;
+        "confidence": number;
+      }>;
+    }>;
+    "width": number;
+    "height": number;
   };
+  "yolo.segment": {
+    "instances": Array<{
+      "label": string;
+      "confidence": number;
+      "box": {
+        "x": number;
+        "y": number;
+        "width": number;
+        "height": number;
+      };
+      "polygon": Array<Array<number>>;
+      "area": number;
+    }>;
+    "width": number;
+    "height": number;
+  };
+  "yolo.track": {
+    "tracks": Array<{
+      "id": number;
+      "label": string;
+      "frames": Array<{
+        "frame": number;
+        "box": {
+          "x": number;
+          "y": number;
+          "width": number;
+          "height": number;
+        };
+      }>;
+    }>;
+    "frames": number;
+    "fps": number;
+  };
+  /** @deprecated use "download.youtube" */
+  "youtube.download": TaskResults["download.youtube"];
 }
 
 /** Placement and behaviour of each task. */
 export const TASK_METADATA = {
-  "audio.extract": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Extracts a video's audio track (mono, `sample_rate`), e.g. for transcription.", "gpu": null, "streaming": false, "timeout": 1800.0},
-  "audio.levels": {"capabilities": ["ffmpeg"], "category": "hear", "chunk": {"defaultSize": 60.0, "input": "path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Loudness (RMS, dBFS) of each `window` seconds of an audio file: where speech or silence is.", "gpu": null, "streaming": false, "timeout": 600.0},
-  "audio.normalize": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Normalises loudness to `target_lufs` (EBU R128, ffmpeg loudnorm), e.g. before publishing a podcast.", "gpu": null, "streaming": false, "timeout": 1800.0},
-  "chunk.audio": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Cuts audio into `seconds`-long pieces overlapping by `overlap` (with their time offsets).", "gpu": null, "streaming": false, "timeout": 1800.0},
-  "chunk.video": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Cuts video into `seconds`-long pieces overlapping by `overlap` (with their time offsets).", "gpu": null, "streaming": false, "timeout": 3600.0},
-  "clip.embed": {"capabilities": ["vision", "embeddings"], "category": "see", "chunk": null, "description": "Embeds an image or a text into OpenCLIP's shared space (unit vector), for image search.", "gpu": "T4", "streaming": false, "timeout": 300.0},
-  "convert.audio": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Converts audio (or a video's audio track) to another format, sample rate and channel count.", "gpu": null, "streaming": false, "timeout": 1800.0},
-  "convert.video": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Re-encodes a video (H.264/AAC in mp4, VP9/Opus in webm), optionally scaled to `height`.", "gpu": null, "streaming": false, "timeout": 3600.0},
-  "depth.estimate": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Estimates relative depth with Depth Anything; writes the depth map as a 16-bit PNG.", "gpu": "T4", "streaming": false, "timeout": 300.0},
-  "diag.echo": {"capabilities": [], "category": "transform", "chunk": null, "description": "Returns `value` unchanged (diagnostics and the backend-hop benchmark).", "gpu": null, "streaming": false, "timeout": 10.0},
-  "download.file": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Downloads a URL into the task's working folder (streamed; written whole or not at all).", "gpu": null, "streaming": false, "timeout": 900.0},
-  "elevenlabs.speak": {"capabilities": ["tts", "network"], "category": "speak", "chunk": null, "description": "Speaks `text` with an ElevenLabs voice into an MP3 (ELEVENLABS_API_KEY; ELEVENLABS_BASE_URL for a proxy).", "gpu": null, "streaming": false, "timeout": 300.0},
-  "espeak.speak": {"capabilities": ["tts"], "category": "speak", "chunk": null, "description": "Speaks `text` with espeak-ng (a local formant synthesiser) into a WAV file.", "gpu": null, "streaming": false, "timeout": 120.0},
-  "faces.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Detects frontal faces with OpenCV's bundled Haar cascade (CPU, no download).", "gpu": null, "streaming": false, "timeout": 120.0},
-  "florence.caption": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Captions an image with Florence-2 (`detail`: brief, detailed or more_detailed).", "gpu": "T4", "streaming": false, "timeout": 300.0},
-  "frames.extract": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Samples `fps` frames per second of a video as JPEG files (at most `max_frames`).", "gpu": null, "streaming": false, "timeout": 1800.0},
-  "http.request": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Calls an HTTP API: JSON `body` sent as JSON; a JSON answer parsed, any other kept as text.", "gpu": null, "streaming": false, "timeout": 120.0},
-  "image.describe": {"capabilities": ["vision", "llm", "network"], "category": "see", "chunk": null, "description": "Describes an image with an OpenAI-compatible vision model (OPENAI_BASE_URL honoured).", "gpu": null, "streaming": false, "timeout": 300.0},
-  "language.detect": {"capabilities": ["asr"], "category": "hear", "chunk": null, "description": "Detects the spoken language from the first 30 s (faster-whisper, multilingual model).", "gpu": null, "streaming": false, "timeout": 300.0},
-  "llm.answer": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Answers a question from the given passages only (retrieval-augmented answering).", "gpu": null, "streaming": false, "timeout": 300.0},
-  "llm.summarize": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Summarises a text in at most `max_words` words.", "gpu": null, "streaming": false, "timeout": 300.0},
-  "motion.detect": {"capabilities": ["video"], "category": "watch", "chunk": null, "description": "Finds when things move: the share of pixels that change between sampled frames above `threshold`.", "gpu": null, "streaming": false, "timeout": 1800.0},
-  "objects.track": {"capabilities": ["video", "vision"], "category": "watch", "chunk": null, "description": "Tracks objects through a video with Ultralytics YOLO + ByteTrack (ids stable across frames).", "gpu": "T4", "streaming": false, "timeout": 3600.0},
-  "ocr.read": {"capabilities": ["vision", "ocr"], "category": "see", "chunk": null, "description": "Reads the text in an image (RapidOCR, PP-OCRv4 on ONNX Runtime; CPU).", "gpu": null, "streaming": false, "timeout": 300.0},
-  "openai.chat": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Chat completion, streamed: each piece of text arrives as it is generated.", "gpu": null, "streaming": true, "timeout": 300.0},
-  "openai.classify": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Picks the one label (of `labels`) that fits the text best.", "gpu": null, "streaming": false, "timeout": 120.0},
-  "openai.embed": {"capabilities": ["embeddings", "network"], "category": "find", "chunk": null, "description": "Embeds texts through the OpenAI embeddings API (OPENAI_BASE_URL honoured).", "gpu": null, "streaming": false, "timeout": 120.0},
-  "openai.extract": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Extracts the named `fields` (name \u2192 what it means) from a text as JSON.", "gpu": null, "streaming": false, "timeout": 300.0},
-  "openai.speak": {"capabilities": ["tts", "network"], "category": "speak", "chunk": null, "description": "Speaks `text` with an OpenAI voice into an MP3 (OPENAI_BASE_URL honoured).", "gpu": null, "streaming": false, "timeout": 300.0},
-  "openai.transcribe": {"capabilities": ["asr", "network"], "category": "hear", "chunk": {"defaultSize": 600.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Transcribes through the OpenAI audio API (OPENAI_BASE_URL honoured), with segment timestamps.", "gpu": null, "streaming": false, "timeout": 900.0},
-  "openai.translate": {"capabilities": ["llm", "network"], "category": "think", "chunk": {"defaultSize": 6000, "input": "text", "kind": "text", "merge": "concat_text", "overlap": 0}, "description": "Translates a text into `target` (a language name), keeping its formatting.", "gpu": null, "streaming": false, "timeout": 300.0},
-  "pdf.text": {"capabilities": [], "category": "transform", "chunk": null, "description": "Extracts the text of a PDF, page by page (pypdf).", "gpu": null, "streaming": false, "timeout": 300.0},
-  "piper.speak": {"capabilities": ["tts"], "category": "speak", "chunk": null, "description": "Speaks `text` with a Piper voice (`voice`: an .onnx model path; default DWA_PIPER_VOICE) into a WAV file.", "gpu": null, "streaming": false, "timeout": 300.0},
-  "pose.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Finds a person's body keypoints (MediaPipe Pose, bundled model; CPU). Coordinates are 0-1.", "gpu": null, "streaming": false, "timeout": 120.0},
-  "rss.fetch": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Reads an RSS or Atom feed: its title and its newest items.", "gpu": null, "streaming": false, "timeout": 60.0},
-  "sam2.segment": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Segments the object(s) at the given points with SAM 2; writes each mask as a PNG.", "gpu": "A10G", "streaming": false, "timeout": 600.0},
-  "scenes.detect": {"capabilities": ["video"], "category": "watch", "chunk": null, "description": "Finds scene cuts (content detector) and writes one keyframe per scene.", "gpu": null, "streaming": false, "timeout": 1800.0},
-  "semantic.embed": {"capabilities": ["embeddings"], "category": "find", "chunk": null, "description": "Embeds texts into unit vectors (cosine similarity = dot product).", "gpu": null, "streaming": false, "timeout": 300.0},
-  "semantic.search": {"capabilities": ["embeddings"], "category": "find", "chunk": null, "description": "Ranks `vectors` by cosine similarity to `query_vector` (e.g. outputs of semantic.embed).", "gpu": null, "streaming": false, "timeout": 120.0},
-  "siglip.classify": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Scores an image against free-text labels (zero-shot) with SigLIP.", "gpu": "T4", "streaming": false, "timeout": 300.0},
-  "speakers.diarize": {"capabilities": ["asr"], "category": "hear", "chunk": null, "description": "Finds who speaks when (pyannote.audio; needs HF_TOKEN for the gated model).", "gpu": "T4", "streaming": false, "timeout": 1800.0},
-  "subtitles.write": {"capabilities": [], "category": "transform", "chunk": null, "description": "Writes timed segments (`start`, `end`, `text`, e.g. whisper.transcribe's) as SRT or WebVTT.", "gpu": null, "streaming": false, "timeout": 60.0},
-  "tracking.faces": {"capabilities": ["video", "vision"], "category": "watch", "chunk": null, "description": "Detects faces in sampled frames (OpenCV Haar cascade) and links them into tracks over time.", "gpu": null, "streaming": false, "timeout": 1800.0},
-  "vad.detect": {"capabilities": ["asr"], "category": "hear", "chunk": {"defaultSize": 300.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Finds where someone speaks (Silero VAD; CPU).", "gpu": null, "streaming": false, "timeout": 600.0},
-  "vector.query": {"capabilities": ["vectors"], "category": "find", "chunk": null, "description": "The `top_k` nearest items to `vector` (cosine similarity, 1 = same direction).", "gpu": null, "streaming": false, "timeout": 60.0},
-  "vector.upsert": {"capabilities": ["vectors"], "category": "find", "chunk": null, "description": "Adds or replaces vectors (by `id`, with `metadata`) in a collection on disk.", "gpu": null, "streaming": false, "timeout": 300.0},
-  "video.thumbnail": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "One frame of a video as a JPEG (at `time` seconds; default: a third of the way in).", "gpu": null, "streaming": false, "timeout": 300.0},
-  "web.fetch": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Fetches a web page and answers its title and readable text (scripts and styles dropped).", "gpu": null, "streaming": false, "timeout": 60.0},
-  "whisper.transcribe": {"capabilities": ["asr"], "category": "hear", "chunk": {"defaultSize": 30.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Transcribes speech with timestamps (`model`: a size name or a local model folder).", "gpu": "T4", "streaming": false, "timeout": 1800.0},
-  "yolo.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Detects objects in an image with Ultralytics YOLO (boxes in pixels).", "gpu": "T4", "streaming": false, "timeout": 300.0},
-  "youtube.download": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Downloads a video (or only its audio) with yt-dlp into the working folder.", "gpu": null, "streaming": false, "timeout": 1800.0},
+  "analyze.video": {"capabilities": ["video", "vision"], "category": "watch", "chunk": null, "description": "Merges scenes, object detections, faces, image embeddings and a transcript into a per-scene timeline and a summary.", "gpu": "T4", "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "audio.extract": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Extracts a video's audio track (mono, `sample_rate`), e.g. for transcription.", "gpu": null, "pipe": {"path": "path"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "audio.levels": {"capabilities": ["ffmpeg"], "category": "hear", "chunk": {"defaultSize": 60.0, "input": "path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Loudness (RMS, dBFS) of each `window` seconds of an audio file: where speech or silence is.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 600.0},
+  "audio.normalize": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Normalises loudness to `target_lufs` (EBU R128, ffmpeg loudnorm), e.g. before publishing a podcast.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "chatterbox.synthesize": {"capabilities": ["tts"], "category": "speak", "chunk": null, "description": "Speaks `text` with Chatterbox; `voice_path` (a WAV in the working folder) is the voice to clone.", "gpu": "T4", "pipe": {"text": "text"}, "replacedBy": null, "streaming": false, "timeout": 600.0},
+  "chunk.audio": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Cuts audio into `seconds`-long pieces overlapping by `overlap` (with their time offsets).", "gpu": null, "pipe": {"path": "path"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "chunk.video": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Cuts video into `seconds`-long pieces overlapping by `overlap` (with their time offsets).", "gpu": null, "pipe": {"path": "path"}, "replacedBy": null, "streaming": false, "timeout": 3600.0},
+  "clip.embed": {"capabilities": ["vision", "embeddings"], "category": "see", "chunk": null, "description": "Embeds an image or a text into OpenCLIP's shared space (unit vector), for image search.", "gpu": "T4", "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "convert.audio": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Converts audio (or a video's audio track) to another format, sample rate and channel count.", "gpu": null, "pipe": {"path": "path"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "convert.video": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Re-encodes a video (H.264/AAC in mp4, VP9/Opus in webm), optionally scaled to `height`.", "gpu": null, "pipe": {"path": "path"}, "replacedBy": null, "streaming": false, "timeout": 3600.0},
+  "depth.estimate": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Estimates relative depth with Depth Anything; writes the depth map as a 16-bit PNG.", "gpu": "T4", "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "diag.echo": {"capabilities": [], "category": "transform", "chunk": null, "description": "Returns `value` unchanged (diagnostics and the backend-hop benchmark).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 10.0},
+  "diarize.speakers": {"capabilities": ["asr"], "category": "hear", "chunk": null, "description": "Finds who speaks when (pyannote.audio; needs HF_TOKEN for the gated model).", "gpu": "T4", "pipe": {"path": "audio_path"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "download.file": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Downloads a URL into the task's working folder (streamed; written whole or not at all).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 900.0},
+  "download.youtube": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Downloads a video (or only its audio) with yt-dlp into the working folder.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "elevenlabs.speak": {"capabilities": ["tts", "network"], "category": "speak", "chunk": null, "description": "Deprecated: use elevenlabs.synthesize. Speaks `text` with an ElevenLabs voice into an MP3 (ELEVENLABS_API_KEY; ELEVENLABS_BASE_URL for a proxy).", "gpu": null, "pipe": {"text": "text"}, "replacedBy": "elevenlabs.synthesize", "streaming": false, "timeout": 300.0},
+  "elevenlabs.synthesize": {"capabilities": ["tts", "network"], "category": "speak", "chunk": null, "description": "Speaks `text` with an ElevenLabs voice into an MP3 (ELEVENLABS_API_KEY; ELEVENLABS_BASE_URL for a proxy).", "gpu": null, "pipe": {"text": "text"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "espeak.speak": {"capabilities": ["tts"], "category": "speak", "chunk": null, "description": "Speaks `text` with espeak-ng (a local formant synthesiser) into a WAV file.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 120.0},
+  "faces.cluster": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Groups face embeddings into identities: faces nearer than `threshold` are the same person.", "gpu": "T4", "pipe": {"faces": "faces", "frames": "frames"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "faces.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Detects frontal faces in an image, or in every scene's keyframe, with OpenCV's bundled Haar cascade.", "gpu": "T4", "pipe": {"path": "image_path", "scenes": "scenes"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "faces.embed": {"capabilities": ["vision", "embeddings"], "category": "see", "chunk": null, "description": "Finds the faces in an image (or every scene's keyframe) and embeds each as a 128-d vector (dlib ResNet).", "gpu": "T4", "pipe": {"path": "image_path", "scenes": "scenes"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "florence.caption": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Captions an image with Florence-2 (`detail`: brief, detailed or more_detailed).", "gpu": "T4", "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "florence.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Dense detection with Florence-2: labelled boxes (`dense`: a short caption per region instead of a class).", "gpu": "T4", "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "florence.ocr": {"capabilities": ["vision", "ocr"], "category": "see", "chunk": null, "description": "Reads the text in an image with Florence-2, with each line's quadrilateral (8 numbers, pixels).", "gpu": "T4", "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "frames.extract": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "Samples `fps` frames per second of a video as JPEG files (at most `max_frames`).", "gpu": null, "pipe": {"path": "path"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "http.request": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Calls an HTTP API: JSON `body` sent as JSON; a JSON answer parsed, any other kept as text.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 120.0},
+  "image.describe": {"capabilities": ["vision", "llm", "network"], "category": "see", "chunk": null, "description": "Describes an image with an OpenAI-compatible vision model (OPENAI_BASE_URL honoured).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "language.detect": {"capabilities": ["asr"], "category": "hear", "chunk": null, "description": "Deprecated: use whisper.detect_language. Detects the spoken language from the first 30 s (a multilingual Whisper model; `.en` ones know English only).", "gpu": "T4", "pipe": {"path": "audio_path"}, "replacedBy": "whisper.detect_language", "streaming": false, "timeout": 300.0},
+  "llm.answer": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Answers a question from the given passages only (retrieval-augmented answering).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "llm.summarize": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Deprecated: use openai.summarize. Summarises a text in at most `max_words` words (takes a transcript's `text` from the step before).", "gpu": null, "pipe": {"text": "text"}, "replacedBy": "openai.summarize", "streaming": false, "timeout": 300.0},
+  "motion.detect": {"capabilities": ["video"], "category": "watch", "chunk": null, "description": "Finds when things move: the share of pixels that change between sampled frames above `threshold`.", "gpu": null, "pipe": {"path": "video_path"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "multimodal.search": {"capabilities": ["vision", "embeddings"], "category": "find", "chunk": null, "description": "Finds the images, keyframes (siglip.embed's frames) and texts nearest a text, an image or a vector (SigLIP).", "gpu": "T4", "pipe": {"frames": "frames"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "objects.track": {"capabilities": ["vision", "video"], "category": "see", "chunk": null, "description": "Deprecated: use yolo.track. Tracks objects through a video with Ultralytics YOLO + ByteTrack (ids stable across frames; frame numbers).", "gpu": "T4", "pipe": {"path": "video_path"}, "replacedBy": "yolo.track", "streaming": false, "timeout": 3600.0},
+  "ocr.read": {"capabilities": ["vision", "ocr"], "category": "see", "chunk": null, "description": "Reads the text in an image (RapidOCR, PP-OCRv4 on ONNX Runtime; CPU).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "openai.chat": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Chat completion: the model's `response` to the prompt (the seed's result shape).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "openai.chat_stream": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Chat completion, streamed: each piece of text arrives as it is generated (the result joins them).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": true, "timeout": 300.0},
+  "openai.classify": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Picks the one label (of `labels`) that fits the text best.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 120.0},
+  "openai.embed": {"capabilities": ["embeddings", "network"], "category": "think", "chunk": null, "description": "Embeds texts through the OpenAI embeddings API (OPENAI_BASE_URL honoured).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 120.0},
+  "openai.extract": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Extracts the named `fields` (name \u2192 what it means) from a text as JSON.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "openai.speak": {"capabilities": ["tts", "network"], "category": "speak", "chunk": null, "description": "Deprecated: use openai_tts.synthesize. Speaks `text` with an OpenAI voice into an MP3 (OPENAI_BASE_URL honoured).", "gpu": null, "pipe": {"text": "text"}, "replacedBy": "openai_tts.synthesize", "streaming": false, "timeout": 300.0},
+  "openai.summarize": {"capabilities": ["llm", "network"], "category": "think", "chunk": null, "description": "Summarises a text in at most `max_words` words (takes a transcript's `text` from the step before).", "gpu": null, "pipe": {"text": "text"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "openai.transcribe": {"capabilities": ["asr", "network"], "category": "hear", "chunk": {"defaultSize": 600.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Transcribes through the OpenAI audio API (OPENAI_BASE_URL honoured), with segment timestamps.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 900.0},
+  "openai.translate": {"capabilities": ["llm", "network"], "category": "think", "chunk": {"defaultSize": 6000, "input": "text", "kind": "text", "merge": "concat_text", "overlap": 0}, "description": "Translates a text into `target` (a language name), keeping its formatting.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "openai_tts.synthesize": {"capabilities": ["tts", "network"], "category": "speak", "chunk": null, "description": "Speaks `text` with an OpenAI voice into an MP3 (OPENAI_BASE_URL honoured).", "gpu": null, "pipe": {"text": "text"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "pdf.text": {"capabilities": [], "category": "transform", "chunk": null, "description": "Extracts the text of a PDF, page by page (pypdf).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "piper.speak": {"capabilities": ["tts"], "category": "speak", "chunk": null, "description": "Speaks `text` with a Piper voice (`voice`: an .onnx model path; default DWA_PIPER_VOICE) into a WAV file.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "pose.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Finds a person's body keypoints (MediaPipe Pose, bundled model; CPU). Coordinates are 0-1.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 120.0},
+  "rss.fetch": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Reads an RSS or Atom feed: its title and its newest items.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 60.0},
+  "sam2.segment": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Segments the object(s) at the given points with SAM 2; writes each mask as a PNG.", "gpu": "A10G", "pipe": null, "replacedBy": null, "streaming": false, "timeout": 600.0},
+  "sam2.track": {"capabilities": ["vision", "video"], "category": "see", "chunk": null, "description": "Video segmentation with SAM 2: the objects clicked at `points` on `frame`, followed through the video (per frame: each object's box and mask area in pixels).", "gpu": "A10G", "pipe": {"path": "video_path"}, "replacedBy": null, "streaming": false, "timeout": 3600.0},
+  "scenes.describe": {"capabilities": ["video", "vision"], "category": "watch", "chunk": null, "description": "Describes every scene (scenes.detect's result) in words: Florence-2 captions its keyframe.", "gpu": "T4", "pipe": {"scenes": "scenes"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "scenes.detect": {"capabilities": ["video"], "category": "watch", "chunk": null, "description": "Finds scene cuts (content detector) and writes one keyframe per scene.", "gpu": null, "pipe": {"path": "video_path"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "semantic.embed": {"capabilities": ["embeddings"], "category": "find", "chunk": null, "description": "Embeds texts into unit vectors (cosine similarity = dot product).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "semantic.search": {"capabilities": ["embeddings"], "category": "find", "chunk": null, "description": "Ranks `vectors` by cosine similarity to `query_vector` (e.g. outputs of semantic.embed).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 120.0},
+  "sesame.synthesize": {"capabilities": ["tts"], "category": "speak", "chunk": null, "description": "Speaks `text` with Sesame's CSM-1B conversational voice (`speaker`: the speaker id, 0 or 1).", "gpu": "T4", "pipe": {"text": "text"}, "replacedBy": null, "streaming": false, "timeout": 600.0},
+  "siglip.classify": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Scores an image against free-text labels (zero-shot) with SigLIP.", "gpu": "T4", "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "siglip.embed": {"capabilities": ["vision", "embeddings"], "category": "see", "chunk": null, "description": "Image embeddings with SigLIP (unit vectors), of one image or of every scene's keyframe.", "gpu": "T4", "pipe": {"path": "image_path", "scenes": "scenes"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "speakers.diarize": {"capabilities": ["asr"], "category": "hear", "chunk": null, "description": "Deprecated: use diarize.speakers. Finds who speaks when (pyannote.audio; needs HF_TOKEN for the gated model).", "gpu": "T4", "pipe": {"path": "audio_path"}, "replacedBy": "diarize.speakers", "streaming": false, "timeout": 1800.0},
+  "subtitles.write": {"capabilities": [], "category": "transform", "chunk": null, "description": "Writes timed segments (`start`, `end`, `text`, e.g. whisper.transcribe's) as SRT or WebVTT.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 60.0},
+  "tracking.faces": {"capabilities": ["video", "vision"], "category": "watch", "chunk": null, "description": "Detects faces in sampled frames (OpenCV Haar cascade) and links them into tracks over time.", "gpu": "T4", "pipe": {"path": "video_path"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "tracking.objects": {"capabilities": ["video", "vision"], "category": "watch", "chunk": null, "description": "Tracks objects through a video (YOLO + ByteTrack on frames sampled at `fps`): each track's label, span in seconds and sightings.", "gpu": "T4", "pipe": {"path": "video_path"}, "replacedBy": null, "streaming": false, "timeout": 3600.0},
+  "vad.detect": {"capabilities": ["asr"], "category": "hear", "chunk": {"defaultSize": 300.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Finds where someone speaks (Silero VAD; CPU).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 600.0},
+  "vector.query": {"capabilities": ["vectors"], "category": "find", "chunk": null, "description": "The `top_k` nearest items to `vector` (cosine similarity, 1 = same direction).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 60.0},
+  "vector.upsert": {"capabilities": ["vectors"], "category": "find", "chunk": null, "description": "Adds or replaces vectors (by `id`, with `metadata`) in a collection on disk.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "video.thumbnail": {"capabilities": ["ffmpeg"], "category": "transform", "chunk": null, "description": "One frame of a video as a JPEG (at `time` seconds; default: a third of the way in).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "web.fetch": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Fetches a web page and answers its title and readable text (scripts and styles dropped).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 60.0},
+  "whisper.detect_language": {"capabilities": ["asr"], "category": "hear", "chunk": null, "description": "Detects the spoken language from the first 30 s (a multilingual Whisper model; `.en` ones know English only).", "gpu": "T4", "pipe": {"path": "audio_path"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "whisper.transcribe": {"capabilities": ["asr"], "category": "hear", "chunk": {"defaultSize": 30.0, "input": "audio_path", "kind": "audio", "merge": "concat_segments", "overlap": 0.0}, "description": "Transcribes speech with timestamps (`model`: a size name or a local model folder).", "gpu": "T4", "pipe": {"path": "audio_path"}, "replacedBy": null, "streaming": false, "timeout": 1800.0},
+  "whisper.transcribe_stream": {"capabilities": ["asr"], "category": "hear", "chunk": null, "description": "Transcribes speech, each segment sent as soon as it is decoded (a stream of `{start, end, text}`).", "gpu": "T4", "pipe": {"path": "audio_path"}, "replacedBy": null, "streaming": true, "timeout": 1800.0},
+  "yolo.detect": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Detects objects in an image, or in every scene's keyframe, with Ultralytics YOLO (boxes in pixels).", "gpu": "T4", "pipe": {"path": "image_path", "scenes": "scenes"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "yolo.pose": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Pose estimation with Ultralytics YOLO: every person's box and 17 named keypoints (pixels).", "gpu": "T4", "pipe": {"path": "image_path"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "yolo.segment": {"capabilities": ["vision"], "category": "see", "chunk": null, "description": "Instance segmentation with Ultralytics YOLO: each object's class, box and outline polygon (pixels).", "gpu": "T4", "pipe": {"path": "image_path"}, "replacedBy": null, "streaming": false, "timeout": 300.0},
+  "yolo.track": {"capabilities": ["vision", "video"], "category": "see", "chunk": null, "description": "Tracks objects through a video with Ultralytics YOLO + ByteTrack (ids stable across frames; frame numbers).", "gpu": "T4", "pipe": {"path": "video_path"}, "replacedBy": null, "streaming": false, "timeout": 3600.0},
+  "youtube.download": {"capabilities": ["network"], "category": "get", "chunk": null, "description": "Deprecated: use download.youtube. Downloads a video (or only its audio) with yt-dlp into the working folder.", "gpu": null, "pipe": null, "replacedBy": "download.youtube", "streaming": false, "timeout": 1800.0},
 } as const;
 
 /** A task of a given name with its typed payload. */

@@ -13,6 +13,7 @@ are imported inside the function so that the catalog loads without them.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from typing import Any, Callable, Iterable, TypeVar
@@ -39,10 +40,18 @@ def task(
     chunk: ChunkConfig | None = None,
     streaming: bool = False,
     description: str | None = None,
+    pipe: dict[str, str] | None = None,
+    aliases: Iterable[str] = (),
 ) -> Callable[[F], F]:
-    """Registers the decorated function as task `name` (e.g. `yolo.detect`)."""
-    if not _NAME.match(name):
-        raise ValueError(f"task name {name!r} must be dotted lowercase words, e.g. yolo.detect")
+    """Registers the decorated function as task `name` (e.g. `yolo.detect`).
+
+    `pipe` maps fields of the result of the step before to parameters, for a
+    step written without `input` (e.g. `{"path": "video_path"}` takes
+    download.file's file); `aliases` are former names, still served and
+    listed as deprecated (docs/tasks.md, "Names")."""
+    for n in (name, *aliases):
+        if not _NAME.match(n):
+            raise ValueError(f"task name {n!r} must be dotted lowercase words, e.g. yolo.detect")
     if category not in CATEGORIES:
         raise ValueError(f"task {name}: category {category!r} is not one of {', '.join(CATEGORIES)}")
     if gpu is not None and gpu not in _GPUS:
@@ -59,8 +68,12 @@ def task(
             other = REGISTRY[name]
             raise ValueError(f"task {name} is registered twice: {other.module}.{other.fn.__qualname__} and {fn.__module__}.{fn.__qualname__}")
         model, input_schema, output_schema = schemas(fn, name, streaming)
-        if chunk is not None and chunk.input not in input_schema.get("properties", {}):
+        params = input_schema.get("properties", {})
+        if chunk is not None and chunk.input not in params:
             raise ValueError(f"task {name}: chunk.input {chunk.input!r} is not one of its parameters")
+        for field_, param in (pipe or {}).items():
+            if param not in params:
+                raise ValueError(f"task {name}: pipe maps {field_!r} to {param!r}, which is not one of its parameters")
         doc = inspect.getdoc(fn) or ""
         meta = TaskMeta(
             name=name,
@@ -76,8 +89,14 @@ def task(
             input_schema=input_schema,
             output_schema=output_schema,
             input_model=model,
+            pipe=dict(pipe or {}),
         )
         REGISTRY[name] = meta
+        for old in aliases:
+            if old in REGISTRY and REGISTRY[old].replaced_by != name:
+                raise ValueError(f"task {name}: alias {old} is already a task")
+            REGISTRY[old] = dataclasses.replace(meta, name=old, replaced_by=name,
+                                                description=f"Deprecated: use {name}. {meta.description}")
         fn.__dwa_task__ = meta  # type: ignore[attr-defined]
         return fn
 

@@ -65,6 +65,18 @@ def _ts(schema: Any, indent: int = 0) -> str:
     return "unknown"
 
 
+def _members(tasks: dict[str, Any], interface: str, shape: Any) -> list[str]:
+    """One interface member per task; a deprecated alias refers to its task's member."""
+    out = []
+    for n, m in tasks.items():
+        if m.replaced_by:
+            out.append(f"  /** @deprecated use {json.dumps(m.replaced_by)} */")
+            out.append(f"  {json.dumps(n)}: {interface}[{json.dumps(m.replaced_by)}];")
+        else:
+            out.append(f"  {json.dumps(n)}: {shape(m)};")
+    return out
+
+
 def types_ts() -> str:
     tasks = discover()
     names = list(tasks)
@@ -78,9 +90,9 @@ def types_ts() -> str:
         "/** The input (`payload`, or a step's `input`) each task takes. */",
         "export interface TaskPayloads {",
     ]
-    out += [f"  {json.dumps(n)}: {_ts(m.input_schema, 1)};" for n, m in tasks.items()]
+    out += _members(tasks, "TaskPayloads", lambda m: _ts(m.input_schema, 1))
     out += ["}", "", "/** What each task answers (a step's result). */", "export interface TaskResults {"]
-    out += [f"  {json.dumps(n)}: {_ts(m.output_schema, 1)};" for n, m in tasks.items()]
+    out += _members(tasks, "TaskResults", lambda m: _ts(m.output_schema, 1))
     out += ["}", "", "/** Placement and behaviour of each task. */", "export const TASK_METADATA = {"]
     for n, m in tasks.items():
         meta = {
@@ -91,6 +103,8 @@ def types_ts() -> str:
             "streaming": m.streaming,
             "chunk": m.chunk.to_json() if m.chunk else None,
             "capabilities": list(m.capabilities),
+            "pipe": m.pipe or None,
+            "replacedBy": m.replaced_by,
         }
         out.append(f"  {json.dumps(n)}: {json.dumps(meta, sort_keys=True)},")
     out += ["} as const;", "", "/** A task of a given name with its typed payload. */",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,9 +46,15 @@ def probe(path: Path) -> dict:
             if stamp != "N/A":
                 h, m, s = stamp.split(":")
                 duration = int(h) * 3600 + int(m) * 60 + float(s)
+    fps = None
+    for line in text.splitlines():
+        m = re.search(r"Video:.* ([0-9.]+) fps", line)
+        if m and fps is None:
+            fps = float(m.group(1))
     return {
         "duration": duration,
         "audio": any("Audio:" in line for line in text.splitlines()),
         "video": any("Video:" in line for line in text.splitlines()),
+        "fps": fps,
     }
 

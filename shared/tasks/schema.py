@@ -18,19 +18,38 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
 
 def input_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:
-    """A pydantic model of the function's parameters (extra fields refused)."""
+    """A pydantic model of the function's parameters: extra fields refused,
+    unless the function takes `**kwargs: T` (an input keyed by names the task
+    cannot know, e.g. the ids of the steps whose results it merges), whose
+    values must then be `T`s."""
     sig = inspect.signature(fn)
     hints = typing.get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
+    extra: Any = None
     for pname, p in sig.parameters.items():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise TypeError(f"task {name}: *args and **kwargs cannot be described as input; name each parameter")
         if pname not in hints:
             raise TypeError(f"task {name}: parameter {pname!r} has no type hint")
+        if p.kind == p.VAR_POSITIONAL:
+            raise TypeError(f"task {name}: *args cannot be described as input; name each parameter")
+        if p.kind == p.VAR_KEYWORD:
+            extra = hints[pname]
+            continue
         default = ... if p.default is p.empty else p.default
         fields[pname] = (hints[pname], default)
     model_name = "".join(part.capitalize() for part in name.replace("-", ".").split(".")) + "Input"
-    return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    if extra is None:
+        return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    base = create_model(model_name + "Fields", __config__=ConfigDict(extra="allow"), **fields)
+    # pydantic validates extra fields against the annotation of `__pydantic_extra__`.
+    return type(model_name, (base,), {"__annotations__": {"__pydantic_extra__": dict[str, extra]}})
+
+
+def call_kwargs(parsed: BaseModel) -> dict[str, Any]:
+    """The keyword arguments a validated input calls its function with (its
+    fields, and the extra ones of a `**kwargs` task)."""
+    kwargs = {k: getattr(parsed, k) for k in type(parsed).model_fields}
+    kwargs.update(parsed.model_extra or {})
+    return kwargs
 
 
 def output_type(fn: Callable[..., Any], name: str, streaming: bool) -> Any:

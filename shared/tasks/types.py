@@ -73,6 +73,10 @@ class TaskMeta:
     output_schema: dict[str, Any] = field(default_factory=dict)
     #: The pydantic model that validates (and coerces) an input.
     input_model: Any = field(default=None, repr=False, compare=False)
+    #: Result field of the step before → parameter, for a step without `input`.
+    pipe: dict[str, str] = field(default_factory=dict)
+    #: Set on a former name: the task's current name.
+    replaced_by: str | None = None
 
     def catalog_entry(self) -> dict[str, Any]:
         """The entry `GET /tasks` announces (docs/backend-protocol.md)."""
@@ -87,4 +91,6 @@ class TaskMeta:
             "chunk": self.chunk.to_json() if self.chunk else None,
             "inputSchema": self.input_schema,
             "outputSchema": self.output_schema,
+            "pipe": self.pipe or None,
+            "replacedBy": self.replaced_by,
         }

@@ -85,9 +85,17 @@ pub fn host_for_backend(
     backend_var: &'static str,
     url: &str,
 ) -> Host {
+    let mut env = repo_host_env(work);
+    env.push((backend_var, url.to_owned()));
+    tokio::task::block_in_place(|| Host::start(data_dir, &env))
+}
+
+/// What a host beside Python backends gets, as `just serve` would: the
+/// repo's plugins (compiled once into the tests' cache), its generated task
+/// catalog, and the working folder it shares with the backends.
+pub fn repo_host_env(work: &Path) -> Vec<(&'static str, String)> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let env = vec![
-        (backend_var, url.to_owned()),
+    vec![
         ("DWA_WORK_DIR", work.display().to_string()),
         (
             "DWA_PLUGIN_DIR",
@@ -99,8 +107,57 @@ pub fn host_for_backend(
                 .display()
                 .to_string(),
         ),
-    ];
-    tokio::task::block_in_place(|| Host::start(data_dir, &env))
+        (
+            "DWA_TASK_CATALOG",
+            repo.join("shared/catalog.json").display().to_string(),
+        ),
+    ]
+}
+
+/// A file of `tests/fixtures/` (small media made once; see its README).
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A stand-in for the OpenAI API (unreachable here): chat completions that
+/// answer the user's message in capitals, whole or streamed as the real
+/// one streams them.
+pub async fn fake_openai() -> String {
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(|Json(body): Json<Value>| async move {
+            let prompt = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            if body["stream"] != json!(true) {
+                let message = json!({"role": "assistant", "content": prompt.to_uppercase()});
+                return Json(json!({"id": "c", "object": "chat.completion", "created": 0, "model": "fake",
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}))
+                .into_response();
+            }
+            let mut out = String::new();
+            for word in prompt.split(' ') {
+                let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "fake",
+                                   "choices": [{"index": 0, "delta": {"content": format!("{} ", word.to_uppercase())}, "finish_reason": null}]});
+                out.push_str(&format!("data: {chunk}\n\n"));
+            }
+            out.push_str("data: [DONE]\n\n");
+            ([("content-type", "text/event-stream")], out).into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}/v1")
 }
 
 /// A 16-bit mono WAV of a sine tone.

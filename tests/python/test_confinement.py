@@ -14,7 +14,7 @@ import pytest
 
 from shared.tasks import TaskError
 from shared.tasks.context import output, resolve
-from shared.tasks.get.download import download_file, rss_fetch, web_fetch, youtube_download
+from shared.tasks.get.download import download_file, rss_fetch, web_fetch, download_youtube
 from shared.tasks.get.http import http_request
 from shared.tasks.netguard import special
 
@@ -24,7 +24,7 @@ FETCHERS = [
     ("web.fetch", web_fetch),
     ("http.request", http_request),
     # Checked before yt-dlp is even imported (its own redirects are not).
-    ("download.youtube", youtube_download),
+    ("download.youtube", download_youtube),
 ]
 
 # Loopback, private, link-local and metadata targets, spelled as attackers do.

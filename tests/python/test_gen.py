@@ -28,5 +28,5 @@ def test_typescript_shapes():
     ts = gen.types_ts()
     assert '  | "download.file"' in ts
     assert '"download.file": {\n    "url": string;\n    "filename"?: string | null;' in ts
-    assert '"openai.chat": string;' in ts  # a streaming task's merged result
+    assert '"openai.chat_stream": string;' in ts  # a streaming task's merged result
     assert "export const TASK_METADATA = {" in ts and "} as const;" in ts

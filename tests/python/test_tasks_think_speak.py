@@ -17,12 +17,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from shared.tasks import TaskError
 from shared.tasks.hear.whisper import whisper_transcribe
 from shared.tasks.see.vision import florence_caption, yolo_detect
-from shared.tasks.speak.tts import elevenlabs_speak
-from shared.tasks.find.vectors import openai_embed
+from shared.tasks.speak.tts import elevenlabs_synthesize
+from shared.tasks.think.openai_tasks import openai_embed
 from shared.tasks.hear.speech import openai_transcribe
 from shared.tasks.see.cpu import image_describe
 from shared.tasks.think.more import llm_answer, openai_translate
-from shared.tasks.think.openai_tasks import llm_summarize, openai_chat, openai_classify, openai_extract
+from shared.tasks.think.openai_tasks import (openai_chat, openai_chat_stream, openai_classify, openai_extract,
+                                             openai_summarize)
 
 
 def fake_api() -> FastAPI:
@@ -114,19 +115,22 @@ def openai_env(api, monkeypatch):
     return app
 
 
-def test_chat_streams_pieces(openai_env):
-    assert list(openai_chat("hi", system="be brief")) == ["ech", "o: hi"]
+def test_chat_answers_the_seed_shape_and_chat_stream_streams_pieces(openai_env):
+    assert openai_chat("hi") == {"response": "echo: hi", "model": "gpt-4o-mini"}
+    assert not openai_env.state.seen[-1].get("stream")
+    assert list(openai_chat_stream("hi", system="be brief")) == ["ech", "o: hi"]
+    assert openai_env.state.seen[-1]["stream"] is True
     assert openai_env.state.seen[-1]["messages"][0] == {"role": "system", "content": "be brief"}
 
 
 def test_summarize_extract_classify(openai_env):
-    assert llm_summarize("long text", max_words=20)["summary"] == "A short summary."
+    assert openai_summarize("long text", max_words=20)["summary"] == "A short summary."
     assert "at most 20 words" in openai_env.state.seen[-1]["messages"][0]["content"]
     assert openai_extract("Ada was born in 1815", {"name": "who", "year": "when", "city": "where"}) == {
         "data": {"name": "Ada", "year": 1815, "city": None}}
     assert openai_classify("great!", ["negative", "positive"]) == {"label": "positive", "labels": ["negative", "positive"]}
     with pytest.raises(TaskError, match="empty"):
-        llm_summarize("   ")
+        openai_summarize("   ")
 
 
 def test_translate_answer_embed_describe_transcribe(openai_env, work):
@@ -145,7 +149,7 @@ def test_translate_answer_embed_describe_transcribe(openai_env, work):
 
 def test_api_errors_say_whether_to_retry(openai_env):
     with pytest.raises(TaskError, match="answered 429") as e:
-        llm_summarize("overload")
+        openai_summarize("overload")
     assert e.value.retryable is True
 
 
@@ -154,13 +158,13 @@ def test_elevenlabs(api, work, monkeypatch):
     monkeypatch.setenv("ELEVENLABS_BASE_URL", base)
     monkeypatch.delenv("ELEVENLABS_API_KEY", raising=False)
     with pytest.raises(TaskError, match="ELEVENLABS_API_KEY is not set"):
-        elevenlabs_speak("hello")
+        elevenlabs_synthesize("hello")
     monkeypatch.setenv("ELEVENLABS_API_KEY", "k")
-    out = elevenlabs_speak("hello")
+    out = elevenlabs_synthesize("hello")
     assert out["format"] == "mp3" and (work / out["path"]).read_bytes() == b"ID3hello"
     monkeypatch.setenv("ELEVENLABS_API_KEY", "wrong")
     with pytest.raises(TaskError, match="answered 401") as e:
-        elevenlabs_speak("hello")
+        elevenlabs_synthesize("hello")
     assert e.value.retryable is False
 
 

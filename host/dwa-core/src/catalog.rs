@@ -42,6 +42,14 @@ pub struct TaskInfo {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub output_schema: Option<Value>,
+    /// For a step written without `input` after one dependency: which fields
+    /// of that dependency's result become which of this task's parameters
+    /// (docs/tasks.md, "Piping"); None passes the result whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipe: Option<BTreeMap<String, String>>,
+    /// Set on a former name kept for one release: the task's current name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
 }
 
 impl TaskInfo {
@@ -58,6 +66,27 @@ impl TaskInfo {
             chunk: None,
             input_schema: None,
             output_schema: None,
+            pipe: None,
+            replaced_by: None,
+        }
+    }
+
+    /// The input a step without `input` receives from its one dependency:
+    /// the result's fields this task's `pipe` names, under its parameter
+    /// names, or the result whole when the task has no pipe, the result is
+    /// not an object, or it has none of those fields.
+    pub fn piped(&self, result: Value) -> Value {
+        let (Some(pipe), Value::Object(fields)) = (&self.pipe, &result) else {
+            return result;
+        };
+        let taken: serde_json::Map<String, Value> = pipe
+            .iter()
+            .filter_map(|(field, param)| fields.get(field).map(|v| (param.clone(), v.clone())))
+            .collect();
+        if taken.is_empty() {
+            result
+        } else {
+            Value::Object(taken)
         }
     }
 }
@@ -212,9 +241,13 @@ impl Catalog {
     /// Adds (or replaces) what one backend serves.
     pub fn insert(&mut self, mut info: TaskInfo) {
         if let Some(g) = self.generated.get(&info.name) {
-            // A backend that announces no schema gets the generated one.
+            // A backend that announces no schema gets the generated one,
+            // and the pipe that goes with its parameters.
             if info.input_schema.is_none() {
                 info.input_schema = g.input_schema.clone();
+                if info.pipe.is_none() {
+                    info.pipe = g.pipe.clone();
+                }
             }
             if info.output_schema.is_none() {
                 info.output_schema = g.output_schema.clone();
@@ -225,6 +258,14 @@ impl Catalog {
         list.retain(|i| i.backend != info.backend);
         list.push(info);
         list.sort_by_key(|i| precedence(&i.backend));
+    }
+
+    /// Forgets every task's input schema: a drawing checks a task's shape,
+    /// not the inputs it would be given when run.
+    pub fn drop_input_schemas(&mut self) {
+        for info in self.by_name.values_mut().flatten() {
+            info.input_schema = None;
+        }
     }
 
     /// Drops every task of one backend, before a refresh re-adds them.
@@ -365,6 +406,31 @@ mod tests {
 
     fn info(name: &str, backend: &str) -> TaskInfo {
         TaskInfo::bare(name, backend)
+    }
+
+    #[test]
+    fn a_pipe_takes_the_named_fields_under_their_parameter_names() {
+        let scenes = TaskInfo {
+            pipe: Some(BTreeMap::from([
+                ("path".to_owned(), "video_path".to_owned()),
+                ("scenes".to_owned(), "scenes".to_owned()),
+            ])),
+            ..info("scenes.detect", "local")
+        };
+        let downloaded = serde_json::json!({"path": "a.mp4", "bytes": 3, "sha256": "x"});
+        assert_eq!(
+            scenes.piped(downloaded),
+            serde_json::json!({"video_path": "a.mp4"})
+        );
+        // Nothing to take, or no pipe: the result goes whole (and the
+        // schema check names what is wrong with it).
+        let other = serde_json::json!({"url": "x"});
+        assert_eq!(scenes.piped(other.clone()), other);
+        assert_eq!(
+            info("t.x", "local").piped(serde_json::json!({"path": "a"})),
+            serde_json::json!({"path": "a"})
+        );
+        assert_eq!(scenes.piped(serde_json::json!([1])), serde_json::json!([1]));
     }
 
     #[test]

@@ -351,7 +351,8 @@ pub struct TaskView {
     pub status: TaskStatus,
     /// The queue it was submitted to.
     pub queue: String,
-    /// 0..=100.
+    /// 0..=100; a whole number is written as an integer (the seed's `100`).
+    #[serde(serialize_with = "whole_as_integer")]
     pub progress: f64,
     /// The result (a pipeline's `finalResult`).
     #[schema(value_type = Option<Object>)]
@@ -400,7 +401,8 @@ pub struct TaskSummary {
     pub status: TaskStatus,
     /// Its queue.
     pub queue: String,
-    /// 0..=100.
+    /// 0..=100; a whole number is written as an integer (the seed's `100`).
+    #[serde(serialize_with = "whole_as_integer")]
     pub progress: f64,
     /// When it was submitted (RFC 3339).
     pub created_at: String,
@@ -453,4 +455,14 @@ pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
+}
+
+/// Writes a whole number without its `.0` (progress is `100`, as the seed
+/// shows it), any other as it is.
+fn whole_as_integer<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
 }

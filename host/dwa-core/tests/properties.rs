@@ -209,8 +209,10 @@ proptest! {
             return Ok(());
         };
         let limits = Limits { max_steps: 12, ..Limits::default() };
+        if let Ok(s) = dwa_core::visualize::sketch(spec.clone(), &catalog(), &limits) {
+            let _ = dwa_core::visualize::mermaid(&s);
+        }
         if let Ok(p) = plan(spec, &catalog(), &limits) {
-            let _ = dwa_core::visualize::mermaid(&p);
             let placements = p.placements();
             let restored = Plan::restore(p.spec.clone(), &placements);
             prop_assert!(restored.is_ok(), "{body}: {:?}", restored.err());

@@ -487,14 +487,21 @@ impl Follower {
 
 /// A mermaid diagram of a task and its mermaid.live link.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Visualization {
     /// `graph TD` source.
     pub mermaid: String,
     /// `https://mermaid.live/edit#pako:...`
     pub url: String,
+    /// (dwa) Steps whose task no configured backend serves: drawn dashed,
+    /// so a diagram needs no live backend, but they would be refused at
+    /// `POST /api/tasks`.
+    pub unknown_tasks: Vec<dwa_core::visualize::UnknownTask>,
 }
 
-/// Draw a task's steps as a mermaid diagram (the task is validated, not run).
+/// Draw a task's steps as a mermaid diagram (the task is validated, not
+/// run): the seed's body as it is (`type` optional), tasks no backend serves
+/// drawn and listed in `unknownTasks`.
 #[utoipa::path(post, path = "/api/visualize", request_body = dwa_core::model::TaskSpec,
     responses((status = 200, body = Visualization), (status = 400, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
@@ -503,10 +510,14 @@ async fn visualize(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Visualization>, ApiError> {
     let body = body_bytes(body)?;
-    let plan = st.engine.plan_json(&body).await?;
-    let mermaid = dwa_core::visualize::mermaid(&plan);
+    let sketch = st.engine.sketch_json(&body).await?;
+    let mermaid = dwa_core::visualize::mermaid(&sketch);
     let url = dwa_core::visualize::live_url(&mermaid);
-    Ok(Json(Visualization { mermaid, url }))
+    Ok(Json(Visualization {
+        mermaid,
+        url,
+        unknown_tasks: sketch.unknown,
+    }))
 }
 
 /// The tasks this host can run, merged from its backends.

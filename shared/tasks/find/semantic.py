@@ -44,17 +44,24 @@ class Hits(TypedDict):
 @task("semantic.search", category="find", capabilities=["embeddings"], timeout=120)
 def semantic_search(query_vector: list[float], vectors: list[list[float]], texts: list[str] | None = None, top_k: int = 5) -> Hits:
     """Ranks `vectors` by cosine similarity to `query_vector` (e.g. outputs of semantic.embed)."""
+    if texts is not None and len(texts) != len(vectors):
+        raise TaskError("`texts` must be as many as `vectors`")
+    return {"hits": [{"index": i, "score": score, "text": texts[i] if texts else None}
+                     for i, score in rank(query_vector, vectors, top_k)]}
+
+
+def rank(query_vector: list[float], vectors: list[list[float]], top_k: int) -> list[tuple[int, float]]:
+    """The `top_k` (index, cosine similarity) of `vectors` nearest `query_vector`, best first."""
     import numpy as np
 
     if not vectors:
         raise TaskError("`vectors` is empty: nothing to search")
+    if len({len(v) for v in vectors}) > 1:
+        raise TaskError("the vectors searched differ in length: embed them all with the same model")
     m = np.asarray(vectors, dtype=np.float32)
     q = np.asarray(query_vector, dtype=np.float32)
     if m.ndim != 2 or q.shape != (m.shape[1],):
         raise TaskError(f"`query_vector` has {q.shape[0] if q.ndim == 1 else '?'} dimensions but `vectors` have {m.shape[1] if m.ndim == 2 else '?'}")
-    if texts is not None and len(texts) != len(vectors):
-        raise TaskError("`texts` must be as many as `vectors`")
     norms = np.linalg.norm(m, axis=1) * (np.linalg.norm(q) or 1.0)
     scores = (m @ q) / np.where(norms == 0, 1.0, norms)
-    order = np.argsort(-scores)[: max(1, top_k)]
-    return {"hits": [{"index": int(i), "score": float(scores[i]), "text": texts[i] if texts else None} for i in order]}
+    return [(int(i), float(scores[i])) for i in np.argsort(-scores)[: max(1, top_k)]]

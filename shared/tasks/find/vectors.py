@@ -1,4 +1,4 @@
-"""An embedded vector store (USearch, HNSW on disk) and OpenAI embeddings.
+"""An embedded vector store (USearch, HNSW on disk).
 
 A collection lives in `DWA_VECTOR_DIR/<name>/` (default
 `<DWA_DATA_DIR>/vectors`): `index.usearch` plus `meta.json` (each key's
@@ -124,20 +124,3 @@ def vector_query(collection: str, vector: list[float], top_k: int = 5) -> Matche
         if item is not None:
             out.append({"id": item["id"], "score": round(1.0 - float(dist), 6), "metadata": item["metadata"]})
     return {"matches": out}
-
-
-class ApiEmbeddings(TypedDict):
-    model: str
-    vectors: list[list[float]]
-
-
-@task("openai.embed", category="find", capabilities=["embeddings", "network"], timeout=120)
-def openai_embed(texts: list[str], model: str = "text-embedding-3-small") -> ApiEmbeddings:
-    """Embeds texts through the OpenAI embeddings API (OPENAI_BASE_URL honoured)."""
-    from ..think.openai_tasks import _call, _client
-
-    if not texts:
-        raise TaskError("`texts` must hold at least one text")
-    client = _client("openai.embed")
-    r = _call("openai.embed", lambda: client.embeddings.create(model=model, input=texts))
-    return {"model": r.model, "vectors": [d.embedding for d in sorted(r.data, key=lambda d: d.index)]}

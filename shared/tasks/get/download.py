@@ -174,8 +174,8 @@ class Video(TypedDict):
     duration: float | None
 
 
-@task("youtube.download", category="get", capabilities=["network"], timeout=1800)
-def youtube_download(url: str, audio_only: bool = False) -> Video:
+@task("download.youtube", category="get", capabilities=["network"], timeout=1800, aliases=["youtube.download"])
+def download_youtube(url: str, audio_only: bool = False) -> Video:
     """Downloads a video (or only its audio) with yt-dlp into the working folder.
 
     Not run by the tests: it needs the video site, which cannot be reached here.
@@ -183,7 +183,7 @@ def youtube_download(url: str, audio_only: bool = False) -> Video:
     the redirects yt-dlp follows itself are not re-checked.
     """
     netguard.check_url(url)
-    yt_dlp = require("youtube.download", "yt-dlp", "yt_dlp")
+    yt_dlp = require("download.youtube", "yt-dlp", "yt_dlp")
     out = output("%(id)s.%(ext)s")
     opts = {"outtmpl": str(out), "quiet": True, "noprogress": True}
     if audio_only:

@@ -1,5 +1,4 @@
-"""Speech tasks around the transcription: who speaks when (pyannote), which
-language (Whisper), where speech is (Silero VAD, ONNX on CPU), and
+"""Speech tasks around the transcription: who speaks when (pyannote), where speech is (Silero VAD, ONNX on CPU), and
 transcription through the OpenAI API."""
 
 from __future__ import annotations
@@ -25,37 +24,23 @@ class Diarization(TypedDict):
     segments: list[Turn]
 
 
-@task("speakers.diarize", category="hear", capabilities=["asr"], gpu="T4", timeout=1800)
-def speakers_diarize(audio_path: str, num_speakers: int | None = None,
+@task("diarize.speakers", category="hear", capabilities=["asr"], gpu="T4", timeout=1800,
+      pipe={"path": "audio_path"}, aliases=["speakers.diarize"])
+def diarize_speakers(audio_path: str, num_speakers: int | None = None,
                      model_id: str = "pyannote/speaker-diarization-3.1") -> Diarization:
     """Finds who speaks when (pyannote.audio; needs HF_TOKEN for the gated model)."""
     if num_speakers is not None and num_speakers < 1:
         raise TaskError("`num_speakers` must be at least 1")
     path = resolve(audio_path, "audio_path")
-    Pipeline = require("speakers.diarize", "pyannote.audio", "pyannote.audio").Pipeline
+    Pipeline = require("diarize.speakers", "pyannote.audio", "pyannote.audio").Pipeline
     token = os.environ.get("HF_TOKEN")
     if not token:
-        raise TaskError("speakers.diarize: HF_TOKEN is not set (the pyannote model is gated)")
+        raise TaskError("diarize.speakers: HF_TOKEN is not set (the pyannote model is gated)")
     pipeline = Pipeline.from_pretrained(model_id, use_auth_token=token)
     result = pipeline(str(path), num_speakers=num_speakers)
     turns: list[Turn] = [{"start": round(t.start, 3), "end": round(t.end, 3), "speaker": spk}
                          for t, _, spk in result.itertracks(yield_label=True)]
     return {"speakers": sorted({t["speaker"] for t in turns}), "segments": turns}
-
-
-class Language(TypedDict):
-    language: str
-    probability: float
-
-
-@task("language.detect", category="hear", capabilities=["asr"], timeout=300)
-def language_detect(audio_path: str, model: str = "base") -> Language:
-    """Detects the spoken language from the first 30 s (faster-whisper, multilingual model)."""
-    path = resolve(audio_path, "audio_path")
-    from .whisper import _model
-
-    _, info = _model(model).transcribe(str(path), beam_size=1, without_timestamps=True)
-    return {"language": info.language, "probability": round(float(info.language_probability), 4)}
 
 
 class Speech(TypedDict):

@@ -37,14 +37,32 @@ def ask(task_name: str, model: str, system: str, user: str, temperature: float =
     return (r.choices[0].message.content or "").strip(), r.model
 
 
-@task("openai.chat", category="think", capabilities=["llm", "network"], timeout=300, streaming=True)
+def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+
+class Chat(TypedDict):
+    response: str
+    model: str
+
+
+@task("openai.chat", category="think", capabilities=["llm", "network"], timeout=300)
 def openai_chat(prompt: str, system: str | None = None, model: str = "gpt-4o-mini",
-                temperature: float = 0.7, max_tokens: int | None = None) -> Iterator[str]:
-    """Chat completion, streamed: each piece of text arrives as it is generated."""
+                temperature: float = 0.7, max_tokens: int | None = None) -> Chat:
+    """Chat completion: the model's `response` to the prompt (the seed's result shape)."""
     client = _client("openai.chat")
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    stream = _call("openai.chat", lambda: client.chat.completions.create(
-        model=model, messages=messages, temperature=temperature, max_tokens=max_tokens, stream=True))
+    r = _call("openai.chat", lambda: client.chat.completions.create(
+        model=model, messages=_messages(prompt, system), temperature=temperature, max_tokens=max_tokens))
+    return {"response": (r.choices[0].message.content or "").strip(), "model": r.model}
+
+
+@task("openai.chat_stream", category="think", capabilities=["llm", "network"], timeout=300, streaming=True)
+def openai_chat_stream(prompt: str, system: str | None = None, model: str = "gpt-4o-mini",
+                       temperature: float = 0.7, max_tokens: int | None = None) -> Iterator[str]:
+    """Chat completion, streamed: each piece of text arrives as it is generated (the result joins them)."""
+    client = _client("openai.chat_stream")
+    stream = _call("openai.chat_stream", lambda: client.chat.completions.create(
+        model=model, messages=_messages(prompt, system), temperature=temperature, max_tokens=max_tokens, stream=True))
     for event in stream:
         for choice in event.choices:
             if choice.delta and choice.delta.content:
@@ -56,12 +74,13 @@ class Summary(TypedDict):
     model: str
 
 
-@task("llm.summarize", category="think", capabilities=["llm", "network"], timeout=300)
-def llm_summarize(text: str, max_words: int = 150, model: str = "gpt-4o-mini") -> Summary:
-    """Summarises a text in at most `max_words` words."""
+@task("openai.summarize", category="think", capabilities=["llm", "network"], timeout=300,
+      pipe={"text": "text"}, aliases=["llm.summarize"])
+def openai_summarize(text: str, max_words: int = 150, model: str = "gpt-4o-mini") -> Summary:
+    """Summarises a text in at most `max_words` words (takes a transcript's `text` from the step before)."""
     if not text.strip():
         raise TaskError("`text` is empty: nothing to summarise")
-    summary, used = ask("llm.summarize", model,
+    summary, used = ask("openai.summarize", model,
                         f"Summarise the user's text in at most {max_words} words. Answer with the summary only.",
                         text, temperature=0.2)
     return {"summary": summary, "model": used}
@@ -106,3 +125,18 @@ def openai_classify(text: str, labels: list[str], model: str = "gpt-4o-mini") ->
     if match is None:
         raise TaskError(f"openai.classify: the model answered {answer!r}, not one of the labels", retryable=True)
     return {"label": match, "labels": labels}
+
+
+class ApiEmbeddings(TypedDict):
+    model: str
+    vectors: list[list[float]]
+
+
+@task("openai.embed", category="think", capabilities=["embeddings", "network"], timeout=120)
+def openai_embed(texts: list[str], model: str = "text-embedding-3-small") -> ApiEmbeddings:
+    """Embeds texts through the OpenAI embeddings API (OPENAI_BASE_URL honoured)."""
+    if not texts:
+        raise TaskError("`texts` must hold at least one text")
+    client = _client("openai.embed")
+    r = _call("openai.embed", lambda: client.embeddings.create(model=model, input=texts))
+    return {"model": r.model, "vectors": [d.embedding for d in sorted(r.data, key=lambda d: d.index)]}

@@ -28,7 +28,7 @@ def _stem(p: Path) -> str:
     return p.stem or "out"
 
 
-@task("convert.audio", category="transform", capabilities=["ffmpeg"], timeout=1800)
+@task("convert.audio", category="transform", capabilities=["ffmpeg"], timeout=1800, pipe={"path": "path"})
 def convert_audio(path: str, format: AudioFormat = "wav", sample_rate: int = 16000, channels: int = 1,
                   output_name: str | None = None) -> Audio:
     """Converts audio (or a video's audio track) to another format, sample rate and channel count."""
@@ -49,7 +49,7 @@ def convert_audio(path: str, format: AudioFormat = "wav", sample_rate: int = 160
             "sampleRate": sample_rate, "channels": channels}
 
 
-@task("audio.extract", category="transform", capabilities=["ffmpeg"], timeout=1800)
+@task("audio.extract", category="transform", capabilities=["ffmpeg"], timeout=1800, pipe={"path": "path"})
 def audio_extract(path: str, format: AudioFormat = "wav", sample_rate: int = 16000) -> Audio:
     """Extracts a video's audio track (mono, `sample_rate`), e.g. for transcription."""
     src = resolve(path)
@@ -107,13 +107,13 @@ def _segments(path: str, seconds: float, overlap: float, kind: str) -> Segments:
     return {"chunks": chunks, "duration": duration}
 
 
-@task("chunk.audio", category="transform", capabilities=["ffmpeg"], timeout=1800)
+@task("chunk.audio", category="transform", capabilities=["ffmpeg"], timeout=1800, pipe={"path": "path"})
 def chunk_audio(path: str, seconds: float = 30.0, overlap: float = 0.0) -> Segments:
     """Cuts audio into `seconds`-long pieces overlapping by `overlap` (with their time offsets)."""
     return _segments(path, seconds, overlap, "audio")
 
 
-@task("chunk.video", category="transform", capabilities=["ffmpeg"], timeout=3600)
+@task("chunk.video", category="transform", capabilities=["ffmpeg"], timeout=3600, pipe={"path": "path"})
 def chunk_video(path: str, seconds: float = 60.0, overlap: float = 0.0) -> Segments:
     """Cuts video into `seconds`-long pieces overlapping by `overlap` (with their time offsets)."""
     return _segments(path, seconds, overlap, "video")
@@ -125,7 +125,7 @@ class Converted(TypedDict):
     duration: float | None
 
 
-@task("convert.video", category="transform", capabilities=["ffmpeg"], timeout=3600)
+@task("convert.video", category="transform", capabilities=["ffmpeg"], timeout=3600, pipe={"path": "path"})
 def convert_video(path: str, format: Literal["mp4", "webm", "mkv"] = "mp4", height: int | None = None) -> Converted:
     """Re-encodes a video (H.264/AAC in mp4, VP9/Opus in webm), optionally scaled to `height`."""
     src = resolve(path)
@@ -149,7 +149,7 @@ class Frames(TypedDict):
     frames: list[Frame]
 
 
-@task("frames.extract", category="transform", capabilities=["ffmpeg"], timeout=1800)
+@task("frames.extract", category="transform", capabilities=["ffmpeg"], timeout=1800, pipe={"path": "path"})
 def frames_extract(path: str, fps: float = 1.0, max_frames: int = 300, width: int | None = None) -> Frames:
     """Samples `fps` frames per second of a video as JPEG files (at most `max_frames`)."""
     src = resolve(path)

@@ -1,4 +1,5 @@
-"""Scene cuts in a video with PySceneDetect, each with a keyframe image."""
+"""Scene cuts in a video with PySceneDetect, each with a keyframe image, and
+those scenes described in words (Florence-2 on each keyframe)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class Scenes(TypedDict):
     count: int
 
 
-@task("scenes.detect", category="watch", capabilities=["video"], timeout=1800)
+@task("scenes.detect", category="watch", capabilities=["video"], timeout=1800, pipe={"path": "video_path"})
 def scenes_detect(video_path: str, threshold: float = 27.0, min_scene_seconds: float = 0.5) -> Scenes:
     """Finds scene cuts (content detector) and writes one keyframe per scene."""
     from ..see.vision import cv2_module
@@ -36,7 +37,7 @@ def scenes_detect(video_path: str, threshold: float = 27.0, min_scene_seconds: f
     path = resolve(video_path, "video_path")
     duration = media.probe(path)["duration"] or 0.0
     found = detect(str(path), ContentDetector(threshold=threshold, min_scene_len=max(1, int(min_scene_seconds * 25))))
-    spans = [(s.get_seconds(), e.get_seconds()) for s, e in found] or [(0.0, duration)]
+    spans = [(s.seconds, e.seconds) for s, e in found] or [(0.0, duration)]
     scenes: list[Scene] = []
     for i, (start, end) in enumerate(spans):
         frame = output(f"{path.stem}.scenes/{i:04d}.jpg")
@@ -44,3 +45,29 @@ def scenes_detect(video_path: str, threshold: float = 27.0, min_scene_seconds: f
         media.run(["-ss", f"{mid:.3f}", "-i", str(path), "-frames:v", "1", "-q:v", "3", str(frame)], f"scenes.detect keyframe {i}")
         scenes.append({"index": i, "start": round(start, 3), "end": round(end, 3), "keyframe": relative(frame)})
     return {"scenes": scenes, "count": len(scenes)}
+
+
+class DescribedScene(Scene):
+    description: str
+
+
+class DescribedScenes(TypedDict):
+    scenes: list[DescribedScene]
+    count: int
+
+
+@task("scenes.describe", category="watch", capabilities=["video", "vision"], gpu="T4", timeout=1800,
+      pipe={"scenes": "scenes"})
+def scenes_describe(scenes: list[Scene], detail: str = "brief", model_id: str = "microsoft/Florence-2-base") -> DescribedScenes:
+    """Describes every scene (scenes.detect's result) in words: Florence-2 captions its keyframe."""
+    from ..see.keyframes import MAX_SCENES
+    from ..see.vision import check_detail, florence
+
+    prompt = check_detail(detail)
+    if len(scenes) > MAX_SCENES:
+        raise TaskError(f"{len(scenes)} scenes, over the limit of {MAX_SCENES} per call: split the list")
+    out: list[DescribedScene] = []
+    for s in scenes:
+        parsed, _ = florence("scenes.describe", s["keyframe"], prompt, model_id)
+        out.append({**s, "description": str(parsed or "").strip()})
+    return {"scenes": out, "count": len(out)}

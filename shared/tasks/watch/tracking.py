@@ -1,6 +1,6 @@
-"""Following things through a video on CPU with OpenCV: faces tracked across
-frames (Haar cascade detections linked by overlap), motion, and objects with
-Ultralytics' tracker on a GPU."""
+"""Following things through a video: faces tracked across frames (OpenCV's
+Haar cascade detections linked by overlap, CPU), motion (CPU), and objects
+with Ultralytics' tracker on a GPU."""
 
 from __future__ import annotations
 
@@ -86,9 +86,12 @@ def _frames(path, fps: float):
         cap.release()
 
 
-@task("tracking.faces", category="watch", capabilities=["video", "vision"], timeout=1800)
+@task("tracking.faces", category="watch", capabilities=["video", "vision"], gpu="T4", timeout=1800,
+      pipe={"path": "video_path"})
 def tracking_faces(video_path: str, fps: float = 5.0, min_size: int = 30) -> Tracks:
-    """Detects faces in sampled frames (OpenCV Haar cascade) and links them into tracks over time."""
+    """Detects faces in sampled frames (OpenCV Haar cascade) and links them into tracks over time.
+
+    Runs on CPU; the seed lists it for a T4."""
     if not 0 < fps <= 30:
         raise TaskError("`fps` must be above 0 and at most 30")
     path = resolve(video_path, "video_path")
@@ -114,7 +117,7 @@ class Motion(TypedDict):
     frames: int
 
 
-@task("motion.detect", category="watch", capabilities=["video"], timeout=1800)
+@task("motion.detect", category="watch", capabilities=["video"], timeout=1800, pipe={"path": "video_path"})
 def motion_detect(video_path: str, fps: float = 5.0, threshold: float = 0.02) -> Motion:
     """Finds when things move: the share of pixels that change between sampled frames above `threshold`."""
     if not 0 < threshold < 1:
@@ -142,24 +145,29 @@ def motion_detect(video_path: str, fps: float = 5.0, threshold: float = 0.02) ->
     return {"segments": segments, "frames": n}
 
 
-class Tracked(TypedDict):
-    tracks: list[dict]
+class ObjectTrackTimes(Track):
+    label: str
 
 
-@task("objects.track", category="watch", capabilities=["video", "vision"], gpu="T4", timeout=3600)
-def objects_track(video_path: str, model: str = "yolov8n.pt", confidence: float = 0.3) -> Tracked:
-    """Tracks objects through a video with Ultralytics YOLO + ByteTrack (ids stable across frames)."""
-    if not 0 < confidence < 1:
-        raise TaskError("`confidence` must be between 0 and 1")
-    path = resolve(video_path, "video_path")
-    from ..see.vision import _yolo
+class TimedTracks(TypedDict):
+    tracks: list[ObjectTrackTimes]
+    frames: int
 
-    tracks: dict[int, dict] = {}
-    for i, r in enumerate(_yolo(model).track(str(path), conf=confidence, stream=True, verbose=False, tracker="bytetrack.yaml")):
-        if r.boxes.id is None:
-            continue
-        for box, tid, cls in zip(r.boxes.xyxy, r.boxes.id, r.boxes.cls):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            t = tracks.setdefault(int(tid), {"id": int(tid), "label": r.names[int(cls)], "frames": []})
-            t["frames"].append({"frame": i, "box": {"x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1}})
-    return {"tracks": list(tracks.values())}
+
+@task("tracking.objects", category="watch", capabilities=["video", "vision"], gpu="T4", timeout=3600,
+      pipe={"path": "video_path"})
+def tracking_objects(video_path: str, fps: float = 5.0, confidence: float = 0.3, model: str = "yolov8n.pt") -> TimedTracks:
+    """Tracks objects through a video (YOLO + ByteTrack on frames sampled at `fps`): each track's label, span in seconds and sightings."""
+    if not 0 < fps <= 30:
+        raise TaskError("`fps` must be above 0 and at most 30")
+    from .. import media
+    from ..see.yolo import track_objects
+
+    native = float(media.probe(resolve(video_path, "video_path")).get("fps") or 25.0)
+    found = track_objects("tracking.objects", video_path, model, confidence, max(1, round(native / fps)))
+    tracks: list[ObjectTrackTimes] = []
+    for t in found["tracks"]:
+        sightings: list[Sighting] = [{"time": round(f["frame"] / native, 3), "box": f["box"]} for f in t["frames"]]
+        tracks.append({"id": t["id"], "label": t["label"], "start": sightings[0]["time"], "end": sightings[-1]["time"],
+                       "sightings": sightings})
+    return {"tracks": tracks, "frames": found["frames"]}

@@ -330,8 +330,9 @@ impl Engine {
     }
 
     /// The step's input: its template resolved, or the default input (the
-    /// forEach item, the payload, its only dependency's result, or an
-    /// object of its dependencies' results keyed by their ids).
+    /// forEach item, the payload, its only dependency's result through the
+    /// task's pipe, or an object of its dependencies' results keyed by
+    /// their ids).
     async fn resolve_input(
         &self,
         job: &Job,
@@ -359,7 +360,13 @@ impl Engine {
         Ok(match (item, step.deps.as_slice()) {
             (Some(item), _) => item.clone(),
             (None, []) => payload.clone(),
-            (None, [one]) => result_of(one),
+            (None, [one]) => match self
+                .catalog()
+                .lookup(&step.task, Some(&step.placement.backend))
+            {
+                Ok(info) => info.piped(result_of(one)),
+                Err(_) => result_of(one),
+            },
             (None, many) => {
                 // Each result is within the result limit; together they
                 // may not be: counted before anything is copied.

@@ -12,6 +12,7 @@ use dwa_core::catalog::Catalog;
 use dwa_core::limits::{Exceeded, Limits};
 use dwa_core::model::{CreatedTask, TaskSpec, TaskStatus};
 use dwa_core::plan::{FieldError, MAX_DELAY_MS, Plan, StartAfter};
+use dwa_core::visualize::Sketch;
 use dwa_store::{Idempotency, NewStep, NewTask, StoreError};
 
 use super::{Engine, EngineError, StoredSpec, TaskState};
@@ -32,6 +33,26 @@ pub(super) fn planner_threads() -> usize {
 fn plan_body(body: &[u8], catalog: &Catalog, limits: &Limits) -> Result<Plan, EngineError> {
     let spec = dwa_core::plan::parse_spec(body).map_err(EngineError::Malformed)?;
     dwa_core::plan::plan(spec, catalog, limits).map_err(EngineError::Invalid)
+}
+
+/// A body for drawing: the seed's `{"steps": [...]}` needs no `type`.
+fn sketch_body(body: &[u8], catalog: &Catalog, limits: &Limits) -> Result<Sketch, EngineError> {
+    let malformed = |e: serde_json::Error| {
+        EngineError::Malformed(FieldError {
+            step: None,
+            field: "(body)".into(),
+            message: e.to_string(),
+        })
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(malformed)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields
+            .entry("type")
+            .or_insert_with(|| serde_json::Value::String("pipeline".into()));
+    }
+    let body = serde_json::to_vec(&value).map_err(malformed)?;
+    let spec = dwa_core::plan::parse_spec(&body).map_err(EngineError::Malformed)?;
+    dwa_core::visualize::sketch(spec, catalog, limits).map_err(EngineError::Invalid)
 }
 
 /// A planned task with its stored form, which is as large as the request.
@@ -145,10 +166,10 @@ impl Engine {
         self.queue_once(prepared).await
     }
 
-    /// Validates and plans a request body within the host's limits; nothing
-    /// is stored.
-    pub async fn plan_json(&self, body: &[u8]) -> Result<Plan, EngineError> {
-        self.off_workers(body, plan_body).await
+    /// Plans a request body for `POST /api/visualize`: tasks no backend
+    /// serves are drawn and listed, not refused; nothing is stored.
+    pub async fn sketch_json(&self, body: &[u8]) -> Result<Sketch, EngineError> {
+        self.off_workers(body, sketch_body).await
     }
 
     /// Queues a task planned here, under the `idempotencyKey` its spec names.
