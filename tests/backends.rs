@@ -350,6 +350,18 @@ async fn the_seeds_examples_run_unchanged() {
     );
     assert_eq!(info("chunk.text")["backend"], "wasm");
     assert_eq!(info("llm.summarize")["replacedBy"], "openai.summarize");
+    // The generated catalog (and clients/ts/tasks.ts, made with it) lists
+    // exactly what such a host serves.
+    let generated: Value = serde_json::from_slice(&repo_file("shared/catalog.json")).unwrap();
+    let names = |list: &Value| -> std::collections::BTreeSet<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (listed, served) = (names(&generated["tasks"]), names(&catalog["tasks"]));
+    assert_eq!(listed, served, "`just gen-types` and the host disagree");
 
     // The podcast pipeline: sequential steps referring to each other by index.
     let id = submit_ok(

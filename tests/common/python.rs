@@ -114,12 +114,17 @@ pub fn repo_host_env(work: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A file of the repository, by its path there.
+pub fn repo_file(path: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// A file of `tests/fixtures/` (small media made once; see its README).
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    repo_file(&format!("tests/fixtures/{name}"))
 }
 
 /// A stand-in for the OpenAI API (unreachable here): chat completions that

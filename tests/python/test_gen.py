@@ -30,3 +30,16 @@ def test_typescript_shapes():
     assert '"download.file": {\n    "url": string;\n    "filename"?: string | null;' in ts
     assert '"openai.chat_stream": string;' in ts  # a streaming task's merged result
     assert "export const TASK_METADATA = {" in ts and "} as const;" in ts
+
+
+def test_the_hosts_own_tasks_are_generated_too():
+    names = {t["name"]: t for t in gen.entries()}
+    # WebAssembly transforms (from the plugins' manifests) and builtins.
+    assert names["image.resize"]["backend"] == "wasm" and names["chunk.text"]["inputSchema"]["type"] == "object"
+    assert names["builtin.range"]["backend"] == "builtin"
+    ts = gen.types_ts()
+    assert '  | "chunk.text"' in ts and '  | "builtin.echo"' in ts
+    assert '"builtin.range": {\n    "n": number;\n  };' in ts
+    assert '"builtin.echo": unknown;' in ts
+    # A deprecated alias is its task's type, marked.
+    assert '  /** @deprecated use "openai.summarize" */\n  "llm.summarize": TaskPayloads["openai.summarize"];' in ts

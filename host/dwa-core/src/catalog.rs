@@ -365,32 +365,16 @@ impl Catalog {
 
 /// The catalog entries of the builtin tasks (`builtin.*`), which the
 /// engine runs in-process: diagnostics, tests, benchmarks, and the merge
-/// of chunked steps.
+/// of chunked steps. Written once in `builtins.json`, which `just
+/// gen-types` also reads for the clients' types.
 pub fn builtin_tasks() -> Vec<TaskInfo> {
-    let entry = |name: &str, description: &str| TaskInfo {
-        category: Some("builtin".into()),
-        description: Some(description.into()),
-        ..TaskInfo::bare(name, "builtin")
-    };
-    vec![
-        entry("builtin.echo", "Diagnostics: returns its input unchanged."),
-        entry(
-            "builtin.sleep",
-            "Diagnostics: waits `ms` milliseconds, then returns its input.",
-        ),
-        entry(
-            "builtin.fail",
-            "Diagnostics: fails with `message` (retryable unless `retryable: false`); with `failAttempts: n` it fails the first n tries and then returns its input.",
-        ),
-        entry(
-            "builtin.merge",
-            "Joins the parts of a chunked step (`strategy`, `parts`, `chunks`, `overlap`); the host adds it when it expands `chunk`.",
-        ),
-        entry(
-            "builtin.range",
-            "Benchmarks: returns the list [0, 1, ..., n-1] for `n` up to 1,000,000.",
-        ),
-    ]
+    #[derive(Deserialize)]
+    struct File {
+        tasks: Vec<TaskInfo>,
+    }
+    // Compiled in and checked by a test: it cannot fail at run time.
+    serde_json::from_str::<File>(include_str!("builtins.json"))
+        .map_or_else(|_| Vec::new(), |f| f.tasks)
 }
 
 fn precedence(backend: &str) -> usize {
@@ -406,6 +390,30 @@ mod tests {
 
     fn info(name: &str, backend: &str) -> TaskInfo {
         TaskInfo::bare(name, backend)
+    }
+
+    #[test]
+    fn the_builtins_file_parses_and_names_builtin_tasks() {
+        let names: Vec<String> = builtin_tasks()
+            .into_iter()
+            .map(|t| {
+                assert_eq!(
+                    (t.backend.as_str(), t.category.as_deref()),
+                    ("builtin", Some("builtin"))
+                );
+                t.name
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "builtin.echo",
+                "builtin.sleep",
+                "builtin.fail",
+                "builtin.merge",
+                "builtin.range"
+            ]
+        );
     }
 
     #[test]
