@@ -28,10 +28,14 @@ test: test-setup
     cargo test --workspace --lib --tests
 
 # What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target,
-# componentize-py, componentize-js), the Python backend environment, and a
-# redis-server binary (the tests start their own).
-test-setup: build-plugins python-setup
+# componentize-py, componentize-js), the Python backend environment, the
+# TypeScript client, and a redis-server binary (the tests start their own).
+test-setup: build-plugins python-setup build-client
     bash scripts/install-redis.sh
+
+# The TypeScript client (clients/ts): its pinned TypeScript from npm, compiled to clients/ts/dist.
+build-client:
+    cd clients/ts && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p .
 
 # The backends' Python environment (.venv, backends/requirements.txt).
 python-setup:

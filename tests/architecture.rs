@@ -96,3 +96,19 @@ fn plugins_know_nothing_of_stores_or_the_engine() {
 fn engine_serves_no_http() {
     assert_free_of("dwa-engine", &["axum"]);
 }
+
+#[test]
+fn the_client_is_http_and_wire_types_only() {
+    assert_free_of(
+        "dwa-client",
+        &[
+            "wasmtime",
+            "axum",
+            "rusqlite",
+            "redis",
+            "dwa-store",
+            "dwa-plugins",
+            "dwa-engine",
+        ],
+    );
+}

@@ -512,6 +512,29 @@ async fn the_seeds_examples_run_unchanged() {
         drawn["unknownTasks"],
         json!([{"step": "d", "task": "my.model"}])
     );
+
+    // The TypeScript client (clients/ts, built by `just test-setup`) runs the
+    // podcast example with processTask, and its other calls, with node.
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    assert!(
+        repo.join("clients/ts/dist/index.js").exists(),
+        "clients/ts is not built: run `just build-client` (just test does)"
+    );
+    let node = tokio::task::block_in_place(|| {
+        std::process::Command::new("node")
+            .args(["--test", "--test-reporter=spec", "clients/ts/test/"])
+            .current_dir(&repo)
+            .env("DWA_URL", &host.base)
+            .env("DWA_EPISODE_URL", format!("{web}/files/episode.mp3"))
+            .output()
+            .expect("node runs (just test-setup installs it)")
+    });
+    assert!(
+        node.status.success(),
+        "the TypeScript client's tests failed:\n{}\n{}",
+        String::from_utf8_lossy(&node.stdout),
+        String::from_utf8_lossy(&node.stderr)
+    );
     drop(host);
 
     // The simple task, `backend: "modal"` included: the Python app as Modal serves it.

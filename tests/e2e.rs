@@ -974,3 +974,97 @@ async fn streamed_chunks_survive_characters_split_across_pieces_and_multiline_ss
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_processes_a_task_as_the_seeds_process_task_does() {
+    use dwa_client::{Client, ClientError};
+    let fake = Fake::start().await;
+    let (_d, host) = start(&fake, &[]);
+    let client = Client::new(&host.base);
+
+    let mut progress = Vec::new();
+    let mut events = Vec::new();
+    let result = client
+        .process_task(
+            &json!({"type": "p", "steps": [
+                {"id": "a", "task": "builtin.sleep", "input": {"ms": 20}},
+                {"id": "b", "task": "builtin.echo", "dependsOn": ["a"], "input": {"x": 1}}
+            ]}),
+            |p| progress.push(p),
+            |e| events.push((e.kind.clone(), e.step_id.clone(), e.data.clone())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.step_results["b"], json!({"x": 1}));
+    assert_eq!(result.final_result, json!({"x": 1}));
+    assert_eq!(result.step_status.len(), 2);
+    assert!(result.total_duration >= 20, "{result:?}");
+    assert_eq!(progress, [50.0, 100.0]);
+    let kinds: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "step:start",
+            "step:complete",
+            "step:start",
+            "step:complete",
+            "pipeline:complete"
+        ]
+    );
+    // The seed's event data: a step's duration, the pipeline's total.
+    assert!(
+        events[1].2["duration"].as_i64().unwrap() >= 20,
+        "{:?}",
+        events[1]
+    );
+    assert!(events[4].2["totalDuration"].as_i64().unwrap() >= 20);
+
+    // A single task is a pipeline of one step.
+    let one = client
+        .process_task(
+            &json!({"type": "builtin.echo", "payload": {"y": 2}}),
+            |_| {},
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.final_result, json!({"y": 2}));
+    assert_eq!(one.step_results["builtin.echo"], json!({"y": 2}));
+
+    // A failed task, a refused one.
+    let failed = client
+        .process_task(
+            &json!({"type": "builtin.fail", "payload": {"message": "no"}, "retry": {"attempts": 1}}),
+            |_| {},
+            |_| {},
+        )
+        .await;
+    match failed {
+        Err(ClientError::Failed(view)) => {
+            assert_eq!(view.status.as_str(), "failed");
+            assert!(view.error.unwrap_or_default().contains("no"));
+        }
+        other => panic!("expected a failed task, got {other:?}"),
+    }
+    match client.create_task(&json!({"type": "no.such.task"})).await {
+        Err(ClientError::Api { status, code, .. }) => {
+            assert_eq!((status, code.as_deref()), (422, Some("invalid_task")));
+        }
+        other => panic!("expected a 422, got {other:?}"),
+    }
+    let drawn = client
+        .visualize(&json!({"steps": [{"id": "a", "task": "builtin.echo"}]}))
+        .await
+        .unwrap();
+    assert_eq!(drawn["mermaid"], "graph TD\n  a[builtin\\nbuiltin]\n");
+    let slow = client
+        .create_task(&json!({"type": "builtin.sleep", "payload": {"ms": 60000}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.cancel_task(&slow.id).await.unwrap().status.as_str(),
+        "cancelled"
+    );
+    let page = client.list_tasks(None, None, Some(2)).await.unwrap();
+    assert_eq!(page.tasks.len(), 2);
+}

@@ -230,6 +230,7 @@ async fn health_answers_while_a_task_at_the_size_limits_is_planned() {
                 .map(|r| r.status().as_u16())
         });
     }
+    let planning = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut probes = 0;
     while submitted.len() == 2 {
@@ -246,11 +247,14 @@ async fn health_answers_while_a_task_at_the_size_limits_is_planned() {
     while let Some(done) = submitted.join_next().await {
         assert_eq!(done.unwrap().ok(), Some(201));
     }
-    assert!(probes > 0);
-    // The bound; the probes run on the same two cores as the planning.
+    let planning = planning.elapsed();
+    // Relative, not a fixed bound (the machine is shared with the other
+    // tests): planned on the async workers, the submissions would hold
+    // /health for about as long as they take; off them, probes keep
+    // answering quickly all along.
     assert!(
-        slowest < Duration::from_millis(100),
-        "/health took {slowest:?} at worst over {probes} probes while the task was planned"
+        probes >= 3 && slowest * 3 < planning,
+        "/health took {slowest:?} at worst over {probes} probes while two submissions took {planning:?}"
     );
 }
 

@@ -457,6 +457,14 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Reads an RFC 3339 time (as [`rfc3339`] writes it) back into milliseconds
+/// since the Unix epoch; None when it is not one.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 /// Writes a whole number without its `.0` (progress is `100`, as the seed
 /// shows it), any other as it is.
 fn whole_as_integer<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {

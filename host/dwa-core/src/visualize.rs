@@ -47,7 +47,6 @@ pub fn sketch(
     limits: &Limits,
 ) -> Result<Sketch, Vec<FieldError>> {
     let mut catalog = catalog.clone();
-    catalog.drop_input_schemas();
     let mut unknown = Vec::new();
     let steps: Vec<(String, String, Option<String>)> = match &spec.steps {
         Some(steps) => steps
@@ -82,6 +81,8 @@ pub fn sketch(
         }
         unknown.push(UnknownTask { step: key, task });
     }
+    // After the placeholders, which may take a generated schema.
+    catalog.drop_input_schemas();
     let plan = plan(spec, &catalog, limits)?;
     Ok(Sketch {
         plan,
@@ -277,6 +278,26 @@ mod tests {
             "graph TD\n  a[process\\ndownload]\n  b[vision\\nyolo]\n  a --> b\n"
         );
         assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_task_with_a_generated_schema_is_drawn_unchecked() {
+        let mut c = Catalog::with_builtins();
+        let generated = TaskInfo {
+            input_schema: Some(serde_json::json!({"type": "object", "required": ["url"]})),
+            ..TaskInfo::bare("download.file", "local")
+        };
+        c.set_generated(std::sync::Arc::new(
+            [("download.file".to_owned(), generated)]
+                .into_iter()
+                .collect(),
+        ));
+        let (m, unknown) = drawn(
+            r#"{"type":"p","steps":[{"id":"a","task":"download.file"}]}"#,
+            &c,
+        );
+        assert_eq!(unknown.len(), 1);
+        assert!(m.contains("a[task\\ndownload]"), "{m}");
     }
 
     #[test]

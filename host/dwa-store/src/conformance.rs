@@ -409,13 +409,14 @@ async fn list_filters_and_cursor(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
     assert_eq!(page2[1].id, ids[0]);
 }
 
-async fn events_are_ordered_and_broadcast(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
+async fn events_are_ordered_and_broadcast(s: Arc<dyn Store>, c: Arc<ManualClock>) {
     let mut rx = s.subscribe();
     let t = chain_task(2);
     let id = t.id.clone();
     s.create_task(t).await.unwrap();
     for _ in 0..2 {
         let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+        c.advance(40);
         s.append_events(
             &id,
             vec![NewEvent {
@@ -445,6 +446,10 @@ async fn events_are_ordered_and_broadcast(s: Arc<dyn Store>, _c: Arc<ManualClock
     );
     let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=7).collect::<Vec<u64>>());
+    // The seed's timings, on the store's clock: each step ran 40 ms, the task 80.
+    assert_eq!(evs[2].data["duration"], json!(40), "{:?}", evs[2].data);
+    assert_eq!(evs[5].data["duration"], json!(40));
+    assert_eq!(evs[6].data["totalDuration"], json!(80), "{:?}", evs[6].data);
     assert_eq!(evs[0].step_id.as_deref(), Some("0"));
     assert_eq!(evs[0].step_task.as_deref(), Some("builtin.echo"));
     assert_eq!(

@@ -12,9 +12,9 @@ for _ = 1, tonumber(ARGV[4]) do
   begin_item()
   local id, step, item = split_jid(j)
   local s = F(step)
-  local fields = {s.deps}
+  local fields = {s.deps, s.started}
   if item ~= '-1' then
-    fields = {s.deps, s.itot, s.idone, s.inext}
+    fields = {s.deps, s.started, s.itot, s.idone, s.inext}
   end
   local c = open_held(j, token, fields)
   if not c then

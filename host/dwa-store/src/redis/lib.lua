@@ -263,6 +263,25 @@ local function flush_done()
   DONE = {}
 end
 
+-- A field of the task, read now unless open() read it already.
+local function got(c, name)
+  local v = c.f[name]
+  if not v then
+    v = redis.call('HGET', c.key, name)
+    c.f[name] = v
+  end
+  return v
+end
+
+-- Milliseconds since a stored start time (0 when it was never set).
+local function since(stamp)
+  local t = tonumber(stamp or '')
+  if not t then
+    return '0'
+  end
+  return int(math.max(0, NOW - t))
+end
+
 -- Records a step's result (c must hold its key, task and deps fields) and
 -- queues the dependants it completes.
 local function finish_step(c, step, result)
@@ -276,7 +295,7 @@ local function finish_step(c, step, result)
   local pct = math.min(100, done * 100 / total)
   put(c, 'progress', num(pct))
   emit(c, 'step:complete', c.f[s.key], c.f[s.task],
-    '{"result":' .. result .. ',"progress":' .. num(pct) .. '}')
+    '{"result":' .. result .. ',"progress":' .. num(pct) .. ',"duration":' .. since(got(c, s.started)) .. '}')
   local deps = c.f[s.deps]
   if deps then
     for d in string.gmatch(deps, '%d+') do
@@ -297,7 +316,8 @@ local function finish_step(c, step, result)
     put(c, 'result', final)
     put(c, 'progress', '100')
     finish_task(c, 'completed')
-    emit(c, 'pipeline:complete', nil, nil, '{"status":"completed","result":' .. final .. '}')
+    emit(c, 'pipeline:complete', nil, nil,
+      '{"status":"completed","result":' .. final .. ',"totalDuration":' .. since(got(c, 'started')) .. '}')
   end
 end
 
@@ -341,7 +361,8 @@ local function end_task(c, status, err)
     redis.call('DEL', unpack(items, i, math.min(i + 999, #items)))
   end
   finish_task(c, status)
-  emit(c, 'pipeline:complete', nil, nil, '{"status":' .. cjson.encode(status) .. ',"error":' .. cjson.encode(err) .. '}')
+  emit(c, 'pipeline:complete', nil, nil, '{"status":' .. cjson.encode(status) .. ',"error":' .. cjson.encode(err)
+    .. ',"totalDuration":' .. since(got(c, 'started')) .. '}')
 end
 
 -- Fails a step for good: the task fails, everything else is skipped.

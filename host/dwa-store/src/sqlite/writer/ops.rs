@@ -419,14 +419,14 @@ impl Writer {
         t: &mut Transition,
     ) -> Result<(), StoreError> {
         let text = result.to_string();
-        let (key, name, dependants): (String, String, String) = self
+        let (key, name, dependants, started): (String, String, String, Option<i64>) = self
             .conn
             .prepare_cached(
                 "UPDATE steps SET status = 'completed', result = ?1, completed_at = ?2
-                 WHERE task_id = ?3 AND idx = ?4 RETURNING key, task, dependants",
+                 WHERE task_id = ?3 AND idx = ?4 RETURNING key, task, dependants, started_at",
             )?
             .query_row(params![text, now, task, step], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?;
         let row = StepRow { key, task: name };
         let (done, total) = self.count_done(task)?;
@@ -444,7 +444,8 @@ impl Writer {
             task,
             "step:complete",
             Some(&row),
-            json!({"result": result, "progress": (done as f64 * 100.0 / total as f64).min(100.0)}),
+            json!({"result": result, "progress": (done as f64 * 100.0 / total as f64).min(100.0),
+                   "duration": since(started, now)}),
             now,
             ev,
         )?;
@@ -472,18 +473,20 @@ impl Writer {
                     .prepare_cached("SELECT result FROM steps WHERE task_id = ?1 AND idx = ?2")?
                     .query_row(params![task, total - 1], |r| r.get::<_, Option<String>>(0))?
             };
-            self.conn
+            let started: Option<i64> = self
+                .conn
                 .prepare_cached(
                     "UPDATE tasks SET status = 'completed', result = ?1, completed_at = ?2, progress = 100
-                     WHERE id = ?3",
+                     WHERE id = ?3 RETURNING started_at",
                 )?
-                .execute(params![final_result, now, task])?;
+                .query_row(params![final_result, now, task], |r| r.get(0))?;
             self.effects_due(task, "onSuccess", now)?;
             self.emit(
                 task,
                 "pipeline:complete",
                 None,
-                json!({"status": "completed", "result": parse_json(final_result.as_deref())}),
+                json!({"status": "completed", "result": parse_json(final_result.as_deref()),
+                       "totalDuration": since(started, now)}),
                 now,
                 ev,
             )?;
@@ -532,11 +535,13 @@ impl Writer {
         ev: &mut Vec<Arc<TaskEvent>>,
     ) -> Result<(), StoreError> {
         self.forget(task);
-        self.conn
+        let started: Option<i64> = self
+            .conn
             .prepare_cached(
-                "UPDATE tasks SET status = ?1, error = ?2, completed_at = ?3 WHERE id = ?4",
+                "UPDATE tasks SET status = ?1, error = ?2, completed_at = ?3 WHERE id = ?4
+                 RETURNING started_at",
             )?
-            .execute(params![status.as_str(), error, now, task])?;
+            .query_row(params![status.as_str(), error, now, task], |r| r.get(0))?;
         if status == TaskStatus::Failed {
             self.effects_due(task, "onError", now)?;
         }
@@ -561,7 +566,7 @@ impl Writer {
             task,
             "pipeline:complete",
             None,
-            json!({"status": status.as_str(), "error": error}),
+            json!({"status": status.as_str(), "error": error, "totalDuration": since(started, now)}),
             now,
             ev,
         )
@@ -801,4 +806,10 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Milliseconds from a stored start to `now` (0 when it never started): the
+/// seed's `data.duration` and `data.totalDuration`.
+fn since(started: Option<i64>, now: i64) -> i64 {
+    started.map_or(0, |s| (now - s).max(0))
 }
