@@ -1,12 +1,13 @@
 //! Flow control, end to end: idempotent submissions (the `Idempotency-Key`
 //! header or `idempotencyKey` field) on the embedded store across a
-//! restart, and on Redis across two hosts.
+//! restart, and on Redis across two hosts; re-running a failed pipeline from
+//! its failed step (`POST /api/tasks/:id/retry`) on both stores.
 
 mod common;
 
 use common::*;
 use dwa_store::testing::RedisServer;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Submits `task` (its JSON text as given) with an optional key header.
 async fn post(host: &Host, body: &str, key: Option<&str>) -> (u16, Value) {
@@ -20,6 +21,17 @@ async fn post(host: &Host, body: &str, key: Option<&str>) -> (u16, Value) {
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
+}
+
+/// A host on `redis` named `name`, with its own data folder.
+fn redis_host(redis: &RedisServer, name: &str) -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("REDIS_URL", redis.url()),
+        ("DWA_HOST_NAME", name.to_owned()),
+    ];
+    let host = tokio::task::block_in_place(|| Host::start(dir.path(), &env));
+    (dir, host)
 }
 
 async fn task_count(host: &Host) -> usize {
@@ -91,17 +103,7 @@ async fn a_repeated_submission_under_a_key_answers_the_first_task_even_after_a_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_on_redis_given_the_same_key_at_once_make_one_task() {
     let redis = RedisServer::start();
-    let start = |name: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let env = [
-            ("REDIS_URL", redis.url()),
-            ("DWA_HOST_NAME", name.to_owned()),
-        ];
-        let host = tokio::task::block_in_place(|| Host::start(dir.path(), &env));
-        (dir, host)
-    };
-    let (_a_dir, a) = start("host-a");
-    let (_b_dir, b) = start("host-b");
+    let ((_a_dir, a), (_b_dir, b)) = (redis_host(&redis, "host-a"), redis_host(&redis, "host-b"));
     let body = r#"{"type": "builtin.echo", "payload": {"charge": "c-1"}}"#;
     for round in 0..20 {
         let key = format!("charge-{round}");
@@ -116,4 +118,113 @@ async fn two_hosts_on_redis_given_the_same_key_at_once_make_one_task() {
         assert_eq!(ra.1["id"], rb.1["id"], "round {round}: the same task");
     }
     assert_eq!(task_count(&a).await, 20);
+}
+
+/// POST /api/tasks/:id/retry with `body`: (status, answer).
+async fn retry(host: &Host, id: &str, body: &str) -> (u16, Value) {
+    let r = client()
+        .post(host.url(&format!("/api/tasks/{id}/retry")))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// A pipeline whose middle step fails while `payload.fails` is above 0, run
+/// on `first`, then re-run on `again` (the same host, or another on Redis)
+/// with a payload that lets it pass.
+async fn a_failed_pipeline_reruns_from_its_failed_step(first: &Host, again: &Host) {
+    let body = r#"{"type": "rerun", "payload": {"fails": 5},
+        "steps": [
+            {"id": "a", "task": "builtin.echo", "input": {"v": 1}},
+            {"id": "b", "task": "builtin.fail", "dependsOn": ["a"], "retry": {"attempts": 1},
+             "input": {"message": "down", "failAttempts": "{{payload.fails}}", "v": "{{steps.a.v}}"}},
+            {"id": "c", "task": "builtin.echo", "dependsOn": ["b"], "input": {"b": "{{steps.b.input.v}}"}}
+        ]}"#;
+    let (status, created) = post(first, body, None).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let t = wait_done(first, &id).await;
+    assert_eq!(t["status"], "failed", "{t:#}");
+    let steps = |t: &Value| -> Vec<String> {
+        t["stepStatus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(steps(&t), ["completed", "failed", "skipped"]);
+
+    // A body that is not {"payload": ...} is refused; nothing changes.
+    let (status, bad) = retry(again, &id, r#"{"payload": {}, "extra": 1}"#).await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(get_task(again, &id).await["status"], "failed");
+
+    let (status, resumed) = retry(again, &id, r#"{"payload": {"fails": 0}}"#).await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(resumed["id"], json!(id), "the same task");
+    let t = wait_done(again, &id).await;
+    assert_eq!(t["status"], "completed", "{t:#}");
+    assert_eq!(steps(&t), ["completed", "completed", "completed"]);
+    assert_eq!(t["finalResult"], json!({"b": 1}), "b read a's kept result");
+    // a ran once; the run's number is in the events.
+    // Both runs' events, in one stream that goes on past the first run's
+    // end: the Rust client follows it to the last run's.
+    let mut evs: Vec<(String, Value)> = Vec::new();
+    dwa_client::Client::new(&again.base)
+        .follow(&id, |e| {
+            evs.push((e.kind.clone(), json!({"stepId": e.step_id, "data": e.data})))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        evs.iter().filter(|(k, _)| k == "pipeline:complete").count(),
+        2,
+        "{evs:?}"
+    );
+    let starts: Vec<&str> = evs
+        .iter()
+        .filter(|(k, _)| k == "step:start")
+        .map(|(_, v)| v["stepId"].as_str().unwrap())
+        .collect();
+    assert_eq!(starts, ["a", "b", "b", "c"], "a is not run again");
+    let rerun = evs
+        .iter()
+        .find(|(k, _)| k == "task:retry")
+        .expect("a task:retry event");
+    assert_eq!(
+        rerun.1["data"],
+        json!({"run": 2, "steps": ["b", "c"], "payloadChanged": true})
+    );
+
+    // Only a failed or cancelled task runs again.
+    let (status, done) = retry(again, &id, "").await;
+    assert_eq!(status, 409, "{done}");
+    assert!(
+        done["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("completed"),
+        "{done}"
+    );
+    let (status, missing) = retry(again, "no-such-task", "").await;
+    assert_eq!(status, 404, "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pipeline_reruns_from_its_failed_step_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = tokio::task::block_in_place(|| Host::start(dir.path(), &[]));
+    a_failed_pipeline_reruns_from_its_failed_step(&host, &host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pipeline_reruns_from_its_failed_step_on_another_host_on_redis() {
+    let redis = RedisServer::start();
+    let ((_a_dir, a), (_b_dir, b)) = (redis_host(&redis, "host-a"), redis_host(&redis, "host-b"));
+    a_failed_pipeline_reruns_from_its_failed_step(&a, &b).await;
 }

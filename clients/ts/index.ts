@@ -237,6 +237,13 @@ export function visualize(task: Partial<Task> & { steps: Step[] }, options: Clie
   return call(options, "POST", "/api/visualize", task);
 }
 
+const TERMINAL = new Set<TaskStatusName>(["completed", "failed", "cancelled"]);
+
+/** Whether a `pipeline:complete` ends the task's last run (its end time is the task's). */
+function endsLastRun(event: TaskEvent, task: TaskView): boolean {
+  return TERMINAL.has(task.status) && task.completedAt !== undefined && Date.parse(task.completedAt) === event.timestamp;
+}
+
 /** Parses one server-sent event block into (id, event name, data). */
 function parseBlock(block: string): { id?: string; event?: string; data: string } {
   let id: string | undefined;
@@ -255,7 +262,7 @@ function parseBlock(block: string): { id?: string; event?: string; data: string 
 }
 
 /**
- * Follows a task's events (`GET /api/tasks/:id/events`) until `pipeline:complete`,
+ * Follows a task's events (`GET /api/tasks/:id/events`) until the `pipeline:complete` of its last run,
  * reopening the stream with `Last-Event-ID` when it drops, so that no event is
  * missed or seen twice. Resolves when the task has ended.
  */
@@ -306,7 +313,9 @@ export async function followTask(id: string, onEvent: (event: TaskEvent) => void
           progressed = true;
           const event = JSON.parse(block.data) as TaskEvent;
           onEvent(event);
-          if (event.type === "pipeline:complete") {
+          // The end of a run: the last one when the task ended at that very
+          // moment; a task re-run since (`task:retry`) goes on.
+          if (event.type === "pipeline:complete" && endsLastRun(event, await getTask(id, options))) {
             await reader.cancel().catch(() => undefined);
             return;
           }

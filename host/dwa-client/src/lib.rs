@@ -220,8 +220,8 @@ impl Client {
     }
 
     /// Calls `on_event` with every event of task `id`, in order and each
-    /// once, until `pipeline:complete`; a stream that drops is reopened
-    /// with `Last-Event-ID`.
+    /// once, until the `pipeline:complete` of its last run; a stream that
+    /// drops is reopened with `Last-Event-ID`.
     pub async fn follow(
         &self,
         id: &str,
@@ -252,8 +252,15 @@ impl Client {
                             last = Some(event.seq);
                             progressed = true;
                             on_event(&event);
+                            // The end of a run: the last one when the task
+                            // ended at that very moment; a task re-run
+                            // since (`task:retry`) goes on.
                             if event.kind == "pipeline:complete" {
-                                return Ok(());
+                                let task = self.get_task(id).await?;
+                                let ended = task.completed_at.as_deref().and_then(millis);
+                                if task.status.is_terminal() && ended == Some(event.timestamp) {
+                                    return Ok(());
+                                }
                             }
                         }
                     }

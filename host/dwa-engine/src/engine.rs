@@ -8,6 +8,7 @@
 
 pub mod effects;
 mod outbox;
+mod rerun;
 mod run;
 mod submit;
 

@@ -413,6 +413,19 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels a task: pending steps never start, running ones lose their lease.
     async fn cancel(&self, task_id: &str) -> Result<Transition, StoreError>;
 
+    /// Runs a failed or cancelled task again from where it stopped: its
+    /// completed steps keep their results, the others are pending again
+    /// (the ready ones queued), its onError effects owed again (when
+    /// `effects.on_error`), `spec` (when given) replaces its stored spec,
+    /// and a `task:retry` event gives the run's number. Any other status is
+    /// a conflict.
+    async fn resume(
+        &self,
+        task_id: &str,
+        spec: Option<String>,
+        effects: Lifecycles,
+    ) -> Result<Transition, StoreError>;
+
     /// Puts jobs whose lease expired back to waiting; answers how many.
     async fn reap_expired(&self) -> Result<usize, StoreError>;
 

@@ -229,6 +229,16 @@ impl Store for Flaky {
         self.inner.cancel(task_id).await
     }
 
+    async fn resume(
+        &self,
+        task_id: &str,
+        spec: Option<String>,
+        effects: crate::Lifecycles,
+    ) -> Result<Transition, StoreError> {
+        self.trip("resume")?;
+        self.inner.resume(task_id, spec, effects).await
+    }
+
     async fn reap_expired(&self) -> Result<usize, StoreError> {
         self.trip("reap_expired")?;
         self.inner.reap_expired().await

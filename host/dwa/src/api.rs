@@ -198,6 +198,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/tasks", post(create_task).get(list_tasks))
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/events", get(task_events))
+        .route("/tasks/{id}/retry", post(retry_task))
         .route("/visualize", post(visualize))
         .route("/catalog", get(catalog))
         .route("/backends/refresh", post(refresh_backends))
@@ -290,6 +291,42 @@ async fn create_task(
         StatusCode::CREATED
     };
     Ok((status, Json(submitted.task)))
+}
+
+/// The body of `POST /api/tasks/:id/retry` (all optional; no body is `{}`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    /// Replaces the task's payload; the task is checked again with it.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Run a failed or cancelled task again from its failed steps (dwa):
+/// completed steps keep their results, the others run again; the same task
+/// id, a `task:retry` event with the run's number.
+#[utoipa::path(post, path = "/api/tasks/{id}/retry", params(("id" = String, Path, description = "task id")),
+    request_body(content = RetryBody, description = "optional"),
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn retry_task(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TaskView>, ApiError> {
+    let body = body_bytes(body)?;
+    let retry: RetryBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::Body(
+                StatusCode::BAD_REQUEST,
+                format!("the retry body must be {{\"payload\": ...}} or empty: {e}"),
+            )
+        })?
+    };
+    Ok(Json(st.engine.rerun(&id, retry.payload).await?))
 }
 
 /// Filters of the task list.
@@ -454,8 +491,11 @@ impl Follower {
     /// Sends one event; false when the client is gone.
     async fn send(&mut self, e: &TaskEvent) -> bool {
         self.last = e.seq;
-        if e.kind == "pipeline:complete" {
-            self.ended = true;
+        // A task re-run (`task:retry`) goes on after its last run's end.
+        match e.kind.as_str() {
+            "pipeline:complete" => self.ended = true,
+            "task:retry" => self.ended = false,
+            _ => {}
         }
         let event = Event::default()
             .event(e.kind.clone())
@@ -605,6 +645,7 @@ async fn health(State(st): State<AppState>, headers: HeaderMap) -> (StatusCode, 
         list_tasks,
         get_task,
         cancel_task,
+        retry_task,
         task_events,
         visualize,
         catalog,
@@ -618,6 +659,7 @@ async fn health(State(st): State<AppState>, headers: HeaderMap) -> (StatusCode, 
         TaskView,
         TaskList,
         CreatedTask,
+        RetryBody,
         TaskEvent,
         Visualization,
         CatalogBody,

@@ -263,6 +263,18 @@ local function flush_done()
   DONE = {}
 end
 
+-- HMGET of any number of fields, in slices (Lua's unpack is limited).
+local function hmget_all(key, names)
+  local got = {}
+  for n = 1, #names, 1000 do
+    local r = redis.call('HMGET', key, unpack(names, n, math.min(n + 999, #names)))
+    for _, v in ipairs(r) do
+      got[#got + 1] = v
+    end
+  end
+  return got
+end
+
 -- A field of the task, read now unless open() read it already.
 local function got(c, name)
   local v = c.f[name]
@@ -334,13 +346,7 @@ local function end_task(c, status, err)
   for i = 0, total - 1 do
     names[#names + 1] = i .. ':status'
   end
-  local stored = {}
-  for i = 1, #names, 1000 do
-    local r = redis.call('HMGET', c.key, unpack(names, i, math.min(i + 999, #names)))
-    for _, v in ipairs(r) do
-      stored[#stored + 1] = v
-    end
-  end
+  local stored = hmget_all(c.key, names)
   local items = {}
   for i = 0, total - 1 do
     local name = names[i + 1]

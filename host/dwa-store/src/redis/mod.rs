@@ -43,8 +43,8 @@ use tokio::sync::broadcast;
 
 use crate::clock::{Clock, SystemClock};
 use crate::{
-    DueEffects, EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, Settled, Store, StoreError,
-    TaskRecord, Transition,
+    DueEffects, EventFeed, Job, Leased, Lifecycles, ListFilter, NewEvent, NewTask, Settled, Store,
+    StoreError, TaskRecord, Transition,
 };
 use batch::Batcher;
 use decode::{ScriptReply, fields_map, parse_reply, record, step_record};
@@ -66,6 +66,7 @@ struct Scripts {
     fail: Script,
     release: Script,
     cancel: Script,
+    resume: Script,
     reap: Script,
     append: Script,
     sweep: Script,
@@ -85,6 +86,7 @@ impl Scripts {
             fail: script!("fail.lua"),
             release: script!("release.lua"),
             cancel: script!("cancel.lua"),
+            resume: script!("resume.lua"),
             reap: script!("reap.lua"),
             append: script!("append.lua"),
             sweep: script!("sweep.lua"),
@@ -561,6 +563,22 @@ impl Store for RedisStore {
     async fn cancel(&self, task_id: &str) -> Result<Transition, StoreError> {
         self.core
             .run(&self.core.scripts.cancel, vec![task_id.into()])
+            .await?
+            .single()
+    }
+
+    async fn resume(
+        &self,
+        task_id: &str,
+        spec: Option<String>,
+        effects: Lifecycles,
+    ) -> Result<Transition, StoreError> {
+        let on_error = if effects.on_error { "1" } else { "0" };
+        self.core
+            .run(
+                &self.core.scripts.resume,
+                vec![task_id.into(), spec.unwrap_or_default(), on_error.into()],
+            )
             .await?
             .single()
     }

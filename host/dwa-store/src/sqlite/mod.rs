@@ -26,8 +26,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::clock::{Clock, SystemClock};
 use crate::{
-    DueEffects, EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, Settled, StepRecord, Store,
-    StoreError, TaskRecord, Transition,
+    DueEffects, EventFeed, Job, Leased, Lifecycles, ListFilter, NewEvent, NewTask, Settled,
+    StepRecord, Store, StoreError, TaskRecord, Transition,
 };
 use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
 
@@ -167,6 +167,7 @@ enum Op {
     Fail(Job, String),
     Release(Vec<Job>),
     Cancel(String),
+    Resume(String, Option<String>, Lifecycles),
     Reap,
     Append(String, Vec<NewEvent>, u64),
     Purge(i64, usize),
@@ -428,6 +429,15 @@ impl Store for SqliteStore {
 
     async fn cancel(&self, task_id: &str) -> Result<Transition, StoreError> {
         transition(self.call(Op::Cancel(task_id.into())).await?)
+    }
+
+    async fn resume(
+        &self,
+        task_id: &str,
+        spec: Option<String>,
+        effects: Lifecycles,
+    ) -> Result<Transition, StoreError> {
+        transition(self.call(Op::Resume(task_id.into(), spec, effects)).await?)
     }
 
     async fn reap_expired(&self) -> Result<usize, StoreError> {

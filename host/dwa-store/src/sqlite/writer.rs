@@ -19,6 +19,7 @@ use crate::clock::Clock;
 
 mod ops;
 mod outbox;
+mod resume;
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
@@ -178,6 +179,9 @@ impl Writer {
             Op::Fail(job, error) => Reply::Transition(self.fail(job, error, now, &mut ev)?),
             Op::Release(jobs) => Reply::Count(self.release(jobs)?),
             Op::Cancel(id) => Reply::Transition(self.cancel(id, now, &mut ev)?),
+            Op::Resume(id, spec, effects) => {
+                Reply::Transition(self.resume(id, spec.as_deref(), *effects, now, &mut ev)?)
+            }
             Op::Reap => Reply::Count(self.reap(now)?),
             Op::Purge(before, limit) => Reply::Count(self.purge(*before, *limit)?),
             Op::ClaimEffects(max, lease) => Reply::Due(self.claim_effects(*max, now, *lease)?),

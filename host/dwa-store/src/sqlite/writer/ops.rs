@@ -88,7 +88,7 @@ impl Writer {
         })
     }
 
-    fn push_job(
+    pub(super) fn push_job(
         &mut self,
         task: &str,
         step: u32,
@@ -243,7 +243,7 @@ impl Writer {
             })?)
     }
 
-    fn emit(
+    pub(super) fn emit(
         &mut self,
         task: &str,
         kind: &str,
@@ -521,7 +521,7 @@ impl Writer {
     }
 
     /// Drops the per-task counters of a finished task (they reload on demand).
-    fn forget(&mut self, task: &str) {
+    pub(super) fn forget(&mut self, task: &str) {
         self.done_counts.remove(task);
         self.activated.remove(task);
     }
@@ -612,12 +612,8 @@ impl Writer {
         })
     }
 
-    pub(super) fn cancel(
-        &mut self,
-        id: &str,
-        now: i64,
-        ev: &mut Vec<Arc<TaskEvent>>,
-    ) -> Result<Transition, StoreError> {
+    /// A task's status; NotFound when there is no such task.
+    pub(super) fn status_of(&mut self, id: &str) -> Result<TaskStatus, StoreError> {
         let status: Option<String> = self
             .conn
             .prepare_cached("SELECT status FROM tasks WHERE id = ?1")?
@@ -626,7 +622,16 @@ impl Writer {
         let Some(status) = status else {
             return Err(StoreError::NotFound(id.to_owned()));
         };
-        let status = TaskStatus::parse(&status).unwrap_or(TaskStatus::Pending);
+        Ok(TaskStatus::parse(&status).unwrap_or(TaskStatus::Pending))
+    }
+
+    pub(super) fn cancel(
+        &mut self,
+        id: &str,
+        now: i64,
+        ev: &mut Vec<Arc<TaskEvent>>,
+    ) -> Result<Transition, StoreError> {
+        let status = self.status_of(id)?;
         if status.is_terminal() {
             return Err(StoreError::Conflict(format!(
                 "task {id} is already {}",

@@ -11,6 +11,9 @@ use crate::clock::{Clock, ManualClock};
 use crate::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
 
+mod resume;
+use resume::*;
+
 /// A sequential task of `n` steps on the `default` queue.
 pub fn chain_task(n: u32) -> NewTask {
     task_with(
@@ -62,7 +65,7 @@ fn task_with(steps: Vec<NewStep>, queue: &str) -> NewTask {
     }
 }
 
-const LEASE: i64 = 30_000;
+pub(crate) const LEASE: i64 = 30_000;
 
 /// Runs every case; `make` builds a fresh, empty store on the given clock.
 pub async fn run_all<F, Fut>(make: F)
@@ -95,6 +98,10 @@ where
     case!(release_gives_jobs_back);
     case!(complete_and_lease_hands_over_the_released_step);
     case!(retention_purges_only_finished_tasks_past_the_cutoff);
+    case!(a_failed_task_runs_again_from_its_failed_step);
+    case!(a_cancelled_task_resumes_with_each_job_leased_once);
+    case!(only_failed_or_cancelled_tasks_resume);
+    case!(a_resumed_task_owes_its_on_error_effects_again);
 }
 
 async fn lease_takes_ready_jobs_once(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
