@@ -25,11 +25,21 @@ async fn post(host: &Host, body: &str, key: Option<&str>) -> (u16, Value) {
 
 /// A host on `redis` named `name`, with its own data folder.
 fn redis_host(redis: &RedisServer, name: &str) -> (tempfile::TempDir, Host) {
+    redis_host_with(redis, name, &[])
+}
+
+/// [`redis_host`] with more environment.
+fn redis_host_with(
+    redis: &RedisServer,
+    name: &str,
+    more: &[(&'static str, String)],
+) -> (tempfile::TempDir, Host) {
     let dir = tempfile::tempdir().unwrap();
-    let env = [
+    let mut env = vec![
         ("REDIS_URL", redis.url()),
         ("DWA_HOST_NAME", name.to_owned()),
     ];
+    env.extend_from_slice(more);
     let host = tokio::task::block_in_place(|| Host::start(dir.path(), &env));
     (dir, host)
 }
@@ -227,4 +237,127 @@ async fn a_failed_pipeline_reruns_from_its_failed_step_on_another_host_on_redis(
     let redis = RedisServer::start();
     let ((_a_dir, a), (_b_dir, b)) = (redis_host(&redis, "host-a"), redis_host(&redis, "host-b"));
     a_failed_pipeline_reruns_from_its_failed_step(&a, &b).await;
+}
+
+/// POST `path` on `host` with a JSON `body`: (status, answer).
+async fn post_json(host: &Host, path: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(host.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// A pipeline that waits for an approval between two steps: parked on
+/// `first`, its signed link used on `again` (another host on Redis).
+async fn a_wait_step_resumes_on_its_signal_or_fails_on_its_timeout(first: &Host, again: &Host) {
+    let task = json!({"type": "approval", "steps": [
+        {"id": "a", "task": "builtin.echo", "input": {"v": 1}},
+        {"id": "approve", "task": "builtin.wait", "dependsOn": ["a"],
+         "input": {"name": "approval", "timeout": 60000}},
+        {"id": "c", "task": "builtin.echo", "dependsOn": ["approve"],
+         "input": {"approved": "{{steps.approve.ok}}", "by": "{{steps.approve.by}}"}}
+    ]});
+    let id = submit_ok(first, &task).await;
+    let t = wait_until(first, &id, "the wait step waiting", |t| {
+        t["stepStatus"][1]["status"] == "waiting"
+    })
+    .await;
+    assert_eq!(t["status"], "active", "{t:#}");
+    let evs = events_until(first, &id, |evs| evs.iter().any(|(k, _)| k == "step:wait")).await;
+    let wait = &evs.iter().find(|(k, _)| k == "step:wait").unwrap().1;
+    assert_eq!(wait["stepId"], "approve");
+    assert_eq!(wait["data"]["name"], "approval");
+    assert_eq!(wait["data"]["timeoutMs"], 60000);
+    let link = wait["data"]["signalUrl"].as_str().unwrap().to_owned();
+    assert!(link.starts_with("/api/signals/"), "{link}");
+
+    // A name the task does not wait for is refused, naming the ones it does.
+    let (status, wrong) = post_json(
+        again,
+        &format!("/api/tasks/{id}/signal"),
+        &json!({"name": "approvall", "payload": {}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{wrong}");
+    assert!(
+        wrong["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("approval"),
+        "{wrong}"
+    );
+    // A forged link is not found.
+    let (status, _) = post_json(again, &format!("{link}0"), &json!({})).await;
+    assert_eq!(status, 404);
+
+    // The signed link, on the other host: its body is the wait step's result.
+    let (status, signalled) = post_json(again, &link, &json!({"ok": true, "by": "ann"})).await;
+    assert_eq!(status, 200, "{signalled}");
+    let t = wait_done(again, &id).await;
+    assert_eq!(t["status"], "completed", "{t:#}");
+    assert_eq!(t["finalResult"], json!({"approved": true, "by": "ann"}));
+    let (status, again_used) = post_json(again, &link, &json!({})).await;
+    assert_eq!(status, 409, "a link is good once: {again_used}");
+
+    // By name, through the API; and a wait that nobody answers fails.
+    let task = json!({"type": "approval", "steps": [
+        {"id": "w", "task": "builtin.wait"},
+        {"id": "late", "task": "builtin.wait", "dependsOn": ["w"], "input": {"timeout": 300}}
+    ]});
+    let id = submit_ok(first, &task).await;
+    wait_until(first, &id, "w waiting", |t| {
+        t["stepStatus"][0]["status"] == "waiting"
+    })
+    .await;
+    let (status, by_name) = post_json(
+        again,
+        &format!("/api/tasks/{id}/signal"),
+        &json!({"name": "w", "payload": [1, 2]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{by_name}");
+    let t = wait_done(first, &id).await;
+    assert_eq!(t["status"], "failed", "{t:#}");
+    assert_eq!(t["stepResults"]["w"], json!([1, 2]));
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("no signal \"late\" came within 300 ms"),
+        "{t:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_step_resumes_on_its_signal_or_fails_on_its_timeout_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = tokio::task::block_in_place(|| Host::start(dir.path(), &[]));
+    a_wait_step_resumes_on_its_signal_or_fails_on_its_timeout(&host, &host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_step_parked_on_one_host_is_signalled_through_another_on_redis() {
+    let redis = RedisServer::start();
+    let secret = [(
+        "DWA_SIGNAL_SECRET",
+        "a-secret-of-this-deployment".to_owned(),
+    )];
+    let (_a_dir, a) = redis_host_with(&redis, "host-a", &secret);
+    let (_b_dir, b) = redis_host_with(&redis, "host-b", &secret);
+    a_wait_step_resumes_on_its_signal_or_fails_on_its_timeout(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_link_needs_no_api_token_and_the_signal_endpoint_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DWA_API_TOKEN", "t0ken".to_owned())];
+    let host = tokio::task::block_in_place(|| Host::start(dir.path(), &env));
+    let (status, _) = post_json(&host, "/api/signals/not.a.link", &json!({})).await;
+    assert_eq!(status, 404, "checked by its signature, not the token");
+    let (status, _) = post_json(&host, "/api/tasks/x/signal", &json!({"name": "n"})).await;
+    assert_eq!(status, 401);
 }

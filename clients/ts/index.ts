@@ -77,7 +77,7 @@ export type TaskStatusName = "pending" | "active" | "completed" | "failed" | "ca
 export interface StepStatus {
   id: string;
   task: string;
-  status: "pending" | "running" | "completed" | "failed" | "skipped";
+  status: "pending" | "running" | "completed" | "failed" | "skipped" | "waiting";
   startedAt?: string;
   completedAt?: string;
   duration?: number;

@@ -88,6 +88,7 @@ export type TaskName =
   | "builtin.sleep"
   | "builtin.fail"
   | "builtin.merge"
+  | "builtin.wait"
   | "builtin.range";
 
 /** The input (`payload`, or a step's `input`) each task takes. */
@@ -564,6 +565,10 @@ export interface TaskPayloads {
     "failAttempts"?: number;
   };
   "builtin.merge": unknown;
+  "builtin.wait": {
+    "name"?: string;
+    "timeout"?: number;
+  };
   "builtin.range": {
     "n": number;
   };
@@ -1189,6 +1194,7 @@ export interface TaskResults {
   "builtin.sleep": unknown;
   "builtin.fail": unknown;
   "builtin.merge": unknown;
+  "builtin.wait": unknown;
   "builtin.range": Array<number>;
 }
 
@@ -1278,6 +1284,7 @@ export const TASK_METADATA = {
   "builtin.sleep": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Diagnostics: waits `ms` milliseconds, then returns its input.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": null},
   "builtin.fail": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Diagnostics: fails with `message` (retryable unless `retryable: false`); with `failAttempts: n` it fails the first n tries and then returns its input.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": null},
   "builtin.merge": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Joins the parts of a chunked step (`strategy`, `parts`, `chunks`, `overlap`); the host adds it when it expands `chunk`.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": null},
+  "builtin.wait": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Waits for a signal (POST /api/tasks/:id/signal, or its signed callback URL), whose payload becomes the step's result, or fails after `timeout` ms (default a day, at most 30 days). `name` is the signal's name (default: the step's id).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": null},
   "builtin.range": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Benchmarks: returns the list [0, 1, ..., n-1] for `n` up to 1,000,000.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": null},
 } as const;
 

@@ -411,6 +411,7 @@ mod tests {
                 "builtin.sleep",
                 "builtin.fail",
                 "builtin.merge",
+                "builtin.wait",
                 "builtin.range"
             ]
         );

@@ -278,6 +278,8 @@ pub enum StepStatus {
     Failed,
     /// Never ran: an earlier step failed or the task was cancelled.
     Skipped,
+    /// (dwa) A `builtin.wait` step waiting for its signal or its timeout.
+    Waiting,
 }
 
 impl StepStatus {
@@ -289,6 +291,7 @@ impl StepStatus {
             StepStatus::Completed => "completed",
             StepStatus::Failed => "failed",
             StepStatus::Skipped => "skipped",
+            StepStatus::Waiting => "waiting",
         }
     }
 
@@ -298,6 +301,7 @@ impl StepStatus {
             "pending" => StepStatus::Pending,
             "running" => StepStatus::Running,
             "completed" => StepStatus::Completed,
+            "waiting" => StepStatus::Waiting,
             "failed" => StepStatus::Failed,
             "skipped" => StepStatus::Skipped,
             _ => return None,

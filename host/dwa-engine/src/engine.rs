@@ -11,6 +11,7 @@ mod outbox;
 mod rerun;
 mod run;
 mod submit;
+mod wait;
 
 pub use submit::Submitted;
 #[cfg(test)]
@@ -88,6 +89,8 @@ pub struct EngineConfig {
     /// Test hook (`DWA_TEST_HOLD_EFFECTS`): this host delivers no lifecycle
     /// effects, as if it died before it could; another host delivers them.
     pub hold_effects: bool,
+    /// Signs the links of `builtin.wait` steps (`DWA_SIGNAL_SECRET`, `DWA_PUBLIC_URL`).
+    pub signals: crate::signals::Signals,
 }
 
 impl Default for EngineConfig {
@@ -99,6 +102,7 @@ impl Default for EngineConfig {
             progress_throttle: effects::PROGRESS_THROTTLE,
             idempotency_ttl_ms: 24 * 3600 * 1000,
             hold_effects: false,
+            signals: Default::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod discovery;
 pub mod engine;
 pub mod executor;
+pub mod signals;
 
 mod builtin;
 mod transient;

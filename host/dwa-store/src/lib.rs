@@ -413,6 +413,23 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels a task: pending steps never start, running ones lose their lease.
     async fn cancel(&self, task_id: &str) -> Result<Transition, StoreError>;
 
+    /// Parks a held step job until `until` (a `builtin.wait` step): the
+    /// step is `waiting`, its job given back due then (its next attempt:
+    /// the timeout), and a `step:wait` event carries `data`.
+    async fn park(&self, job: &Job, until: i64, data: Value) -> Result<Transition, StoreError>;
+
+    /// Completes a waiting step of task `task_id` with `result` (its
+    /// signal) and releases its dependants. With `until`, only the wait
+    /// that was parked until then (a signed link names one). A step not
+    /// waiting, or whose wait timed out, is a conflict.
+    async fn signal(
+        &self,
+        task_id: &str,
+        step: u32,
+        result: Value,
+        until: Option<i64>,
+    ) -> Result<Transition, StoreError>;
+
     /// Runs a failed or cancelled task again from where it stopped: its
     /// completed steps keep their results, the others are pending again
     /// (the ready ones queued), its onError effects owed again (when

@@ -229,6 +229,22 @@ impl Store for Flaky {
         self.inner.cancel(task_id).await
     }
 
+    async fn park(&self, job: &Job, until: i64, data: Value) -> Result<Transition, StoreError> {
+        self.trip("park")?;
+        self.inner.park(job, until, data).await
+    }
+
+    async fn signal(
+        &self,
+        task_id: &str,
+        step: u32,
+        result: Value,
+        until: Option<i64>,
+    ) -> Result<Transition, StoreError> {
+        self.trip("signal")?;
+        self.inner.signal(task_id, step, result, until).await
+    }
+
     async fn resume(
         &self,
         task_id: &str,

@@ -199,13 +199,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/events", get(task_events))
         .route("/tasks/{id}/retry", post(retry_task))
+        .route("/tasks/{id}/signal", post(signal_task))
         .route("/visualize", post(visualize))
         .route("/catalog", get(catalog))
         .route("/backends/refresh", post(refresh_backends))
         .route("/plugins", get(list_plugins))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    // A signed link is its own credential: no API token (docs/api.md).
+    let links = Router::new().route("/signals/{token}", post(signal_link));
     Router::new()
-        .nest("/api", api)
+        .nest("/api", api.merge(links))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
         .fallback(no_route)
@@ -327,6 +330,73 @@ async fn retry_task(
         })?
     };
     Ok(Json(st.engine.rerun(&id, retry.payload).await?))
+}
+
+/// The body of `POST /api/tasks/:id/signal`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalBody {
+    /// The wait step's signal name (its input's `name`, else its step id).
+    pub name: String,
+    /// Becomes the wait step's result (default null).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub payload: serde_json::Value,
+}
+
+/// Send a signal to a task's `builtin.wait` step (dwa): the step completes
+/// with the payload as its result.
+#[utoipa::path(post, path = "/api/tasks/{id}/signal", params(("id" = String, Path, description = "task id")),
+    request_body = SignalBody,
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn signal_task(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TaskView>, ApiError> {
+    let body = body_bytes(body)?;
+    let signal: SignalBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::Body(
+            StatusCode::BAD_REQUEST,
+            format!("the signal body must be {{\"name\": ..., \"payload\": ...}}: {e}"),
+        )
+    })?;
+    Ok(Json(
+        st.engine.signal(&id, &signal.name, signal.payload).await?,
+    ))
+}
+
+/// The body of a signed link's signal: any JSON.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = Object)]
+pub struct SignalPayload(pub serde_json::Value);
+
+/// Send the signal of a wait step's signed link (dwa; the link is the
+/// credential, no API token): the body, any JSON (none: null), becomes the
+/// step's result. Good once; a link that does not verify is a 404.
+#[utoipa::path(post, path = "/api/signals/{token}", params(("token" = String, Path, description = "from the step:wait event's signalUrl")),
+    request_body(content = SignalPayload, description = "any JSON, the step's result; none: null"),
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn signal_link(
+    State(st): State<AppState>,
+    Path(token): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TaskView>, ApiError> {
+    let body = body_bytes(body)?;
+    let payload = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::Body(
+                StatusCode::BAD_REQUEST,
+                format!("the signal must be JSON: {e}"),
+            )
+        })?
+    };
+    Ok(Json(st.engine.signal_link(&token, payload).await?))
 }
 
 /// Filters of the task list.
@@ -646,6 +716,8 @@ async fn health(State(st): State<AppState>, headers: HeaderMap) -> (StatusCode, 
         get_task,
         cancel_task,
         retry_task,
+        signal_task,
+        signal_link,
         task_events,
         visualize,
         catalog,
@@ -660,6 +732,8 @@ async fn health(State(st): State<AppState>, headers: HeaderMap) -> (StatusCode, 
         TaskList,
         CreatedTask,
         RetryBody,
+        SignalBody,
+        SignalPayload,
         TaskEvent,
         Visualization,
         CatalogBody,

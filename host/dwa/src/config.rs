@@ -19,6 +19,33 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// `DWA_SIGNAL_SECRET`: the key that signs the links of `builtin.wait`
+/// steps, shared by the hosts of a Redis deployment; at least 16
+/// characters (its value is never shown in an error).
+fn signal_secret() -> Result<Option<String>, ConfigError> {
+    match var("DWA_SIGNAL_SECRET") {
+        Some(s) if s.len() < 16 => Err(ConfigError {
+            name: "DWA_SIGNAL_SECRET",
+            value: format!("({} characters, hidden)", s.len()),
+            reason: "must be at least 16 characters".into(),
+        }),
+        other => Ok(other),
+    }
+}
+
+/// `DWA_PUBLIC_URL`: where clients reach this host, for the absolute links
+/// of `builtin.wait` steps (without it, links are paths).
+fn public_url() -> Result<Option<String>, ConfigError> {
+    match var("DWA_PUBLIC_URL") {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(ConfigError {
+            name: "DWA_PUBLIC_URL",
+            value: u,
+            reason: "must be an http:// or https:// URL".into(),
+        }),
+        other => Ok(other),
+    }
+}
+
 /// Everything `dwa serve` reads from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -78,6 +105,10 @@ pub struct Config {
     pub max_followers_per_task: usize,
     /// `DWA_MAX_FOLLOWERS`: event-stream clients on this host.
     pub max_followers: usize,
+    /// `DWA_SIGNAL_SECRET`: signs wait steps' links (unset: a key of this process only).
+    pub signal_secret: Option<String>,
+    /// `DWA_PUBLIC_URL`: the base of wait steps' links (unset: links are paths).
+    pub public_url: Option<String>,
     /// The limits requests run within (`DWA_MAX_*`) and the queues tasks may
     /// name with their workers (`WORKER_CONCURRENCY`, `GPU_WORKER_CONCURRENCY`,
     /// `DWA_QUEUES`).
@@ -205,6 +236,8 @@ impl Config {
             idempotency_ttl_secs: parse("DWA_IDEMPOTENCY_TTL_SECS", 86_400u64, 1..=2_592_000)?,
             max_followers_per_task: parse("DWA_MAX_FOLLOWERS_PER_TASK", 100usize, 1..=100_000)?,
             max_followers: parse("DWA_MAX_FOLLOWERS", 10_000usize, 1..=1_000_000)?,
+            signal_secret: signal_secret()?,
+            public_url: public_url()?,
             host: var("DWA_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: parse("PORT", 3000u16, 0..=u16::MAX)?,
             data_dir: var("DWA_DATA_DIR").map_or_else(|| PathBuf::from("./data"), PathBuf::from),

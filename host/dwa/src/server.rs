@@ -10,6 +10,7 @@ use dwa_core::catalog::Catalog;
 use dwa_engine::backend::HttpBackend;
 use dwa_engine::engine::{Engine, EngineConfig};
 use dwa_engine::executor::Executor;
+use dwa_engine::signals::Signals;
 use dwa_plugins::{PluginConfig, Plugins, WORKDIR_MARKER};
 use dwa_store::Store;
 use dwa_store::redis::{RedisOptions, RedisStore};
@@ -116,6 +117,15 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             idempotency_ttl_ms: (config.idempotency_ttl_secs * 1000) as i64,
             // Tests only: a host that "dies" before delivering its effects.
             hold_effects: std::env::var("DWA_TEST_HOLD_EFFECTS").is_ok_and(|v| v == "1"),
+            signals: match &config.signal_secret {
+                Some(secret) => Signals::new(secret.as_bytes(), config.public_url.as_deref()),
+                None => {
+                    tracing::warn!(
+                        "DWA_SIGNAL_SECRET is not set: links of builtin.wait steps are good on this host until it stops"
+                    );
+                    Signals::random(config.public_url.as_deref())
+                }
+            },
         },
         Some(plugins.clone()),
     );

@@ -24,10 +24,12 @@ mod graph;
 mod step;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 use checks::Checker;
 pub use checks::{MAX_DELAY_MS, is_valid_queue};
 use graph::{DepGraph, StepIds};
+pub use wait::{DEFAULT_WAIT_MS, WAIT_TASK, wait_name, wait_timeout};
 
 /// Default per-try timeout when neither the task nor the catalog sets one.
 pub const DEFAULT_TIMEOUT_SECS: f64 = 3600.0;
@@ -186,6 +188,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog, limits: &Limits) -> Result<Plan, 
             planned[d].dependants.push(i);
         }
     }
+    wait::check_waits(&mut c, &planned, spec.steps.is_some());
     let effects = effects::plan_effects(&mut c, &spec, &ids);
     if !c.errors.is_empty() {
         return Err(c.into_errors());

@@ -442,3 +442,46 @@ fn a_lifecycle_list_holds_at_most_64_effects() {
     assert_eq!(e.field, "onSuccess");
     assert!(e.message.contains("at most 64"), "{}", e.message);
 }
+
+#[test]
+fn wait_steps_are_named_literal_and_unique() {
+    let p = check(json!({"type": "p", "steps": [
+        {"id": "a", "task": "builtin.wait"},
+        {"id": "b", "task": "builtin.wait", "dependsOn": ["a"], "input": {"name": "approval", "timeout": 5}}
+    ]}))
+    .unwrap();
+    let names: Vec<Option<String>> = p.steps.iter().map(crate::plan::wait_name).collect();
+    assert_eq!(names, [Some("a".to_owned()), Some("approval".to_owned())]);
+    assert_eq!(crate::plan::wait_timeout(&json!({"timeout": 5})), 5);
+    assert_eq!(
+        crate::plan::wait_timeout(&json!({})),
+        crate::plan::DEFAULT_WAIT_MS
+    );
+
+    let e = one_error(json!({"type": "p", "steps": [
+        {"id": "a", "task": "builtin.wait", "input": {"name": "x"}},
+        {"id": "b", "task": "builtin.wait", "input": {"name": "x"}}
+    ]}));
+    assert_eq!(
+        (e.step.as_deref(), e.field.as_str()),
+        (Some("b"), "steps[1].input.name")
+    );
+    assert!(
+        e.message.contains("already the name of step \"a\""),
+        "{}",
+        e.message
+    );
+    let e = one_error(json!({"type": "p", "payload": {"n": "x"}, "steps": [
+        {"id": "a", "task": "builtin.wait", "input": {"name": "{{payload.n}}"}}
+    ]}));
+    assert!(e.message.contains("must be literal"), "{}", e.message);
+    let e = one_error(json!({"type": "p", "steps": [
+        {"id": "a", "task": "builtin.wait", "forEach": [1, 2]}
+    ]}));
+    assert_eq!(e.field, "steps[0].forEach");
+    // The input schema holds the timeout to 30 days.
+    let e = one_error(json!({"type": "p", "steps": [
+        {"id": "a", "task": "builtin.wait", "input": {"timeout": 2_592_000_001u64}}
+    ]}));
+    assert!(e.field.contains("timeout"), "{e:?}");
+}

@@ -241,6 +241,9 @@ impl Engine {
         limits::check_depth(&input, self.config.limits.max_json_depth)
             .map_err(|e| StepError::permanent(format!("input: {e}")))?;
         self.check_input(step, &input)?;
+        if step.task == dwa_core::plan::WAIT_TASK {
+            return self.wait(job, step, &input).await;
+        }
         Ok(Some(self.call(job, step, input, token).await))
     }
 

@@ -12,7 +12,9 @@ use crate::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
 
 mod resume;
+mod wait;
 use resume::*;
+use wait::*;
 
 /// A sequential task of `n` steps on the `default` queue.
 pub fn chain_task(n: u32) -> NewTask {
@@ -102,6 +104,9 @@ where
     case!(a_cancelled_task_resumes_with_each_job_leased_once);
     case!(only_failed_or_cancelled_tasks_resume);
     case!(a_resumed_task_owes_its_on_error_effects_again);
+    case!(a_parked_step_completes_with_its_signal);
+    case!(a_wait_that_timed_out_takes_no_signal);
+    case!(cancelling_a_task_ends_its_wait);
 }
 
 async fn lease_takes_ready_jobs_once(s: Arc<dyn Store>, _c: Arc<ManualClock>) {

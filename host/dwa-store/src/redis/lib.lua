@@ -354,7 +354,7 @@ local function end_task(c, status, err)
     if st == nil or st == false then
       st = stored[i + 1] or 'pending'
     end
-    if st == 'pending' or st == 'running' then
+    if st == 'pending' or st == 'running' or st == 'waiting' then
       put(c, name, 'skipped')
       put(c, i .. ':completed', NOWS)
       if st == 'running' then
@@ -488,9 +488,10 @@ local function lease(queue, max, lease_ms)
         local c = open(id, {s.status, s.token, s.attempt, s.started, s.key, s.task,
           s.itot, 'started'})
         local st = c.f[s.status] or 'pending'
-        -- Waiting for a retry, a step is still 'running' but not held; a
-        -- forEach step that handed over to its items is never leased again.
-        if is_live(c.f.status) and (st == 'pending' or st == 'running') and not c.f[s.itot]
+        -- Waiting for a retry, a step is still 'running' but not held (a
+        -- parked builtin.wait, 'waiting', until its timeout); a forEach step
+        -- that handed over to its items is never leased again.
+        if is_live(c.f.status) and (st == 'pending' or st == 'running' or st == 'waiting') and not c.f[s.itot]
           and tonumber(c.f[s.token] or '0') <= 0 then
           local token = int(next_token(c.f[s.token]))
           local attempt = c.f[s.attempt] or '1'

@@ -67,6 +67,8 @@ struct Scripts {
     release: Script,
     cancel: Script,
     resume: Script,
+    park: Script,
+    signal: Script,
     reap: Script,
     append: Script,
     sweep: Script,
@@ -87,6 +89,8 @@ impl Scripts {
             release: script!("release.lua"),
             cancel: script!("cancel.lua"),
             resume: script!("resume.lua"),
+            park: script!("park.lua"),
+            signal: script!("signal.lua"),
             reap: script!("reap.lua"),
             append: script!("append.lua"),
             sweep: script!("sweep.lua"),
@@ -578,6 +582,42 @@ impl Store for RedisStore {
             .run(
                 &self.core.scripts.resume,
                 vec![task_id.into(), spec.unwrap_or_default(), on_error.into()],
+            )
+            .await?
+            .single()
+    }
+
+    async fn park(&self, job: &Job, until: i64, data: Value) -> Result<Transition, StoreError> {
+        self.core
+            .run(
+                &self.core.scripts.park,
+                vec![
+                    job_id(job),
+                    job.token.to_string(),
+                    until.to_string(),
+                    data.to_string(),
+                ],
+            )
+            .await?
+            .single()
+    }
+
+    async fn signal(
+        &self,
+        task_id: &str,
+        step: u32,
+        result: Value,
+        until: Option<i64>,
+    ) -> Result<Transition, StoreError> {
+        self.core
+            .run(
+                &self.core.scripts.signal,
+                vec![
+                    task_id.into(),
+                    step.to_string(),
+                    result.to_string(),
+                    until.map(|u| u.to_string()).unwrap_or_default(),
+                ],
             )
             .await?
             .single()

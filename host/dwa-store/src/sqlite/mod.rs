@@ -168,6 +168,8 @@ enum Op {
     Release(Vec<Job>),
     Cancel(String),
     Resume(String, Option<String>, Lifecycles),
+    Park(Job, i64, Value),
+    Signal(String, u32, Value, Option<i64>),
     Reap,
     Append(String, Vec<NewEvent>, u64),
     Purge(i64, usize),
@@ -438,6 +440,23 @@ impl Store for SqliteStore {
         effects: Lifecycles,
     ) -> Result<Transition, StoreError> {
         transition(self.call(Op::Resume(task_id.into(), spec, effects)).await?)
+    }
+
+    async fn park(&self, job: &Job, until: i64, data: Value) -> Result<Transition, StoreError> {
+        transition(self.call(Op::Park(job.clone(), until, data)).await?)
+    }
+
+    async fn signal(
+        &self,
+        task_id: &str,
+        step: u32,
+        result: Value,
+        until: Option<i64>,
+    ) -> Result<Transition, StoreError> {
+        transition(
+            self.call(Op::Signal(task_id.into(), step, result, until))
+                .await?,
+        )
     }
 
     async fn reap_expired(&self) -> Result<usize, StoreError> {

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 mod ops;
 mod outbox;
 mod resume;
+mod wait;
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
@@ -181,6 +182,12 @@ impl Writer {
             Op::Cancel(id) => Reply::Transition(self.cancel(id, now, &mut ev)?),
             Op::Resume(id, spec, effects) => {
                 Reply::Transition(self.resume(id, spec.as_deref(), *effects, now, &mut ev)?)
+            }
+            Op::Park(job, until, data) => {
+                Reply::Transition(self.park(job, *until, data.clone(), now, &mut ev)?)
+            }
+            Op::Signal(id, step, result, until) => {
+                Reply::Transition(self.signal(id, *step, result.clone(), *until, now, &mut ev)?)
             }
             Op::Reap => Reply::Count(self.reap(now)?),
             Op::Purge(before, limit) => Reply::Count(self.purge(*before, *limit)?),

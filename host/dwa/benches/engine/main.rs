@@ -109,6 +109,8 @@ async fn host_on(
         idempotency_ttl_secs: 86_400,
         max_followers_per_task: 100,
         max_followers: 10_000,
+        signal_secret: None,
+        public_url: None,
         api_token: None,
         max_body_bytes: 64 << 20,
         lease_ms: 30_000,

@@ -191,7 +191,7 @@ impl Writer {
         Ok(Leased { jobs, next_due })
     }
 
-    fn check_lease(&self, job: &Job) -> Result<(), StoreError> {
+    pub(super) fn check_lease(&self, job: &Job) -> Result<(), StoreError> {
         let found: Option<i64> = self
             .conn
             .prepare_cached(
@@ -231,7 +231,7 @@ impl Writer {
         }
     }
 
-    fn step_row(&self, task: &str, step: u32) -> Result<StepRow, StoreError> {
+    pub(super) fn step_row(&self, task: &str, step: u32) -> Result<StepRow, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT key, task FROM steps WHERE task_id = ?1 AND idx = ?2")?
@@ -409,7 +409,7 @@ impl Writer {
         Ok(t)
     }
 
-    fn finish_step(
+    pub(super) fn finish_step(
         &mut self,
         task: &str,
         step: u32,
@@ -553,7 +553,7 @@ impl Writer {
             .prepare_cached(
                 "UPDATE steps SET status = 'skipped', completed_at = ?1,
                     error = CASE WHEN status = 'running' THEN ?2 ELSE error END
-                 WHERE task_id = ?3 AND status IN ('pending', 'running')",
+                 WHERE task_id = ?3 AND status IN ('pending', 'running', 'waiting')",
             )?
             .execute(params![now, format!("aborted: {reason}"), task])?;
         self.conn
@@ -666,6 +666,20 @@ impl Writer {
         Ok(held)
     }
 
+    /// Gives a held job back, due at `run_at`, one attempt on (a retry's
+    /// wait, a parked wait step's timeout).
+    pub(super) fn give_back_later(&mut self, job: &Job, run_at: i64) -> Result<(), StoreError> {
+        self.check_lease(job)?;
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET state = 0, run_at = ?1, attempt = attempt + 1,
+                    token = NULL, owner = NULL, lease_until = NULL
+                 WHERE task_id = ?2 AND step = ?3 AND item = ?4",
+            )?
+            .execute(params![run_at, job.task_id, job.step, item_col(job.item)])?;
+        Ok(())
+    }
+
     /// Puts a failed try back in its queue for `run_at`, one attempt on.
     pub(super) fn retry(
         &mut self,
@@ -675,14 +689,7 @@ impl Writer {
         now: i64,
         ev: &mut Vec<Arc<TaskEvent>>,
     ) -> Result<Transition, StoreError> {
-        self.check_lease(job)?;
-        self.conn
-            .prepare_cached(
-                "UPDATE jobs SET state = 0, run_at = ?1, attempt = attempt + 1,
-                    token = NULL, owner = NULL, lease_until = NULL
-                 WHERE task_id = ?2 AND step = ?3 AND item = ?4",
-            )?
-            .execute(params![run_at, job.task_id, job.step, item_col(job.item)])?;
+        self.give_back_later(job, run_at)?;
         let step = self.step_row(&job.task_id, job.step)?;
         let queue: String = self
             .conn
