@@ -10,7 +10,7 @@ use serde_json::Value;
 use dwa_core::model::TaskView;
 use dwa_store::Lifecycles;
 
-use super::{Engine, EngineError, StoredSpec};
+use super::{Engine, EngineError};
 
 impl Engine {
     /// Re-runs task `id` from its failed (or cancelled) steps; with
@@ -21,14 +21,7 @@ impl Engine {
         id: &str,
         payload: Option<Value>,
     ) -> Result<TaskView, EngineError> {
-        let text = self
-            .store
-            .spec(id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-        let mut stored: StoredSpec = serde_json::from_str(&text).map_err(|e| {
-            EngineError::Internal(format!("task {id}: its stored spec is unreadable: {e}"))
-        })?;
+        let mut stored = self.stored_spec(id).await?;
         let spec_json = match payload {
             None => None,
             Some(payload) => {

@@ -125,16 +125,21 @@ impl Engine {
         self.get(id).await
     }
 
-    /// A task's plan as stored, without keeping it (the task may be over).
-    pub(super) async fn stored_plan(&self, id: &str) -> Result<Plan, EngineError> {
+    /// A task's stored form (spec and placements), for a request about it.
+    pub(super) async fn stored_spec(&self, id: &str) -> Result<StoredSpec, EngineError> {
         let text = self
             .store
             .spec(id)
             .await?
             .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
-        let stored: StoredSpec = serde_json::from_str(&text).map_err(|e| {
+        serde_json::from_str(&text).map_err(|e| {
             EngineError::Internal(format!("task {id}: its stored spec is unreadable: {e}"))
-        })?;
+        })
+    }
+
+    /// A task's plan as stored, without keeping it (the task may be over).
+    pub(super) async fn stored_plan(&self, id: &str) -> Result<Plan, EngineError> {
+        let stored = self.stored_spec(id).await?;
         Plan::restore(stored.spec, &stored.placements).map_err(|errs| {
             EngineError::Internal(format!(
                 "task {id} no longer plans: {}",

@@ -32,6 +32,16 @@ pub fn chain_task(n: u32) -> NewTask {
     )
 }
 
+/// A chain of `n` steps, created, with its first job leased: (task id, job).
+pub(crate) async fn started_chain(s: &Arc<dyn Store>, n: u32) -> (String, crate::Job) {
+    let t = chain_task(n);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let mut jobs = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    assert_eq!(jobs.len(), 1, "the chain's first step is ready");
+    (id, jobs.remove(0))
+}
+
 /// `a → (b, c) → d`.
 pub fn diamond_task() -> NewTask {
     let step = |key: &str, waiting_for, dependants: Vec<u32>| NewStep {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{LEASE, chain_task};
+use super::{LEASE, chain_task, started_chain};
 use crate::clock::ManualClock;
 use crate::{Lifecycles, NewTask, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
@@ -20,10 +20,8 @@ pub(super) async fn a_failed_task_runs_again_from_its_failed_step(
     s: Arc<dyn Store>,
     _c: Arc<ManualClock>,
 ) {
-    let t = chain_task(3);
-    let id = t.id.clone();
-    s.create_task(t).await.unwrap();
-    let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    let (id, first) = started_chain(&s, 3).await;
+    let j = [first];
     s.complete(&j[0], json!({"first": 1})).await.unwrap();
     let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
     assert_eq!(j[0].step, 1);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{LEASE, chain_task};
+use super::{LEASE, started_chain};
 use crate::clock::{Clock, ManualClock};
 use crate::{Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
@@ -13,10 +13,8 @@ pub(super) async fn a_parked_step_completes_with_its_signal(
     s: Arc<dyn Store>,
     c: Arc<ManualClock>,
 ) {
-    let t = chain_task(2);
-    let id = t.id.clone();
-    s.create_task(t).await.unwrap();
-    let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    let (id, first) = started_chain(&s, 2).await;
+    let j = [first];
     let until = c.now_ms() + 5_000;
     let tr = s
         .park(&j[0], until, json!({"name": "approve"}))
@@ -77,10 +75,8 @@ pub(super) async fn a_parked_step_completes_with_its_signal(
 }
 
 pub(super) async fn a_wait_that_timed_out_takes_no_signal(s: Arc<dyn Store>, c: Arc<ManualClock>) {
-    let t = chain_task(1);
-    let id = t.id.clone();
-    s.create_task(t).await.unwrap();
-    let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    let (id, first) = started_chain(&s, 1).await;
+    let j = [first];
     s.park(&j[0], c.now_ms() + 1_000, json!({})).await.unwrap();
     c.advance(1_001);
     assert!(matches!(
@@ -96,10 +92,8 @@ pub(super) async fn a_wait_that_timed_out_takes_no_signal(s: Arc<dyn Store>, c: 
 }
 
 pub(super) async fn cancelling_a_task_ends_its_wait(s: Arc<dyn Store>, c: Arc<ManualClock>) {
-    let t = chain_task(1);
-    let id = t.id.clone();
-    s.create_task(t).await.unwrap();
-    let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
+    let (id, first) = started_chain(&s, 1).await;
+    let j = [first];
     s.park(&j[0], c.now_ms() + 1_000, json!({})).await.unwrap();
     s.cancel(&id).await.unwrap();
     let rec = s.task(&id).await.unwrap().unwrap();
