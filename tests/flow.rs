@@ -1,7 +1,8 @@
 //! Flow control, end to end: idempotent submissions (the `Idempotency-Key`
 //! header or `idempotencyKey` field) on the embedded store across a
 //! restart, and on Redis across two hosts; re-running a failed pipeline from
-//! its failed step (`POST /api/tasks/:id/retry`) on both stores.
+//! its failed step (`POST /api/tasks/:id/retry`) on both stores; waiting
+//! steps and their signals; priorities ordering a queue's backlog.
 
 mod common;
 
@@ -360,4 +361,67 @@ async fn a_signed_link_needs_no_api_token_and_the_signal_endpoint_does() {
     assert_eq!(status, 404, "checked by its signature, not the token");
     let (status, _) = post_json(&host, "/api/tasks/x/signal", &json!({"name": "n"})).await;
     assert_eq!(status, 401);
+}
+
+/// Three tasks of priorities -5, 0 and 10, submitted in that order while
+/// the queue's one worker is busy, start highest first once it is free.
+async fn a_backlog_starts_by_priority(host: &Host) {
+    let busy = json!({"type": "builtin.sleep", "payload": {"ms": 1_500}});
+    let blocker = submit_ok(host, &busy).await;
+    wait_until(host, &blocker, "to start", |t| t["status"] == "active").await;
+    let mut ids = Vec::new();
+    for p in [-5, 0, 10] {
+        let task = json!({"type": "builtin.sleep", "priority": p, "payload": {"ms": 20}});
+        ids.push(submit_ok(host, &task).await);
+    }
+    let last_created = get_task(host, &ids[2]).await["createdAt"].clone();
+    let freed = wait_done(host, &blocker).await["completedAt"].clone();
+    assert!(
+        freed.as_str() > last_created.as_str(),
+        "the three were submitted while the worker was busy (last created {last_created}, worker free at {freed}): the machine is too slow for this test's 1.5 s task"
+    );
+    let mut started = Vec::new();
+    for id in &ids {
+        let t = wait_done(host, id).await;
+        assert_eq!(t["status"], "completed", "{t:#}");
+        started.push(t["startedAt"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        started[2] < started[1] && started[1] < started[0],
+        "priority 10 starts first, -5 last: started {started:?} for priorities [-5, 0, 10]"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_starts_by_priority_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("WORKER_CONCURRENCY", "1".to_owned())];
+    let host = tokio::task::block_in_place(|| Host::start(dir.path(), &env));
+    a_backlog_starts_by_priority(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_starts_by_priority_on_redis() {
+    let redis = RedisServer::start();
+    let (_dir, host) = redis_host_with(&redis, "host-a", &[("WORKER_CONCURRENCY", "1".into())]);
+    a_backlog_starts_by_priority(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priority_out_of_range_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = tokio::task::block_in_place(|| Host::start(dir.path(), &[]));
+    let task = json!({"type": "p", "priority": 5, "steps": [
+        {"id": "a", "task": "builtin.echo", "priority": 1001}]});
+    let (status, body) = submit(&host, &task).await;
+    assert_eq!(status, 422, "{body}");
+    let d = &body["error"]["details"][0];
+    assert_eq!(d["field"], "steps[0].priority", "{body}");
+    assert!(
+        d["message"].as_str().unwrap().contains("-1000 to 1000"),
+        "{body}"
+    );
+    let (status, body) = submit(&host, &json!({"type": "builtin.echo", "priority": 2.5})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("priority"), "{body}");
 }

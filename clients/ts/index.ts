@@ -23,6 +23,8 @@ export interface Step<N extends string = TaskName | (string & {})> {
   dependsOn?: string[];
   backend?: string;
   queue?: string;
+  /** dwa: overrides the task's `priority` for this step. */
+  priority?: number;
   forEach?: string | unknown[];
   forEachConcurrency?: number;
   resources?: Resources;
@@ -58,6 +60,8 @@ export interface Task<N extends string = TaskName | (string & {})> {
   idempotencyKey?: string;
   runAt?: string;
   delay?: number;
+  /** dwa: -1000 to 1000, higher first; a waiting job gains a level every 10 s. */
+  priority?: number;
   onPending?: Effect[];
   onProgress?: Effect[];
   onSuccess?: Effect[];

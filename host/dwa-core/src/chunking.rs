@@ -210,6 +210,7 @@ fn expand_step(
             s.backend.clone()
         },
         queue: None,
+        priority: s.priority,
         input: Some(split_input),
         depends_on: s.depends_on.clone(),
         for_each: None,
@@ -227,6 +228,7 @@ fn expand_step(
         task: s.task.clone(),
         backend: s.backend.clone(),
         queue: s.queue.clone(),
+        priority: s.priority,
         input: Some(Value::Object(part_input)),
         depends_on: Some(part_deps),
         for_each: Some(Value::String(format!("{{{{steps.{split_id}.chunks}}}}"))),
@@ -240,6 +242,7 @@ fn expand_step(
         task: "builtin.merge".into(),
         backend: None,
         queue: None,
+        priority: s.priority,
         input: Some(json!({
             "strategy": cfg.merge,
             "parts": format!("{{{{steps.{parts_id}}}}}"),

@@ -37,6 +37,12 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 31_536_000_000u64)]
     pub delay: Option<u64>,
+    /// (dwa) Its steps' place in their queue: higher first, FIFO among
+    /// equals, a waiting job gaining one level per 10 s (docs/tasks.md,
+    /// "Priorities"). -1000 to 1000; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -1000, maximum = 1000)]
+    pub priority: Option<i32>,
     /// The task's input; a pipeline's first steps receive it. Default `{}`.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
@@ -89,6 +95,10 @@ pub struct StepSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub queue: Option<String>,
+    /// (dwa) Overrides the task's `priority` for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -1000, maximum = 1000)]
+    pub priority: Option<i32>,
     /// The step's input, with templates (any JSON); default: its dependency's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<serde_json::Value>)]

@@ -131,10 +131,26 @@ pub struct NewStep {
     pub task: String,
     /// The queue its jobs go to.
     pub queue: String,
+    /// Its jobs' priority in the queue (higher first; see [`rank`]).
+    pub priority: i32,
     /// How many steps it waits for.
     pub waiting_for: u32,
     /// The steps that wait for it.
     pub dependants: Vec<u32>,
+}
+
+/// How long a queued job waits to gain one priority level: the aging that
+/// keeps low priorities from starving (docs/tasks.md, "Priorities").
+pub const PRIORITY_AGING_MS: i64 = 10_000;
+
+/// The order in which due jobs of a queue are leased, lowest first: the
+/// time the job became due, less `PRIORITY_AGING_MS` per priority level.
+/// A job of priority `p` goes ahead of equal ones that became due up to
+/// `p × PRIORITY_AGING_MS` before it, and no further: a waiting job's place
+/// never moves back, so every job is leased once the newer ones ahead of it
+/// have been (aging without rewriting the queue).
+pub fn rank(due_at: i64, priority: i32) -> i64 {
+    due_at.saturating_sub(i64::from(priority).saturating_mul(PRIORITY_AGING_MS))
 }
 
 /// A task to create: its record and its steps; steps waiting for nothing are queued at once.

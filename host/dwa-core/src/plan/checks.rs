@@ -108,6 +108,9 @@ pub(super) fn check_task(c: &mut Checker<'_>, spec: &TaskSpec) {
     if let Some(r) = &spec.retry {
         check_retry(c, None, "retry", r);
     }
+    if let Some(p) = spec.priority {
+        check_priority(c, None, "priority", p);
+    }
     check_timeout(
         c,
         None,
@@ -123,6 +126,21 @@ pub(super) fn is_valid_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         && !id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The bound of `priority` either way: wide enough for any scheme of
+/// levels, small enough that aging (one level per 10 s) reaches every job
+/// within ~6 hours.
+pub const MAX_PRIORITY: i32 = 1000;
+
+pub(super) fn check_priority(c: &mut Checker<'_>, step: Option<&str>, field: &str, p: i32) {
+    if p.abs() > MAX_PRIORITY {
+        c.err(
+            step,
+            field,
+            format!("{p} is out of range: a priority is from -{MAX_PRIORITY} to {MAX_PRIORITY} (higher runs first)"),
+        );
+    }
 }
 
 /// Whether `q` can name a queue: 1-64 letters, digits, '-', '_' or '.'.

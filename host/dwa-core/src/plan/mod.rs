@@ -27,7 +27,7 @@ mod tests;
 mod wait;
 
 use checks::Checker;
-pub use checks::{MAX_DELAY_MS, is_valid_queue};
+pub use checks::{MAX_DELAY_MS, MAX_PRIORITY, is_valid_queue};
 use graph::{DepGraph, StepIds};
 pub use wait::{DEFAULT_WAIT_MS, WAIT_TASK, wait_name, wait_timeout};
 
@@ -58,6 +58,10 @@ pub struct Placement {
     pub backend: String,
     /// Queue name.
     pub queue: String,
+    /// Place in the queue (docs/tasks.md, "Priorities"); absent in plans
+    /// stored before priorities.
+    #[serde(default)]
+    pub priority: i32,
     /// Per-try timeout in ms.
     pub timeout_ms: u64,
 }
@@ -252,6 +256,7 @@ fn steps_of(c: &mut Checker<'_>, spec: &TaskSpec) -> Vec<StepSpec> {
             task: spec.task_type.clone(),
             backend: spec.backend.clone(),
             queue: None,
+            priority: None,
             input: None,
             depends_on: None,
             for_each: None,

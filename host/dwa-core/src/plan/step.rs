@@ -11,7 +11,7 @@ use crate::limits;
 use crate::model::{StepSpec, TaskSpec};
 use crate::template::{Root, Template};
 
-use super::checks::{Checker, check_queue, check_retry, check_timeout};
+use super::checks::{Checker, check_priority, check_queue, check_retry, check_timeout};
 use super::graph::{DepGraph, StepIds};
 use super::{DEFAULT_TIMEOUT_SECS, Placement, PlannedStep};
 
@@ -141,6 +141,9 @@ fn place(
     if let Some(r) = &s.retry {
         check_retry(c, at.step(), &at.field("retry"), r);
     }
+    if let Some(p) = s.priority {
+        check_priority(c, at.step(), &at.field("priority"), p);
+    }
     let step_timeout = s.resources.as_ref().and_then(|r| r.timeout);
     check_timeout(c, at.step(), &at.field("resources.timeout"), step_timeout);
     let task_resources = spec.resources.as_ref();
@@ -162,6 +165,7 @@ fn place(
     let placement = Placement {
         backend: info.as_ref().map(|i| i.backend.clone()).unwrap_or_default(),
         queue,
+        priority: s.priority.or(spec.priority).unwrap_or(0),
         timeout_ms: (timeout * 1000.0).round().max(1.0) as u64,
     };
     (info, placement)

@@ -333,6 +333,7 @@ impl Engine {
                 key: s.key.clone(),
                 task: s.task.clone(),
                 queue: s.placement.queue.clone(),
+                priority: s.placement.priority,
                 waiting_for: s.deps.len() as u32,
                 dependants: s.dependants.iter().map(|d| *d as u32).collect(),
             })

@@ -11,8 +11,10 @@ use crate::clock::{Clock, ManualClock};
 use crate::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
 
+mod priority;
 mod resume;
 mod wait;
+use priority::*;
 use resume::*;
 use wait::*;
 
@@ -24,6 +26,7 @@ pub fn chain_task(n: u32) -> NewTask {
                 key: i.to_string(),
                 task: "builtin.echo".into(),
                 queue: "default".into(),
+                priority: 0,
                 waiting_for: u32::from(i > 0),
                 dependants: if i + 1 < n { vec![i + 1] } else { vec![] },
             })
@@ -48,6 +51,7 @@ pub fn diamond_task() -> NewTask {
         key: key.into(),
         task: "builtin.echo".into(),
         queue: "default".into(),
+        priority: 0,
         waiting_for,
         dependants,
     };
@@ -62,7 +66,7 @@ pub fn diamond_task() -> NewTask {
     )
 }
 
-fn task_with(steps: Vec<NewStep>, queue: &str) -> NewTask {
+pub(crate) fn task_with(steps: Vec<NewStep>, queue: &str) -> NewTask {
     NewTask {
         id: uuid::Uuid::now_v7().to_string(),
         task_type: "conformance".into(),
@@ -114,6 +118,10 @@ where
     case!(a_cancelled_task_resumes_with_each_job_leased_once);
     case!(only_failed_or_cancelled_tasks_resume);
     case!(a_resumed_task_owes_its_on_error_effects_again);
+    case!(higher_priorities_lease_first_and_equals_in_order);
+    case!(a_waiting_job_gains_a_level_per_aging_interval);
+    case!(a_delayed_job_is_ranked_when_it_becomes_due);
+    case!(items_and_dependants_keep_their_steps_priority);
     case!(a_parked_step_completes_with_its_signal);
     case!(a_wait_that_timed_out_takes_no_signal);
     case!(cancelling_a_task_ends_its_wait);

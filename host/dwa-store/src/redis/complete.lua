@@ -32,7 +32,7 @@ for _ = 1, tonumber(ARGV[4]) do
       put(c, s.idone, int(done))
       if nxt <= total then
         put(c, s.inext, int(nxt))
-        push_job(id, step, nxt - 1, c.f[s.queue], NOW)
+        push_job(id, step, nxt - 1, c.f[s.queue], NOW, c.f[s.prio])
       end
       if done >= total then
         local names = {}

@@ -2,7 +2,7 @@
 -- idempotency key ('' for none), body hash, expires at (ms), effects
 -- ('' or some of p, s, e: onPending, onSuccess, onError lists), run at (ms;
 -- its first steps wait until then), steps,
--- then per step: key, task, queue, waiting, dependants (comma-separated).
+-- then per step: key, task, queue, priority, waiting, dependants (comma-separated).
 -- A key held (unexpired, on the store's clock) by an earlier task answers
 -- IDEMPOTENT <task> same|different instead of creating one.
 local i = 4
@@ -22,17 +22,18 @@ for _ = 1, tonumber(ARGV[3]) do
     end
   end
   if held then
-    i = i + n * 5
+    i = i + n * 6
     end_item('IDEMPOTENT ' .. held[1] .. ' ' .. (held[2] == ihash and 'same' or 'different'))
   elseif redis.call('HSETNX', key, 'type', typ) == 0 then
-    i = i + n * 5
+    i = i + n * 6
     end_item('DUPLICATE ' .. id)
   else
     local w = {'queue', queue, 'status', 'pending', 'pipeline', pipeline, 'created', created, 'total', ARGV[i - 1], 'spec', spec}
     queues[queue] = true
     for s = 0, n - 1 do
-      local skey, task, q, waiting, deps = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-      i = i + 5
+      local skey, task, q, prio, waiting, deps = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+        ARGV[i + 5]
+      i = i + 6
       local si = int(s)
       local p = F(si)
       w[#w + 1] = p.key
@@ -42,12 +43,16 @@ for _ = 1, tonumber(ARGV[3]) do
       w[#w + 1] = p.queue
       w[#w + 1] = q
       queues[q] = true
+      if prio ~= '0' then
+        w[#w + 1] = p.prio
+        w[#w + 1] = prio
+      end
       if deps ~= '' then
         w[#w + 1] = p.deps
         w[#w + 1] = deps
       end
       if waiting == '0' then
-        push_job(id, si, '-1', q, run_at)
+        push_job(id, si, '-1', q, run_at, prio)
       else
         w[#w + 1] = p.waiting
         w[#w + 1] = waiting

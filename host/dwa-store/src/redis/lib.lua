@@ -15,15 +15,16 @@
 -- Keys (P = prefix):
 --   P:t:{id}     the task hash: type queue status pipeline created started
 --                completed total done progress seq result error spec, and
---                per step i: i:key i:task i:queue i:status i:waiting i:deps
+--                per step i: i:key i:task i:queue i:prio (absent: 0) i:status i:waiting i:deps
 --                i:attempt (next try) i:attempts (tries started) i:token
 --                i:stalls i:started i:completed i:result i:error
 --                i:itot i:idone i:inext (forEach items), and its events
 --                e1, e2, ... (e{seq}: written by the same HSET as the change)
 --   P:it:{id}:{i}  forEach items of step i: n (result), n:token, n:attempt, n:stalls
---   P:q:{queue}  due jobs, oldest first (list of "id|step|item")
---   P:d:{queue}  delayed jobs (retries) by due time (zset), moved to the
---                list by the first lease that finds them due
+--   P:r:{queue}  due jobs by rank (zset of "id|step|item"): when each became
+--                due less AGING_MS per priority level, leased lowest first
+--   P:d:{queue}  delayed jobs (retries, runAt, parked waits) by due time
+--                (zset), ranked into P:r by the first lease that finds them due
 --   P:a          leased jobs by lease expiry (zset)
 --   channel P:events  every event of a script, as one JSON array
 --   P:idx, P:idx:q:{queue}    every task (lex zsets, newest = greatest id)
@@ -52,7 +53,7 @@ local ITEM = nil
 -- Field names of step i in the task hash ("i:status", ...), built once per
 -- step index per call: most items of a batch are step 0 of their task, and
 -- every concatenation makes Lua intern a new string.
-local STEP_FIELDS = {'key', 'task', 'queue', 'status', 'waiting', 'deps', 'attempt', 'attempts', 'token',
+local STEP_FIELDS = {'key', 'task', 'queue', 'prio', 'status', 'waiting', 'deps', 'attempt', 'attempts', 'token',
   'stalls', 'started', 'completed', 'result', 'error', 'itot', 'idone', 'inext'}
 local FIELDS = {}
 local function F(i)
@@ -194,13 +195,24 @@ local function commit(c)
   end
 end
 
-local function push_job(id, step, item, queue, run_at)
+-- How long a queued job waits to gain one priority level; the same as
+-- dwa_store::PRIORITY_AGING_MS (a unit test holds them equal).
+local AGING_MS = 10000
+
+-- A due job's place in its queue (dwa_store::rank): lowest is leased first.
+local function rank(due_at, prio)
+  return int(due_at - (tonumber(prio) or 0) * AGING_MS)
+end
+
+-- Queues a job of a step whose priority is prio (a number, a string, or nil for 0).
+local function push_job(id, step, item, queue, run_at, prio)
   local list = QADD[queue]
   if not list then
     list = {due = {}, delayed = {}}
     QADD[queue] = list
   end
   if run_at <= NOW then
+    list.due[#list.due + 1] = rank(run_at, prio)
     list.due[#list.due + 1] = jid(id, step, item)
   else
     list.delayed[#list.delayed + 1] = int(run_at)
@@ -212,7 +224,7 @@ end
 -- Queued jobs are written before anything reads a queue (and at the end).
 local function flush_jobs()
   for q, list in pairs(QADD) do
-    chunked('RPUSH', k('q', q), list.due)
+    chunked('ZADD', k('r', q), list.due)
     chunked('ZADD', k('d', q), list.delayed)
   end
   QADD = {}
@@ -313,9 +325,9 @@ local function finish_step(c, step, result)
     for d in string.gmatch(deps, '%d+') do
       local w = redis.call('HINCRBY', c.key, d .. ':waiting', -1)
       if w == 0 then
-        local r = redis.call('HMGET', c.key, d .. ':status', d .. ':queue')
+        local r = redis.call('HMGET', c.key, d .. ':status', d .. ':queue', d .. ':prio')
         if (r[1] or 'pending') == 'pending' then
-          push_job(c.id, d, '-1', r[2], NOW)
+          push_job(c.id, d, '-1', r[2], NOW, r[3])
         end
       end
     end
@@ -400,7 +412,7 @@ end
 local function open_held(j, token, fields)
   local id, step, item = split_jid(j)
   local s = F(step)
-  local want = {s.status, s.key, s.task, 'queue', s.queue}
+  local want = {s.status, s.key, s.task, 'queue', s.queue, s.prio}
   if item == '-1' then
     want[#want + 1] = s.token
     want[#want + 1] = s.attempt
@@ -456,16 +468,26 @@ end
 local function give_back(c, j, run_at)
   job_put(c, 'token', int(-tonumber(c.token)))
   redis.call('ZREM', k('a'), j)
-  push_job(c.id, c.step, c.item, c.f[c.step .. ':queue'], run_at)
+  push_job(c.id, c.step, c.item, c.f[c.step .. ':queue'], run_at, c.f[c.step .. ':prio'])
 end
 
--- Moves the delayed jobs of queue that are due to the end of its list.
+-- Ranks the delayed jobs of queue that are due among its due jobs (by
+-- when they became due and their step's priority).
 local function promote(queue)
   local dk = k('d', queue)
-  local due = redis.call('ZRANGEBYSCORE', dk, '-inf', NOWS, 'LIMIT', 0, 1000)
+  local due = redis.call('ZRANGEBYSCORE', dk, '-inf', NOWS, 'WITHSCORES', 'LIMIT', 0, 1000)
   if #due > 0 then
-    redis.call('RPUSH', k('q', queue), unpack(due))
-    redis.call('ZREM', dk, unpack(due))
+    local ranked, names = {}, {}
+    for n = 1, #due, 2 do
+      local j = due[n]
+      local id, step = split_jid(j)
+      local prio = redis.call('HGET', k('t', id), step .. ':prio')
+      ranked[#ranked + 1] = rank(tonumber(due[n + 1]), prio)
+      ranked[#ranked + 1] = j
+      names[#names + 1] = j
+    end
+    redis.call('ZADD', k('r', queue), unpack(ranked))
+    redis.call('ZREM', dk, unpack(names))
   end
 end
 
@@ -473,15 +495,16 @@ end
 local function lease(queue, max, lease_ms)
   flush_jobs()
   promote(queue)
-  local qk = k('q', queue)
+  local qk = k('r', queue)
   local got = 0
   local until_ms = int(NOW + lease_ms)
   while got < max do
-    local js = redis.call('LPOP', qk, max - got)
-    if not js then
+    local popped = redis.call('ZPOPMIN', qk, max - got)
+    if #popped == 0 then
       break
     end
-    for _, j in ipairs(js) do
+    for n = 1, #popped, 2 do
+      local j = popped[n]
       local id, step, item = split_jid(j)
       local s = F(step)
       if item == '-1' then
@@ -536,7 +559,7 @@ end
 -- When the next job of queue is due: now if one is waiting, else the
 -- earliest delayed one's time, else -1.
 local function next_due(queue)
-  if redis.call('LLEN', k('q', queue)) > 0 then
+  if redis.call('ZCARD', k('r', queue)) > 0 then
     return NOW
   end
   local r = redis.call('ZRANGE', k('d', queue), 0, 0, 'WITHSCORES')

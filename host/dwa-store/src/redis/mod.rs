@@ -74,6 +74,7 @@ struct Scripts {
     sweep: Script,
     fx_claim: Script,
     fx_settle: Script,
+    upgrade: Script,
 }
 
 impl Scripts {
@@ -96,6 +97,7 @@ impl Scripts {
             sweep: script!("sweep.lua"),
             fx_claim: script!("fx_claim.lua"),
             fx_settle: script!("fx_settle.lua"),
+            upgrade: script!("upgrade.lua"),
         }
     }
 }
@@ -258,6 +260,7 @@ impl Core {
                 args.push(s.key);
                 args.push(s.task);
                 args.push(s.queue);
+                args.push(s.priority.to_string());
                 args.push(s.waiting_for.to_string());
                 let deps: Vec<String> = s.dependants.iter().map(u32::to_string).collect();
                 args.push(deps.join(","));
@@ -344,6 +347,7 @@ impl RedisStore {
             scripts: Scripts::new(),
             round_trips: AtomicU64::new(0),
         });
+        core.run(&core.scripts.upgrade, Vec::new()).await?;
         let c = core.clone();
         let creates = Batcher::new(BATCH, task_size, move |tasks| {
             let c = c.clone();

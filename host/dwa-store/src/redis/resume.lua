@@ -23,6 +23,7 @@ else
     names[#names + 1] = s.key
     names[#names + 1] = s.queue
     names[#names + 1] = s.token
+    names[#names + 1] = s.prio
   end
   local stored = hmget_all(c.key, names)
   local waiting, again, done = {}, {}, 0
@@ -30,7 +31,7 @@ else
     waiting[i] = 0
   end
   for i = 0, total - 1 do
-    local st, deps = stored[i * 5 + 1] or 'pending', stored[i * 5 + 2]
+    local st, deps = stored[i * 6 + 1] or 'pending', stored[i * 6 + 2]
     if st == 'completed' then
       done = done + 1
     elseif deps then
@@ -41,7 +42,7 @@ else
   end
   local gone = {}
   for i = 0, total - 1 do
-    local st, key, queue, token = stored[i * 5 + 1] or 'pending', stored[i * 5 + 3], stored[i * 5 + 4], stored[i * 5 + 5]
+    local st, key, queue, token = stored[i * 6 + 1] or 'pending', stored[i * 6 + 3], stored[i * 6 + 4], stored[i * 6 + 5]
     if st ~= 'completed' then
       local s = F(i)
       put(c, s.status, 'pending')
@@ -54,7 +55,7 @@ else
       end
       redis.call('DEL', k('it', id, i))
       if waiting[i] == 0 then
-        push_job(id, int(i), '-1', queue, NOW)
+        push_job(id, int(i), '-1', queue, NOW, stored[i * 6 + 6])
       end
       again[#again + 1] = key
     end

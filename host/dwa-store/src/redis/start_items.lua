@@ -21,7 +21,7 @@ else
   put(c, s.idone, '0')
   put(c, s.inext, int(first))
   for i = 0, first - 1 do
-    push_job(c.id, c.step, i, c.f[s.queue], NOW)
+    push_job(c.id, c.step, i, c.f[s.queue], NOW, c.f[s.prio])
   end
 end
 commit(c)

@@ -223,6 +223,7 @@ fn wide_task(n: u32) -> NewTask {
         key,
         task: "builtin.echo".into(),
         queue: "default".into(),
+        priority: 0,
         waiting_for,
         dependants,
     };
@@ -292,4 +293,11 @@ async fn a_wide_pipeline_runs_and_fails_whole() {
         assert_eq!(rec.steps.len(), n as usize + 2);
         assert_eq!(rec.result, Some(serde_json::json!("end")));
     }
+}
+
+#[test]
+fn the_scripts_age_priorities_as_the_rust_side_ranks() {
+    let lib = include_str!("lib.lua");
+    let line = format!("local AGING_MS = {}\n", crate::PRIORITY_AGING_MS);
+    assert!(lib.contains(&line), "lib.lua must say {line:?}");
 }

@@ -34,105 +34,13 @@ use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
 /// Largest group of requests committed in one transaction.
 const MAX_BATCH: usize = 2048;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    status TEXT NOT NULL,
-    pipeline INTEGER NOT NULL,
-    progress REAL NOT NULL DEFAULT 0,
-    result TEXT,
-    error TEXT,
-    created_at INTEGER NOT NULL,
-    started_at INTEGER,
-    completed_at INTEGER,
-    steps_total INTEGER NOT NULL,
-    steps_done INTEGER NOT NULL DEFAULT 0
-);
--- The spec can be large (a 10,000-step DAG is ~1 MB) and never changes: it
--- lives apart so that the hot counters of `tasks` stay in a small row.
-CREATE TABLE IF NOT EXISTS task_specs (
-    id TEXT PRIMARY KEY,
-    spec TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status, id);
-CREATE INDEX IF NOT EXISTS tasks_by_queue ON tasks(queue, id);
-CREATE INDEX IF NOT EXISTS tasks_by_end ON tasks(completed_at) WHERE completed_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS steps (
-    task_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    task TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    status TEXT NOT NULL,
-    waiting INTEGER NOT NULL,
-    dependants TEXT NOT NULL,
-    items_total INTEGER,
-    items_done INTEGER NOT NULL DEFAULT 0,
-    items_next INTEGER NOT NULL DEFAULT 0,
-    result TEXT,
-    error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    started_at INTEGER,
-    completed_at INTEGER,
-    PRIMARY KEY (task_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS items (
-    task_id TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    item INTEGER NOT NULL,
-    result TEXT NOT NULL,
-    PRIMARY KEY (task_id, step, item)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS jobs (
-    task_id TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    item INTEGER NOT NULL,
-    queue TEXT NOT NULL,
-    state INTEGER NOT NULL,
-    run_at INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    token INTEGER,
-    owner TEXT,
-    lease_until INTEGER,
-    PRIMARY KEY (task_id, step, item)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, state, run_at, seq);
-CREATE INDEX IF NOT EXISTS jobs_leased ON jobs(state, lease_until);
-CREATE TABLE IF NOT EXISTS events (
-    task_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    step_id TEXT,
-    step_task TEXT,
-    data TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    PRIMARY KEY (task_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    body_hash TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
-CREATE TABLE IF NOT EXISTS outbox (
-    task_id TEXT NOT NULL,
-    lifecycle TEXT NOT NULL,
-    due_at INTEGER,
-    attempt INTEGER NOT NULL DEFAULT 0,
-    token INTEGER NOT NULL DEFAULT 0,
-    delivered INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (task_id, lifecycle)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(due_at);
-"#;
+// A job's `state`: due (leased in rank order), held by a worker, or
+// delayed until its `run_at` (a retry's wait, `runAt`, a parked wait).
+const DUE: i64 = 0;
+const LEASED: i64 = 1;
+const DELAYED: i64 = 2;
 
-const WAITING: i64 = 0;
-const ACTIVE: i64 = 1;
-
+mod schema;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -243,13 +151,13 @@ impl SqliteStore {
         })?;
         let path = dir.join("dwa.sqlite");
         let conn = open_conn(&path)?;
-        conn.execute_batch(SCHEMA)?;
+        schema::prepare(&conn)?;
         // The lock proves no other process uses this store: every job a
         // previous process held is orphaned, so give it back now rather than
         // waiting for its lease to expire.
         conn.execute(
             "UPDATE jobs SET state = ?1, token = NULL, owner = NULL, lease_until = NULL WHERE state = ?2",
-            params![WAITING, ACTIVE],
+            params![DUE, LEASED],
         )?;
         let job_seq: i64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM jobs", [], |r| r.get(0))?;
@@ -266,6 +174,7 @@ impl SqliteStore {
             activated: HashSet::new(),
             done_counts: HashMap::new(),
             now: 0,
+            delayed_due: HashMap::new(),
         };
         let ev = events.clone();
         std::thread::Builder::new()

@@ -40,6 +40,10 @@ pub(super) struct Writer {
     pub(super) done_counts: HashMap<String, (i64, i64)>,
     /// The clock reading of the batch being applied.
     pub(super) now: i64,
+    /// Per queue, no later than its earliest delayed job's due time (absent:
+    /// unknown), so that a lease looks for delayed jobs to promote only when
+    /// one may be due: one statement less per step on the hot path.
+    pub(super) delayed_due: HashMap<String, i64>,
 }
 
 pub(super) struct Applied {
@@ -121,6 +125,7 @@ impl Writer {
                     self.conn.execute_batch("RELEASE op")?;
                 } else {
                     self.conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                    self.delayed_due.clear();
                 }
             } else if matches!(&r, Err(e) if is_dirty(e)) {
                 dirty = true;
@@ -141,6 +146,7 @@ impl Writer {
             self.capped.clear();
             self.activated.clear();
             self.done_counts.clear();
+            self.delayed_due.clear();
         }
         end?;
         Ok(results)

@@ -104,6 +104,8 @@ async fn host_on(
         local_url: None,
         limits: dwa_core::limits::Limits {
             queues: [("default".to_owned(), workers), ("gpu".to_owned(), 2)].into(),
+            // The wide scenario's DAG has 10,000 steps (DWA_MAX_STEPS defaults to 1,000).
+            max_steps: 10_000,
             ..Default::default()
         },
         idempotency_ttl_secs: 86_400,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use dwa_core::model::{TaskEvent, TaskStatus};
 
-use super::super::{item_col, parse_json};
+use super::super::{DELAYED, DUE, item_col, parse_json};
 use super::{StepRow, Writer};
 use crate::{EVENTS_CAPPED, Job, Leased, NewEvent, NewTask, StoreError, Transition};
 
@@ -69,13 +69,22 @@ impl Writer {
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             self.conn
                 .prepare_cached(
-                    "INSERT INTO steps (task_id, idx, key, task, queue, status, waiting, dependants)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
+                    "INSERT INTO steps (task_id, idx, key, task, queue, priority, status, waiting, dependants)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
                 )?
-                .execute(params![t.id, i as i64, s.key, s.task, s.queue, s.waiting_for, deps])?;
+                .execute(params![
+                    t.id,
+                    i as i64,
+                    s.key,
+                    s.task,
+                    s.queue,
+                    s.priority,
+                    s.waiting_for,
+                    deps
+                ])?;
             if s.waiting_for == 0 {
                 let run_at = t.run_at.map_or(now, |at| at.max(now));
-                self.push_job(&t.id, i as u32, None, &s.queue, run_at, 1)?;
+                self.push_job(&t.id, i as u32, None, (&s.queue, s.priority), run_at, 1)?;
                 if !woke.contains(&s.queue) {
                     woke.push(s.queue.clone());
                 }
@@ -88,22 +97,41 @@ impl Writer {
         })
     }
 
+    /// Queues a job of a step in its `(queue, priority)`: due now (state 0,
+    /// at its rank) or later (state 2, by due time, until a lease promotes it).
     pub(super) fn push_job(
         &mut self,
         task: &str,
         step: u32,
         item: Option<u32>,
-        queue: &str,
+        (queue, priority): (&str, i32),
         run_at: i64,
         attempt: u32,
     ) -> Result<(), StoreError> {
         self.job_seq += 1;
+        let (state, rank) = if run_at <= self.now {
+            (DUE, crate::rank(run_at, priority))
+        } else {
+            self.note_delayed(queue, run_at);
+            (DELAYED, run_at)
+        };
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO jobs (task_id, step, item, queue, state, run_at, attempt, seq)
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO jobs (task_id, step, item, queue, state, run_at, attempt, seq, prio, rank)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
-            .execute(params![task, step, item_col(item), queue, run_at, attempt, self.job_seq])?;
+            .execute(params![
+                task,
+                step,
+                item_col(item),
+                queue,
+                state,
+                run_at,
+                attempt,
+                self.job_seq,
+                priority,
+                rank
+            ])?;
         Ok(())
     }
 
@@ -117,14 +145,14 @@ impl Writer {
         ev: &mut Vec<Arc<TaskEvent>>,
     ) -> Result<Leased, StoreError> {
         let now = self.now;
+        self.promote(queue)?;
         let rows: Vec<(String, u32, i64, u32)> = self
             .conn
             .prepare_cached(
                 "SELECT task_id, step, item, attempt FROM jobs
-                 WHERE queue = ?1 AND state = 0 AND run_at <= ?2
-                 ORDER BY run_at, seq LIMIT ?3",
+                 WHERE queue = ?1 AND state = ?2 ORDER BY rank, seq LIMIT ?3",
             )?
-            .query_map(params![queue, now, max as i64], |r| {
+            .query_map(params![queue, DUE, max as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect::<Result<_, _>>()?;
@@ -183,8 +211,11 @@ impl Writer {
         }
         let next_due: Option<i64> = if want_next_due {
             self.conn
-                .prepare_cached("SELECT MIN(run_at) FROM jobs WHERE queue = ?1 AND state = 0")?
-                .query_row(params![queue], |r| r.get(0))?
+                .prepare_cached(
+                    "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND state = ?2)
+                        THEN ?3 ELSE (SELECT MIN(rank) FROM jobs WHERE queue = ?1 AND state = ?4) END",
+                )?
+                .query_row(params![queue, DUE, now, DELAYED], |r| r.get(0))?
         } else {
             None
         };
@@ -306,15 +337,17 @@ impl Writer {
             return Ok(t);
         }
         let first = items.min(concurrency.max(1));
-        let queue: String = self
+        let (queue, priority): (String, i32) = self
             .conn
             .prepare_cached(
                 "UPDATE steps SET items_total = ?1, items_done = 0, items_next = ?2
-                 WHERE task_id = ?3 AND idx = ?4 RETURNING queue",
+                 WHERE task_id = ?3 AND idx = ?4 RETURNING queue, priority",
             )?
-            .query_row(params![items, first, job.task_id, job.step], |r| r.get(0))?;
+            .query_row(params![items, first, job.task_id, job.step], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         for i in 0..first {
-            self.push_job(&job.task_id, job.step, Some(i), &queue, now, 1)?;
+            self.push_job(&job.task_id, job.step, Some(i), (&queue, priority), now, 1)?;
         }
         Ok(Transition {
             woke: vec![queue],
@@ -342,21 +375,28 @@ impl Writer {
                     .execute(params![job.task_id, job.step, item, result.to_string()])?;
                 // One statement counts the item done and claims the next item
                 // to queue, if any (RETURNING gives the new values).
-                let (done, total, next, queue): (u32, u32, u32, String) = self
+                let (done, total, next, queue, priority): (u32, u32, u32, String, i32) = self
                     .conn
                     .prepare_cached(
                         "UPDATE steps SET items_done = items_done + 1, items_next = items_next + 1
                          WHERE task_id = ?1 AND idx = ?2
-                         RETURNING items_done, items_total, items_next, queue",
+                         RETURNING items_done, items_total, items_next, queue, priority",
                     )?
                     .query_row(params![job.task_id, job.step], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                     })?;
                 // `items_next` counts past the end once every item is queued;
                 // below it, `next - 1` is the item this completion claimed.
                 if next <= total {
                     let item = next - 1;
-                    self.push_job(&job.task_id, job.step, Some(item), &queue, now, 1)?;
+                    self.push_job(
+                        &job.task_id,
+                        job.step,
+                        Some(item),
+                        (&queue, priority),
+                        now,
+                        1,
+                    )?;
                     t.woke.push(queue);
                 }
                 if done >= total {
@@ -451,15 +491,17 @@ impl Writer {
         )?;
         let dependants: Vec<u32> = serde_json::from_str(&dependants).unwrap_or_default();
         for d in dependants {
-            let (waiting, queue, status): (i64, String, String) = self
+            let (waiting, queue, status, priority): (i64, String, String, i32) = self
                 .conn
                 .prepare_cached(
                     "UPDATE steps SET waiting = waiting - 1 WHERE task_id = ?1 AND idx = ?2
-                     RETURNING waiting, queue, status",
+                     RETURNING waiting, queue, status, priority",
                 )?
-                .query_row(params![task, d], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                .query_row(params![task, d], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
             if waiting == 0 && status == "pending" {
-                self.push_job(task, d, None, &queue, now, 1)?;
+                self.push_job(task, d, None, (&queue, priority), now, 1)?;
                 if !t.woke.contains(&queue) {
                     t.woke.push(queue);
                 }
@@ -666,17 +708,65 @@ impl Writer {
         Ok(held)
     }
 
+    /// Remembers that `queue` has a delayed job due at `at`.
+    fn note_delayed(&mut self, queue: &str, at: i64) {
+        // Unknown stays unknown: the next lease looks and learns.
+        if let Some(d) = self.delayed_due.get_mut(queue) {
+            *d = (*d).min(at);
+        }
+    }
+
+    /// Ranks the delayed jobs of `queue` that are due among its due jobs,
+    /// when one may be due; then learns when the next one is.
+    fn promote(&mut self, queue: &str) -> Result<(), StoreError> {
+        let now = self.now;
+        if self.delayed_due.get(queue).is_some_and(|d| *d > now) {
+            return Ok(());
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET state = ?1, rank = run_at - prio * ?2
+                 WHERE queue = ?3 AND state = ?4 AND rank <= ?5",
+            )?
+            .execute(params![DUE, crate::PRIORITY_AGING_MS, queue, DELAYED, now])?;
+        let next: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT MIN(rank) FROM jobs WHERE queue = ?1 AND state = ?2")?
+            .query_row(params![queue, DELAYED], |r| r.get(0))?;
+        self.delayed_due
+            .insert(queue.to_owned(), next.unwrap_or(i64::MAX));
+        Ok(())
+    }
+
     /// Gives a held job back, due at `run_at`, one attempt on (a retry's
     /// wait, a parked wait step's timeout).
     pub(super) fn give_back_later(&mut self, job: &Job, run_at: i64) -> Result<(), StoreError> {
         self.check_lease(job)?;
-        self.conn
+        let queue: String = self
+            .conn
             .prepare_cached(
-                "UPDATE jobs SET state = 0, run_at = ?1, attempt = attempt + 1,
-                    token = NULL, owner = NULL, lease_until = NULL
-                 WHERE task_id = ?2 AND step = ?3 AND item = ?4",
+                "UPDATE jobs SET run_at = ?1, attempt = attempt + 1,
+                    token = NULL, owner = NULL, lease_until = NULL,
+                    state = CASE WHEN ?1 <= ?5 THEN ?6 ELSE ?7 END,
+                    rank = CASE WHEN ?1 <= ?5 THEN ?1 - prio * ?8 ELSE ?1 END
+                 WHERE task_id = ?2 AND step = ?3 AND item = ?4 RETURNING queue",
             )?
-            .execute(params![run_at, job.task_id, job.step, item_col(job.item)])?;
+            .query_row(
+                params![
+                    run_at,
+                    job.task_id,
+                    job.step,
+                    item_col(job.item),
+                    self.now,
+                    DUE,
+                    DELAYED,
+                    crate::PRIORITY_AGING_MS
+                ],
+                |r| r.get(0),
+            )?;
+        if run_at > self.now {
+            self.note_delayed(&queue, run_at);
+        }
         Ok(())
     }
 

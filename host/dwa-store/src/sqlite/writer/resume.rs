@@ -35,10 +35,10 @@ impl Writer {
                 .execute(params![spec, id])?;
         }
         // (idx, key, queue, completed, dependants) of every step.
-        let steps: Vec<(u32, String, String, bool, Vec<u32>)> = self
+        let steps: Vec<(u32, String, String, bool, Vec<u32>, i32)> = self
             .conn
             .prepare_cached(
-                "SELECT idx, key, queue, status = 'completed', dependants FROM steps
+                "SELECT idx, key, queue, status = 'completed', dependants, priority FROM steps
                  WHERE task_id = ?1 ORDER BY idx",
             )?
             .query_map(params![id], |r| {
@@ -49,12 +49,13 @@ impl Writer {
                     r.get(2)?,
                     r.get(3)?,
                     serde_json::from_str(&deps).unwrap_or_default(),
+                    r.get(5)?,
                 ))
             })?
             .collect::<Result<_, _>>()?;
         // A step waits for each dependency that will run again.
         let mut waiting = vec![0i64; steps.len()];
-        for (_, _, _, completed, dependants) in &steps {
+        for (_, _, _, completed, dependants, _) in &steps {
             if !completed {
                 for d in dependants {
                     if let Some(w) = waiting.get_mut(*d as usize) {
@@ -68,7 +69,7 @@ impl Writer {
             .execute(params![id])?;
         let mut woke: Vec<String> = Vec::new();
         let mut again = Vec::new();
-        for (idx, key, queue, completed, _) in &steps {
+        for (idx, key, queue, completed, _, priority) in &steps {
             if *completed {
                 continue;
             }
@@ -85,7 +86,7 @@ impl Writer {
                 .prepare_cached("DELETE FROM items WHERE task_id = ?1 AND step = ?2")?
                 .execute(params![id, idx])?;
             if w == 0 {
-                self.push_job(id, *idx, None, queue, now, 1)?;
+                self.push_job(id, *idx, None, (queue, *priority), now, 1)?;
                 if !woke.contains(queue) {
                     woke.push(queue.clone());
                 }

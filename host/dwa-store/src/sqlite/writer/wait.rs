@@ -61,7 +61,7 @@ impl Writer {
         let due: Option<i64> = self
             .conn
             .prepare_cached(
-                "SELECT run_at FROM jobs WHERE task_id = ?1 AND step = ?2 AND item = -1 AND state = 0",
+                "SELECT run_at FROM jobs WHERE task_id = ?1 AND step = ?2 AND item = -1 AND state IN (0, 2)",
             )?
             .query_row(params![task, step], |r| r.get(0))
             .optional()?;
