@@ -210,6 +210,12 @@ impl Client {
             .await
     }
 
+    /// The tasks this host runs (`GET /api/catalog`): `{"tasks": [...]}`.
+    pub async fn catalog(&self) -> Result<Value, ClientError> {
+        self.send(self.request(reqwest::Method::GET, "/api/catalog"))
+            .await
+    }
+
     /// Draws a task's steps (`POST /api/visualize`): `{"mermaid", "url", "unknownTasks"}`.
     pub async fn visualize(&self, task: &Value) -> Result<Value, ClientError> {
         self.send(

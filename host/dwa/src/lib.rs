@@ -8,6 +8,7 @@
 //!   catalog and the engine, and serves [`api`].
 //! - [`api`]: the axum HTTP API, SSE and OpenAPI (docs/api.md).
 //! - [`followers`]: the limits on event-stream clients.
+//! - [`taskfile`]: JSON and YAML task files for the CLI.
 //!
 //! Below it: `dwa_engine` runs tasks, `dwa_plugins` hosts WebAssembly
 //! plugins, `dwa_store` keeps the queue and state, and `dwa_core` says what
@@ -23,3 +24,4 @@ pub mod api;
 pub mod config;
 pub mod followers;
 pub mod server;
+pub mod taskfile;

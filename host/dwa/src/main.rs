@@ -1,14 +1,25 @@
-//! The `dwa` binary: `dwa serve` starts the host (see the README).
+//! The `dwa` binary: `dwa serve` starts the host (see the README); the
+//! other commands drive a host over HTTP (docs/cli.md).
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod cli;
+
 #[derive(Parser)]
-#[command(name = "dwa", version, about = "Declarative task orchestrator")]
+#[command(
+    name = "dwa",
+    version,
+    about = "Declarative task orchestrator",
+    after_help = "Examples:\n  dwa serve\n  dwa submit podcast.yaml --watch\n  dwa ls --status failed\n  DWA_URL=http://gpu-box:3000 dwa watch 0193a5c2-..."
+)]
 struct Cli {
+    #[command(flatten)]
+    remote: cli::Remote,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -22,20 +33,46 @@ enum Command {
     /// Load every plugin of DWA_PLUGIN_DIR (compiling it into the artifact
     /// cache) and list what each provides; fails if any cannot be loaded.
     Plugins,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Example:\n  dwa completions bash > /etc/bash_completion.d/dwa")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    #[command(flatten)]
+    Remote(cli::RemoteCommand),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    // The host logs at info; a command driving a host stays quiet unless asked.
+    let level = match cli.command {
+        Some(Command::Remote(_) | Command::Completions { .. }) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
+    let done = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::Plugins => check_plugins().await,
+        // Exit codes: 0 done (a watched task completed), 1 a watched task
+        // failed or was cancelled, 2 the command itself failed.
+        Command::Remote(c) => {
+            return Ok(cli::run(&cli.remote, c).await.unwrap_or_else(|e| {
+                eprintln!("error: {}", cli::describe(&e));
+                ExitCode::from(2)
+            }));
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "dwa", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Openapi => {
             println!(
                 "{}",
@@ -45,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 async fn check_plugins() -> anyhow::Result<()> {
