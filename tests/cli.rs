@@ -192,7 +192,10 @@ async fn cancel_viz_catalog_and_completions() {
     let o = dwa(&host, Some(TOKEN), &["submit", "-"], waiting).await;
     assert!(o.status.success(), "{}", err(&o));
     let id = out(&o).split_whitespace().next().unwrap().to_owned();
-    wait_until_authorized(&host, &id).await;
+    wait_until(&host, &id, "its wait step to park", |t| {
+        t["stepStatus"][0]["status"] == "waiting"
+    })
+    .await;
     let o = dwa(&host, Some(TOKEN), &["cancel", &id], "").await;
     assert_eq!(out(&o).trim(), format!("{id} cancelled"), "{}", err(&o));
 
@@ -221,28 +224,4 @@ async fn cancel_viz_catalog_and_completions() {
         "{}",
         err(&o)
     );
-}
-
-/// Waits (bounded) until the task's wait step is parked, reading with the token.
-async fn wait_until_authorized(host: &Host, id: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let t: Value = client()
-            .get(host.url(&format!("/api/tasks/{id}")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if t["stepStatus"][0]["status"] == "waiting" {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the wait step never parked: {t:#}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }

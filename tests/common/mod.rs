@@ -44,6 +44,9 @@ pub struct Host {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The `DWA_API_TOKEN` it was started with: the helpers that read the
+    /// API ([`get_json`] and the waits built on it) send it.
+    pub token: Option<String>,
 }
 
 /// Reads the child's stdout (on a thread, to its end) and answers the rest
@@ -85,9 +88,14 @@ impl Host {
         let mut child = cmd.spawn().expect("spawn dwa");
         let base = ready_line(&mut child, "dwa listening on ", START_WAIT)
             .expect("dwa did not print its address within 240 s");
+        let token = env
+            .iter()
+            .find(|(k, _)| *k == "DWA_API_TOKEN")
+            .map(|(_, v)| v.clone());
         Host {
             child: Some(child),
             base,
+            token,
         }
     }
 
@@ -161,7 +169,12 @@ pub async fn submit_ok(host: &Host, task: &Value) -> String {
 
 /// GETs a path of the host's API and parses the JSON answer.
 pub async fn get_json(host: &Host, path: &str) -> Value {
-    json_of(client().get(host.url(path))).await
+    let req = client().get(host.url(path));
+    json_of(match &host.token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    })
+    .await
 }
 
 /// Sends `req` and answers its JSON body, naming the request when either fails.

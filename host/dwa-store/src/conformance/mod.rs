@@ -83,6 +83,15 @@ pub(crate) fn task_with(steps: Vec<NewStep>, queue: &str) -> NewTask {
 
 pub(crate) const LEASE: i64 = 30_000;
 
+/// Whether a lease of `queue` finds nothing due (and so takes nothing).
+pub(crate) async fn leases_nothing(s: &Arc<dyn Store>, queue: &str) -> bool {
+    s.lease(queue, "w", 10, LEASE)
+        .await
+        .unwrap()
+        .jobs
+        .is_empty()
+}
+
 /// Runs every case; `make` builds a fresh, empty store on the given clock.
 pub async fn run_all<F, Fut>(make: F)
 where
@@ -145,13 +154,7 @@ async fn lease_takes_ready_jobs_once(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
         again.jobs.is_empty(),
         "a leased job is not handed out twice"
     );
-    assert!(
-        s.lease("gpu", "w2", 10, LEASE)
-            .await
-            .unwrap()
-            .jobs
-            .is_empty()
-    );
+    assert!(leases_nothing(&s, "gpu").await);
     let rec = s.task(&id).await.unwrap().unwrap();
     assert_eq!(rec.status, TaskStatus::Active);
     assert_eq!(rec.steps[0].status, StepStatus::Running);
@@ -296,13 +299,7 @@ async fn failure_skips_dependants_and_fails_task(s: Arc<dyn Store>, _c: Arc<Manu
         s.complete(c, json!(1)).await,
         Err(StoreError::LeaseLost(_))
     ));
-    assert!(
-        s.lease("default", "w", 10, LEASE)
-            .await
-            .unwrap()
-            .jobs
-            .is_empty()
-    );
+    assert!(leases_nothing(&s, "default").await);
 }
 
 async fn cancel_stops_pending_and_running(s: Arc<dyn Store>, _c: Arc<ManualClock>) {
@@ -317,13 +314,7 @@ async fn cancel_stops_pending_and_running(s: Arc<dyn Store>, _c: Arc<ManualClock
         s.complete(&j[0], json!(1)).await,
         Err(StoreError::LeaseLost(_))
     ));
-    assert!(
-        s.lease("default", "w", 10, LEASE)
-            .await
-            .unwrap()
-            .jobs
-            .is_empty()
-    );
+    assert!(leases_nothing(&s, "default").await);
     let rec = s.task(&id).await.unwrap().unwrap();
     assert_eq!(rec.status, TaskStatus::Cancelled);
     assert!(rec.completed_at.is_some());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{LEASE, chain_task, started_chain};
+use super::{LEASE, chain_task, leases_nothing, started_chain};
 use crate::clock::ManualClock;
 use crate::{Lifecycles, NewTask, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
@@ -102,13 +102,7 @@ pub(super) async fn a_cancelled_task_resumes_with_each_job_leased_once(
     s.resume(&id, None, NO_EFFECTS).await.unwrap();
     let j = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
     assert_eq!(j.iter().map(|j| j.step).collect::<Vec<_>>(), [0]);
-    assert!(
-        s.lease("default", "w", 10, LEASE)
-            .await
-            .unwrap()
-            .jobs
-            .is_empty()
-    );
+    assert!(leases_nothing(&s, "default").await);
     // Cancelled while a step ran: its old holder can no longer complete it.
     let held = j[0].clone();
     s.cancel(&id).await.unwrap();

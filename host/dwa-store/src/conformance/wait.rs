@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{LEASE, started_chain};
+use super::{LEASE, leases_nothing, started_chain};
 use crate::clock::{Clock, ManualClock};
 use crate::{Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
@@ -29,11 +29,7 @@ pub(super) async fn a_parked_step_completes_with_its_signal(
     assert_eq!(rec.steps[0].status, StepStatus::Waiting);
     assert_eq!(rec.status, TaskStatus::Active);
     assert!(
-        s.lease("default", "w", 10, LEASE)
-            .await
-            .unwrap()
-            .jobs
-            .is_empty(),
+        leases_nothing(&s, "default").await,
         "not before its timeout"
     );
     assert!(
@@ -103,11 +99,5 @@ pub(super) async fn cancelling_a_task_ends_its_wait(s: Arc<dyn Store>, c: Arc<Ma
         Err(StoreError::Conflict(_))
     ));
     c.advance(2_000);
-    assert!(
-        s.lease("default", "w", 10, LEASE)
-            .await
-            .unwrap()
-            .jobs
-            .is_empty()
-    );
+    assert!(leases_nothing(&s, "default").await);
 }
