@@ -2,9 +2,12 @@
 //! header or `idempotencyKey` field) on the embedded store across a
 //! restart, and on Redis across two hosts; re-running a failed pipeline from
 //! its failed step (`POST /api/tasks/:id/retry`) on both stores; waiting
-//! steps and their signals; priorities ordering a queue's backlog.
+//! steps and their signals; priorities ordering a queue's backlog;
+//! schedules (flow/schedules.rs).
 
 mod common;
+#[path = "flow/schedules.rs"]
+mod schedules;
 
 use common::*;
 use dwa_store::testing::RedisServer;

@@ -17,6 +17,7 @@
 //! - [`redact`]: credentials out of URLs the host shows.
 //! - [`visualize`]: mermaid diagrams of a plan.
 //! - [`retry`]: backoff arithmetic of a step's retry policy.
+//! - [`schedule`]: cron schedules and which of their ticks are due.
 //! - [`step`]: the contract between the engine and whatever runs a step.
 
 pub mod catalog;
@@ -26,6 +27,7 @@ pub mod model;
 pub mod plan;
 pub mod redact;
 pub mod retry;
+pub mod schedule;
 pub mod schema;
 pub mod step;
 pub mod template;

@@ -34,6 +34,8 @@ pub struct Limits {
     pub max_lineage_depth: u32,
     /// `DWA_MAX_ENQUEUES_PER_TASK`: tasks one task's effects may enqueue (per host).
     pub max_enqueues_per_task: u32,
+    /// `DWA_MAX_SCHEDULES`: schedules a store may hold (all hosts together).
+    pub max_schedules: usize,
     /// `DWA_QUEUES`: the queues tasks may name, with their workers per host
     /// (`default` and `gpu` are always there).
     pub queues: BTreeMap<String, usize>,
@@ -54,6 +56,7 @@ impl Default for Limits {
             max_task_events: 50_000,
             max_lineage_depth: 10,
             max_enqueues_per_task: 100,
+            max_schedules: 1_000,
             queues: BTreeMap::from([("default".to_owned(), 5), ("gpu".to_owned(), 2)]),
         }
     }
@@ -73,6 +76,7 @@ impl Limits {
             max_task_events: u64::MAX,
             max_lineage_depth: u32::MAX,
             max_enqueues_per_task: u32::MAX,
+            max_schedules: usize::MAX,
             queues: BTreeMap::new(),
         }
     }

@@ -10,6 +10,7 @@ pub mod effects;
 mod outbox;
 mod rerun;
 mod run;
+mod schedules;
 mod submit;
 mod wait;
 
@@ -51,6 +52,12 @@ pub enum EngineError {
     /// No such task: 404.
     #[error("task {0} not found")]
     NotFound(String),
+    /// The body is not a schedule, or its cron, time zone or policies are wrong: 400.
+    #[error("invalid schedule: {}", .0.message)]
+    BadSchedule(FieldError),
+    /// No such schedule: 404.
+    #[error("schedule {0} not found")]
+    NoSchedule(String),
     /// The request does not fit the task's state: 409.
     #[error("{0}")]
     Conflict(String),
@@ -167,6 +174,8 @@ pub struct Engine {
     planners: Semaphore,
     /// Wakes the outbox loop when this host made lifecycle effects due.
     outbox_wake: Notify,
+    /// Wakes the schedule loop when a schedule was created or resumed here.
+    schedule_wake: Notify,
     progress_tasks: Mutex<std::collections::HashSet<String>>,
     /// Set while [`Engine::forget_ended`] runs: lags under load come in
     /// bursts, and one sweep at a time is enough.
@@ -199,6 +208,7 @@ impl Engine {
             forgetting: std::sync::atomic::AtomicBool::new(false),
             planners: Semaphore::new(submit::planner_threads()),
             outbox_wake: Notify::new(),
+            schedule_wake: Notify::new(),
         })
     }
 
@@ -284,6 +294,8 @@ impl Engine {
         self.tracker.spawn(async move { me.reap_loop().await });
         let me = self.clone();
         self.tracker.spawn(async move { me.listen_loop().await });
+        let me = self.clone();
+        self.tracker.spawn(async move { me.schedule_loop().await });
         if self.plugins.is_some() && !self.config.hold_effects {
             let me = self.clone();
             self.tracker.spawn(async move { me.outbox_loop().await });

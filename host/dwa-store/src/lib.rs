@@ -340,6 +340,41 @@ pub struct TaskRecord {
     pub steps: Vec<StepRecord>,
 }
 
+/// A schedule as stored. The store keeps its definition and what it has
+/// done as opaque JSON (the engine reads them) and guards one thing: that
+/// of two hosts firing the same tick, one alone moves `next_at` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    /// Its id.
+    pub id: String,
+    /// Its definition (JSON).
+    pub spec: String,
+    /// Paused: never due.
+    pub paused: bool,
+    /// When its next tick is due (ms); [`NEVER`] when none will come.
+    pub next_at: i64,
+    /// What it has done (JSON: runs, skips, its last error, recent runs).
+    pub state: String,
+    /// When it was created (ms).
+    pub created_at: i64,
+}
+
+/// The `next_at` of a schedule that has no tick left.
+pub const NEVER: i64 = i64::MAX;
+
+/// A change to a schedule, applied only if its `next_at` is still `expect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleUpdate {
+    /// The `next_at` the caller read.
+    pub expect: i64,
+    /// Its new `next_at`.
+    pub next_at: i64,
+    /// Its new paused flag.
+    pub paused: bool,
+    /// Its new state (JSON).
+    pub state: String,
+}
+
 /// Filters of `GET /api/tasks`.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -514,6 +549,36 @@ pub trait Store: Send + Sync + 'static {
     /// Settles a claimed delivery; a claim whose lease was taken over
     /// answers [`StoreError::LeaseLost`].
     async fn settle_effects(&self, due: &DueEffects, how: Settled) -> Result<(), StoreError>;
+
+    /// Stores a new schedule, unless one has its id ([`StoreError::Duplicate`])
+    /// or the store holds `max` already ([`StoreError::Conflict`]).
+    async fn create_schedule(&self, s: ScheduleRecord, max: usize) -> Result<(), StoreError>;
+
+    /// A schedule.
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError>;
+
+    /// Up to `limit` schedules in id order, after `after` (the previous page's last).
+    async fn schedules(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Deletes a schedule; answers whether it existed.
+    async fn delete_schedule(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Up to `max` unpaused schedules due now (`next_at <= now` by the
+    /// store's clock), earliest first, and the earliest `next_at` after
+    /// now, if any.
+    async fn due_schedules(
+        &self,
+        max: usize,
+    ) -> Result<(Vec<ScheduleRecord>, Option<i64>), StoreError>;
+
+    /// Applies `update` if the schedule's `next_at` is still `update.expect`
+    /// (compare-and-set: of hosts firing one tick, one records it); answers
+    /// whether it did. A schedule deleted meanwhile is not recreated.
+    async fn update_schedule(&self, id: &str, update: ScheduleUpdate) -> Result<bool, StoreError>;
 
     /// Queues that hold jobs now (so a restarted host serves named queues too).
     async fn queues(&self) -> Result<Vec<String>, StoreError>;

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::{
-    DueEffects, EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, Settled, Store, StoreError,
-    TaskRecord, Transition,
+    DueEffects, EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, ScheduleRecord,
+    ScheduleUpdate, Settled, Store, StoreError, TaskRecord, Transition,
 };
 use dwa_core::model::TaskEvent;
 
@@ -330,6 +330,43 @@ impl Store for Flaky {
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
         self.trip("purge_finished")?;
         self.inner.purge_finished(ended_before, limit).await
+    }
+
+    async fn create_schedule(&self, s: ScheduleRecord, max: usize) -> Result<(), StoreError> {
+        self.trip("create_schedule")?;
+        self.inner.create_schedule(s, max).await
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.trip("schedule")?;
+        self.inner.schedule(id).await
+    }
+
+    async fn schedules(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.trip("schedules")?;
+        self.inner.schedules(after, limit).await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        self.trip("delete_schedule")?;
+        self.inner.delete_schedule(id).await
+    }
+
+    async fn due_schedules(
+        &self,
+        max: usize,
+    ) -> Result<(Vec<ScheduleRecord>, Option<i64>), StoreError> {
+        self.trip("due_schedules")?;
+        self.inner.due_schedules(max).await
+    }
+
+    async fn update_schedule(&self, id: &str, update: ScheduleUpdate) -> Result<bool, StoreError> {
+        self.trip("update_schedule")?;
+        self.inner.update_schedule(id, update).await
     }
 
     async fn queues(&self) -> Result<Vec<String>, StoreError> {

@@ -27,6 +27,8 @@ use dwa_engine::discovery::{self, BackendStatus};
 use dwa_engine::engine::{Engine, EngineError};
 use dwa_store::{Feed, ListFilter};
 
+mod schedules;
+
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -142,6 +144,18 @@ impl IntoResponse for ApiError {
                 format!("task {id} not found"),
                 vec![],
             ),
+            ApiError::Engine(EngineError::BadSchedule(f)) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_schedule",
+                format!("invalid schedule at {}: {}", f.field, f.message),
+                vec![f],
+            ),
+            ApiError::Engine(EngineError::NoSchedule(id)) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("schedule {id} not found"),
+                vec![],
+            ),
             ApiError::Engine(EngineError::Conflict(m)) => {
                 (StatusCode::CONFLICT, "conflict", m, vec![])
             }
@@ -204,6 +218,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/catalog", get(catalog))
         .route("/backends/refresh", post(refresh_backends))
         .route("/plugins", get(list_plugins))
+        .merge(schedules::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     // A signed link is its own credential: no API token (docs/api.md).
     let links = Router::new().route("/signals/{token}", post(signal_link));
@@ -722,6 +737,12 @@ async fn health(State(st): State<AppState>, headers: HeaderMap) -> (StatusCode, 
         visualize,
         catalog,
         refresh_backends,
+        schedules::create_schedule,
+        schedules::list_schedules,
+        schedules::get_schedule,
+        schedules::delete_schedule,
+        schedules::pause_schedule,
+        schedules::resume_schedule,
         health
     ),
     components(schemas(
@@ -737,7 +758,10 @@ async fn health(State(st): State<AppState>, headers: HeaderMap) -> (StatusCode, 
         TaskEvent,
         Visualization,
         CatalogBody,
-        BackendStatus
+        BackendStatus,
+        dwa_core::schedule::ScheduleSpec,
+        dwa_core::schedule::ScheduleView,
+        dwa_core::schedule::ScheduleList
     ))
 )]
 struct ApiDoc;

@@ -221,6 +221,7 @@ fn limits(queues: BTreeMap<String, usize>) -> Result<Limits, ConfigError> {
             d.max_enqueues_per_task,
             0..=100_000,
         )?,
+        max_schedules: parse("DWA_MAX_SCHEDULES", d.max_schedules, 0..=1_000_000)?,
         queues,
     })
 }

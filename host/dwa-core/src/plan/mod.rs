@@ -143,6 +143,12 @@ pub struct Effects {
 
 /// Parses a request body into a [`TaskSpec`], naming the JSON path of a type error.
 pub fn parse_spec(body: &[u8]) -> Result<TaskSpec, FieldError> {
+    parse_json(body)
+}
+
+/// Parses a request body into `T`; a problem names its JSON path (and its
+/// step, when it is in `steps`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, FieldError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -5,7 +5,7 @@ use dwa_store::sqlite::SqliteStore;
 use dwa_store::testing::Flaky;
 use serde_json::json;
 
-fn engine_on(store: Arc<dyn Store>) -> Arc<Engine> {
+pub(super) fn engine_on(store: Arc<dyn Store>) -> Arc<Engine> {
     engine_taking(store, &[])
 }
 
@@ -191,7 +191,7 @@ async fn next_event(
 
 /// A started engine on an embedded store whose clock reads `t0` until the
 /// test moves it.
-async fn on_manual_clock(
+pub(super) async fn on_manual_clock(
     t0: i64,
 ) -> (
     tempfile::TempDir,

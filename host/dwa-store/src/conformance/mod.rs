@@ -13,9 +13,11 @@ use dwa_core::model::{StepStatus, TaskStatus};
 
 mod priority;
 mod resume;
+mod schedules;
 mod wait;
 use priority::*;
 use resume::*;
+use schedules::*;
 use wait::*;
 
 /// A sequential task of `n` steps on the `default` queue.
@@ -134,6 +136,9 @@ where
     case!(a_parked_step_completes_with_its_signal);
     case!(a_wait_that_timed_out_takes_no_signal);
     case!(cancelling_a_task_ends_its_wait);
+    case!(schedules_are_created_once_listed_in_id_order_and_deleted);
+    case!(a_schedule_is_due_at_its_tick_and_one_update_per_tick_wins);
+    case!(paused_and_finished_schedules_are_never_due);
 }
 
 async fn lease_takes_ready_jobs_once(s: Arc<dyn Store>, _c: Arc<ManualClock>) {

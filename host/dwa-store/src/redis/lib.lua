@@ -33,6 +33,8 @@
 --   P:queues     queue names
 --   P:outbox     lifecycle deliveries due ("id|lifecycle" by due time)
 --   P:idem:{key} an idempotency key: task, hash, expires
+--   P:sch:{id}   a schedule: spec paused next state created
+--   P:schedules  every schedule id (lex zset); P:schedules:due  unpaused ones by next tick
 --
 -- A job is held while its token field is positive and equal to the
 -- holder's; giving a job back negates the token, the next lease takes
@@ -196,6 +198,9 @@ local function commit(c)
 end
 
 -- How long a queued job waits to gain one priority level; the same as
+-- dwa_store::NEVER, as Rust writes it: a schedule with no tick left.
+local NEVER = '9223372036854775807'
+
 -- dwa_store::PRIORITY_AGING_MS (a unit test holds them equal).
 local AGING_MS = 10000
 

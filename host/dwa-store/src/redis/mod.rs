@@ -26,6 +26,7 @@
 
 mod batch;
 mod decode;
+mod schedules;
 #[cfg(test)]
 mod tests;
 
@@ -43,8 +44,8 @@ use tokio::sync::broadcast;
 
 use crate::clock::{Clock, SystemClock};
 use crate::{
-    DueEffects, EventFeed, Job, Leased, Lifecycles, ListFilter, NewEvent, NewTask, Settled, Store,
-    StoreError, TaskRecord, Transition,
+    DueEffects, EventFeed, Job, Leased, Lifecycles, ListFilter, NewEvent, NewTask, ScheduleRecord,
+    ScheduleUpdate, Settled, Store, StoreError, TaskRecord, Transition,
 };
 use batch::Batcher;
 use decode::{ScriptReply, fields_map, parse_reply, record, step_record};
@@ -75,6 +76,11 @@ struct Scripts {
     fx_claim: Script,
     fx_settle: Script,
     upgrade: Script,
+    sch_create: Script,
+    sch_update: Script,
+    sch_delete: Script,
+    sch_due: Script,
+    sch_list: Script,
 }
 
 impl Scripts {
@@ -98,6 +104,11 @@ impl Scripts {
             fx_claim: script!("fx_claim.lua"),
             fx_settle: script!("fx_settle.lua"),
             upgrade: script!("upgrade.lua"),
+            sch_create: script!("sch_create.lua"),
+            sch_update: script!("sch_update.lua"),
+            sch_delete: script!("sch_delete.lua"),
+            sch_due: script!("sch_due.lua"),
+            sch_list: script!("sch_list.lua"),
         }
     }
 }
@@ -880,6 +891,37 @@ impl Store for RedisStore {
             )));
         }
         Ok(())
+    }
+
+    async fn create_schedule(&self, s: ScheduleRecord, max: usize) -> Result<(), StoreError> {
+        self.core.create_schedule(s, max).await
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.core.schedule(id).await
+    }
+
+    async fn schedules(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.core.schedules(after, limit).await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        self.core.delete_schedule(id).await
+    }
+
+    async fn due_schedules(
+        &self,
+        max: usize,
+    ) -> Result<(Vec<ScheduleRecord>, Option<i64>), StoreError> {
+        self.core.due_schedules(max).await
+    }
+
+    async fn update_schedule(&self, id: &str, update: ScheduleUpdate) -> Result<bool, StoreError> {
+        self.core.update_schedule(id, update).await
     }
 
     async fn queues(&self) -> Result<Vec<String>, StoreError> {

@@ -301,3 +301,12 @@ fn the_scripts_age_priorities_as_the_rust_side_ranks() {
     let line = format!("local AGING_MS = {}\n", crate::PRIORITY_AGING_MS);
     assert!(lib.contains(&line), "lib.lua must say {line:?}");
 }
+
+#[test]
+fn the_scripts_never_is_the_rust_constant() {
+    let line = format!("local NEVER = '{}'\n", crate::NEVER);
+    assert!(
+        include_str!("lib.lua").contains(&line),
+        "lib.lua must define {line:?}"
+    );
+}

@@ -26,8 +26,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::clock::{Clock, SystemClock};
 use crate::{
-    DueEffects, EventFeed, Job, Leased, Lifecycles, ListFilter, NewEvent, NewTask, Settled,
-    StepRecord, Store, StoreError, TaskRecord, Transition,
+    DueEffects, EventFeed, Job, Leased, Lifecycles, ListFilter, NewEvent, NewTask, ScheduleRecord,
+    ScheduleUpdate, Settled, StepRecord, Store, StoreError, TaskRecord, Transition,
 };
 use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
 
@@ -40,6 +40,7 @@ const DUE: i64 = 0;
 const LEASED: i64 = 1;
 const DELAYED: i64 = 2;
 
+mod schedules;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -83,6 +84,7 @@ enum Op {
     Purge(i64, usize),
     ClaimEffects(usize, i64),
     SettleEffects(DueEffects, Settled),
+    Schedule(schedules::ScheduleOp),
 }
 
 enum Reply {
@@ -209,6 +211,13 @@ impl SqliteStore {
                 .map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn schedule_write(&self, op: schedules::ScheduleOp) -> Result<usize, StoreError> {
+        match self.call(Op::Schedule(op)).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
     }
 
     async fn read<T: Send + 'static>(
@@ -556,6 +565,49 @@ impl Store for SqliteStore {
             Reply::Count(_) => Ok(()),
             _ => Err(StoreError::Backend("unexpected reply".into())),
         }
+    }
+
+    async fn create_schedule(&self, s: ScheduleRecord, max: usize) -> Result<(), StoreError> {
+        self.schedule_write(schedules::ScheduleOp::Create(s, max))
+            .await
+            .map(|_| ())
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| schedules::get(c, &id)).await
+    }
+
+    async fn schedules(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.read(move |c| schedules::list(c, after.as_deref(), limit))
+            .await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .schedule_write(schedules::ScheduleOp::Delete(id.to_owned()))
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn due_schedules(
+        &self,
+        max: usize,
+    ) -> Result<(Vec<ScheduleRecord>, Option<i64>), StoreError> {
+        let now = self.clock.now_ms();
+        self.read(move |c| schedules::due(c, now, max)).await
+    }
+
+    async fn update_schedule(&self, id: &str, update: ScheduleUpdate) -> Result<bool, StoreError> {
+        let n = self
+            .schedule_write(schedules::ScheduleOp::Update(id.to_owned(), update))
+            .await?;
+        Ok(n > 0)
     }
 
     async fn queues(&self) -> Result<Vec<String>, StoreError> {

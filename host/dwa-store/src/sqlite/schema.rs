@@ -7,7 +7,7 @@ use crate::StoreError;
 
 /// The schema this build writes; a data directory at a higher number was
 /// written by a newer dwa and is refused rather than misread.
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS tasks (
@@ -107,6 +107,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (task_id, lifecycle)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(due_at);
+-- Version 2: schedules (a table of its own; nothing to upgrade).
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    paused INTEGER NOT NULL,
+    next_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules(paused, next_at);
 "#;
 
 /// Brings the schema to [`VERSION`]: upgrades the tables of an older data

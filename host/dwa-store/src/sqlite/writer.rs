@@ -206,6 +206,7 @@ impl Writer {
                 self.append(id, events, *cap, now, &mut ev)?;
                 Reply::Events(ev.clone())
             }
+            Op::Schedule(op) => Reply::Count(self.schedule_op(op)?),
         };
         Ok(Applied { reply, events: ev })
     }
