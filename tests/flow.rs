@@ -3,8 +3,11 @@
 //! restart, and on Redis across two hosts; re-running a failed pipeline from
 //! its failed step (`POST /api/tasks/:id/retry`) on both stores; waiting
 //! steps and their signals; priorities ordering a queue's backlog;
-//! schedules (flow/schedules.rs).
+//! schedules (flow/schedules.rs); branches and failure policies
+//! (flow/branches.rs).
 
+#[path = "flow/branches.rs"]
+mod branches;
 mod common;
 #[path = "flow/schedules.rs"]
 mod schedules;

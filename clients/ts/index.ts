@@ -30,6 +30,10 @@ export interface Step<N extends string = TaskName | (string & {})> {
   resources?: Resources;
   retry?: Retry;
   chunk?: { size?: number; overlap?: number; concurrency?: number };
+  /** dwa: run only when this `{{ ... }}` condition holds, else `skipped`. */
+  if?: string;
+  /** dwa: what failing for good does: fail the task, continue, or skip the dependants. */
+  onFailure?: "fail" | "continue" | "skipDependants";
 }
 
 /** Resource hints; `timeout` in seconds. */

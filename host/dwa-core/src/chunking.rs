@@ -218,6 +218,10 @@ fn expand_step(
         resources: None,
         retry: s.retry.clone(),
         chunk: None,
+        // Each piece carries the step's condition and failure policy: a
+        // skipped or tolerated split skips or tolerates the whole step.
+        condition: s.condition.clone(),
+        on_failure: s.on_failure,
     };
     let mut part_input = input;
     part_input.insert(cfg.input.clone(), Value::String(item.into()));
@@ -236,6 +240,8 @@ fn expand_step(
         resources: s.resources.clone(),
         retry: s.retry.clone(),
         chunk: None,
+        condition: s.condition.clone(),
+        on_failure: s.on_failure,
     };
     let merge = StepSpec {
         id: Some(id.clone()),
@@ -255,6 +261,8 @@ fn expand_step(
         resources: None,
         retry: None,
         chunk: None,
+        condition: s.condition.clone(),
+        on_failure: s.on_failure,
     };
     Ok(vec![split, parts, merge])
 }

@@ -124,6 +124,28 @@ pub struct StepSpec {
     /// results (for tasks whose catalog entry has a `chunk` config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<ChunkRequest>,
+    /// (dwa) Runs the step only when this condition holds, else it is
+    /// `skipped` (docs/tasks.md, "Branches"): `"{{ steps.x.label == 'a' }}"`.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// (dwa) What the step failing for good does (docs/tasks.md, "Branches").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+}
+
+/// What a step that failed for good does to its task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnFailure {
+    /// The task fails; its other steps are skipped (the seed's behaviour).
+    #[default]
+    Fail,
+    /// The step is `failed`, with `{"$error": message}` as its result, and
+    /// its dependants run as if it had completed.
+    Continue,
+    /// The step is `failed` and every step that depends on it, directly or
+    /// not, is `skipped`; the rest of the task runs on.
+    SkipDependants,
 }
 
 /// A step's request to be chunked; every field defaults to the task's own config.

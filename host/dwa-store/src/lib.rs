@@ -275,6 +275,17 @@ pub struct Leased {
     pub next_due: Option<i64>,
 }
 
+/// How a step ends without a result of its own (docs/tasks.md, "Branches").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepEnd {
+    /// It did not run: its `if` was false, or an ancestor failed under
+    /// `onFailure: "skipDependants"`. Why, for its `step:skip` event.
+    Skipped(String),
+    /// It failed for good under `onFailure: "continue"` or
+    /// `"skipDependants"`: the error.
+    Failed(String),
+}
+
 /// What a transition did, so the engine can wake workers and fire effects.
 #[derive(Debug, Clone, Default)]
 pub struct Transition {
@@ -454,6 +465,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Puts a job back with `attempt + 1`, due at `run_at` (ms).
     async fn retry(&self, job: &Job, run_at: i64, error: &str) -> Result<Transition, StoreError>;
+
+    /// Ends the job's step without a result of its own, as `end` says: it
+    /// is `skipped` (result `null`) or `failed` (result `{"$error":
+    /// message}`), and its dependants are released as a completion would
+    /// release them; the task completes when its last step has ended. An
+    /// item's job ends its whole step (the other items are dropped).
+    async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError>;
 
     /// Fails the job's step for good: the task fails and its other steps are skipped.
     async fn fail(&self, job: &Job, error: &str) -> Result<Transition, StoreError>;

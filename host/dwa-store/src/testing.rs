@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::{
     DueEffects, EventFeed, Job, Leased, ListFilter, NewEvent, NewTask, ScheduleRecord,
-    ScheduleUpdate, Settled, Store, StoreError, TaskRecord, Transition,
+    ScheduleUpdate, Settled, StepEnd, Store, StoreError, TaskRecord, Transition,
 };
 use dwa_core::model::TaskEvent;
 
@@ -330,6 +330,11 @@ impl Store for Flaky {
     async fn purge_finished(&self, ended_before: i64, limit: usize) -> Result<usize, StoreError> {
         self.trip("purge_finished")?;
         self.inner.purge_finished(ended_before, limit).await
+    }
+
+    async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError> {
+        self.trip("end_step")?;
+        self.inner.end_step(job, end).await
     }
 
     async fn create_schedule(&self, s: ScheduleRecord, max: usize) -> Result<(), StoreError> {

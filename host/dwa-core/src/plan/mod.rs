@@ -89,8 +89,15 @@ pub struct PlannedStep {
     pub for_each_concurrency: Option<u32>,
     /// Retry policy.
     pub retry: RetryConfig,
-    /// Steps whose results its input needs.
+    /// Steps whose results its input, its condition or its guards need.
     pub needs: Vec<usize>,
+    /// Its `if`, parsed and bound.
+    pub condition: Option<crate::template::cond::Condition>,
+    /// What its failing for good does.
+    pub on_failure: crate::model::OnFailure,
+    /// Its ancestors under `onFailure: "skipDependants"`: if one of them
+    /// failed, this step is skipped (their results are in `needs`).
+    pub guards: Vec<usize>,
 }
 
 /// When a task may start (`runAt` or `delay`).
@@ -198,6 +205,7 @@ pub fn plan(spec: TaskSpec, catalog: &Catalog, limits: &Limits) -> Result<Plan, 
             planned[d].dependants.push(i);
         }
     }
+    step::bind_guards(&mut planned, &graph);
     wait::check_waits(&mut c, &planned, spec.steps.is_some());
     let effects = effects::plan_effects(&mut c, &spec, &ids);
     if !c.errors.is_empty() {
@@ -270,6 +278,8 @@ fn steps_of(c: &mut Checker<'_>, spec: &TaskSpec) -> Vec<StepSpec> {
             resources: None,
             retry: None,
             chunk: None,
+            condition: None,
+            on_failure: None,
         }],
     }
 }

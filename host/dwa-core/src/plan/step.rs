@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::catalog::TaskInfo;
 use crate::limits;
-use crate::model::{StepSpec, TaskSpec};
+use crate::model::{OnFailure, StepSpec, TaskSpec};
+use crate::template::cond::Condition;
 use crate::template::{Root, Template};
 
 use super::checks::{Checker, check_priority, check_queue, check_retry, check_timeout};
@@ -94,6 +95,21 @@ pub(super) fn plan_step(
     if s.input.is_none() {
         needs.extend(graph.deps[i].iter().copied());
     }
+    let condition = s.condition.as_deref().and_then(|text| {
+        let field = at.field("if");
+        match Condition::parse(text, c.catalog.filters()) {
+            Ok(mut cond) => {
+                cond.exprs_mut(&mut |e| {
+                    bind_expr(c, e, &field, &at, ids, graph, &mut needs, false)
+                });
+                Some(cond)
+            }
+            Err(e) => {
+                c.err(at.step(), field, e.to_string());
+                None
+            }
+        }
+    });
     PlannedStep {
         idx: i,
         key: at.key.to_owned(),
@@ -110,6 +126,35 @@ pub(super) fn plan_step(
             .or_else(|| spec.retry.clone())
             .unwrap_or_default(),
         needs: needs.into_iter().collect(),
+        condition,
+        on_failure: s.on_failure.unwrap_or_default(),
+        guards: Vec::new(),
+    }
+}
+
+/// Gives each step its guards: the ancestors whose failure, under
+/// `onFailure: "skipDependants"`, skips it. Their results join its `needs`
+/// (a failed step's result says so). Linear in steps × such ancestors.
+pub(super) fn bind_guards(planned: &mut [PlannedStep], graph: &DepGraph) {
+    let skippers: Vec<usize> = planned
+        .iter()
+        .filter(|p| p.on_failure == OnFailure::SkipDependants)
+        .map(|p| p.idx)
+        .collect();
+    if skippers.is_empty() {
+        return;
+    }
+    for step in planned.iter_mut() {
+        step.guards = skippers
+            .iter()
+            .copied()
+            .filter(|&a| a != step.idx && graph.reaches(a, step.idx))
+            .collect();
+        for &g in &step.guards {
+            if let Err(at) = step.needs.binary_search(&g) {
+                step.needs.insert(at, g);
+            }
+        }
     }
 }
 
@@ -241,14 +286,33 @@ fn parse_bound(
             "must be an array or a whole template such as \"{{steps.frames.scenes}}\"",
         );
     }
-    t.exprs_mut(&mut |e| match &mut e.root {
+    let items = !in_for_each && s.for_each.is_some();
+    t.exprs_mut(&mut |e| bind_expr(c, e, &field, at, ids, graph, needs, items));
+    Some(t)
+}
+
+/// Binds an expression of field `field`: each `{{steps.X}}` must name a step
+/// this one depends on (it joins `needs`); `item` and `index` exist only
+/// where `items` says; `progress`, `error` and `result` only in effects.
+#[allow(clippy::too_many_arguments)]
+fn bind_expr(
+    c: &mut Checker<'_>,
+    e: &mut crate::template::Expr,
+    field: &str,
+    at: &At<'_>,
+    ids: &StepIds,
+    graph: &DepGraph,
+    needs: &mut BTreeSet<usize>,
+    items: bool,
+) {
+    match &mut e.root {
         Root::Step { key: sk, idx } => match ids.lookup(sk) {
             Some(target) => {
                 *idx = Some(target);
                 if !graph.reaches(target, at.i) {
                     c.err(
-                        step,
-                        field.clone(),
+                        at.step(),
+                        field.to_owned(),
                         format!(
                             "{{{{{}}}}} can never resolve: step {sk:?} is not a dependency of step {:?}",
                             e.source, at.key
@@ -259,8 +323,8 @@ fn parse_bound(
                 }
             }
             None => c.err(
-                step,
-                field.clone(),
+                at.step(),
+                field.to_owned(),
                 format!(
                     "{{{{{}}}}} can never resolve: unknown step {sk:?}; known ids: {}",
                     e.source,
@@ -268,23 +332,22 @@ fn parse_bound(
                 ),
             ),
         },
-        Root::Item | Root::Index if in_for_each || s.for_each.is_none() => c.err(
-            step,
-            field.clone(),
+        Root::Item | Root::Index if !items => c.err(
+            at.step(),
+            field.to_owned(),
             format!(
                 "{{{{{}}}}} can never resolve: item and index exist only in the input of a forEach step",
                 e.source
             ),
         ),
         Root::Progress | Root::Error | Root::Result => c.err(
-            step,
-            field.clone(),
+            at.step(),
+            field.to_owned(),
             format!(
                 "{{{{{}}}}} can never resolve in a step: progress, error and result exist only in effects",
                 e.source
             ),
         ),
         _ => {}
-    });
-    Some(t)
+    }
 }

@@ -485,3 +485,46 @@ fn wait_steps_are_named_literal_and_unique() {
     ]}));
     assert!(e.field.contains("timeout"), "{e:?}");
 }
+
+#[test]
+fn a_condition_needs_the_steps_it_reads_and_guards_cover_every_descendant() {
+    let p = check(json!({"type": "t", "steps": [
+        {"id": "a", "task": "builtin.echo", "onFailure": "skipDependants"},
+        {"id": "b", "task": "builtin.echo", "dependsOn": ["a"], "input": {},
+         "if": "{{ steps.a.x == 1 }}"},
+        {"id": "c", "task": "builtin.echo", "dependsOn": ["b"], "input": {}},
+        {"id": "d", "task": "builtin.echo", "dependsOn": [], "input": {}}
+    ]}))
+    .unwrap();
+    let b = &p.steps[1];
+    assert!(b.condition.is_some());
+    assert_eq!(b.needs, vec![0], "the condition reads step a");
+    assert_eq!(b.guards, vec![0]);
+    assert_eq!(
+        p.steps[2].guards,
+        vec![0],
+        "a skips its dependants' dependants too"
+    );
+    assert_eq!(p.steps[2].needs, vec![0], "a guard's result is read");
+    assert!(p.steps[3].guards.is_empty(), "d does not depend on a");
+    assert_eq!(
+        p.steps[0].on_failure,
+        crate::model::OnFailure::SkipDependants
+    );
+}
+
+#[test]
+fn a_condition_may_not_read_items_or_effect_values() {
+    for (cond, says) in [
+        ("{{ item == 1 }}", "item and index exist only"),
+        ("{{ error }}", "exist only in effects"),
+        ("{{ steps.later.x }}", "not a dependency"),
+    ] {
+        let e = one_error(json!({"type": "t", "steps": [
+            {"id": "a", "task": "builtin.echo", "forEach": [1, 2], "if": cond},
+            {"id": "later", "task": "builtin.echo", "dependsOn": ["a"]}
+        ]}));
+        assert_eq!(e.field, "steps[0].if", "{cond}");
+        assert!(e.message.contains(says), "{cond}: {}", e.message);
+    }
+}

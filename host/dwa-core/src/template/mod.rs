@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+pub mod cond;
 mod parse;
 #[cfg(test)]
 mod tests;
@@ -487,7 +488,28 @@ impl Expr {
         scope: &Scope<'_>,
         functions: Option<&dyn Functions>,
     ) -> Result<Value, ResolveError> {
-        let found = self.resolve_path(scope);
+        self.filtered(self.resolve_path(scope), scope, functions)
+            .await
+    }
+
+    /// Like [`Expr::resolve_with`], with a missing path read as `null` (for
+    /// conditions, which ask about what may be absent).
+    pub async fn resolve_lenient(
+        &self,
+        scope: &Scope<'_>,
+        functions: Option<&dyn Functions>,
+    ) -> Result<Value, ResolveError> {
+        let found = Ok(self.resolve_path(scope).unwrap_or(Value::Null));
+        self.filtered(found, scope, functions).await
+    }
+
+    /// Applies the filters to what the path found.
+    async fn filtered(
+        &self,
+        found: Result<Value, ResolveError>,
+        scope: &Scope<'_>,
+        functions: Option<&dyn Functions>,
+    ) -> Result<Value, ResolveError> {
         if self.filters.is_empty() {
             return found;
         }

@@ -74,6 +74,30 @@ pub fn parse_string_with(s: &str, filters: Filters<'_>) -> Result<Template, Pars
 
 /// Parses the inside of `{{ }}`; errors carry a byte offset into `inner`.
 fn parse_expr(inner: &str, known: Filters<'_>) -> Result<Expr, (String, usize)> {
+    let (expr, used) = parse_path_and_filters(inner, known, false)?;
+    match inner.as_bytes().get(used) {
+        Some(b) => Err((format!("unexpected character {:?}", *b as char), used)),
+        None => Ok(expr),
+    }
+}
+
+/// Parses a path and its filters at the start of `text`, up to where they
+/// end (an operand of a condition); answers the expression and the bytes used.
+pub(super) fn parse_operand(
+    text: &str,
+    known: Filters<'_>,
+) -> Result<(Expr, usize), (String, usize)> {
+    parse_path_and_filters(text, known, true)
+}
+
+/// The parser of both: in an operand, the path also ends at a character
+/// that cannot continue it (an operator, a parenthesis), and what follows
+/// the filters is left to the caller.
+fn parse_path_and_filters(
+    inner: &str,
+    known: Filters<'_>,
+    operand: bool,
+) -> Result<(Expr, usize), (String, usize)> {
     let bytes = inner.as_bytes();
     let mut i = 0;
     while i < bytes.len() && bytes[i].is_ascii_whitespace() {
@@ -102,6 +126,7 @@ fn parse_expr(inner: &str, known: Filters<'_>) -> Result<Expr, (String, usize)> 
     let mut path = Vec::new();
     while i < bytes.len() && !bytes[i].is_ascii_whitespace() && bytes[i] != b'|' {
         match bytes[i] {
+            b if operand && b != b'.' && b != b'[' => break,
             b'.' => {
                 i += 1;
                 path.push(Seg::Key(ident(&mut i)?));
@@ -131,6 +156,7 @@ fn parse_expr(inner: &str, known: Filters<'_>) -> Result<Expr, (String, usize)> 
             *i += 1;
         }
     };
+    let mut used = end;
     skip_ws(&mut i);
     let mut filters = Vec::new();
     while i < bytes.len() && bytes[i] == b'|' {
@@ -186,9 +212,11 @@ fn parse_expr(inner: &str, known: Filters<'_>) -> Result<Expr, (String, usize)> 
             return Err(("filter join takes a string separator".into(), name_at));
         }
         filters.push(Filter { name, args });
+        used = i;
     }
-    if i < bytes.len() {
-        return Err((format!("unexpected character {:?}", bytes[i] as char), i));
+    if !operand {
+        // Trailing blanks belong to the expression; anything else is the caller's to refuse.
+        skip_ws(&mut used);
     }
     let root = match root_name.as_str() {
         "payload" => Root::Payload,
@@ -222,14 +250,17 @@ fn parse_expr(inner: &str, known: Filters<'_>) -> Result<Expr, (String, usize)> 
     let source = if filters.is_empty() {
         inner[root_start..end].to_owned()
     } else {
-        inner.trim().to_owned()
+        inner[root_start..used].trim().to_owned()
     };
-    Ok(Expr {
-        root,
-        path,
-        filters,
-        source,
-    })
+    Ok((
+        Expr {
+            root,
+            path,
+            filters,
+            source,
+        },
+        used,
+    ))
 }
 
 /// The index of the `)` closing the `(` at `open`, skipping JSON strings.

@@ -11,18 +11,21 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use dwa_core::limits::{self, Exceeded};
+use dwa_core::model::OnFailure;
 use dwa_core::plan::PlannedStep;
 use dwa_core::retry;
 use dwa_core::step::{StepCall, StepError};
 use dwa_core::template::Scope;
 use dwa_plugins::TaskFunctions;
-use dwa_store::{Job, NewEvent, StoreError};
+use dwa_store::{Job, NewEvent, StepEnd, StoreError, Transition};
 
 use super::{Engine, TaskState};
 
 pub(super) enum Outcome {
     Done(Value),
     Failed(StepError),
+    /// Not run: its `if` is false or a guard ancestor failed (why).
+    Skipped(String),
     Aborted,
 }
 
@@ -121,12 +124,13 @@ impl Engine {
                 r
             }
             Outcome::Failed(e) => {
-                let policy = match self.state(&job.task_id).await {
+                // Its retry policy, and whether its failure lets the task go on.
+                let (policy, tolerated) = match self.state(&job.task_id).await {
                     Ok(s) => s
                         .plan
                         .steps
                         .get(job.step as usize)
-                        .map(|st| st.retry.clone())
+                        .map(|st| (st.retry.clone(), st.on_failure != OnFailure::Fail))
                         .unwrap_or_default(),
                     Err(_) => Default::default(),
                 };
@@ -136,12 +140,15 @@ impl Engine {
                     let first = self.store.retry(job, run_at, &e.message).await;
                     self.record_again(job, first, || self.store.retry(job, run_at, &e.message))
                         .await
+                } else if tolerated {
+                    self.end_step(job, StepEnd::Failed(e.message)).await
                 } else {
                     let first = self.store.fail(job, &e.message).await;
                     self.record_again(job, first, || self.store.fail(job, &e.message))
                         .await
                 }
             }
+            Outcome::Skipped(why) => self.end_step(job, StepEnd::Skipped(why)).await,
             Outcome::Aborted => {
                 if self.stop_leasing.is_cancelled()
                     && let Err(e) = self.store.release(std::slice::from_ref(job)).await
@@ -186,6 +193,47 @@ impl Engine {
         .await
     }
 
+    /// Ends a job's step without a result of its own (sent again while the store fails).
+    async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError> {
+        let first = self.store.end_step(job, end.clone()).await;
+        self.record_again(job, first, || self.store.end_step(job, end.clone()))
+            .await
+    }
+
+    /// Why a step is skipped, if it is: an ancestor under `onFailure:
+    /// "skipDependants"` failed (its result says so), or its `if` is false.
+    async fn skip_reason(
+        &self,
+        job: &Job,
+        state: &TaskState,
+        step: &PlannedStep,
+        results: &HashMap<usize, Arc<Value>>,
+    ) -> Result<Option<String>, StepError> {
+        for g in &step.guards {
+            let failed = results.get(g).is_some_and(|r| r.get("$error").is_some());
+            if failed && let Some(a) = state.plan.steps.get(*g) {
+                return Ok(Some(format!(
+                    "step {:?} failed and skips its dependants",
+                    a.key
+                )));
+            }
+        }
+        let Some(cond) = &step.condition else {
+            return Ok(None);
+        };
+        let scope = Scope {
+            payload: Some(&state.plan.spec.payload),
+            steps: Some(results),
+            max_bytes: Some(self.config.limits.max_input_bytes),
+            ..Default::default()
+        };
+        let holds = cond
+            .holds(&scope, Some(&self.functions_for(&job.task_id)))
+            .await
+            .map_err(|e| StepError::permanent(format!("if: {e}")))?;
+        Ok((!holds).then(|| format!("its condition {{{{ {} }}}} is false", cond.source)))
+    }
+
     /// Puts back a job that could not be prepared because the store failed,
     /// at the same attempt. When the store is still down the release fails
     /// too; the lease then runs out and the reaper puts the job back.
@@ -223,6 +271,11 @@ impl Engine {
             .get(job.step as usize)
             .ok_or_else(|| StepError::permanent(format!("step {} does not exist", job.step)))?;
         let results = self.results_for(&job.task_id, &state, &step.needs).await?;
+        if job.item.is_none()
+            && let Some(why) = self.skip_reason(job, &state, step, &results).await?
+        {
+            return Ok(Some(Outcome::Skipped(why)));
+        }
         let items = self.resolve_items(job, &state, step, &results).await?;
         let item =
             match (&items, job.item) {

@@ -11,10 +11,12 @@ use crate::clock::{Clock, ManualClock};
 use crate::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
 
+mod branch;
 mod priority;
 mod resume;
 mod schedules;
 mod wait;
+use branch::*;
 use priority::*;
 use resume::*;
 use schedules::*;
@@ -136,6 +138,8 @@ where
     case!(a_parked_step_completes_with_its_signal);
     case!(a_wait_that_timed_out_takes_no_signal);
     case!(cancelling_a_task_ends_its_wait);
+    case!(a_skipped_or_tolerated_step_releases_its_dependants);
+    case!(ending_an_item_ends_its_step_and_drops_its_other_items);
     case!(schedules_are_created_once_listed_in_id_order_and_deleted);
     case!(a_schedule_is_due_at_its_tick_and_one_update_per_tick_wins);
     case!(paused_and_finished_schedules_are_never_due);

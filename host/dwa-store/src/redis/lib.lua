@@ -312,10 +312,19 @@ local function since(stamp)
 end
 
 -- Records a step's result (c must hold its key, task and deps fields) and
--- queues the dependants it completes.
-local function finish_step(c, step, result)
+-- queues the dependants it completes. `how`, for a step that ends without
+-- a result of its own (end_step.lua): its status, error, event kind and
+-- the event's first fields ('"reason":"...",').
+local function finish_step(c, step, result, how)
   local s = F(step)
-  put(c, s.status, 'completed')
+  local kind, data = 'step:complete', '{"result":' .. result .. ','
+  if how then
+    put(c, s.status, how.status)
+    put(c, s.error, how.error)
+    kind, data = how.kind, '{' .. how.data
+  else
+    put(c, s.status, 'completed')
+  end
   put(c, s.result, result)
   put(c, s.completed, NOWS)
   local done = tonumber(c.f.done or '0') + 1
@@ -323,8 +332,8 @@ local function finish_step(c, step, result)
   put(c, 'done', int(done))
   local pct = math.min(100, done * 100 / total)
   put(c, 'progress', num(pct))
-  emit(c, 'step:complete', c.f[s.key], c.f[s.task],
-    '{"result":' .. result .. ',"progress":' .. num(pct) .. ',"duration":' .. since(got(c, s.started)) .. '}')
+  emit(c, kind, c.f[s.key], c.f[s.task],
+    data .. '"progress":' .. num(pct) .. ',"duration":' .. since(got(c, s.started)) .. '}')
   local deps = c.f[s.deps]
   if deps then
     for d in string.gmatch(deps, '%d+') do

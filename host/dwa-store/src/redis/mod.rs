@@ -45,7 +45,7 @@ use tokio::sync::broadcast;
 use crate::clock::{Clock, SystemClock};
 use crate::{
     DueEffects, EventFeed, Job, Leased, Lifecycles, ListFilter, NewEvent, NewTask, ScheduleRecord,
-    ScheduleUpdate, Settled, Store, StoreError, TaskRecord, Transition,
+    ScheduleUpdate, Settled, StepEnd, Store, StoreError, TaskRecord, Transition,
 };
 use batch::Batcher;
 use decode::{ScriptReply, fields_map, parse_reply, record, step_record};
@@ -76,6 +76,7 @@ struct Scripts {
     fx_claim: Script,
     fx_settle: Script,
     upgrade: Script,
+    end_step: Script,
     sch_create: Script,
     sch_update: Script,
     sch_delete: Script,
@@ -104,6 +105,7 @@ impl Scripts {
             fx_claim: script!("fx_claim.lua"),
             fx_settle: script!("fx_settle.lua"),
             upgrade: script!("upgrade.lua"),
+            end_step: script!("end_step.lua"),
             sch_create: script!("sch_create.lua"),
             sch_update: script!("sch_update.lua"),
             sch_delete: script!("sch_delete.lua"),
@@ -562,6 +564,18 @@ impl Store for RedisStore {
             .single()
     }
 
+    async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError> {
+        let (how, message) = match end {
+            StepEnd::Skipped(reason) => ("skipped", reason),
+            StepEnd::Failed(error) => ("failed", error),
+        };
+        let args = vec![job_id(job), job.token.to_string(), how.into(), message];
+        self.core
+            .run(&self.core.scripts.end_step, args)
+            .await?
+            .single()
+    }
+
     async fn fail(&self, job: &Job, error: &str) -> Result<Transition, StoreError> {
         let args = vec![job_id(job), job.token.to_string(), error.into()];
         self.core.run(&self.core.scripts.fail, args).await?.single()
@@ -703,7 +717,11 @@ impl Store for RedisStore {
         Ok(values
             .chunks(2)
             .map(|pair| match pair {
-                [Some(status), Some(result)] if status == "completed" => {
+                // A step ended without a result of its own (skipped, or
+                // failed under a tolerant policy) left one for its dependants.
+                [Some(status), Some(result)]
+                    if matches!(status.as_str(), "completed" | "failed" | "skipped") =>
+                {
                     serde_json::from_str(result).ok()
                 }
                 _ => None,

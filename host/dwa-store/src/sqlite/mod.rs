@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::clock::{Clock, SystemClock};
 use crate::{
     DueEffects, EventFeed, Job, Leased, Lifecycles, ListFilter, NewEvent, NewTask, ScheduleRecord,
-    ScheduleUpdate, Settled, StepRecord, Store, StoreError, TaskRecord, Transition,
+    ScheduleUpdate, Settled, StepEnd, StepRecord, Store, StoreError, TaskRecord, Transition,
 };
 use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
 
@@ -85,6 +85,7 @@ enum Op {
     ClaimEffects(usize, i64),
     SettleEffects(DueEffects, Settled),
     Schedule(schedules::ScheduleOp),
+    EndStep(Job, StepEnd),
 }
 
 enum Reply {
@@ -339,6 +340,10 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError> {
+        transition(self.call(Op::EndStep(job.clone(), end)).await?)
+    }
+
     async fn fail(&self, job: &Job, error: &str) -> Result<Transition, StoreError> {
         transition(self.call(Op::Fail(job.clone(), error.into())).await?)
     }
@@ -453,7 +458,10 @@ impl Store for SqliteStore {
         let steps = steps.to_vec();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT result FROM steps WHERE task_id = ?1 AND idx = ?2 AND status = 'completed'",
+                // A step ended without a result of its own (skipped, or failed
+                // under a tolerant policy) left one for its dependants.
+                "SELECT result FROM steps WHERE task_id = ?1 AND idx = ?2
+                 AND status IN ('completed', 'failed', 'skipped')",
             )?;
             let mut out = Vec::with_capacity(steps.len());
             for s in steps {

@@ -17,6 +17,7 @@ use super::{MAX_BATCH, Op, Reply, Request, is_dirty};
 use crate::StoreError;
 use crate::clock::Clock;
 
+mod branch;
 mod ops;
 mod outbox;
 mod resume;
@@ -207,6 +208,7 @@ impl Writer {
                 Reply::Events(ev.clone())
             }
             Op::Schedule(op) => Reply::Count(self.schedule_op(op)?),
+            Op::EndStep(job, end) => Reply::Transition(self.end_step(job, end, now, &mut ev)?),
         };
         Ok(Applied { reply, events: ev })
     }

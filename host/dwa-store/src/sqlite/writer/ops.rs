@@ -13,6 +13,23 @@ use super::super::{DELAYED, DUE, item_col, parse_json};
 use super::{StepRow, Writer};
 use crate::{EVENTS_CAPPED, Job, Leased, NewEvent, NewTask, StoreError, Transition};
 
+/// How [`Writer::finish_step_as`] ends a step.
+pub(super) enum Finish<'a> {
+    /// With its result.
+    Completed,
+    /// Without running: why.
+    Skipped(&'a str),
+    /// Failed for good, under a policy that lets its dependants go on.
+    Failed {
+        /// Why.
+        error: &'a str,
+        /// Its last try.
+        attempt: u32,
+        /// The forEach item that failed it.
+        item: Option<u32>,
+    },
+}
+
 impl Writer {
     pub(super) fn create(&mut self, t: &NewTask, now: i64) -> Result<Transition, StoreError> {
         if let Some(i) = &t.idempotency {
@@ -242,7 +259,7 @@ impl Writer {
 
     /// Deletes the job if the caller still holds its lease: the check and the
     /// removal in one statement, before anything else is written.
-    fn take_leased(&self, job: &Job) -> Result<(), StoreError> {
+    pub(super) fn take_leased(&self, job: &Job) -> Result<(), StoreError> {
         let n = self
             .conn
             .prepare_cached(
@@ -458,14 +475,35 @@ impl Writer {
         ev: &mut Vec<Arc<TaskEvent>>,
         t: &mut Transition,
     ) -> Result<(), StoreError> {
+        self.finish_step_as(task, step, result, &Finish::Completed, now, ev, t)
+    }
+
+    /// Ends a step as `how` says with `result`, and releases the dependants
+    /// it was the last wait of; the task completes with its last step.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish_step_as(
+        &mut self,
+        task: &str,
+        step: u32,
+        result: Value,
+        how: &Finish<'_>,
+        now: i64,
+        ev: &mut Vec<Arc<TaskEvent>>,
+        t: &mut Transition,
+    ) -> Result<(), StoreError> {
         let text = result.to_string();
+        let (status, error) = match how {
+            Finish::Completed => ("completed", None),
+            Finish::Skipped(reason) => ("skipped", Some(*reason)),
+            Finish::Failed { error, .. } => ("failed", Some(*error)),
+        };
         let (key, name, dependants, started): (String, String, String, Option<i64>) = self
             .conn
             .prepare_cached(
-                "UPDATE steps SET status = 'completed', result = ?1, completed_at = ?2
+                "UPDATE steps SET status = ?5, result = ?1, completed_at = ?2, error = COALESCE(?6, error)
                  WHERE task_id = ?3 AND idx = ?4 RETURNING key, task, dependants, started_at",
             )?
-            .query_row(params![text, now, task, step], |r| {
+            .query_row(params![text, now, task, step, status, error], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?;
         let row = StepRow { key, task: name };
@@ -480,15 +518,28 @@ impl Writer {
                 )?
                 .execute(params![done, task])?;
         }
-        self.emit(
-            task,
-            "step:complete",
-            Some(&row),
-            json!({"result": result, "progress": (done as f64 * 100.0 / total as f64).min(100.0),
-                   "duration": since(started, now)}),
-            now,
-            ev,
-        )?;
+        let progress = (done as f64 * 100.0 / total as f64).min(100.0);
+        let duration = since(started, now);
+        let (kind, data) = match how {
+            Finish::Completed => (
+                "step:complete",
+                json!({"result": result, "progress": progress, "duration": duration}),
+            ),
+            Finish::Skipped(reason) => (
+                "step:skip",
+                json!({"reason": reason, "progress": progress, "duration": duration}),
+            ),
+            Finish::Failed {
+                error,
+                attempt,
+                item,
+            } => (
+                "step:error",
+                json!({"error": error, "attempt": attempt, "item": item, "tolerated": true,
+                       "progress": progress, "duration": duration}),
+            ),
+        };
+        self.emit(task, kind, Some(&row), data, now, ev)?;
         let dependants: Vec<u32> = serde_json::from_str(&dependants).unwrap_or_default();
         for d in dependants {
             let (waiting, queue, status, priority): (i64, String, String, i32) = self
@@ -544,11 +595,13 @@ impl Writer {
             c.0 += 1;
             return Ok(*c);
         }
-        // The step just marked completed is included in the count.
+        // The step just ended is included in the count. In a live task a
+        // step is failed or skipped only if it ended under `end_step`.
         let done: i64 = self
             .conn
             .prepare_cached(
-                "SELECT COUNT(*) FROM steps WHERE task_id = ?1 AND status = 'completed'",
+                "SELECT COUNT(*) FROM steps WHERE task_id = ?1
+                 AND status IN ('completed', 'failed', 'skipped')",
             )?
             .query_row(params![task], |r| r.get(0))?;
         let total: i64 = self
