@@ -4,11 +4,13 @@
 //! its failed step (`POST /api/tasks/:id/retry`) on both stores; waiting
 //! steps and their signals; priorities ordering a queue's backlog;
 //! schedules (flow/schedules.rs); branches and failure policies
-//! (flow/branches.rs).
+//! (flow/branches.rs); concurrency keys and rate limits (flow/gates.rs).
 
 #[path = "flow/branches.rs"]
 mod branches;
 mod common;
+#[path = "flow/gates.rs"]
+mod gates;
 #[path = "flow/schedules.rs"]
 mod schedules;
 

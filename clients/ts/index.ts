@@ -30,10 +30,27 @@ export interface Step<N extends string = TaskName | (string & {})> {
   resources?: Resources;
   retry?: Retry;
   chunk?: { size?: number; overlap?: number; concurrency?: number };
+  /** dwa: replaces the task's `concurrency` for this step. */
+  concurrency?: Concurrency;
+  /** dwa: replaces the task's `rateLimit` for this step. */
+  rateLimit?: RateLimit;
   /** dwa: run only when this `{{ ... }}` condition holds, else `skipped`. */
   if?: string;
   /** dwa: what failing for good does: fail the task, continue, or skip the dependants. */
   onFailure?: "fail" | "continue" | "skipDependants";
+}
+
+/** dwa: at most `limit` jobs with the same key (a template) run at once, across hosts. */
+export interface Concurrency {
+  key: string;
+  limit: number;
+}
+
+/** dwa: at most `limit` jobs with the same key start per `per` (ms, or "30s", "1m", ...). */
+export interface RateLimit {
+  key: string;
+  limit: number;
+  per: number | string;
 }
 
 /** Resource hints; `timeout` in seconds. */
@@ -66,6 +83,8 @@ export interface Task<N extends string = TaskName | (string & {})> {
   delay?: number;
   /** dwa: -1000 to 1000, higher first; a waiting job gains a level every 10 s. */
   priority?: number;
+  concurrency?: Concurrency;
+  rateLimit?: RateLimit;
   onPending?: Effect[];
   onProgress?: Effect[];
   onSuccess?: Effect[];

@@ -211,6 +211,8 @@ fn expand_step(
         },
         queue: None,
         priority: s.priority,
+        concurrency: None,
+        rate_limit: None,
         input: Some(split_input),
         depends_on: s.depends_on.clone(),
         for_each: None,
@@ -233,6 +235,9 @@ fn expand_step(
         backend: s.backend.clone(),
         queue: s.queue.clone(),
         priority: s.priority,
+        // The parts do the work: they take the step's key and rate.
+        concurrency: s.concurrency.clone(),
+        rate_limit: s.rate_limit.clone(),
         input: Some(Value::Object(part_input)),
         depends_on: Some(part_deps),
         for_each: Some(Value::String(format!("{{{{steps.{split_id}.chunks}}}}"))),
@@ -249,6 +254,8 @@ fn expand_step(
         backend: None,
         queue: None,
         priority: s.priority,
+        concurrency: None,
+        rate_limit: None,
         input: Some(json!({
             "strategy": cfg.merge,
             "parts": format!("{{{{steps.{parts_id}}}}}"),

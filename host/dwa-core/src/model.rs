@@ -43,6 +43,15 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
+    /// (dwa) At most `limit` of its steps' jobs with the same key run at
+    /// once, across hosts and tasks (docs/tasks.md, "Concurrency keys and
+    /// rate limits"); a step's own setting replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// (dwa) At most `limit` of its steps' jobs with the same key start
+    /// per `per`, across hosts and tasks; a step's own setting replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// The task's input; a pipeline's first steps receive it. Default `{}`.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
@@ -99,6 +108,12 @@ pub struct StepSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
+    /// (dwa) Replaces the task's `concurrency` for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// (dwa) Replaces the task's `rateLimit` for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// The step's input, with templates (any JSON); default: its dependency's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<serde_json::Value>)]
@@ -131,6 +146,29 @@ pub struct StepSpec {
     /// (dwa) What the step failing for good does (docs/tasks.md, "Branches").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
+}
+
+/// A concurrency key: at most `limit` jobs with the same key run at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Concurrency {
+    /// A template (`"{{payload.customer}}"`) or a fixed name; resolved per job.
+    pub key: String,
+    /// 1-10,000.
+    pub limit: u32,
+}
+
+/// A rate limit: at most `limit` jobs with the same key start per `per`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// A template or a fixed name (`"openai"`); resolved per job.
+    pub key: String,
+    /// 1-1,000,000.
+    pub limit: u32,
+    /// The window: ms, or `"500ms"`, `"30s"`, `"1m"`, `"1h"`, `"1d"` (at most a day).
+    #[schema(value_type = Object)]
+    pub per: Value,
 }
 
 /// What a step that failed for good does to its task.

@@ -7,6 +7,7 @@
 //! running steps get a grace period, and what is left is released.
 
 pub mod effects;
+mod gates;
 mod outbox;
 mod rerun;
 mod run;
@@ -176,6 +177,10 @@ pub struct Engine {
     outbox_wake: Notify,
     /// Wakes the schedule loop when a schedule was created or resumed here.
     schedule_wake: Notify,
+    /// Concurrency slots the jobs running here hold.
+    slots: Mutex<HashMap<JobKey, gates::Held>>,
+    /// Jobs whose wait for a slot or a rate was announced from this host.
+    waits_noted: Mutex<std::collections::HashSet<JobKey>>,
     progress_tasks: Mutex<std::collections::HashSet<String>>,
     /// Set while [`Engine::forget_ended`] runs: lags under load come in
     /// bursts, and one sweep at a time is enough.
@@ -209,6 +214,8 @@ impl Engine {
             planners: Semaphore::new(submit::planner_threads()),
             outbox_wake: Notify::new(),
             schedule_wake: Notify::new(),
+            slots: Mutex::new(HashMap::new()),
+            waits_noted: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -564,6 +571,7 @@ impl Engine {
                     tokio::time::sleep(every).await;
                 }
             }
+            self.renew_slots().await;
             let jobs: Vec<Job> = Self::lock(&self.running)
                 .values()
                 .map(|(j, _)| j.clone())

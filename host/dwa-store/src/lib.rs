@@ -473,6 +473,41 @@ pub trait Store: Send + Sync + 'static {
     /// item's job ends its whole step (the other items are dropped).
     async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError>;
 
+    /// Takes a slot of concurrency key `key` (at most `limit` holders at
+    /// once) for `holder` until `until` (ms); a holder that has one keeps
+    /// it, until the new time (renewal). Slots past their time are free.
+    /// Answers whether the holder has a slot.
+    async fn acquire_slot(
+        &self,
+        key: &str,
+        limit: u32,
+        holder: &str,
+        until: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives a slot back (nothing if the holder has none).
+    async fn release_slot(&self, key: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Takes one start of rate key `key` (`limit` per `per_ms`, as a
+    /// generic cell rate: bursts up to `limit`, then one per `per_ms /
+    /// limit`). Answers `None` when taken, else when (ms) one can be.
+    async fn take_rate(
+        &self,
+        key: &str,
+        limit: u32,
+        per_ms: u64,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Gives a held job back due at `until`, its attempt unchanged: it waits
+    /// for a concurrency slot or a rate. A step's job marks the step
+    /// `waiting`; with `reason`, a `step:waiting` event says why.
+    async fn defer(
+        &self,
+        job: &Job,
+        until: i64,
+        reason: Option<&str>,
+    ) -> Result<Transition, StoreError>;
+
     /// Fails the job's step for good: the task fails and its other steps are skipped.
     async fn fail(&self, job: &Job, error: &str) -> Result<Transition, StoreError>;
 

@@ -332,6 +332,42 @@ impl Store for Flaky {
         self.inner.purge_finished(ended_before, limit).await
     }
 
+    async fn acquire_slot(
+        &self,
+        key: &str,
+        limit: u32,
+        holder: &str,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        self.trip("acquire_slot")?;
+        self.inner.acquire_slot(key, limit, holder, until).await
+    }
+
+    async fn release_slot(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        self.trip("release_slot")?;
+        self.inner.release_slot(key, holder).await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        limit: u32,
+        per_ms: u64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.trip("take_rate")?;
+        self.inner.take_rate(key, limit, per_ms).await
+    }
+
+    async fn defer(
+        &self,
+        job: &Job,
+        until: i64,
+        reason: Option<&str>,
+    ) -> Result<Transition, StoreError> {
+        self.trip("defer")?;
+        self.inner.defer(job, until, reason).await
+    }
+
     async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError> {
         self.trip("end_step")?;
         self.inner.end_step(job, end).await

@@ -111,6 +111,13 @@ pub(super) fn check_task(c: &mut Checker<'_>, spec: &TaskSpec) {
     if let Some(p) = spec.priority {
         check_priority(c, None, "priority", p);
     }
+    check_gates(
+        c,
+        None,
+        "",
+        spec.concurrency.as_ref(),
+        spec.rate_limit.as_ref(),
+    );
     check_timeout(
         c,
         None,
@@ -203,5 +210,33 @@ pub(super) fn check_timeout(c: &mut Checker<'_>, step: Option<&str>, field: &str
             field.to_owned(),
             "must be a number of seconds above 0 and at most a week",
         );
+    }
+}
+
+/// Checks the limits and window of a concurrency key and a rate limit
+/// (their keys are parsed with the step that uses them); `prefix` is the
+/// step's path (`steps[2].`) or empty for the task's.
+pub(super) fn check_gates(
+    c: &mut Checker<'_>,
+    step: Option<&str>,
+    prefix: &str,
+    concurrency: Option<&crate::model::Concurrency>,
+    rate: Option<&crate::model::RateLimit>,
+) {
+    use super::{MAX_CONCURRENCY_LIMIT, MAX_RATE_LIMIT};
+    if let Some(g) = concurrency
+        && !(1..=MAX_CONCURRENCY_LIMIT).contains(&g.limit)
+    {
+        let msg = format!("{} is not within 1-{MAX_CONCURRENCY_LIMIT}", g.limit);
+        c.err(step, format!("{prefix}concurrency.limit"), msg);
+    }
+    if let Some(r) = rate {
+        if !(1..=MAX_RATE_LIMIT).contains(&r.limit) {
+            let msg = format!("{} is not within 1-{MAX_RATE_LIMIT}", r.limit);
+            c.err(step, format!("{prefix}rateLimit.limit"), msg);
+        }
+        if let Err(m) = super::step::parse_per(&r.per) {
+            c.err(step, format!("{prefix}rateLimit.per"), m);
+        }
     }
 }

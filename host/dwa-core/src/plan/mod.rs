@@ -98,7 +98,52 @@ pub struct PlannedStep {
     /// Its ancestors under `onFailure: "skipDependants"`: if one of them
     /// failed, this step is skipped (their results are in `needs`).
     pub guards: Vec<usize>,
+    /// Its concurrency key (its own, else its task's).
+    pub concurrency: Option<Gate>,
+    /// Its rate limit (its own, else its task's).
+    pub rate: Option<Gate>,
 }
+
+/// A concurrency key or a rate limit, parsed: jobs whose `key` resolves to
+/// the same name share `limit` (docs/tasks.md, "Concurrency keys and rate
+/// limits").
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// The key's template.
+    pub key: Template,
+    /// Jobs at once (concurrency) or starts per window (rate).
+    pub limit: u32,
+    /// The rate's window in ms; `None` for a concurrency key.
+    pub per_ms: Option<u64>,
+}
+
+/// One start under a rate of `limit` per `per_ms` (the generic cell rate
+/// algorithm: bursts up to `limit`, then one per `per_ms / limit`), given
+/// the key's theoretical arrival time `tat` (ms; `None`: never used).
+/// Answers the new `tat` and, when the start must wait, when it may go —
+/// the stores keep `tat`, this keeps them computing the same thing.
+pub fn gcra(tat: Option<f64>, now: i64, limit: u32, per_ms: u64) -> (f64, Option<i64>) {
+    let now = now as f64;
+    let interval = per_ms as f64 / f64::from(limit.max(1));
+    let next = tat.unwrap_or(now).max(now) + interval;
+    if next - now <= per_ms as f64 {
+        (next, None)
+    } else {
+        (
+            tat.unwrap_or(now),
+            Some((next - per_ms as f64).ceil() as i64),
+        )
+    }
+}
+
+/// Largest `concurrency.limit`.
+pub const MAX_CONCURRENCY_LIMIT: u32 = 10_000;
+/// Largest `rateLimit.limit`.
+pub const MAX_RATE_LIMIT: u32 = 1_000_000;
+/// Longest `rateLimit.per`: a day.
+pub const MAX_RATE_PER_MS: u64 = 86_400_000;
+/// Longest resolved key, in bytes.
+pub const MAX_GATE_KEY_BYTES: usize = 256;
 
 /// When a task may start (`runAt` or `delay`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +316,8 @@ fn steps_of(c: &mut Checker<'_>, spec: &TaskSpec) -> Vec<StepSpec> {
             backend: spec.backend.clone(),
             queue: None,
             priority: None,
+            concurrency: None,
+            rate_limit: None,
             input: None,
             depends_on: None,
             for_each: None,

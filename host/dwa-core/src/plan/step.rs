@@ -12,9 +12,13 @@ use crate::model::{OnFailure, StepSpec, TaskSpec};
 use crate::template::cond::Condition;
 use crate::template::{Root, Template};
 
-use super::checks::{Checker, check_priority, check_queue, check_retry, check_timeout};
+use super::checks::{
+    Checker, check_gates, check_priority, check_queue, check_retry, check_timeout,
+};
 use super::graph::{DepGraph, StepIds};
-use super::{DEFAULT_TIMEOUT_SECS, Placement, PlannedStep};
+use super::{
+    DEFAULT_TIMEOUT_SECS, Gate, MAX_GATE_KEY_BYTES, MAX_RATE_PER_MS, Placement, PlannedStep,
+};
 
 /// Where a step is in the task, for naming it in errors.
 struct At<'s> {
@@ -95,6 +99,52 @@ pub(super) fn plan_step(
     if s.input.is_none() {
         needs.extend(graph.deps[i].iter().copied());
     }
+    // The task's own settings were checked once with the task.
+    let prefix = at.field("");
+    check_gates(
+        c,
+        at.step(),
+        &prefix,
+        s.concurrency.as_ref(),
+        s.rate_limit.as_ref(),
+    );
+    let concurrency = s
+        .concurrency
+        .as_ref()
+        .or(spec.concurrency.as_ref())
+        .and_then(|g| {
+            gate(
+                c,
+                &g.key,
+                "concurrency",
+                &at,
+                s,
+                ids,
+                graph,
+                &mut needs,
+                g.limit,
+                None,
+            )
+        });
+    let rate = s
+        .rate_limit
+        .as_ref()
+        .or(spec.rate_limit.as_ref())
+        .and_then(|r| {
+            let per = parse_per(&r.per).ok()?;
+            gate(
+                c,
+                &r.key,
+                "rateLimit",
+                &at,
+                s,
+                ids,
+                graph,
+                &mut needs,
+                r.limit,
+                Some(per),
+            )
+        });
     let condition = s.condition.as_deref().and_then(|text| {
         let field = at.field("if");
         match Condition::parse(text, c.catalog.filters()) {
@@ -129,6 +179,40 @@ pub(super) fn plan_step(
         condition,
         on_failure: s.on_failure.unwrap_or_default(),
         guards: Vec::new(),
+        concurrency,
+        rate,
+    }
+}
+
+/// Parses a rate's window: ms, or a whole number with `ms`, `s`, `m`, `h` or `d`.
+pub(super) fn parse_per(v: &Value) -> Result<u64, String> {
+    let ms = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(t) => {
+            let t = t.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (n, unit) = t.split_at(split);
+            let unit_ms = match unit.trim() {
+                "ms" => Some(1),
+                "s" => Some(1_000),
+                "m" => Some(60_000),
+                "h" => Some(3_600_000),
+                "d" => Some(86_400_000),
+                _ => None,
+            };
+            n.parse::<u64>()
+                .ok()
+                .zip(unit_ms)
+                .and_then(|(n, u)| n.checked_mul(u))
+        }
+        _ => None,
+    };
+    match ms {
+        Some(ms) if (1..=MAX_RATE_PER_MS).contains(&ms) => Ok(ms),
+        Some(ms) => Err(format!("{ms} ms is not within 1 ms and a day")),
+        None => Err(format!(
+            "{v} is not a window: ms, or a whole number with ms, s, m, h or d (\"1m\")"
+        )),
     }
 }
 
@@ -289,6 +373,41 @@ fn parse_bound(
     let items = !in_for_each && s.for_each.is_some();
     t.exprs_mut(&mut |e| bind_expr(c, e, &field, at, ids, graph, needs, items));
     Some(t)
+}
+
+/// Parses a concurrency key or a rate limit's key (field `name`.key): a
+/// template bound as an input is (`item` allowed in a forEach step).
+#[allow(clippy::too_many_arguments)]
+fn gate(
+    c: &mut Checker<'_>,
+    key: &str,
+    name: &str,
+    at: &At<'_>,
+    s: &StepSpec,
+    ids: &StepIds,
+    graph: &DepGraph,
+    needs: &mut BTreeSet<usize>,
+    limit: u32,
+    per_ms: Option<u64>,
+) -> Option<Gate> {
+    if key.trim().is_empty() || key.len() > MAX_GATE_KEY_BYTES {
+        let msg = format!("must be 1-{MAX_GATE_KEY_BYTES} bytes");
+        c.err(at.step(), at.field(&format!("{name}.key")), msg);
+        return None;
+    }
+    let value = Value::String(key.to_owned());
+    let key = parse_bound(
+        c,
+        &value,
+        &format!("{name}.key"),
+        at,
+        s,
+        ids,
+        graph,
+        needs,
+        false,
+    )?;
+    Some(Gate { key, limit, per_ms })
 }
 
 /// Binds an expression of field `field`: each `{{steps.X}}` must name a step

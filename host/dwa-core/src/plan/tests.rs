@@ -528,3 +528,73 @@ fn a_condition_may_not_read_items_or_effect_values() {
         assert!(e.message.contains(says), "{cond}: {}", e.message);
     }
 }
+
+#[test]
+fn a_rate_window_reads_ms_or_a_unit() {
+    use super::step::parse_per;
+    assert_eq!(parse_per(&json!(250)), Ok(250));
+    assert_eq!(parse_per(&json!("500ms")), Ok(500));
+    assert_eq!(parse_per(&json!("30s")), Ok(30_000));
+    assert_eq!(parse_per(&json!("1m")), Ok(60_000));
+    assert_eq!(parse_per(&json!("1h")), Ok(3_600_000));
+    assert_eq!(parse_per(&json!("1d")), Ok(86_400_000));
+    for bad in [
+        json!("2d"),
+        json!("1 week"),
+        json!(0),
+        json!(-5),
+        json!("m"),
+        json!(true),
+    ] {
+        assert!(parse_per(&bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn the_cell_rate_allows_a_burst_then_one_per_interval() {
+    // Two per second, from t = 1000.
+    let (t1, a) = gcra(None, 1_000, 2, 1_000);
+    assert_eq!((t1, a), (1_500.0, None));
+    let (t2, a) = gcra(Some(t1), 1_000, 2, 1_000);
+    assert_eq!((t2, a), (2_000.0, None));
+    let (t3, a) = gcra(Some(t2), 1_000, 2, 1_000);
+    assert_eq!(
+        (t3, a),
+        (2_000.0, Some(1_500)),
+        "the third waits half a second"
+    );
+    assert_eq!(gcra(Some(t2), 1_500, 2, 1_000).1, None);
+    // Three per second does not round the interval down to 333 ms.
+    let (t, _) = gcra(None, 0, 3, 1_000);
+    assert!((t - 1_000.0 / 3.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_steps_gates_are_its_own_else_its_tasks() {
+    let p = check(json!({"type": "t",
+    "concurrency": {"key": "{{payload.customer}}", "limit": 3},
+    "rateLimit": {"key": "openai", "limit": 60, "per": "1m"},
+    "payload": {"customer": "acme"},
+    "steps": [
+        {"id": "a", "task": "builtin.echo"},
+        {"id": "b", "task": "builtin.echo", "concurrency": {"key": "{{steps.a.k}}", "limit": 1}}
+    ]}))
+    .unwrap();
+    let (a, b) = (&p.steps[0], &p.steps[1]);
+    assert_eq!(a.concurrency.as_ref().map(|g| g.limit), Some(3));
+    assert_eq!(a.rate.as_ref().and_then(|g| g.per_ms), Some(60_000));
+    assert_eq!(b.concurrency.as_ref().map(|g| g.limit), Some(1));
+    assert!(
+        b.needs.contains(&0),
+        "a key that reads a step needs its result"
+    );
+    assert_eq!(
+        b.rate.as_ref().map(|g| g.limit),
+        Some(60),
+        "the task's rate still applies"
+    );
+    let e = one_error(
+        json!({"type": "builtin.echo", "rateLimit": {"key": "k", "limit": 0, "per": 10}}),
+    );
+    assert_eq!(e.field, "rateLimit.limit");
+}

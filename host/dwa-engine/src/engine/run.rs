@@ -19,6 +19,7 @@ use dwa_core::template::Scope;
 use dwa_plugins::TaskFunctions;
 use dwa_store::{Job, NewEvent, StepEnd, StoreError, Transition};
 
+use super::gates::Gated;
 use super::{Engine, TaskState};
 
 pub(super) enum Outcome {
@@ -26,6 +27,8 @@ pub(super) enum Outcome {
     Failed(StepError),
     /// Not run: its `if` is false or a guard ancestor failed (why).
     Skipped(String),
+    /// Not yet: it waits for a concurrency slot or a rate until then (ms), for this reason.
+    Deferred(i64, String),
     Aborted,
 }
 
@@ -68,6 +71,7 @@ impl Engine {
             Self::lock(&self.running).insert(key.clone(), (job.clone(), token.clone()));
             let next = self.clone().run_job(&queue, &job, &token).await;
             Self::lock(&self.running).remove(&key);
+            self.release_slot_of(&job).await;
             match next {
                 Some(n) => job = n,
                 None => return,
@@ -149,6 +153,12 @@ impl Engine {
                 }
             }
             Outcome::Skipped(why) => self.end_step(job, StepEnd::Skipped(why)).await,
+            Outcome::Deferred(until, why) => {
+                let announce = self.first_wait(job).then_some(why.as_str());
+                let first = self.store.defer(job, until, announce).await;
+                self.record_again(job, first, || self.store.defer(job, until, announce))
+                    .await
+            }
             Outcome::Aborted => {
                 if self.stop_leasing.is_cancelled()
                     && let Err(e) = self.store.release(std::slice::from_ref(job)).await
@@ -296,6 +306,16 @@ impl Engine {
         self.check_input(step, &input)?;
         if step.task == dwa_core::plan::WAIT_TASK {
             return self.wait(job, step, &input).await;
+        }
+        match self.pass_gates(job, step, &state, &results, item).await? {
+            Gated::Open => {}
+            Gated::Wait { until, reason } => return Ok(Some(Outcome::Deferred(until, reason))),
+            Gated::Go(held) => {
+                self.waited(job);
+                if let Some(h) = held {
+                    self.hold_slot(job, h);
+                }
+            }
         }
         Ok(Some(self.call(job, step, input, token).await))
     }
@@ -487,7 +507,7 @@ impl Engine {
     }
 
     /// Template functions of the plugins, on behalf of one task.
-    fn functions_for<'a>(&'a self, task_id: &'a str) -> TaskFunctions<'a> {
+    pub(super) fn functions_for<'a>(&'a self, task_id: &'a str) -> TaskFunctions<'a> {
         TaskFunctions {
             plugins: self.plugins.as_deref(),
             task_id,

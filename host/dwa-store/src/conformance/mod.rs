@@ -12,11 +12,13 @@ use crate::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
 
 mod branch;
+mod gates;
 mod priority;
 mod resume;
 mod schedules;
 mod wait;
 use branch::*;
+use gates::*;
 use priority::*;
 use resume::*;
 use schedules::*;
@@ -140,6 +142,9 @@ where
     case!(cancelling_a_task_ends_its_wait);
     case!(a_skipped_or_tolerated_step_releases_its_dependants);
     case!(ending_an_item_ends_its_step_and_drops_its_other_items);
+    case!(concurrency_slots_are_shared_up_to_the_limit_and_expire);
+    case!(a_rate_allows_its_burst_then_one_per_interval);
+    case!(a_deferred_job_waits_without_costing_an_attempt);
     case!(schedules_are_created_once_listed_in_id_order_and_deleted);
     case!(a_schedule_is_due_at_its_tick_and_one_update_per_tick_wins);
     case!(paused_and_finished_schedules_are_never_due);

@@ -34,6 +34,8 @@
 --   P:outbox     lifecycle deliveries due ("id|lifecycle" by due time)
 --   P:idem:{key} an idempotency key: task, hash, expires
 --   P:sch:{id}   a schedule: spec paused next state created
+--   P:slot:{key} concurrency slots: holders by the time their slot lasts (zset)
+--   P:rate:{key} a rate key's theoretical arrival time of the next start (ms)
 --   P:schedules  every schedule id (lex zset); P:schedules:due  unpaused ones by next tick
 --
 -- A job is held while its token field is positive and equal to the

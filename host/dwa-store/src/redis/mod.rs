@@ -26,6 +26,7 @@
 
 mod batch;
 mod decode;
+mod gates;
 mod schedules;
 #[cfg(test)]
 mod tests;
@@ -77,6 +78,10 @@ struct Scripts {
     fx_settle: Script,
     upgrade: Script,
     end_step: Script,
+    defer: Script,
+    slot_acquire: Script,
+    slot_release: Script,
+    rate_take: Script,
     sch_create: Script,
     sch_update: Script,
     sch_delete: Script,
@@ -106,6 +111,10 @@ impl Scripts {
             fx_settle: script!("fx_settle.lua"),
             upgrade: script!("upgrade.lua"),
             end_step: script!("end_step.lua"),
+            defer: script!("defer.lua"),
+            slot_acquire: script!("slot_acquire.lua"),
+            slot_release: script!("slot_release.lua"),
+            rate_take: script!("rate_take.lua"),
             sch_create: script!("sch_create.lua"),
             sch_update: script!("sch_update.lua"),
             sch_delete: script!("sch_delete.lua"),
@@ -560,6 +569,47 @@ impl Store for RedisStore {
         ];
         self.core
             .run(&self.core.scripts.retry, args)
+            .await?
+            .single()
+    }
+
+    async fn acquire_slot(
+        &self,
+        key: &str,
+        limit: u32,
+        holder: &str,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        self.core.acquire_slot(key, limit, holder, until).await
+    }
+
+    async fn release_slot(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        self.core.release_slot(key, holder).await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        limit: u32,
+        per_ms: u64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.core.take_rate(key, limit, per_ms).await
+    }
+
+    async fn defer(
+        &self,
+        job: &Job,
+        until: i64,
+        reason: Option<&str>,
+    ) -> Result<Transition, StoreError> {
+        let args = vec![
+            job_id(job),
+            job.token.to_string(),
+            until.to_string(),
+            reason.unwrap_or("").to_owned(),
+        ];
+        self.core
+            .run(&self.core.scripts.defer, args)
             .await?
             .single()
     }

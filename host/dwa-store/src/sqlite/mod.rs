@@ -86,6 +86,8 @@ enum Op {
     SettleEffects(DueEffects, Settled),
     Schedule(schedules::ScheduleOp),
     EndStep(Job, StepEnd),
+    Gate(writer::GateOp),
+    Defer(Job, i64, Option<String>),
 }
 
 enum Reply {
@@ -96,6 +98,7 @@ enum Reply {
     Count(usize),
     Events(Vec<Arc<TaskEvent>>),
     Due(Vec<DueEffects>),
+    Gate(writer::GateReply),
 }
 
 struct Request {
@@ -336,6 +339,62 @@ impl Store for SqliteStore {
     async fn retry(&self, job: &Job, run_at: i64, error: &str) -> Result<Transition, StoreError> {
         transition(
             self.call(Op::Retry(job.clone(), run_at, error.into()))
+                .await?,
+        )
+    }
+
+    async fn acquire_slot(
+        &self,
+        key: &str,
+        limit: u32,
+        holder: &str,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let op = writer::GateOp::Acquire {
+            key: key.into(),
+            limit,
+            holder: holder.into(),
+            until,
+        };
+        match self.call(Op::Gate(op)).await? {
+            Reply::Gate(writer::GateReply::Slot(b)) => Ok(b),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    async fn release_slot(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        let op = writer::GateOp::Release {
+            key: key.into(),
+            holder: holder.into(),
+        };
+        self.call(Op::Gate(op)).await.map(|_| ())
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        limit: u32,
+        per_ms: u64,
+    ) -> Result<Option<i64>, StoreError> {
+        let op = writer::GateOp::TakeRate {
+            key: key.into(),
+            limit,
+            per_ms,
+        };
+        match self.call(Op::Gate(op)).await? {
+            Reply::Gate(writer::GateReply::Rate(at)) => Ok(at),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
+    async fn defer(
+        &self,
+        job: &Job,
+        until: i64,
+        reason: Option<&str>,
+    ) -> Result<Transition, StoreError> {
+        transition(
+            self.call(Op::Defer(job.clone(), until, reason.map(str::to_owned)))
                 .await?,
         )
     }

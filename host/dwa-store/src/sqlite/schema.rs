@@ -7,7 +7,7 @@ use crate::StoreError;
 
 /// The schema this build writes; a data directory at a higher number was
 /// written by a newer dwa and is refused rather than misread.
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS tasks (
@@ -117,6 +117,20 @@ CREATE TABLE IF NOT EXISTS schedules (
     created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules(paused, next_at);
+-- Version 3: concurrency slots (held until a time, renewed with the
+-- lease) and rate cells (the theoretical arrival time of the next start).
+CREATE TABLE IF NOT EXISTS slots (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (key, holder)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS slots_by_until ON slots(until);
+CREATE TABLE IF NOT EXISTS rates (
+    key TEXT PRIMARY KEY,
+    tat REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rates_by_tat ON rates(tat);
 "#;
 
 /// Brings the schema to [`VERSION`]: upgrades the tables of an older data

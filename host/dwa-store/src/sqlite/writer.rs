@@ -18,10 +18,13 @@ use crate::StoreError;
 use crate::clock::Clock;
 
 mod branch;
+mod gates;
 mod ops;
 mod outbox;
 mod resume;
 mod wait;
+
+pub(super) use gates::{GateOp, GateReply};
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
@@ -209,6 +212,10 @@ impl Writer {
             }
             Op::Schedule(op) => Reply::Count(self.schedule_op(op)?),
             Op::EndStep(job, end) => Reply::Transition(self.end_step(job, end, now, &mut ev)?),
+            Op::Gate(op) => Reply::Gate(self.gate(op, now)?),
+            Op::Defer(job, until, reason) => {
+                Reply::Transition(self.defer(job, *until, reason.as_deref(), now, &mut ev)?)
+            }
         };
         Ok(Applied { reply, events: ev })
     }

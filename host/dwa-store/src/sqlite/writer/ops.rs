@@ -794,11 +794,21 @@ impl Writer {
     /// Gives a held job back, due at `run_at`, one attempt on (a retry's
     /// wait, a parked wait step's timeout).
     pub(super) fn give_back_later(&mut self, job: &Job, run_at: i64) -> Result<(), StoreError> {
+        self.give_back_at(job, run_at, 1)
+    }
+
+    /// Gives a held job back due at `run_at`, `bump` attempts on.
+    pub(super) fn give_back_at(
+        &mut self,
+        job: &Job,
+        run_at: i64,
+        bump: i64,
+    ) -> Result<(), StoreError> {
         self.check_lease(job)?;
         let queue: String = self
             .conn
             .prepare_cached(
-                "UPDATE jobs SET run_at = ?1, attempt = attempt + 1,
+                "UPDATE jobs SET run_at = ?1, attempt = attempt + ?9,
                     token = NULL, owner = NULL, lease_until = NULL,
                     state = CASE WHEN ?1 <= ?5 THEN ?6 ELSE ?7 END,
                     rank = CASE WHEN ?1 <= ?5 THEN ?1 - prio * ?8 ELSE ?1 END
@@ -813,7 +823,8 @@ impl Writer {
                     self.now,
                     DUE,
                     DELAYED,
-                    crate::PRIORITY_AGING_MS
+                    crate::PRIORITY_AGING_MS,
+                    bump
                 ],
                 |r| r.get(0),
             )?;
