@@ -4,7 +4,8 @@
 //! its failed step (`POST /api/tasks/:id/retry`) on both stores; waiting
 //! steps and their signals; priorities ordering a queue's backlog;
 //! schedules (flow/schedules.rs); branches and failure policies
-//! (flow/branches.rs); concurrency keys and rate limits (flow/gates.rs).
+//! (flow/branches.rs); concurrency keys and rate limits (flow/gates.rs);
+//! sub-tasks (flow/subtasks.rs).
 
 #[path = "flow/branches.rs"]
 mod branches;
@@ -13,6 +14,8 @@ mod common;
 mod gates;
 #[path = "flow/schedules.rs"]
 mod schedules;
+#[path = "flow/subtasks.rs"]
+mod subtasks;
 
 use common::*;
 use dwa_store::testing::RedisServer;

@@ -30,6 +30,8 @@ export interface Step<N extends string = TaskName | (string & {})> {
   resources?: Resources;
   retry?: Retry;
   chunk?: { size?: number; overlap?: number; concurrency?: number };
+  /** dwa: a whole task run as a task of its own (`task`: "builtin.subtask"); the input goes into its payload. */
+  subtask?: Task;
   /** dwa: replaces the task's `concurrency` for this step. */
   concurrency?: Concurrency;
   /** dwa: replaces the task's `rateLimit` for this step. */

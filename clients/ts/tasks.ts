@@ -89,6 +89,7 @@ export type TaskName =
   | "builtin.fail"
   | "builtin.merge"
   | "builtin.wait"
+  | "builtin.subtask"
   | "builtin.range";
 
 /** The input (`payload`, or a step's `input`) each task takes. */
@@ -569,6 +570,7 @@ export interface TaskPayloads {
     "name"?: string;
     "timeout"?: number;
   };
+  "builtin.subtask": Record<string, unknown>;
   "builtin.range": {
     "n": number;
   };
@@ -1195,6 +1197,7 @@ export interface TaskResults {
   "builtin.fail": unknown;
   "builtin.merge": unknown;
   "builtin.wait": unknown;
+  "builtin.subtask": unknown;
   "builtin.range": Array<number>;
 }
 
@@ -1285,6 +1288,7 @@ export const TASK_METADATA = {
   "builtin.fail": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Diagnostics: fails with `message` (retryable unless `retryable: false`); with `failAttempts: n` it fails the first n tries and then returns its input.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": null},
   "builtin.merge": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Joins the parts of a chunked step (`strategy`, `parts`, `chunks`, `overlap`); the host adds it when it expands `chunk`.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": null},
   "builtin.wait": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Waits for a signal (POST /api/tasks/:id/signal, or its signed callback URL), whose payload becomes the step's result, or fails after `timeout` ms (default a day, at most 30 days). `name` is the signal's name (default: the step's id).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": null},
+  "builtin.subtask": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Runs the step's `subtask` (a whole task JSON) as a task of its own and completes with its result; the step's input, resolved, is merged into the sub-task's payload. Cancelling the parent cancels it; its view names its parent. The wait is the step's timeout (default a day).", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": 86400},
   "builtin.range": {"backend": "builtin", "capabilities": [], "category": "builtin", "chunk": null, "description": "Benchmarks: returns the list [0, 1, ..., n-1] for `n` up to 1,000,000.", "gpu": null, "pipe": null, "replacedBy": null, "streaming": false, "timeout": null},
 } as const;
 

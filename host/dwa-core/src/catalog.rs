@@ -412,6 +412,7 @@ mod tests {
                 "builtin.fail",
                 "builtin.merge",
                 "builtin.wait",
+                "builtin.subtask",
                 "builtin.range"
             ]
         );

@@ -220,6 +220,7 @@ fn expand_step(
         resources: None,
         retry: s.retry.clone(),
         chunk: None,
+        subtask: None,
         // Each piece carries the step's condition and failure policy: a
         // skipped or tolerated split skips or tolerates the whole step.
         condition: s.condition.clone(),
@@ -245,6 +246,7 @@ fn expand_step(
         resources: s.resources.clone(),
         retry: s.retry.clone(),
         chunk: None,
+        subtask: None,
         condition: s.condition.clone(),
         on_failure: s.on_failure,
     };
@@ -268,6 +270,7 @@ fn expand_step(
         resources: None,
         retry: None,
         chunk: None,
+        subtask: None,
         condition: s.condition.clone(),
         on_failure: s.on_failure,
     };

@@ -94,9 +94,16 @@ pub struct StepSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^(?![0-9]+$)[A-Za-z0-9_-]{1,128}$")]
     pub id: Option<String>,
-    /// The catalog task this step runs.
+    /// The catalog task this step runs (`builtin.subtask`, which a step
+    /// with `subtask` may leave out).
+    #[serde(default)]
     #[schema(min_length = 1)]
     pub task: String,
+    /// (dwa) A whole task JSON run as a task of its own, the step completing
+    /// with its result (docs/tasks.md, "Sub-tasks").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub subtask: Option<Box<TaskSpec>>,
     /// Overrides the backend the catalog names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
@@ -460,6 +467,22 @@ pub struct TaskView {
     /// Groups of step ids whose runs overlapped in time (pipelines only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parallel_groups: Option<Vec<Vec<String>>>,
+    /// (dwa) The step that runs this task as its sub-task, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<TaskParent>,
+}
+
+/// The step a sub-task belongs to (docs/tasks.md, "Sub-tasks").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskParent {
+    /// The parent task.
+    pub task_id: String,
+    /// The step's id.
+    pub step: String,
+    /// The forEach item that spawned it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
 }
 
 /// One task in `GET /api/tasks`.

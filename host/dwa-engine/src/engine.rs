@@ -13,6 +13,7 @@ mod rerun;
 mod run;
 mod schedules;
 mod submit;
+mod subtask;
 mod wait;
 
 pub use submit::Submitted;
@@ -359,6 +360,10 @@ impl Engine {
             && let Some(id) = t.events.first().map(|e| e.task_id.clone())
         {
             self.finished(&id, status);
+            if status != TaskStatus::Completed {
+                // The host that ended it cancels its sub-tasks.
+                self.cancel_children(id);
+            }
         }
     }
 

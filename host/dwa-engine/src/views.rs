@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use dwa_core::model::{StepStatusView, TaskView, rfc3339};
+use dwa_core::model::{StepStatusView, TaskParent, TaskView, rfc3339};
 use dwa_store::TaskRecord;
 
 /// Builds the API's view of a stored task.
@@ -26,6 +26,11 @@ pub(crate) fn view(rec: TaskRecord) -> TaskView {
         final_result: None,
         total_duration: None,
         parallel_groups: None,
+        parent: rec.parent.map(|p| TaskParent {
+            task_id: p.task_id,
+            step: p.key,
+            item: p.item,
+        }),
     };
     if !rec.is_pipeline {
         return v;

@@ -349,6 +349,23 @@ pub struct TaskRecord {
     pub completed_at: Option<i64>,
     /// Its steps (empty when only the summary was asked for).
     pub steps: Vec<StepRecord>,
+    /// The job that runs it as a sub-task, if one does.
+    pub parent: Option<ParentLink>,
+}
+
+/// Where a sub-task belongs: the job of its parent that waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentLink {
+    /// The parent task.
+    pub task_id: String,
+    /// The step's index.
+    pub step: u32,
+    /// The step's id.
+    pub key: String,
+    /// The forEach item, if an item spawned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
 }
 
 /// A schedule as stored. The store keeps its definition and what it has
@@ -507,6 +524,26 @@ pub trait Store: Send + Sync + 'static {
         until: i64,
         reason: Option<&str>,
     ) -> Result<Transition, StoreError>;
+
+    /// Creates `child` as a sub-task of the held `job` (its step's id is
+    /// `key`) and parks the job until `until` waiting for it, in one
+    /// transition: the step is `waiting`, a `step:subtask` event names the
+    /// child, the job's attempt is unchanged and it remembers the child
+    /// ([`Store::child_of`]). When the child ends, however it ends, the job
+    /// is due again at once.
+    async fn spawn(
+        &self,
+        job: &Job,
+        key: &str,
+        child: NewTask,
+        until: i64,
+    ) -> Result<Transition, StoreError>;
+
+    /// The sub-task `job` spawned, if it did (and was not run again since).
+    async fn child_of(&self, job: &Job) -> Result<Option<String>, StoreError>;
+
+    /// The sub-tasks of `task_id` that have not ended (to cancel with it).
+    async fn live_children(&self, task_id: &str) -> Result<Vec<String>, StoreError>;
 
     /// Fails the job's step for good: the task fails and its other steps are skipped.
     async fn fail(&self, job: &Job, error: &str) -> Result<Transition, StoreError>;

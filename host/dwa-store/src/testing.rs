@@ -368,6 +368,27 @@ impl Store for Flaky {
         self.inner.defer(job, until, reason).await
     }
 
+    async fn spawn(
+        &self,
+        job: &Job,
+        key: &str,
+        child: NewTask,
+        until: i64,
+    ) -> Result<Transition, StoreError> {
+        self.trip("spawn")?;
+        self.inner.spawn(job, key, child, until).await
+    }
+
+    async fn child_of(&self, job: &Job) -> Result<Option<String>, StoreError> {
+        self.trip("child_of")?;
+        self.inner.child_of(job).await
+    }
+
+    async fn live_children(&self, task_id: &str) -> Result<Vec<String>, StoreError> {
+        self.trip("live_children")?;
+        self.inner.live_children(task_id).await
+    }
+
     async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError> {
         self.trip("end_step")?;
         self.inner.end_step(job, end).await

@@ -14,6 +14,9 @@ pub(super) struct Checker<'a> {
     pub(super) limits: &'a Limits,
     /// Problems past [`MAX_LISTED_ERRORS`], counted, not listed.
     dropped: usize,
+    /// Whether sub-tasks are planned too (not when a stored task is read
+    /// back: they were checked at submission, against another catalog).
+    pub(super) deep: bool,
 }
 
 /// Problems listed in one refusal: a request with a million bad references
@@ -27,6 +30,7 @@ impl<'a> Checker<'a> {
             catalog,
             limits,
             dropped: 0,
+            deep: true,
         }
     }
 

@@ -22,6 +22,7 @@ mod checks;
 mod effects;
 mod graph;
 mod step;
+mod subtask;
 #[cfg(test)]
 mod tests;
 mod wait;
@@ -29,6 +30,7 @@ mod wait;
 use checks::Checker;
 pub use checks::{MAX_DELAY_MS, MAX_PRIORITY, is_valid_queue};
 use graph::{DepGraph, StepIds};
+pub use subtask::{MAX_SUBTASK_DEPTH, SUBTASK_TASK};
 pub use wait::{DEFAULT_WAIT_MS, WAIT_TASK, wait_name, wait_timeout};
 
 /// Default per-try timeout when neither the task nor the catalog sets one.
@@ -102,6 +104,8 @@ pub struct PlannedStep {
     pub concurrency: Option<Gate>,
     /// Its rate limit (its own, else its task's).
     pub rate: Option<Gate>,
+    /// The task it runs as a sub-task, when it is a `builtin.subtask` step.
+    pub subtask: Option<Box<TaskSpec>>,
 }
 
 /// A concurrency key or a rate limit, parsed: jobs whose `key` resolves to
@@ -229,12 +233,24 @@ fn step_of_path(path: &str) -> Option<String> {
 /// and merge steps. The work is linear in the steps, their dependencies and
 /// their template references (docs/configuration.md, "Limits").
 pub fn plan(spec: TaskSpec, catalog: &Catalog, limits: &Limits) -> Result<Plan, Vec<FieldError>> {
+    plan_checked(spec, catalog, limits, true)
+}
+
+/// [`plan`]; `deep`: sub-tasks are planned too.
+fn plan_checked(
+    mut spec: TaskSpec,
+    catalog: &Catalog,
+    limits: &Limits,
+    deep: bool,
+) -> Result<Plan, Vec<FieldError>> {
+    subtask::name_subtask_steps(&mut spec);
     // Refused before anything is copied or expanded; expansion changes the
     // steps, not the payload, so only the steps are counted again.
     check_size_limits(&spec, limits, true)?;
     let spec = crate::chunking::expand(spec, catalog)?;
     check_size_limits(&spec, limits, false)?;
     let mut c = Checker::new(catalog, limits);
+    c.deep = deep;
     checks::check_task(&mut c, &spec);
     let start_after = checks::check_start(&mut c, &spec);
     let steps = steps_of(&mut c, &spec);
@@ -274,13 +290,23 @@ fn check_size_limits(
     payload: bool,
 ) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
-    let steps = spec.steps.as_ref().map_or(1, Vec::len);
+    let (steps, depth) = subtask::tree_size(spec);
+    if depth > subtask::MAX_SUBTASK_DEPTH {
+        errors.push(FieldError {
+            step: None,
+            field: "steps".into(),
+            message: format!(
+                "sub-tasks nest {depth} deep; at most {}",
+                subtask::MAX_SUBTASK_DEPTH
+            ),
+        });
+    }
     if steps > limits.max_steps {
         errors.push(FieldError {
             step: None,
             field: "steps".into(),
             message: limits::Exceeded {
-                what: "the number of steps (chunked steps count three)",
+                what: "the number of steps (chunked steps count three, sub-tasks' steps count)",
                 value: Some(steps),
                 max: limits.max_steps,
                 var: "DWA_MAX_STEPS",
@@ -327,6 +353,7 @@ fn steps_of(c: &mut Checker<'_>, spec: &TaskSpec) -> Vec<StepSpec> {
             chunk: None,
             condition: None,
             on_failure: None,
+            subtask: None,
         }],
     }
 }
@@ -362,7 +389,7 @@ impl Plan {
             .flatten()
             .map(|e| e.event.clone()),
         );
-        let mut plan = plan(spec, &catalog, &Limits::unbounded())?;
+        let mut plan = plan_checked(spec, &catalog, &Limits::unbounded(), false)?;
         for (s, p) in plan.steps.iter_mut().zip(placements) {
             s.placement = p.clone();
         }

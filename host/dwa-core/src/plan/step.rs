@@ -56,6 +56,8 @@ pub(super) fn plan_step(
         key: &ids.keys[i],
         is_pipeline: spec.steps.is_some(),
     };
+    let deep = c.deep;
+    super::subtask::check_subtask(c, at.step(), &|f| at.field(f), s, deep);
     let (info, placement) = place(c, spec, s, &at);
     if let Some(schema) = info.as_ref().and_then(|i| i.input_schema.as_ref()) {
         check_known_input(c, spec, s, &at, graph, schema);
@@ -181,6 +183,7 @@ pub(super) fn plan_step(
         guards: Vec::new(),
         concurrency,
         rate,
+        subtask: s.subtask.clone(),
     }
 }
 

@@ -598,3 +598,66 @@ fn a_steps_gates_are_its_own_else_its_tasks() {
     );
     assert_eq!(e.field, "rateLimit.limit");
 }
+
+fn nested(depth: usize) -> Value {
+    let mut t = json!({"type": "leaf", "steps": [{"task": "builtin.echo"}]});
+    for _ in 0..depth {
+        t = json!({"type": "wrap", "steps": [{"id": "child", "subtask": t}]});
+    }
+    t
+}
+
+#[test]
+fn a_subtask_is_planned_at_submission_and_named_builtin_subtask() {
+    let p = check(json!({"type": "outer", "steps": [
+        {"id": "a", "task": "builtin.echo", "input": {"x": 1}},
+        {"id": "inner", "dependsOn": ["a"], "input": {"x": "{{steps.a.x}}"},
+         "subtask": {"type": "inner", "steps": [{"task": "builtin.echo", "input": "{{payload}}"}]}}
+    ]}))
+    .unwrap();
+    let inner = &p.steps[1];
+    assert_eq!(inner.task, SUBTASK_TASK);
+    assert!(inner.subtask.is_some());
+    assert_eq!(
+        p.spec.steps.as_ref().unwrap()[1].task,
+        SUBTASK_TASK,
+        "the stored spec names it"
+    );
+    // A stored task reads back without the catalog its sub-task was checked against.
+    let restored = Plan::restore(p.spec.clone(), &p.placements()).unwrap();
+    assert!(restored.steps[1].subtask.is_some());
+    let e = one_error(json!({"type": "outer", "steps": [
+        {"id": "inner", "subtask": {"type": "inner", "steps": [{"task": "no.such.task"}]}}
+    ]}));
+    assert_eq!(e.field, "steps[0].subtask.steps[0].task", "{e:?}");
+    let e = one_error(json!({"type": "outer", "steps": [
+        {"task": "builtin.echo", "subtask": {"type": "builtin.echo"}}
+    ]}));
+    assert_eq!(e.field, "steps[0].task");
+    let e = one_error(json!({"type": "outer", "steps": [{"task": "builtin.subtask"}]}));
+    assert_eq!(e.field, "steps[0].subtask");
+    let errs = check(json!({"type": "outer", "steps": [{"id": "x"}]})).unwrap_err();
+    assert_eq!(errs[0].field, "steps[0].task", "{errs:?}");
+    assert!(errs[0].message.contains("is required"), "{errs:?}");
+}
+
+#[test]
+fn subtasks_nest_a_bounded_depth_and_their_steps_count() {
+    assert!(check(nested(MAX_SUBTASK_DEPTH)).is_ok());
+    let errs = check(nested(MAX_SUBTASK_DEPTH + 1)).unwrap_err();
+    assert!(errs.iter().any(|e| e.message.contains("nest")), "{errs:?}");
+    let l = Limits {
+        max_steps: 3,
+        ..limits()
+    };
+    let three = json!({"type": "t", "steps": [
+        {"task": "builtin.echo"},
+        {"subtask": {"type": "c", "steps": [{"task": "builtin.echo"}, {"task": "builtin.echo"}]}}
+    ]});
+    let errs = check_within(three, &l).unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.message.contains("sub-tasks' steps count")),
+        "{errs:?}"
+    );
+}

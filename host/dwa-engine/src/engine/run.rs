@@ -307,6 +307,9 @@ impl Engine {
         if step.task == dwa_core::plan::WAIT_TASK {
             return self.wait(job, step, &input).await;
         }
+        if step.task == dwa_core::plan::SUBTASK_TASK {
+            return self.subtask(job, step, &state, input).await;
+        }
         match self.pass_gates(job, step, &state, &results, item).await? {
             Gated::Open => {}
             Gated::Wait { until, reason } => return Ok(Some(Outcome::Deferred(until, reason))),

@@ -115,7 +115,7 @@ fn idempotency(
     Ok(Some((key, digest)))
 }
 
-fn prepare(plan: Plan, lineage: u32) -> Result<Prepared, EngineError> {
+pub(super) fn prepare(plan: Plan, lineage: u32) -> Result<Prepared, EngineError> {
     let stored = StoredSpec {
         spec: plan.spec.clone(),
         placements: plan.placements(),
@@ -292,6 +292,32 @@ impl Engine {
 
     /// Stores a planned task and wakes the workers of its first steps.
     async fn queue(self: &Arc<Self>, prepared: Prepared) -> Result<CreatedTask, EngineError> {
+        let Built {
+            new,
+            plan,
+            lineage,
+            created,
+        } = self.build(prepared)?;
+        let has_pending_effects = self.adopt(&created.id, plan, lineage);
+        match self.store.create_task(new).await {
+            Ok(t) => {
+                self.wake(&t);
+                if has_pending_effects {
+                    // Due in the outbox with the task: deliver it now.
+                    self.outbox_wake.notify_one();
+                }
+                Ok(created)
+            }
+            Err(e) => {
+                self.forget(&created.id);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes the store's record of a prepared task: its id, start time,
+    /// idempotency key, queue and steps.
+    pub(super) fn build(&self, prepared: Prepared) -> Result<Built, EngineError> {
         let Prepared {
             plan,
             spec_json,
@@ -354,29 +380,45 @@ impl Engine {
             },
             run_at,
         };
-        if !plan.effects.on_progress.is_empty() {
-            Self::lock(&self.progress_tasks).insert(id.clone());
-        }
-        let has_pending_effects = !plan.effects.on_pending.is_empty();
-        Self::lock(&self.states).insert(id.clone(), Arc::new(TaskState::new(plan, lineage)));
-        match self.store.create_task(new).await {
-            Ok(t) => {
-                self.wake(&t);
-                if has_pending_effects {
-                    // Due in the outbox with the task: deliver it now.
-                    self.outbox_wake.notify_one();
-                }
-            }
-            Err(e) => {
-                Self::lock(&self.states).remove(&id);
-                Self::lock(&self.progress_tasks).remove(&id);
-                return Err(e.into());
-            }
-        }
-        Ok(CreatedTask {
-            id,
-            status: TaskStatus::Pending,
-            queue,
+        Ok(Built {
+            new,
+            plan,
+            lineage,
+            created: CreatedTask {
+                id,
+                status: TaskStatus::Pending,
+                queue,
+            },
         })
     }
+
+    /// Caches a built task's plan ahead of its creation (its first steps
+    /// may be leased before the store answers); answers whether it has
+    /// onPending effects to deliver.
+    pub(super) fn adopt(&self, id: &str, plan: Plan, lineage: u32) -> bool {
+        if !plan.effects.on_progress.is_empty() {
+            Self::lock(&self.progress_tasks).insert(id.to_owned());
+        }
+        let pending = !plan.effects.on_pending.is_empty();
+        Self::lock(&self.states).insert(id.to_owned(), Arc::new(TaskState::new(plan, lineage)));
+        pending
+    }
+
+    /// Drops what [`Engine::adopt`] cached for a task that was not created.
+    pub(super) fn forget(&self, id: &str) {
+        Self::lock(&self.states).remove(id);
+        Self::lock(&self.progress_tasks).remove(id);
+    }
+}
+
+/// A task ready for the store, with what the engine caches of it.
+pub(super) struct Built {
+    /// The store's record.
+    pub(super) new: NewTask,
+    /// Its plan.
+    pub(super) plan: Plan,
+    /// Its place in a chain of tasks made by other tasks.
+    pub(super) lineage: u32,
+    /// What a submission answers.
+    pub(super) created: CreatedTask,
 }

@@ -16,12 +16,14 @@ mod gates;
 mod priority;
 mod resume;
 mod schedules;
+mod subtask;
 mod wait;
 use branch::*;
 use gates::*;
 use priority::*;
 use resume::*;
 use schedules::*;
+use subtask::*;
 use wait::*;
 
 /// A sequential task of `n` steps on the `default` queue.
@@ -145,6 +147,8 @@ where
     case!(concurrency_slots_are_shared_up_to_the_limit_and_expire);
     case!(a_rate_allows_its_burst_then_one_per_interval);
     case!(a_deferred_job_waits_without_costing_an_attempt);
+    case!(a_subtask_wakes_its_parents_job_however_it_ends);
+    case!(a_job_not_held_spawns_nothing);
     case!(schedules_are_created_once_listed_in_id_order_and_deleted);
     case!(a_schedule_is_due_at_its_tick_and_one_update_per_tick_wins);
     case!(paused_and_finished_schedules_are_never_due);

@@ -147,6 +147,7 @@ pub(super) fn record(id: &str, m: &HashMap<String, String>, spec: String) -> Tas
         started_at: opt_i64(m, "started"),
         completed_at: opt_i64(m, "completed"),
         steps: Vec::new(),
+        parent: m.get("parent").and_then(|p| serde_json::from_str(p).ok()),
     }
 }
 

@@ -14,13 +14,17 @@
 -- ARGV[1] is the key prefix, ARGV[2] the caller's clock (ms).
 -- Keys (P = prefix):
 --   P:t:{id}     the task hash: type queue status pipeline created started
---                completed total done progress seq result error spec, and
+--                completed total done progress seq result error spec parent
+--                (a sub-task's link to its parent's job, JSON), and
 --                per step i: i:key i:task i:queue i:prio (absent: 0) i:status i:waiting i:deps
 --                i:attempt (next try) i:attempts (tries started) i:token
 --                i:stalls i:started i:completed i:result i:error
---                i:itot i:idone i:inext (forEach items), and its events
+--                i:itot i:idone i:inext (forEach items), i:child (the
+--                sub-task the step's job spawned), and its events
 --                e1, e2, ... (e{seq}: written by the same HSET as the change)
---   P:it:{id}:{i}  forEach items of step i: n (result), n:token, n:attempt, n:stalls
+--   P:it:{id}:{i}  forEach items of step i: n (result), n:token, n:attempt, n:stalls,
+--                n:child
+--   P:kids:{id}  the sub-tasks a task spawned (set)
 --   P:r:{queue}  due jobs by rank (zset of "id|step|item"): when each became
 --                due less AGING_MS per priority level, leased lowest first
 --   P:d:{queue}  delayed jobs (retries, runAt, parked waits) by due time
@@ -58,7 +62,7 @@ local ITEM = nil
 -- step index per call: most items of a batch are step 0 of their task, and
 -- every concatenation makes Lua intern a new string.
 local STEP_FIELDS = {'key', 'task', 'queue', 'prio', 'status', 'waiting', 'deps', 'attempt', 'attempts', 'token',
-  'stalls', 'started', 'completed', 'result', 'error', 'itot', 'idone', 'inext'}
+  'stalls', 'started', 'completed', 'result', 'error', 'itot', 'idone', 'inext', 'child'}
 local FIELDS = {}
 local function F(i)
   local f = FIELDS[i]
@@ -146,7 +150,7 @@ end
 -- A task being changed: the fields read once, the writes gathered for one HSET.
 local function open(id, fields)
   local key = k('t', id)
-  local names = {'status', 'seq', 'total', 'done', 'pipeline', 'fx'}
+  local names = {'status', 'seq', 'total', 'done', 'pipeline', 'fx', 'parent'}
   for _, f in ipairs(fields) do
     names[#names + 1] = f
   end
@@ -242,9 +246,31 @@ end
 -- outbox in the same script (fx_claim.lua).
 local FX_ON_END = {completed = {'s', 'onSuccess'}, failed = {'e', 'onError'}}
 
+-- Makes the job of a sub-task's parent (`parent`: its link, JSON) due now,
+-- if it still waits for this child.
+local function wake_parent(child, parent)
+  local link = cjson.decode(parent)
+  local step, item = int(link.step), '-1'
+  if link.item then
+    item = int(link.item)
+  end
+  local pk = k('t', link.taskId)
+  local r = redis.call('HMGET', pk, step .. ':queue', step .. ':prio', step .. ':child')
+  local waits_for = r[3]
+  if item ~= '-1' then
+    waits_for = redis.call('HGET', k('it', link.taskId, step), item .. ':child')
+  end
+  if r[1] and waits_for == child and redis.call('ZREM', k('d', r[1]), jid(link.taskId, step, item)) == 1 then
+    push_job(link.taskId, step, item, r[1], NOW, r[2])
+  end
+end
+
 local function finish_task(c, status)
   put(c, 'status', status)
   put(c, 'completed', NOWS)
+  if c.f.parent then
+    wake_parent(c.id, c.f.parent)
+  end
   local fx = FX_ON_END[status]
   if fx and c.f.fx and string.find(c.f.fx, fx[1], 1, true) then
     redis.call('ZADD', k('outbox'), NOW, c.id .. '|' .. fx[2])

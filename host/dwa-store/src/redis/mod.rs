@@ -28,6 +28,7 @@ mod batch;
 mod decode;
 mod gates;
 mod schedules;
+mod subtask;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +52,15 @@ use crate::{
 use batch::Batcher;
 use decode::{ScriptReply, fields_map, parse_reply, record, step_record};
 use dwa_core::model::{TaskEvent, TaskStatus};
+
+/// spawn.lua runs create.lua's body as a function, then parks the parent.
+const SPAWN: &str = concat!(
+    include_str!("lib.lua"),
+    "\nlocal function create_tasks()\n",
+    include_str!("create.lua"),
+    "\nend\n",
+    include_str!("spawn.lua")
+);
 
 macro_rules! script {
     ($file:literal) => {
@@ -79,6 +89,8 @@ struct Scripts {
     upgrade: Script,
     end_step: Script,
     defer: Script,
+    spawn: Script,
+    kids: Script,
     slot_acquire: Script,
     slot_release: Script,
     rate_take: Script,
@@ -112,6 +124,8 @@ impl Scripts {
             upgrade: script!("upgrade.lua"),
             end_step: script!("end_step.lua"),
             defer: script!("defer.lua"),
+            spawn: Script::new(SPAWN),
+            kids: script!("kids.lua"),
             slot_acquire: script!("slot_acquire.lua"),
             slot_release: script!("slot_release.lua"),
             rate_take: script!("rate_take.lua"),
@@ -133,7 +147,7 @@ const BATCH: batch::Limits = batch::Limits {
     parallel: 2,
 };
 /// Fields of the task hash that make a summary (not the spec, not the steps).
-const SUMMARY_FIELDS: [&str; 10] = [
+const SUMMARY_FIELDS: [&str; 11] = [
     "type",
     "queue",
     "status",
@@ -144,6 +158,7 @@ const SUMMARY_FIELDS: [&str; 10] = [
     "created",
     "started",
     "completed",
+    "parent",
 ];
 
 /// Settings of the Redis store.
@@ -212,6 +227,52 @@ fn completion_size(c: &Completion) -> usize {
     c.result.len() + c.job.len() + 32
 }
 
+/// The arguments of create.lua for `tasks` (spawn.lua takes one task the same way).
+fn create_args(tasks: Vec<NewTask>) -> Vec<String> {
+    let mut args = Vec::with_capacity(1 + tasks.len() * 12);
+    args.push(tasks.len().to_string());
+    for task in tasks {
+        args.push(task.id);
+        args.push(task.task_type);
+        args.push(task.queue);
+        args.push(if task.is_pipeline { "1" } else { "0" }.into());
+        args.push(task.created_at.to_string());
+        args.push(task.spec);
+        match task.idempotency {
+            Some(i) => {
+                args.push(i.key);
+                args.push(i.body_hash);
+                args.push(i.expires_at.to_string());
+            }
+            None => args.extend([String::new(), String::new(), "0".into()]),
+        }
+        let fx = task.effects;
+        let mut mask = String::new();
+        for (has, c) in [
+            (fx.on_pending, 'p'),
+            (fx.on_success, 's'),
+            (fx.on_error, 'e'),
+        ] {
+            if has {
+                mask.push(c);
+            }
+        }
+        args.push(mask);
+        args.push(task.run_at.unwrap_or(0).to_string());
+        args.push(task.steps.len().to_string());
+        for s in task.steps {
+            args.push(s.key);
+            args.push(s.task);
+            args.push(s.queue);
+            args.push(s.priority.to_string());
+            args.push(s.waiting_for.to_string());
+            let deps: Vec<String> = s.dependants.iter().map(u32::to_string).collect();
+            args.push(deps.join(","));
+        }
+    }
+    args
+}
+
 impl Core {
     fn k(&self, parts: &[&str]) -> String {
         let mut s = self.prefix.clone();
@@ -247,47 +308,7 @@ impl Core {
         &self,
         tasks: Vec<NewTask>,
     ) -> Result<Vec<Result<Transition, StoreError>>, StoreError> {
-        let mut args = Vec::with_capacity(1 + tasks.len() * 12);
-        args.push(tasks.len().to_string());
-        for task in tasks {
-            args.push(task.id);
-            args.push(task.task_type);
-            args.push(task.queue);
-            args.push(if task.is_pipeline { "1" } else { "0" }.into());
-            args.push(task.created_at.to_string());
-            args.push(task.spec);
-            match task.idempotency {
-                Some(i) => {
-                    args.push(i.key);
-                    args.push(i.body_hash);
-                    args.push(i.expires_at.to_string());
-                }
-                None => args.extend([String::new(), String::new(), "0".into()]),
-            }
-            let fx = task.effects;
-            let mut mask = String::new();
-            for (has, c) in [
-                (fx.on_pending, 'p'),
-                (fx.on_success, 's'),
-                (fx.on_error, 'e'),
-            ] {
-                if has {
-                    mask.push(c);
-                }
-            }
-            args.push(mask);
-            args.push(task.run_at.unwrap_or(0).to_string());
-            args.push(task.steps.len().to_string());
-            for s in task.steps {
-                args.push(s.key);
-                args.push(s.task);
-                args.push(s.queue);
-                args.push(s.priority.to_string());
-                args.push(s.waiting_for.to_string());
-                let deps: Vec<String> = s.dependants.iter().map(u32::to_string).collect();
-                args.push(deps.join(","));
-            }
-        }
+        let args = create_args(tasks);
         Ok(self.run(&self.scripts.create, args).await?.items)
     }
 
@@ -612,6 +633,24 @@ impl Store for RedisStore {
             .run(&self.core.scripts.defer, args)
             .await?
             .single()
+    }
+
+    async fn spawn(
+        &self,
+        job: &Job,
+        key: &str,
+        child: NewTask,
+        until: i64,
+    ) -> Result<Transition, StoreError> {
+        self.core.spawn(job, key, child, until).await
+    }
+
+    async fn child_of(&self, job: &Job) -> Result<Option<String>, StoreError> {
+        self.core.child_of(job).await
+    }
+
+    async fn live_children(&self, task_id: &str) -> Result<Vec<String>, StoreError> {
+        self.core.live_children(task_id).await
     }
 
     async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError> {

@@ -49,7 +49,7 @@ else
       put(c, s.waiting, int(waiting[i]))
       put(c, s.token, int(-math.abs(tonumber(token or '0'))))
       for _, f in ipairs({s.result, s.error, s.started, s.completed, s.attempt, s.attempts, s.stalls,
-        s.itot, s.idone, s.inext}) do
+        s.itot, s.idone, s.inext, s.child}) do
         gone[#gone + 1] = f
         c.f[f] = nil
       end

@@ -88,6 +88,7 @@ enum Op {
     EndStep(Job, StepEnd),
     Gate(writer::GateOp),
     Defer(Job, i64, Option<String>),
+    Spawn(Job, String, NewTask, i64),
 }
 
 enum Reply {
@@ -399,6 +400,45 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn spawn(
+        &self,
+        job: &Job,
+        key: &str,
+        child: NewTask,
+        until: i64,
+    ) -> Result<Transition, StoreError> {
+        transition(
+            self.call(Op::Spawn(job.clone(), key.to_owned(), child, until))
+                .await?,
+        )
+    }
+
+    async fn child_of(&self, job: &Job) -> Result<Option<String>, StoreError> {
+        let (id, step, item) = (job.task_id.clone(), job.step, item_col(job.item));
+        self.read(move |c| {
+            let child: Option<Option<String>> = c
+                .prepare_cached(
+                    "SELECT child FROM jobs WHERE task_id = ?1 AND step = ?2 AND item = ?3",
+                )?
+                .query_row(params![id, step, item], |r| r.get(0))
+                .optional()?;
+            Ok(child.flatten())
+        })
+        .await
+    }
+
+    async fn live_children(&self, task_id: &str) -> Result<Vec<String>, StoreError> {
+        let id = task_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM tasks WHERE parent_task = ?1 AND status IN ('pending', 'active')",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn end_step(&self, job: &Job, end: StepEnd) -> Result<Transition, StoreError> {
         transition(self.call(Op::EndStep(job.clone(), end)).await?)
     }
@@ -703,11 +743,11 @@ fn parse_json(s: Option<&str>) -> Option<Value> {
 fn load_task(c: &Connection, id: &str, with_spec: bool) -> Result<Option<TaskRecord>, StoreError> {
     let mut stmt = c.prepare_cached(if with_spec {
         "SELECT t.id, t.type, t.queue, t.status, s.spec, t.pipeline, t.progress, t.result, t.error,
-                t.created_at, t.started_at, t.completed_at
+                t.created_at, t.started_at, t.completed_at, t.parent
          FROM tasks t JOIN task_specs s ON s.id = t.id WHERE t.id = ?1"
     } else {
         "SELECT id, type, queue, status, '', pipeline, progress, result, error,
-                created_at, started_at, completed_at
+                created_at, started_at, completed_at, parent
          FROM tasks WHERE id = ?1"
     })?;
     Ok(stmt
@@ -726,6 +766,9 @@ fn load_task(c: &Connection, id: &str, with_spec: bool) -> Result<Option<TaskRec
                 started_at: r.get(10)?,
                 completed_at: r.get(11)?,
                 steps: Vec::new(),
+                parent: r
+                    .get::<_, Option<String>>(12)?
+                    .and_then(|p| serde_json::from_str(&p).ok()),
             })
         })
         .optional()?)

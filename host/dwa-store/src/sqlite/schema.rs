@@ -7,7 +7,7 @@ use crate::StoreError;
 
 /// The schema this build writes; a data directory at a higher number was
 /// written by a newer dwa and is refused rather than misread.
-const VERSION: i64 = 3;
+const VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS tasks (
@@ -23,7 +23,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     started_at INTEGER,
     completed_at INTEGER,
     steps_total INTEGER NOT NULL,
-    steps_done INTEGER NOT NULL DEFAULT 0
+    steps_done INTEGER NOT NULL DEFAULT 0,
+    parent TEXT,
+    parent_task TEXT
 );
 -- The spec can be large (a 10,000-step DAG is ~1 MB) and never changes: it
 -- lives apart so that the hot counters of `tasks` stay in a small row.
@@ -75,6 +77,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     token INTEGER,
     owner TEXT,
     lease_until INTEGER,
+    child TEXT,
     PRIMARY KEY (task_id, step, item)
 ) WITHOUT ROWID;
 -- state 0 (due) by rank, the order of leasing; state 2 (delayed) by due time.
@@ -131,6 +134,9 @@ CREATE TABLE IF NOT EXISTS rates (
     tat REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rates_by_tat ON rates(tat);
+-- Version 4: sub-tasks know their parent's waiting job (parent, JSON) and
+-- the job its child (jobs.child); a parent finds its live children by index.
+CREATE INDEX IF NOT EXISTS tasks_by_parent ON tasks(parent_task) WHERE parent_task IS NOT NULL;
 "#;
 
 /// Brings the schema to [`VERSION`]: upgrades the tables of an older data
@@ -158,9 +164,11 @@ pub(super) fn prepare(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Version 0 to 1 (priorities): steps get their priority and jobs their
-/// rank; queued jobs become delayed (state 2) at their due time, so the
-/// first lease promotes those that are due with their rank.
+/// Upgrades in place. Version 3 to 4 (sub-tasks): tasks get their parent,
+/// jobs their child. Version 0 to 1 (priorities): steps get their priority
+/// and jobs their rank; queued jobs become delayed (state 2) at their due
+/// time, so the first lease promotes those that are due with their rank.
+/// (2 and 3 only added tables.)
 fn upgrade(conn: &Connection) -> Result<(), StoreError> {
     let has = |table: &str, column: &str| -> Result<bool, StoreError> {
         let n: i64 = conn.query_row(
@@ -170,6 +178,15 @@ fn upgrade(conn: &Connection) -> Result<(), StoreError> {
         )?;
         Ok(n > 0)
     };
+    if has("tasks", "type")? && !has("tasks", "parent")? {
+        conn.execute_batch(
+            "ALTER TABLE tasks ADD COLUMN parent TEXT;
+             ALTER TABLE tasks ADD COLUMN parent_task TEXT;",
+        )?;
+    }
+    if has("jobs", "run_at")? && !has("jobs", "child")? {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN child TEXT;")?;
+    }
     if has("jobs", "run_at")? && !has("jobs", "rank")? {
         conn.execute_batch(
             "ALTER TABLE steps ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
@@ -229,6 +246,42 @@ mod tests {
         assert_eq!(v, VERSION);
         // Preparing again is a no-op.
         prepare(&conn).unwrap();
+    }
+
+    #[test]
+    fn a_schema_3_data_dir_gains_the_sub_task_links() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tasks (id TEXT PRIMARY KEY, type TEXT NOT NULL, queue TEXT NOT NULL,
+                status TEXT NOT NULL, pipeline INTEGER NOT NULL, progress REAL NOT NULL DEFAULT 0,
+                result TEXT, error TEXT, created_at INTEGER NOT NULL, started_at INTEGER,
+                completed_at INTEGER, steps_total INTEGER NOT NULL,
+                steps_done INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO tasks (id, type, queue, status, pipeline, created_at, steps_total)
+                VALUES ('t', 'x', 'default', 'pending', 0, 1, 1);
+             CREATE TABLE jobs (task_id TEXT NOT NULL, step INTEGER NOT NULL, item INTEGER NOT NULL,
+                queue TEXT NOT NULL, state INTEGER NOT NULL, run_at INTEGER NOT NULL,
+                attempt INTEGER NOT NULL, seq INTEGER NOT NULL, prio INTEGER NOT NULL DEFAULT 0,
+                rank INTEGER NOT NULL DEFAULT 0, token INTEGER, owner TEXT, lease_until INTEGER,
+                PRIMARY KEY (task_id, step, item)) WITHOUT ROWID;
+             INSERT INTO jobs (task_id, step, item, queue, state, run_at, attempt, seq)
+                VALUES ('t', 0, -1, 'default', 0, 1, 1, 1);
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        prepare(&conn).unwrap();
+        let links: (Option<String>, Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT t.parent, t.parent_task, j.child FROM tasks t JOIN jobs j ON j.task_id = t.id",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(links, (None, None, None), "the rows are kept, with no links");
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, VERSION);
     }
 
     #[test]

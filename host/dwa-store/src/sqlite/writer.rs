@@ -22,6 +22,7 @@ mod gates;
 mod ops;
 mod outbox;
 mod resume;
+mod subtask;
 mod wait;
 
 pub(super) use gates::{GateOp, GateReply};
@@ -213,6 +214,9 @@ impl Writer {
             Op::Schedule(op) => Reply::Count(self.schedule_op(op)?),
             Op::EndStep(job, end) => Reply::Transition(self.end_step(job, end, now, &mut ev)?),
             Op::Gate(op) => Reply::Gate(self.gate(op, now)?),
+            Op::Spawn(job, key, child, until) => {
+                Reply::Transition(self.spawn(job, key, child, *until, now, &mut ev)?)
+            }
             Op::Defer(job, until, reason) => {
                 Reply::Transition(self.defer(job, *until, reason.as_deref(), now, &mut ev)?)
             }

@@ -566,13 +566,16 @@ impl Writer {
                     .prepare_cached("SELECT result FROM steps WHERE task_id = ?1 AND idx = ?2")?
                     .query_row(params![task, total - 1], |r| r.get::<_, Option<String>>(0))?
             };
-            let started: Option<i64> = self
+            let (started, parent): (Option<i64>, Option<String>) = self
                 .conn
                 .prepare_cached(
                     "UPDATE tasks SET status = 'completed', result = ?1, completed_at = ?2, progress = 100
-                     WHERE id = ?3 RETURNING started_at",
+                     WHERE id = ?3 RETURNING started_at, parent",
                 )?
-                .query_row(params![final_result, now, task], |r| r.get(0))?;
+                .query_row(params![final_result, now, task], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if let Some(q) = self.wake_parent(task, parent.as_deref(), now)? {
+                t.woke.push(q);
+            }
             self.effects_due(task, "onSuccess", now)?;
             self.emit(
                 task,
@@ -630,13 +633,17 @@ impl Writer {
         ev: &mut Vec<Arc<TaskEvent>>,
     ) -> Result<(), StoreError> {
         self.forget(task);
-        let started: Option<i64> = self
+        let (started, parent): (Option<i64>, Option<String>) = self
             .conn
             .prepare_cached(
                 "UPDATE tasks SET status = ?1, error = ?2, completed_at = ?3 WHERE id = ?4
-                 RETURNING started_at",
+                 RETURNING started_at, parent",
             )?
-            .query_row(params![status.as_str(), error, now, task], |r| r.get(0))?;
+            .query_row(params![status.as_str(), error, now, task], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        // The parent's pool finds its job due within its next look (≤ 1 s).
+        self.wake_parent(task, parent.as_deref(), now)?;
         if status == TaskStatus::Failed {
             self.effects_due(task, "onError", now)?;
         }
