@@ -2,8 +2,6 @@
 //! its result (one child per forEach item too), a failed child fails its
 //! step, and cancelling the parent cancels the child.
 
-use std::time::{Duration, Instant};
-
 use serde_json::json;
 
 use super::common::*;
@@ -89,18 +87,11 @@ async fn cancelling_the_parent_cancels_its_child(host: &Host) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = get_task(host, &child).await;
-        if v["status"] == "cancelled" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the child was not cancelled: {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let v = wait_until(host, &child, "cancelled with its parent", |v| {
+        v["status"] == "cancelled"
+    })
+    .await;
+    assert_eq!(v["status"], "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

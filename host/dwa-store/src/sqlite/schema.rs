@@ -277,7 +277,11 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .unwrap();
-        assert_eq!(links, (None, None, None), "the rows are kept, with no links");
+        assert_eq!(
+            links,
+            (None, None, None),
+            "the rows are kept, with no links"
+        );
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
