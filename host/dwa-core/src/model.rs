@@ -47,11 +47,11 @@ pub struct TaskSpec {
     /// once, across hosts and tasks (docs/tasks.md, "Concurrency keys and
     /// rate limits"); a step's own setting replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<Concurrency>,
+    pub concurrency: Option<Box<Concurrency>>,
     /// (dwa) At most `limit` of its steps' jobs with the same key start
     /// per `per`, across hosts and tasks; a step's own setting replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<Box<RateLimit>>,
     /// The task's input; a pipeline's first steps receive it. Default `{}`.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
@@ -117,10 +117,10 @@ pub struct StepSpec {
     pub priority: Option<i32>,
     /// (dwa) Replaces the task's `concurrency` for this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<Concurrency>,
+    pub concurrency: Option<Box<Concurrency>>,
     /// (dwa) Replaces the task's `rateLimit` for this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<Box<RateLimit>>,
     /// The step's input, with templates (any JSON); default: its dependency's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<serde_json::Value>)]

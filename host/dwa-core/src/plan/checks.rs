@@ -119,8 +119,8 @@ pub(super) fn check_task(c: &mut Checker<'_>, spec: &TaskSpec) {
         c,
         None,
         "",
-        spec.concurrency.as_ref(),
-        spec.rate_limit.as_ref(),
+        spec.concurrency.as_deref(),
+        spec.rate_limit.as_deref(),
     );
     check_timeout(
         c,

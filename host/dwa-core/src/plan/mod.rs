@@ -94,16 +94,16 @@ pub struct PlannedStep {
     /// Steps whose results its input, its condition or its guards need.
     pub needs: Vec<usize>,
     /// Its `if`, parsed and bound.
-    pub condition: Option<crate::template::cond::Condition>,
+    pub condition: Option<Box<crate::template::cond::Condition>>,
     /// What its failing for good does.
     pub on_failure: crate::model::OnFailure,
     /// Its ancestors under `onFailure: "skipDependants"`: if one of them
     /// failed, this step is skipped (their results are in `needs`).
     pub guards: Vec<usize>,
     /// Its concurrency key (its own, else its task's).
-    pub concurrency: Option<Gate>,
+    pub concurrency: Option<Box<Gate>>,
     /// Its rate limit (its own, else its task's).
-    pub rate: Option<Gate>,
+    pub rate: Option<Box<Gate>>,
     /// The task it runs as a sub-task, when it is a `builtin.subtask` step.
     pub subtask: Option<Box<TaskSpec>>,
 }

@@ -107,8 +107,8 @@ pub(super) fn plan_step(
         c,
         at.step(),
         &prefix,
-        s.concurrency.as_ref(),
-        s.rate_limit.as_ref(),
+        s.concurrency.as_deref(),
+        s.rate_limit.as_deref(),
     );
     let concurrency = s
         .concurrency
@@ -178,11 +178,11 @@ pub(super) fn plan_step(
             .or_else(|| spec.retry.clone())
             .unwrap_or_default(),
         needs: needs.into_iter().collect(),
-        condition,
+        condition: condition.map(Box::new),
         on_failure: s.on_failure.unwrap_or_default(),
         guards: Vec::new(),
-        concurrency,
-        rate,
+        concurrency: concurrency.map(Box::new),
+        rate: rate.map(Box::new),
         subtask: s.subtask.clone(),
     }
 }
