@@ -73,49 +73,51 @@ impl Engine {
             ..Default::default()
         };
         let store_failed = |e: dwa_store::StoreError| PrepError::Store(e.to_string());
-        let mut held = None;
+        // Both keys first: a key that does not resolve fails the step
+        // before anything is taken.
+        let mut slot_key = None;
         if let Some(g) = &step.concurrency {
-            let key = self
-                .gate_key(g, &scope, &job.task_id, "concurrency")
-                .await?;
+            slot_key = Some((
+                self.gate_key(g, &scope, &job.task_id, "concurrency")
+                    .await?,
+                g.limit,
+            ));
+        }
+        let mut rate_key = None;
+        if let Some(r) = &step.rate {
+            let key = self.gate_key(r, &scope, &job.task_id, "rateLimit").await?;
+            rate_key = Some((key, r.limit, r.per_ms.unwrap_or(1)));
+        }
+        let mut held = None;
+        if let Some((key, limit)) = slot_key {
             let holder = format!("{}#{}", job.name(), job.token);
             let until = self.store.now_ms() + self.config.lease_ms;
             let got = self
                 .store
-                .acquire_slot(&key, g.limit, &holder, until)
+                .acquire_slot(&key, limit, &holder, until)
                 .await
                 .map_err(store_failed)?;
             if !got {
                 let jitter = rand::random_range(SLOT_RETRY_MS / 2..=SLOT_RETRY_MS * 3 / 2);
                 return Ok(Gated::Wait {
                     until: self.store.now_ms() + jitter,
-                    reason: format!("concurrency key {key:?} is at its limit of {}", g.limit),
+                    reason: format!("concurrency key {key:?} is at its limit of {limit}"),
                 });
             }
-            held = Some(Held {
-                key,
-                holder,
-                limit: g.limit,
-            });
+            held = Some(Held { key, holder, limit });
         }
-        if let Some(r) = &step.rate {
-            let key = self.gate_key(r, &scope, &job.task_id, "rateLimit").await?;
-            let per = r.per_ms.unwrap_or(1);
-            let at = self
-                .store
-                .take_rate(&key, r.limit, per)
-                .await
-                .map_err(store_failed)?;
-            if let Some(until) = at {
-                if let Some(h) = held {
-                    self.store
-                        .release_slot(&h.key, &h.holder)
-                        .await
-                        .map_err(store_failed)?;
-                }
+        if let Some((key, limit, per)) = rate_key {
+            let at = self.store.take_rate(&key, limit, per).await;
+            if !matches!(at, Ok(None))
+                && let Some(h) = held.take()
+            {
+                // Not running now: the slot goes back (or runs out with the lease).
+                let _ = self.store.release_slot(&h.key, &h.holder).await;
+            }
+            if let Some(until) = at.map_err(store_failed)? {
                 return Ok(Gated::Wait {
                     until,
-                    reason: format!("rate key {key:?} allows {} per {per} ms", r.limit),
+                    reason: format!("rate key {key:?} allows {limit} per {per} ms"),
                 });
             }
         }
