@@ -1068,3 +1068,6 @@ async fn the_rust_client_processes_a_task_as_the_seeds_process_task_does() {
     let page = client.list_tasks(None, None, Some(2)).await.unwrap();
     assert_eq!(page.tasks.len(), 2);
 }
+
+#[path = "e2e/metrics.rs"]
+mod metrics;

@@ -148,14 +148,14 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// POSTs a task; answers (status, body).
+/// POSTs a task (with the host's token, if it has one); answers (status, body).
 pub async fn submit(host: &Host, task: &Value) -> (u16, Value) {
-    let r = client()
-        .post(host.url("/api/tasks"))
-        .json(task)
-        .send()
-        .await
-        .expect("POST /api/tasks");
+    let req = client().post(host.url("/api/tasks")).json(task);
+    let req = match &host.token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    };
+    let r = req.send().await.expect("POST /api/tasks");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }

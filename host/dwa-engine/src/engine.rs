@@ -328,6 +328,7 @@ impl Engine {
             .or_else(|| queues.get("default"))
             .copied()
             .unwrap_or(1);
+        crate::meters::workers(queue, concurrency);
         let pool = Arc::new(Pool {
             queue: queue.to_owned(),
             notify: Notify::new(),
@@ -433,7 +434,9 @@ impl Engine {
         let t = self.store.cancel(id).await?;
         self.finished(id, TaskStatus::Cancelled);
         self.wake(&t);
-        self.get(id).await
+        let view = self.get(id).await?;
+        crate::meters::task_finished(&view.queue, TaskStatus::Cancelled);
+        Ok(view)
     }
 
     /// A task's status, with the pipeline result for pipelines.
@@ -520,6 +523,7 @@ impl Engine {
             if self.stop_leasing.is_cancelled() {
                 return;
             }
+            let asked = std::time::Instant::now();
             let leased = self
                 .store
                 .lease(
@@ -529,6 +533,7 @@ impl Engine {
                     self.config.lease_ms,
                 )
                 .await;
+            crate::meters::store_took("lease", asked.elapsed());
             let leased = match leased {
                 Ok(l) => l,
                 Err(e) => {

@@ -12,6 +12,7 @@
 //!   protocol (Modal, Ray Serve, the local Python server), or a wasm
 //!   transform plugin.
 //! - [`discovery`]: reads the backends' catalogs into the merged catalog.
+//! - [`meters`]: what the engine counts and times for `GET /metrics`.
 //! - `views` (internal): the task views the API answers with.
 //! - `transient` (internal): the host's own retries of a store briefly away.
 
@@ -19,6 +20,7 @@ pub mod backend;
 pub mod discovery;
 pub mod engine;
 pub mod executor;
+pub mod meters;
 pub mod signals;
 
 mod builtin;

@@ -27,6 +27,7 @@ use dwa_engine::discovery::{self, BackendStatus};
 use dwa_engine::engine::{Engine, EngineError};
 use dwa_store::{Feed, ListFilter};
 
+pub mod metrics;
 mod schedules;
 
 /// Shared state of the handlers.
@@ -42,6 +43,8 @@ pub struct AppState {
     pub sse_linger: Duration,
     /// Event-stream clients, within their limits.
     pub followers: Arc<crate::followers::Followers>,
+    /// Renders `GET /metrics` (None: no recorder in this process).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The JSON error body of every failed call.
@@ -225,6 +228,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .nest("/api", api.merge(links))
         .route("/health", get(health))
+        .route("/metrics", get(metrics::scrape))
         .route("/openapi.json", get(openapi))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)

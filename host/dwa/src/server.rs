@@ -91,10 +91,12 @@ pub async fn sweep_work_dirs(store: &dyn Store, work_dir: &std::path::Path) -> u
     removed
 }
 
-/// Starts a host, in phases: open the store, start retention, set up the
+/// Starts a host, in phases: install the metrics recorder, open the store, start retention, set up the
 /// backends, load the plugins, build the catalog, start the engine, keep
 /// the catalog fresh, and put the API in front.
 pub async fn build(config: &Config) -> Result<Host, StartError> {
+    // First: what the engine records from its start (its pools) is kept.
+    let metrics = crate::api::metrics::install();
     let (store, redis) = open_store(config).await?;
     // This host's name in leases and backend requests.
     let owner = std::env::var("DWA_HOST_NAME")
@@ -152,6 +154,7 @@ pub async fn build(config: &Config) -> Result<Host, StartError> {
             config.max_followers_per_task,
             config.max_followers,
         ),
+        metrics,
     };
     spawn_catalog_refresh(&state, config.catalog_refresh_secs);
     let router = router(state.clone(), config.max_body_bytes);

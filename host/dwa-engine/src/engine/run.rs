@@ -69,7 +69,9 @@ impl Engine {
             let token = CancellationToken::new();
             let key = (job.task_id.clone(), job.step, job.item);
             Self::lock(&self.running).insert(key.clone(), (job.clone(), token.clone()));
+            crate::meters::running(&queue, 1.0);
             let next = self.clone().run_job(&queue, &job, &token).await;
+            crate::meters::running(&queue, -1.0);
             Self::lock(&self.running).remove(&key);
             self.release_slot_of(&job).await;
             match next {
@@ -103,6 +105,14 @@ impl Engine {
         // listener may drop it from the cache at any moment.
         let known = Self::lock(&self.states).get(&job.task_id).cloned();
         let mut next = None;
+        let recorded_at = std::time::Instant::now();
+        let mut ended = match &outcome {
+            Outcome::Done(_) => "completed",
+            Outcome::Failed(_) => "failed",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Deferred(..) => "deferred",
+            Outcome::Aborted => "aborted",
+        };
         let recorded = match outcome {
             Outcome::Done(v) => {
                 let cached = Arc::new(v.clone());
@@ -139,12 +149,20 @@ impl Engine {
                     Err(_) => Default::default(),
                 };
                 if retry::may_retry(&policy, job.attempt, e.retryable) {
+                    ended = "retried";
+                    if let Some(st) = known
+                        .as_deref()
+                        .and_then(|s| s.plan.steps.get(job.step as usize))
+                    {
+                        crate::meters::retried(&st.task);
+                    }
                     let wait = retry::delay_after(&policy, job.attempt, rand::random::<f64>());
                     let run_at = self.store.now_ms() + wait.as_millis() as i64;
                     let first = self.store.retry(job, run_at, &e.message).await;
                     self.record_again(job, first, || self.store.retry(job, run_at, &e.message))
                         .await
                 } else if tolerated {
+                    ended = "tolerated";
                     self.end_step(job, StepEnd::Failed(e.message)).await
                 } else {
                     let first = self.store.fail(job, &e.message).await;
@@ -168,6 +186,25 @@ impl Engine {
                 return None;
             }
         };
+        crate::meters::store_took("record", recorded_at.elapsed());
+        if recorded.is_ok() {
+            crate::meters::step_ended(queue, ended);
+        }
+        if let Ok(t) = &recorded
+            && let Some(status) = t.finished
+        {
+            let task_queue = known
+                .as_deref()
+                .and_then(|s| {
+                    s.plan
+                        .spec
+                        .queue
+                        .clone()
+                        .or_else(|| s.plan.steps.first().map(|f| f.placement.queue.clone()))
+                })
+                .unwrap_or_else(|| queue.to_owned());
+            crate::meters::task_finished(&task_queue, status);
+        }
         match recorded {
             Ok(t) => self.wake_with(&t, known.as_deref()),
             Err(StoreError::LeaseLost(_)) => {
@@ -545,17 +582,22 @@ impl Engine {
             progress: streams.then_some(progress),
         };
         let run = self.executor.run(&step.placement.backend, call);
+        let started = std::time::Instant::now();
         let outcome = tokio::select! {
             r = tokio::time::timeout(timeout, run) => match r {
                 Ok(Ok(v)) => Outcome::Done(v),
                 Ok(Err(e)) => Outcome::Failed(e),
-                Err(_) => Outcome::Failed(StepError::transient(format!(
-                    "timed out after {}",
-                    human_ms(step.placement.timeout_ms)
-                ))),
+                Err(_) => {
+                    crate::meters::timed_out(&step.task);
+                    Outcome::Failed(StepError::transient(format!(
+                        "timed out after {}",
+                        human_ms(step.placement.timeout_ms)
+                    )))
+                }
             },
             _ = token.cancelled() => Outcome::Aborted,
         };
+        crate::meters::step_took(&step.task, &step.placement.backend, started.elapsed());
         if let Some(f) = forward {
             let _ = f.await;
         }

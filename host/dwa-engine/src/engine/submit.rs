@@ -301,6 +301,7 @@ impl Engine {
         let has_pending_effects = self.adopt(&created.id, plan, lineage);
         match self.store.create_task(new).await {
             Ok(t) => {
+                crate::meters::task_submitted(&created.queue);
                 self.wake(&t);
                 if has_pending_effects {
                     // Due in the outbox with the task: deliver it now.
