@@ -296,6 +296,23 @@ async fn every_effect_end_to_end() {
     let child = data("enqueued")[0]["taskId"].as_str().unwrap().to_owned();
     let c = wait_done(&host, &child).await;
     assert_eq!(c["result"], json!({"child": true}));
+    // GET /metrics counts the deliveries and times the plugin calls.
+    let text = client()
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"dwa_effects_total{effect="toast",outcome="delivered"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"dwa_plugin_call_seconds_count{kind="effect",name="toast"} 2"#),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,7 +54,8 @@ async fn scrape(host: &Host, token: Option<&str>) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-/// Three echoes, one task on the backend, one that fails after a retry.
+/// Three echoes, one task on the backend, one that fails after a retry,
+/// one the backend refuses (HTTP 400, not retryable).
 async fn the_metrics_count_a_known_workload(host: &Host) {
     let token = host.token.clone();
     let mut ids = Vec::new();
@@ -76,6 +77,7 @@ async fn the_metrics_count_a_known_workload(host: &Host) {
         )
         .await,
     );
+    ids.push(submit_ok(host, &json!({"type": "reject", "payload": {}})).await);
     for id in &ids {
         wait_done(host, id).await;
     }
@@ -85,7 +87,7 @@ async fn the_metrics_count_a_known_workload(host: &Host) {
     assert_eq!(status, 200, "{text}");
     let s = parse(&text);
     let q = ("queue", "default");
-    assert_eq!(value(&s, "dwa_tasks_submitted_total", &[q]), 5.0, "{text}");
+    assert_eq!(value(&s, "dwa_tasks_submitted_total", &[q]), 6.0, "{text}");
     assert_eq!(
         value(
             &s,
@@ -97,7 +99,7 @@ async fn the_metrics_count_a_known_workload(host: &Host) {
     );
     assert_eq!(
         value(&s, "dwa_tasks_finished_total", &[("status", "failed"), q]),
-        1.0,
+        2.0,
         "{text}"
     );
     assert_eq!(
@@ -112,7 +114,7 @@ async fn the_metrics_count_a_known_workload(host: &Host) {
     );
     assert_eq!(
         value(&s, "dwa_steps_total", &[("outcome", "failed"), q]),
-        1.0,
+        2.0,
         "{text}"
     );
     assert_eq!(
@@ -130,6 +132,15 @@ async fn the_metrics_count_a_known_workload(host: &Host) {
     assert_eq!(took("builtin.echo", "builtin"), 3.0, "{text}");
     assert_eq!(took("download.file", "local"), 1.0, "{text}");
     assert_eq!(took("builtin.fail", "builtin"), 2.0, "{text}");
+    assert_eq!(
+        value(
+            &s,
+            "dwa_backend_errors_total",
+            &[("backend", "local"), ("kind", "400")]
+        ),
+        1.0,
+        "{text}"
+    );
     assert_eq!(value(&s, "dwa_workers", &[q]), 5.0, "{text}");
     assert_eq!(value(&s, "dwa_steps_running", &[q]), 0.0, "{text}");
     assert!(

@@ -372,6 +372,7 @@ impl HttpBackend {
                 ))),
             };
         }
+        crate::meters::backend_error(&self.name, status.as_str());
         let default_retryable = status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT;
@@ -395,13 +396,14 @@ impl HttpBackend {
     }
 
     fn transport_error(&self, url: &str, e: reqwest::Error) -> StepError {
-        let what = if e.is_timeout() {
-            "timed out"
+        let (what, kind) = if e.is_timeout() {
+            ("timed out", "timeout")
         } else if e.is_connect() {
-            "could not connect"
+            ("could not connect", "connect")
         } else {
-            "request failed"
+            ("request failed", "request")
         };
+        crate::meters::backend_error(&self.name, kind);
         // reqwest's message repeats the URL: both are shown without credentials.
         StepError::transient(redact(&format!(
             "backend {} {what} ({url}): {e}",

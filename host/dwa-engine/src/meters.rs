@@ -9,7 +9,7 @@ use std::time::Duration;
 use dwa_core::model::TaskStatus;
 
 /// Metric names, with their help text, for the exporter to describe.
-pub const DESCRIPTIONS: [(&str, &str); 9] = [
+pub const DESCRIPTIONS: [(&str, &str); 12] = [
     ("dwa_tasks_submitted_total", "Tasks accepted, by queue"),
     (
         "dwa_tasks_finished_total",
@@ -36,6 +36,18 @@ pub const DESCRIPTIONS: [(&str, &str); 9] = [
     (
         "dwa_store_seconds",
         "Time of the store calls the engine waits on, by operation",
+    ),
+    (
+        "dwa_effects_total",
+        "Lifecycle effect deliveries, by effect and outcome",
+    ),
+    (
+        "dwa_plugin_call_seconds",
+        "Time of one plugin call (effect or template function), by kind and name",
+    ),
+    (
+        "dwa_backend_errors_total",
+        "Backend requests that failed, by backend and HTTP status or transport error",
     ),
 ];
 
@@ -85,4 +97,23 @@ pub(crate) fn workers(queue: &str, n: usize) {
 /// A store call of `op` took `took`.
 pub(crate) fn store_took(op: &'static str, took: Duration) {
     metrics::histogram!("dwa_store_seconds", "op" => op).record(took.as_secs_f64());
+}
+
+/// An effect delivery ended, delivered or not.
+pub(crate) fn effect_delivered(effect: &str, ok: bool) {
+    let outcome = if ok { "delivered" } else { "failed" };
+    metrics::counter!("dwa_effects_total", "effect" => effect.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// An effect plugin's call took `took`.
+pub(crate) fn effect_took(effect: &str, took: Duration) {
+    metrics::histogram!("dwa_plugin_call_seconds", "kind" => "effect", "name" => effect.to_owned())
+        .record(took.as_secs_f64());
+}
+
+/// A request to `backend` failed: its HTTP status, or `connect`, `timeout`, `request`.
+pub(crate) fn backend_error(backend: &str, kind: &str) {
+    metrics::counter!("dwa_backend_errors_total", "backend" => backend.to_owned(), "kind" => kind.to_owned())
+        .increment(1);
 }

@@ -697,12 +697,17 @@ impl dwa_core::template::Functions for TaskFunctions<'_> {
         value: &serde_json::Value,
         args: &[serde_json::Value],
     ) -> Result<serde_json::Value, String> {
-        match self.plugins {
-            Some(p) => p
-                .call_function(name, value, args, self.task_id)
-                .await
-                .map_err(|e| e.to_string()),
-            None => Err("plugins are disabled on this host".into()),
-        }
+        let Some(p) = self.plugins else {
+            return Err("plugins are disabled on this host".into());
+        };
+        let started = std::time::Instant::now();
+        let r = p
+            .call_function(name, value, args, self.task_id)
+            .await
+            .map_err(|e| e.to_string());
+        // GET /metrics (docs/api.md, "Metrics").
+        metrics::histogram!("dwa_plugin_call_seconds", "kind" => "function", "name" => name.to_owned())
+            .record(started.elapsed().as_secs_f64());
+        r
     }
 }

@@ -326,12 +326,16 @@ pub(crate) async fn fire_list(
                     task: status.to_string(),
                     config: config.to_string(),
                 };
-                plugins
+                let started = std::time::Instant::now();
+                let r = plugins
                     .call_effect(&effect.event, call, &task_id, host.clone(), id.as_deref())
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string());
+                crate::meters::effect_took(&effect.event, started.elapsed());
+                r
             }
         };
+        crate::meters::effect_delivered(&effect.event, outcome.is_ok());
         match outcome {
             Ok(_) => delivered |= bit,
             Err(error) => {

@@ -28,6 +28,7 @@ mod batch;
 mod decode;
 mod gates;
 mod schedules;
+mod scripts;
 mod subtask;
 #[cfg(test)]
 mod tests;
@@ -52,91 +53,7 @@ use crate::{
 use batch::Batcher;
 use decode::{ScriptReply, fields_map, parse_reply, record, step_record};
 use dwa_core::model::{TaskEvent, TaskStatus};
-
-/// spawn.lua runs create.lua's body as a function, then parks the parent.
-const SPAWN: &str = concat!(
-    include_str!("lib.lua"),
-    "\nlocal function create_tasks()\n",
-    include_str!("create.lua"),
-    "\nend\n",
-    include_str!("spawn.lua")
-);
-
-macro_rules! script {
-    ($file:literal) => {
-        Script::new(concat!(include_str!("lib.lua"), "\n", include_str!($file)))
-    };
-}
-
-struct Scripts {
-    create: Script,
-    lease: Script,
-    renew: Script,
-    complete: Script,
-    start_items: Script,
-    retry: Script,
-    fail: Script,
-    release: Script,
-    cancel: Script,
-    resume: Script,
-    park: Script,
-    signal: Script,
-    reap: Script,
-    append: Script,
-    sweep: Script,
-    fx_claim: Script,
-    fx_settle: Script,
-    upgrade: Script,
-    end_step: Script,
-    defer: Script,
-    spawn: Script,
-    kids: Script,
-    slot_acquire: Script,
-    slot_release: Script,
-    rate_take: Script,
-    sch_create: Script,
-    sch_update: Script,
-    sch_delete: Script,
-    sch_due: Script,
-    sch_list: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        Scripts {
-            create: script!("create.lua"),
-            lease: script!("lease.lua"),
-            renew: script!("renew.lua"),
-            complete: script!("complete.lua"),
-            start_items: script!("start_items.lua"),
-            retry: script!("retry.lua"),
-            fail: script!("fail.lua"),
-            release: script!("release.lua"),
-            cancel: script!("cancel.lua"),
-            resume: script!("resume.lua"),
-            park: script!("park.lua"),
-            signal: script!("signal.lua"),
-            reap: script!("reap.lua"),
-            append: script!("append.lua"),
-            sweep: script!("sweep.lua"),
-            fx_claim: script!("fx_claim.lua"),
-            fx_settle: script!("fx_settle.lua"),
-            upgrade: script!("upgrade.lua"),
-            end_step: script!("end_step.lua"),
-            defer: script!("defer.lua"),
-            spawn: Script::new(SPAWN),
-            kids: script!("kids.lua"),
-            slot_acquire: script!("slot_acquire.lua"),
-            slot_release: script!("slot_release.lua"),
-            rate_take: script!("rate_take.lua"),
-            sch_create: script!("sch_create.lua"),
-            sch_update: script!("sch_update.lua"),
-            sch_delete: script!("sch_delete.lua"),
-            sch_due: script!("sch_due.lua"),
-            sch_list: script!("sch_list.lua"),
-        }
-    }
-}
+use scripts::{Scripts, create_args};
 
 /// How big a batched script may grow: Redis runs nothing else while a
 /// script runs, so other hosts' calls must not wait behind a huge one. Two
@@ -225,52 +142,6 @@ fn task_size(t: &NewTask) -> usize {
 /// Bytes of script arguments a completion takes (its result).
 fn completion_size(c: &Completion) -> usize {
     c.result.len() + c.job.len() + 32
-}
-
-/// The arguments of create.lua for `tasks` (spawn.lua takes one task the same way).
-fn create_args(tasks: Vec<NewTask>) -> Vec<String> {
-    let mut args = Vec::with_capacity(1 + tasks.len() * 12);
-    args.push(tasks.len().to_string());
-    for task in tasks {
-        args.push(task.id);
-        args.push(task.task_type);
-        args.push(task.queue);
-        args.push(if task.is_pipeline { "1" } else { "0" }.into());
-        args.push(task.created_at.to_string());
-        args.push(task.spec);
-        match task.idempotency {
-            Some(i) => {
-                args.push(i.key);
-                args.push(i.body_hash);
-                args.push(i.expires_at.to_string());
-            }
-            None => args.extend([String::new(), String::new(), "0".into()]),
-        }
-        let fx = task.effects;
-        let mut mask = String::new();
-        for (has, c) in [
-            (fx.on_pending, 'p'),
-            (fx.on_success, 's'),
-            (fx.on_error, 'e'),
-        ] {
-            if has {
-                mask.push(c);
-            }
-        }
-        args.push(mask);
-        args.push(task.run_at.unwrap_or(0).to_string());
-        args.push(task.steps.len().to_string());
-        for s in task.steps {
-            args.push(s.key);
-            args.push(s.task);
-            args.push(s.queue);
-            args.push(s.priority.to_string());
-            args.push(s.waiting_for.to_string());
-            let deps: Vec<String> = s.dependants.iter().map(u32::to_string).collect();
-            args.push(deps.join(","));
-        }
-    }
-    args
 }
 
 impl Core {
