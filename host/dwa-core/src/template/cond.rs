@@ -345,6 +345,22 @@ impl Condition {
         })
     }
 
+    /// Visits every path.
+    pub fn exprs<'a>(&'a self, f: &mut dyn FnMut(&'a Expr)) {
+        let mut stack = vec![&self.root];
+        while let Some(n) = stack.pop() {
+            match n {
+                Node::Lit(_) => {}
+                Node::Path(e) => f(e),
+                Node::Not(a) => stack.push(a),
+                Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, a, b) => {
+                    stack.push(a);
+                    stack.push(b);
+                }
+            }
+        }
+    }
+
     /// Visits every path, mutably (to bind step references).
     pub fn exprs_mut(&mut self, f: &mut dyn FnMut(&mut Expr)) {
         let mut stack = vec![&mut self.root];
@@ -370,18 +386,7 @@ impl Condition {
         functions: Option<&dyn Functions>,
     ) -> Result<bool, ResolveError> {
         let mut paths = Vec::new();
-        let mut stack = vec![&self.root];
-        while let Some(n) = stack.pop() {
-            match n {
-                Node::Lit(_) => {}
-                Node::Path(e) => paths.push(e),
-                Node::Not(a) => stack.push(a),
-                Node::And(a, b) | Node::Or(a, b) | Node::Cmp(_, a, b) => {
-                    stack.push(a);
-                    stack.push(b);
-                }
-            }
-        }
+        self.exprs(&mut |e| paths.push(e));
         let mut values = std::collections::HashMap::with_capacity(paths.len());
         for e in paths {
             let v = e.resolve_lenient(scope, functions).await?;

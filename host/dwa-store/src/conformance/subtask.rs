@@ -53,13 +53,18 @@ pub(super) async fn a_subtask_wakes_its_parents_job_however_it_ends(
             jobs.iter().map(|j| j.task_id.as_str()).collect::<Vec<_>>(),
             vec![child_id.as_str()]
         );
-        if cancel {
-            s.cancel(&child_id).await.unwrap();
+        let ended = if cancel {
+            s.cancel(&child_id).await.unwrap()
         } else {
             s.complete(&jobs[0], json!({"from": "child"}))
                 .await
-                .unwrap();
-        }
+                .unwrap()
+        };
+        assert!(
+            ended.woke.contains(&"default".to_string()),
+            "the parent's queue is woken (cancelled child: {cancel}): {:?}",
+            ended.woke
+        );
         let again = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
         assert_eq!(
             again.len(),

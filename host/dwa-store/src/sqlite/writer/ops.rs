@@ -631,7 +631,7 @@ impl Writer {
         error: &str,
         now: i64,
         ev: &mut Vec<Arc<TaskEvent>>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.forget(task);
         let (started, parent): (Option<i64>, Option<String>) = self
             .conn
@@ -642,8 +642,11 @@ impl Writer {
             .query_row(params![status.as_str(), error, now, task], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
-        // The parent's pool finds its job due within its next look (≤ 1 s).
-        self.wake_parent(task, parent.as_deref(), now)?;
+        // A sub-task's end makes its parent's job due: its queue is woken.
+        let woke: Vec<String> = self
+            .wake_parent(task, parent.as_deref(), now)?
+            .into_iter()
+            .collect();
         if status == TaskStatus::Failed {
             self.effects_due(task, "onError", now)?;
         }
@@ -671,7 +674,8 @@ impl Writer {
             json!({"status": status.as_str(), "error": error, "totalDuration": since(started, now)}),
             now,
             ev,
-        )
+        )?;
+        Ok(woke)
     }
 
     pub(super) fn fail(
@@ -706,9 +710,9 @@ impl Writer {
         } else {
             error.to_owned()
         };
-        self.end_task(&job.task_id, TaskStatus::Failed, &task_error, now, ev)?;
+        let woke = self.end_task(&job.task_id, TaskStatus::Failed, &task_error, now, ev)?;
         Ok(Transition {
-            woke: Vec::new(),
+            woke,
             finished: Some(TaskStatus::Failed),
             events: ev.clone(),
         })
@@ -740,9 +744,9 @@ impl Writer {
                 status.as_str()
             )));
         }
-        self.end_task(id, TaskStatus::Cancelled, "cancelled", now, ev)?;
+        let woke = self.end_task(id, TaskStatus::Cancelled, "cancelled", now, ev)?;
         Ok(Transition {
-            woke: Vec::new(),
+            woke,
             finished: Some(TaskStatus::Cancelled),
             events: ev.clone(),
         })
