@@ -9,9 +9,9 @@ export CARGO_BUILD_JOBS := env_var_or_default("CARGO_BUILD_JOBS", "2")
 default:
     @just --list
 
-# Build the plugins and the host, then start it on the embedded store (PORT, DWA_DATA_DIR, ... from the environment).
+# Build the plugins and an optimised host, then start it on the embedded store (PORT, DWA_DATA_DIR, ... from the environment).
 serve: build-plugins
-    cargo run --bin dwa -- serve
+    cargo run --release --bin dwa -- serve
 
 # Install what the tests need, then run formatting, lints and every test.
 test: test-setup
@@ -24,7 +24,7 @@ test: test-setup
     # the tests' hosts do not all compile the same components at once. With
     # the binary the tests run: `cargo run` would build the host crates again
     # without dwa-store's test-support feature.
-    DWA_PLUGIN_DIR=plugins/dist DWA_PLUGIN_CACHE_DIR=target/dwa-test-plugin-cache RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/debug/dwa" plugins
+    DWA_PLUGIN_DIR=plugins/dist DWA_PLUGIN_CACHE_DIR=target/dwa-test-plugin-cache RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/debug/dwa" plugins --load
     cargo test --workspace --lib --tests
 
 # What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target,
@@ -91,7 +91,7 @@ bench-redis-scripts:
 
 # Load every built plugin (compiling it into the cache) and list what each provides.
 check-plugins: build-plugins
-    cargo run -q --bin dwa -- plugins
+    cargo run -q --bin dwa -- plugins --load
 
 # Print the OpenAPI document.
 openapi:

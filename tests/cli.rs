@@ -225,3 +225,87 @@ async fn cancel_viz_catalog_and_completions() {
         err(&o)
     );
 }
+
+/// `dwa validate` needs no host: the same refusals as `POST /api/tasks`,
+/// each at its line; `dwa plugins` lists a host's plugins and grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_names_each_problems_line_offline_and_plugins_lists_the_hosts() {
+    let work = tempfile::tempdir().unwrap();
+    let repo_env = repo_host_env(work.path());
+    let offline = |args: &[&str], stdin: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dwa"));
+        cmd.args(args)
+            // Nothing listens there: validation must not need a host.
+            .env("DWA_URL", "http://127.0.0.1:9")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &repo_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = offline(&["validate", "-"], PIPELINE);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert_eq!(out(&o).trim(), "standard input: valid (2 steps)");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("podcast.yaml");
+    std::fs::write(
+        &file,
+        "type: podcast\n\
+         steps:\n\
+         \x20 - id: dl\n\
+         \x20   task: download.file\n\
+         \x20   input: {url: 'https://x/a.mp3'}\n\
+         \x20 - id: tx\n\
+         \x20   task: whisper.transcrib\n\
+         \x20 - id: late\n\
+         \x20   task: builtin.echo\n\
+         \x20   priority: 5000\n\
+         onSuccess:\n\
+         \x20 - {$event: toast, message: done}\n",
+    )
+    .unwrap();
+    let name = file.to_str().unwrap();
+    let o = offline(&["validate", name], "");
+    let said = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{said}{}", err(&o));
+    assert!(
+        said.contains(&format!("{name}:7: steps[1].task: ")),
+        "the unknown task at its line:\n{said}"
+    );
+    assert!(
+        said.contains(&format!("{name}:10: steps[2].priority: ")),
+        "the priority at its line:\n{said}"
+    );
+    assert!(said.trim_end().ends_with("2 problem(s)"), "{said}");
+    // The toast effect is declared by a plugin manifest: not a problem.
+    assert!(!said.contains("onSuccess"), "{said}");
+
+    let o = offline(&["validate", "/nonexistent/t.yaml"], "");
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+
+    let data = tempfile::tempdir().unwrap();
+    let mut env = repo_env.clone();
+    env.push(("DWA_API_TOKEN", TOKEN.to_owned()));
+    let host = tokio::task::block_in_place(|| Host::start(data.path(), &env));
+    let o = dwa(&host, Some(TOKEN), &["plugins"], "").await;
+    let listing = out(&o);
+    assert!(o.status.success(), "{}", err(&o));
+    let webhook = listing
+        .lines()
+        .find(|l| l.starts_with("webhook "))
+        .unwrap_or_else(|| panic!("no webhook plugin listed:\n{listing}"));
+    assert!(
+        webhook.contains("dwa:plugin/effect-handler@") && webhook.contains("[http "),
+        "its world and its granted hosts: {webhook}"
+    );
+}

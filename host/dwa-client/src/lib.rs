@@ -216,6 +216,12 @@ impl Client {
             .await
     }
 
+    /// The host's plugins (`GET /api/plugins`): `{"plugins": [...], "errors": [...]}`.
+    pub async fn plugins(&self) -> Result<Value, ClientError> {
+        self.send(self.request(reqwest::Method::GET, "/api/plugins"))
+            .await
+    }
+
     /// Draws a task's steps (`POST /api/visualize`): `{"mermaid", "url", "unknownTasks"}`.
     pub async fn visualize(&self, task: &Value) -> Result<Value, ClientError> {
         self.send(

@@ -455,14 +455,7 @@ impl Plugins {
                 r.plugins
                     .values()
                     .flat_map(|p| p.manifest.provides.tasks.iter())
-                    .map(|t| dwa_core::catalog::TaskInfo {
-                        category: Some(t.category.clone().unwrap_or_else(|| "transform".into())),
-                        description: t.description.clone(),
-                        timeout: t.timeout,
-                        input_schema: t.input_schema.clone(),
-                        output_schema: t.output_schema.clone(),
-                        ..dwa_core::catalog::TaskInfo::bare(&t.name, "wasm")
-                    })
+                    .map(manifest::TaskDecl::task_info)
                     .collect()
             })
             .unwrap_or_default()

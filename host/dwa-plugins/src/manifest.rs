@@ -77,6 +77,62 @@ impl FunctionDecl {
     }
 }
 
+impl TaskDecl {
+    /// The catalog's entry for it (backend `wasm`).
+    pub fn task_info(&self) -> dwa_core::catalog::TaskInfo {
+        dwa_core::catalog::TaskInfo {
+            category: Some(self.category.clone().unwrap_or_else(|| "transform".into())),
+            description: self.description.clone(),
+            timeout: self.timeout,
+            input_schema: self.input_schema.clone(),
+            output_schema: self.output_schema.clone(),
+            ..dwa_core::catalog::TaskInfo::bare(&self.name, "wasm")
+        }
+    }
+}
+
+/// What the manifests of `dir` declare, read without compiling anything,
+/// for validating a task offline (`dwa validate`); a manifest that cannot
+/// be read or is invalid is reported, not fatal.
+pub fn declared(dir: &std::path::Path) -> (dwa_core::catalog::PluginProvides, Vec<String>) {
+    let mut provides = dwa_core::catalog::PluginProvides::default();
+    let mut errors = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (provides, errors);
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let file = path.display().to_string();
+        let manifest = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Manifest>(&t).map_err(|e| e.to_string()));
+        let manifest = match manifest {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(format!("{file}: {e}"));
+                continue;
+            }
+        };
+        if let Err(e) = manifest.validate(&file) {
+            errors.push(e.to_string());
+            continue;
+        }
+        let p = &manifest.provides;
+        provides.effects.extend(p.effects.iter().cloned());
+        provides
+            .functions
+            .extend(p.functions.iter().map(|f| (f.name.clone(), f.arity())));
+        provides
+            .tasks
+            .extend(p.tasks.iter().map(TaskDecl::task_info));
+    }
+    (provides, errors)
+}
+
 /// A transform task a plugin runs, as the catalog shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -1,5 +1,5 @@
 //! The CLI's commands that drive a host over HTTP (docs/cli.md): submit,
-//! watch, get, ls, cancel, viz, catalog. They go through `dwa_client`, the
+//! watch, get, ls, cancel, viz, catalog, plugins. They go through `dwa_client`, the
 //! same client Rust users have.
 
 use std::collections::HashMap;
@@ -102,6 +102,17 @@ pub enum RemoteCommand {
     },
     /// List the host's tasks by category.
     Catalog,
+    /// List the host's plugins: what each provides and the permissions it
+    /// was granted (`--load` checks the local plugin folder instead).
+    #[command(
+        after_help = "Examples:\n  dwa plugins\n  DWA_PLUGIN_DIR=plugins/dist dwa plugins --load"
+    )]
+    Plugins {
+        /// Load every plugin of DWA_PLUGIN_DIR here (compiling it into the
+        /// artifact cache) instead of asking a host; fails if any cannot load.
+        #[arg(long)]
+        load: bool,
+    },
 }
 
 /// Runs a remote command; the exit code says how it went.
@@ -183,6 +194,12 @@ pub async fn run(remote: &Remote, command: RemoteCommand) -> anyhow::Result<Exit
             print_catalog(&catalog);
             Ok(ExitCode::SUCCESS)
         }
+        RemoteCommand::Plugins { load: true } => crate::local::load_plugins().await,
+        RemoteCommand::Plugins { load: false } => {
+            let list = client.plugins().await?;
+            print_plugins(&list);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -246,6 +263,41 @@ fn print_catalog(catalog: &Value) {
             );
             println!("{}", line.trim_end());
         }
+    }
+}
+
+fn print_plugins(list: &Value) {
+    for p in list["plugins"].as_array().into_iter().flatten() {
+        let provides: Vec<&str> = ["effects", "functions", "tasks"]
+            .iter()
+            .flat_map(|k| p[*k].as_array().into_iter().flatten())
+            .filter_map(Value::as_str)
+            .collect();
+        let mut grants: Vec<String> = p["grantedHttp"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|h| format!("http {h}"))
+            .collect();
+        if p["grantedWorkdir"].as_bool() == Some(true) {
+            grants.push("workdir".into());
+        }
+        let grants = if grants.is_empty() {
+            "no permissions".to_owned()
+        } else {
+            grants.join(", ")
+        };
+        println!(
+            "{:<12} {:<8} {:<40} {}  [{grants}]",
+            p["name"].as_str().unwrap_or_default(),
+            p["version"].as_str().unwrap_or_default(),
+            p["world"].as_str().unwrap_or_default(),
+            provides.join(", ")
+        );
+    }
+    for e in list["errors"].as_array().into_iter().flatten() {
+        eprintln!("not loaded: {}", e.as_str().unwrap_or_default());
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`api`]: the axum HTTP API, SSE and OpenAPI (docs/api.md).
 //! - [`followers`]: the limits on event-stream clients.
 //! - [`taskfile`]: JSON and YAML task files for the CLI.
+//! - [`validate`]: the host's validation offline (`dwa validate`).
 //!
 //! Below it: `dwa_engine` runs tasks, `dwa_plugins` hosts WebAssembly
 //! plugins, `dwa_store` keeps the queue and state, and `dwa_core` says what
@@ -25,3 +26,4 @@ pub mod config;
 pub mod followers;
 pub mod server;
 pub mod taskfile;
+pub mod validate;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod cli;
+mod local;
 
 #[derive(Parser)]
 #[command(
@@ -30,9 +31,15 @@ enum Command {
     Serve,
     /// Print the OpenAPI document.
     Openapi,
-    /// Load every plugin of DWA_PLUGIN_DIR (compiling it into the artifact
-    /// cache) and list what each provides; fails if any cannot be loaded.
-    Plugins,
+    /// Check a task file as the host would, without a host: exit code 0
+    /// when it is valid, 1 with each problem and its line when not.
+    #[command(
+        after_help = "Checks against the builtins, DWA_TASK_CATALOG (shared/catalog.json) and the\nplugin manifests of DWA_PLUGIN_DIR, within the limits the environment sets.\n\nExamples:\n  dwa validate podcast.yaml\n  cat task.json | dwa validate -"
+    )]
+    Validate {
+        /// The task file (JSON or YAML), or `-`.
+        file: String,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Example:\n  dwa completions bash > /etc/bash_completion.d/dwa")]
     Completions {
@@ -48,7 +55,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     // The host logs at info; a command driving a host stays quiet unless asked.
     let level = match cli.command {
-        Some(Command::Remote(_) | Command::Completions { .. }) => "warn",
+        Some(Command::Remote(_) | Command::Completions { .. } | Command::Validate { .. }) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -59,11 +66,16 @@ async fn main() -> anyhow::Result<ExitCode> {
         .init();
     let done = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
-        Command::Plugins => check_plugins().await,
         // Exit codes: 0 done (a watched task completed), 1 a watched task
         // failed or was cancelled, 2 the command itself failed.
         Command::Remote(c) => {
             return Ok(cli::run(&cli.remote, c).await.unwrap_or_else(|e| {
+                eprintln!("error: {}", cli::describe(&e));
+                ExitCode::from(2)
+            }));
+        }
+        Command::Validate { file } => {
+            return Ok(local::validate(&file).unwrap_or_else(|e| {
                 eprintln!("error: {}", cli::describe(&e));
                 ExitCode::from(2)
             }));
@@ -84,52 +96,6 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
     };
     done.map(|()| ExitCode::SUCCESS)
-}
-
-async fn check_plugins() -> anyhow::Result<()> {
-    let config = dwa::config::Config::from_env()?;
-    let plugins = dwa_plugins::Plugins::new(&dwa_plugins::PluginConfig {
-        dir: config.plugin_dir.clone(),
-        cache_dir: Some(config.plugin_cache_dir.clone()),
-        http_allow: config.http_allow.clone(),
-        policy_file: config.plugin_policy.clone(),
-        work_dir: config.work_dir.clone(),
-    })?;
-    let dir = config.plugin_dir.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        let r = plugins.load_dir(&dir);
-        (r, plugins.list())
-    })
-    .await?;
-    let (report, list) = report;
-    for p in &list {
-        let provides: Vec<&str> = p
-            .effects
-            .iter()
-            .chain(&p.functions)
-            .chain(&p.tasks)
-            .map(String::as_str)
-            .collect();
-        println!(
-            "{:<12} {:<8} {:<40} {:>8.1} ms{}  {}",
-            p.name,
-            p.version,
-            p.world,
-            p.load_ms,
-            if p.from_cache { " (cached)" } else { "" },
-            provides.join(", ")
-        );
-    }
-    for e in &report.errors {
-        eprintln!("error: {e}");
-    }
-    anyhow::ensure!(
-        report.errors.is_empty(),
-        "{} plugin(s) in {} could not be loaded",
-        report.errors.len(),
-        config.plugin_dir.display()
-    );
-    Ok(())
 }
 
 async fn serve() -> anyhow::Result<()> {

@@ -6,6 +6,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
+mod locate;
+pub use locate::line_of;
+
 /// The largest task file read: the host's default body limit
 /// (`DWA_MAX_BODY_BYTES`), so that nothing bigger is read into memory only
 /// to be refused.
@@ -48,6 +51,16 @@ pub enum TaskFileError {
 
 /// Reads a task file: `-` is standard input (named so in errors).
 pub fn read(name: &str) -> Result<Value, TaskFileError> {
+    parse(shown_name(name), &read_text(name)?)
+}
+
+/// How a task file is named in messages.
+pub fn shown_name(name: &str) -> &str {
+    if name == "-" { "standard input" } else { name }
+}
+
+/// A task file's text, up to [`MAX_TASK_FILE_BYTES`].
+pub fn read_text(name: &str) -> Result<String, TaskFileError> {
     let io = |source| TaskFileError::Read {
         name: name.to_owned(),
         source,
@@ -66,13 +79,12 @@ pub fn read(name: &str) -> Result<Value, TaskFileError> {
             .read_to_string(&mut text)
             .map_err(io)?;
     }
-    let shown = if name == "-" { "standard input" } else { name };
     if text.len() as u64 > MAX_TASK_FILE_BYTES {
         return Err(TaskFileError::TooLarge {
-            name: shown.to_owned(),
+            name: shown_name(name).to_owned(),
         });
     }
-    parse(shown, &text)
+    Ok(text)
 }
 
 /// Parses a task file's text: JSON for a `.json` name or text that starts
