@@ -1,5 +1,6 @@
 //! `GET /metrics` after a known workload, on both stores: tasks and steps
-//! by outcome and queue, retries, durations by task and backend, workers.
+//! by outcome and queue, retries, durations by task and backend, workers,
+//! and the store's queue depths.
 
 use std::collections::BTreeMap;
 
@@ -147,12 +148,79 @@ async fn the_metrics_count_a_known_workload(host: &Host) {
         value(&s, "dwa_store_seconds_count", &[("op", "record")]) >= 6.0,
         "{text}"
     );
+    queue_depths_are_read_at_each_scrape(host).await;
+}
+
+/// The one worker of queue `slow` is held by a sleeping step: two tasks
+/// wait behind it; a task due tomorrow is delayed.
+async fn queue_depths_are_read_at_each_scrape(host: &Host) {
+    let token = host.token.clone();
+    let sleeper = submit_ok(
+        host,
+        &json!({"type": "builtin.sleep", "queue": "slow", "payload": {"ms": 60_000}}),
+    )
+    .await;
+    wait_until(host, &sleeper, "the sleeper to hold the worker", |t| {
+        t["startedAt"].is_string()
+    })
+    .await;
+    let mut behind = Vec::new();
+    for i in 0..2 {
+        let t = json!({"type": "builtin.echo", "queue": "slow", "payload": {"i": i}});
+        behind.push(submit_ok(host, &t).await);
+    }
+    let later = submit_ok(
+        host,
+        &json!({"type": "builtin.echo", "delay": 86_400_000, "payload": {}}),
+    )
+    .await;
+    let (_, text) = scrape(host, token.as_deref()).await;
+    let s = parse(&text);
+    let slow = [("queue", "slow")];
+    assert_eq!(value(&s, "dwa_queue_waiting_jobs", &slow), 2.0, "{text}");
+    assert_eq!(value(&s, "dwa_queue_delayed_jobs", &slow), 0.0, "{text}");
+    let age = value(&s, "dwa_queue_oldest_waiting_seconds", &slow);
+    assert!(
+        age > 0.0 && age < 60.0,
+        "the head waits since its submission: {age}\n{text}"
+    );
+    let default = [("queue", "default")];
+    assert_eq!(value(&s, "dwa_queue_waiting_jobs", &default), 0.0, "{text}");
+    assert_eq!(value(&s, "dwa_queue_delayed_jobs", &default), 1.0, "{text}");
+
+    // Emptied queues read 0 at the next scrape, not their last depth.
+    for id in [&sleeper, &later] {
+        let r = client()
+            .delete(host.url(&format!("/api/tasks/{id}")))
+            .bearer_auth(token.as_deref().unwrap_or_default())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "cancel {id}: {}", r.status());
+    }
+    for id in &behind {
+        wait_done(host, id).await;
+    }
+    let (_, text) = scrape(host, token.as_deref()).await;
+    let s = parse(&text);
+    assert_eq!(value(&s, "dwa_queue_waiting_jobs", &slow), 0.0, "{text}");
+    assert!(
+        text.contains("dwa_queue_waiting_jobs{queue=\"slow\"} 0"),
+        "the series is kept at 0: {text}"
+    );
+    assert_eq!(value(&s, "dwa_queue_delayed_jobs", &default), 0.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_count_a_known_workload_on_the_embedded_store() {
     let fake = Fake::start().await;
-    let (_d, host) = start(&fake, &[("DWA_API_TOKEN", "metrics-token".into())]);
+    let (_d, host) = start(
+        &fake,
+        &[
+            ("DWA_API_TOKEN", "metrics-token".into()),
+            ("DWA_QUEUES", "slow:1".into()),
+        ],
+    );
     the_metrics_count_a_known_workload(&host).await;
 }
 
@@ -164,6 +232,7 @@ async fn the_metrics_count_a_known_workload_on_redis() {
         &fake,
         &[
             ("DWA_API_TOKEN", "metrics-token".into()),
+            ("DWA_QUEUES", "slow:1".into()),
             ("REDIS_URL", redis.url()),
         ],
     );

@@ -90,6 +90,32 @@ pub mod testing;
 /// (`DWA_MAX_TASK_EVENTS`); its data is `{"limit": cap}`.
 pub const EVENTS_CAPPED: &str = "events:capped";
 
+/// What waits on one queue (`Store::queue_depths`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// The queue.
+    pub queue: String,
+    /// Jobs due now that no worker holds yet.
+    pub waiting: u64,
+    /// Jobs due later: `runAt`, retry backoff, parked waits and sub-tasks.
+    pub delayed: u64,
+    /// The place of the job at the head of the queue (ms): when it became
+    /// due, less `PRIORITY_AGING_MS` per priority level (docs/tasks.md,
+    /// "Priorities"); `None` when nothing waits.
+    pub head_since: Option<i64>,
+}
+
+/// Keeps the `max` deepest queues, deepest first (ties by name).
+pub fn deepest(mut depths: Vec<QueueDepth>, max: usize) -> Vec<QueueDepth> {
+    depths.sort_by(|a, b| {
+        (b.waiting + b.delayed)
+            .cmp(&(a.waiting + a.delayed))
+            .then_with(|| a.queue.cmp(&b.queue))
+    });
+    depths.truncate(max);
+    depths
+}
+
 /// Errors of the store.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -672,6 +698,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Queues that hold jobs now (so a restarted host serves named queues too).
     async fn queues(&self) -> Result<Vec<String>, StoreError>;
+
+    /// How many jobs wait on each queue that holds any, for `GET /metrics`;
+    /// at most `max` queues, the deepest first.
+    async fn queue_depths(&self, max: usize) -> Result<Vec<QueueDepth>, StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -436,6 +436,11 @@ impl Store for Flaky {
         self.inner.queues().await
     }
 
+    async fn queue_depths(&self, max: usize) -> Result<Vec<crate::QueueDepth>, StoreError> {
+        self.trip("queue_depths")?;
+        self.inner.queue_depths(max).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.trip("ping")?;
         self.inner.ping().await

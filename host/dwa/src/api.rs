@@ -44,7 +44,7 @@ pub struct AppState {
     /// Event-stream clients, within their limits.
     pub followers: Arc<crate::followers::Followers>,
     /// Renders `GET /metrics` (None: no recorder in this process).
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub metrics: Option<Arc<metrics::Scraper>>,
 }
 
 /// The JSON error body of every failed call.

@@ -139,6 +139,7 @@ where
     case!(a_waiting_job_gains_a_level_per_aging_interval);
     case!(a_delayed_job_is_ranked_when_it_becomes_due);
     case!(items_and_dependants_keep_their_steps_priority);
+    case!(queue_depths_count_waiting_and_delayed_jobs_and_the_heads_place);
     case!(a_parked_step_completes_with_its_signal);
     case!(a_wait_that_timed_out_takes_no_signal);
     case!(cancelling_a_task_ends_its_wait);

@@ -129,3 +129,73 @@ pub(super) async fn items_and_dependants_keep_their_steps_priority(
         [&high_id, &low[0]]
     );
 }
+
+pub(super) async fn queue_depths_count_waiting_and_delayed_jobs_and_the_heads_place(
+    s: Arc<dyn Store>,
+    c: Arc<ManualClock>,
+) {
+    assert_eq!(s.queue_depths(10).await.unwrap(), vec![], "nothing waits");
+    let t0 = c.now_ms();
+    create_each(&s, &[0, 0]).await;
+    c.advance(12_000);
+    // Priority 1 ranks one level (10 s) ahead of its due time: still
+    // behind the first two, which are the head.
+    create_each(&s, &[1]).await;
+    let mut later = chain_at(1, 0);
+    later.run_at = Some(t0 + 30_000);
+    s.create_task(later).await.unwrap();
+    let mut other = chain_at(1, 0);
+    other.queue = "gpu".into();
+    other.steps[0].queue = "gpu".into();
+    s.create_task(other).await.unwrap();
+    let depth = |queue: &str, waiting, delayed, head_since| crate::QueueDepth {
+        queue: queue.into(),
+        waiting,
+        delayed,
+        head_since,
+    };
+    assert_eq!(
+        s.queue_depths(10).await.unwrap(),
+        vec![
+            depth("default", 3, 1, Some(t0)),
+            depth("gpu", 1, 0, Some(t0 + 12_000))
+        ]
+    );
+    assert_eq!(
+        s.queue_depths(1).await.unwrap(),
+        vec![depth("default", 3, 1, Some(t0))],
+        "the deepest queue first"
+    );
+
+    // Leased jobs no longer wait; the delayed one waits once due, from its due time.
+    let leased = s.lease("default", "w", 3, LEASE).await.unwrap().jobs;
+    assert_eq!(leased.len(), 3);
+    c.advance(18_000);
+    assert_eq!(
+        s.queue_depths(10).await.unwrap()[0],
+        depth("default", 1, 0, Some(t0 + 30_000))
+    );
+    for job in &leased {
+        s.complete(job, json!(null)).await.unwrap();
+    }
+    let mut l = s.lease("default", "w", 1, LEASE).await.unwrap();
+    s.complete(&l.jobs.remove(0), json!(null)).await.unwrap();
+    assert_eq!(
+        s.queue_depths(10).await.unwrap(),
+        vec![depth("gpu", 1, 0, Some(t0 + 12_000))],
+        "an emptied queue is not shown"
+    );
+
+    // A task that ends takes its queued jobs with it, delayed ones too.
+    let mut doomed = chain_at(3, 0);
+    doomed.run_at = Some(c.now_ms() + 60_000);
+    let doomed_id = doomed.id.clone();
+    s.create_task(doomed).await.unwrap();
+    assert_eq!(s.queue_depths(10).await.unwrap()[0].delayed, 1);
+    s.cancel(&doomed_id).await.unwrap();
+    assert_eq!(
+        s.queue_depths(10).await.unwrap(),
+        vec![depth("gpu", 1, 0, Some(t0 + 12_000))],
+        "a cancelled task's delayed job is not counted"
+    );
+}

@@ -399,14 +399,19 @@ local function end_task(c, status, err)
   local names = {}
   for i = 0, total - 1 do
     names[#names + 1] = i .. ':status'
+    names[#names + 1] = i .. ':queue'
+    names[#names + 1] = i .. ':itot'
   end
   local stored = hmget_all(c.key, names)
   local items = {}
+  -- Queued jobs of the steps that end here, by queue: dropped now (not when
+  -- a lease meets them), so queue depths count live jobs only.
+  local queued = {}
   for i = 0, total - 1 do
-    local name = names[i + 1]
+    local name = names[3 * i + 1]
     local st = c.f[name]
     if st == nil or st == false then
-      st = stored[i + 1] or 'pending'
+      st = stored[3 * i + 1] or 'pending'
     end
     if st == 'pending' or st == 'running' or st == 'waiting' then
       put(c, name, 'skipped')
@@ -415,10 +420,23 @@ local function end_task(c, status, err)
         put(c, i .. ':error', reason)
         items[#items + 1] = k('it', c.id, i)
       end
+      local q = stored[3 * i + 2]
+      if q then
+        local list = queued[q] or {}
+        queued[q] = list
+        list[#list + 1] = jid(c.id, i, '-1')
+        for n = 0, (tonumber(stored[3 * i + 3]) or 0) - 1 do
+          list[#list + 1] = jid(c.id, i, n)
+        end
+      end
     end
   end
   for i = 1, #items, 1000 do
     redis.call('DEL', unpack(items, i, math.min(i + 999, #items)))
+  end
+  for q, list in pairs(queued) do
+    chunked('ZREM', k('r', q), list)
+    chunked('ZREM', k('d', q), list)
   end
   finish_task(c, status)
   emit(c, 'pipeline:complete', nil, nil, '{"status":' .. cjson.encode(status) .. ',"error":' .. cjson.encode(err)

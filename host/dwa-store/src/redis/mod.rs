@@ -912,6 +912,21 @@ impl Store for RedisStore {
             .map_err(backend)
     }
 
+    async fn queue_depths(&self, max: usize) -> Result<Vec<crate::QueueDepth>, StoreError> {
+        let v = self.core.run_raw(&self.core.scripts.depth, vec![]).await?;
+        let rows: Vec<(String, u64, u64, String)> = redis::from_redis_value(v).map_err(backend)?;
+        let depths = rows
+            .into_iter()
+            .map(|(queue, waiting, delayed, head)| crate::QueueDepth {
+                queue,
+                waiting,
+                delayed,
+                head_since: head.parse().ok(),
+            })
+            .collect();
+        Ok(crate::deepest(depths, max))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = redis::cmd("PING")
             .query_async(&mut self.core.conn.clone())

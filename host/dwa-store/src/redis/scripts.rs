@@ -53,6 +53,7 @@ pub(super) struct Scripts {
     pub(super) sch_delete: Script,
     pub(super) sch_due: Script,
     pub(super) sch_list: Script,
+    pub(super) depth: Script,
 }
 
 impl Scripts {
@@ -88,6 +89,7 @@ impl Scripts {
             sch_delete: script!("sch_delete.lua"),
             sch_due: script!("sch_due.lua"),
             sch_list: script!("sch_list.lua"),
+            depth: script!("depth.lua"),
         }
     }
 }

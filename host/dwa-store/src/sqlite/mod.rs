@@ -726,6 +726,31 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn queue_depths(&self, max: usize) -> Result<Vec<crate::QueueDepth>, StoreError> {
+        let now = self.now_ms();
+        let depths = self
+            .read(move |c| {
+                // A delayed job's rank is its due time; one due already
+                // waits (the next lease ranks it).
+                let mut stmt = c.prepare_cached(
+                    "SELECT queue, SUM(state = ?1 OR rank <= ?3), SUM(state = ?2 AND rank > ?3),
+                            MIN(CASE WHEN state = ?1 OR rank <= ?3 THEN rank END)
+                     FROM jobs WHERE state IN (?1, ?2) GROUP BY queue",
+                )?;
+                let rows = stmt.query_map(params![DUE, DELAYED, now], |r| {
+                    Ok(crate::QueueDepth {
+                        queue: r.get(0)?,
+                        waiting: r.get::<_, i64>(1)?.max(0) as u64,
+                        delayed: r.get::<_, i64>(2)?.max(0) as u64,
+                        head_since: r.get(3)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        Ok(crate::deepest(depths, max))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))?;
