@@ -21,6 +21,7 @@ import asyncio
 import inspect
 import json
 import os
+import re
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -44,6 +45,15 @@ MAX_JOBS = int(os.environ.get("DWA_MAX_JOBS", "10000"))
 
 class JobsFull(Exception):
     """The job table holds MAX_JOBS jobs."""
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _traceparent(value: str | None) -> str | None:
+    """The caller's W3C trace context, when well formed (else none: a task
+    must not build on a header it cannot parse)."""
+    return value if value and _TRACEPARENT.match(value.strip().lower()) else None
+
 
 def _served_by(where: str | None) -> dict[str, str]:
     return {"x-dwa-served-by": where} if where else {}
@@ -174,7 +184,8 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
         except ValidationError as e:
             return _error(422, f"{name}: {_validation_message(e)}", False)
         kwargs = call_kwargs(parsed)
-        job = Job(task_id=str(body.get("taskId") or "local"), step_id=str(body.get("stepId") or ""))
+        job = Job(task_id=str(body.get("taskId") or "local"), step_id=str(body.get("stepId") or ""),
+                  traceparent=_traceparent(request.headers.get("traceparent")))
 
         if meta.streaming:
             ndjson = "application/x-ndjson" in request.headers.get("accept", "")

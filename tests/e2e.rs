@@ -1071,3 +1071,5 @@ async fn the_rust_client_processes_a_task_as_the_seeds_process_task_does() {
 
 #[path = "e2e/metrics.rs"]
 mod metrics;
+#[path = "e2e/traces.rs"]
+mod traces;

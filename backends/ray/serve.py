@@ -45,11 +45,12 @@ def gpus_per_replica() -> float:
 class GpuTasks:
     """Runs the GPU tasks; one replica holds its models warm between calls."""
 
-    def run(self, name: str, kwargs: dict[str, Any], task_id: str, step_id: str) -> dict[str, Any]:
+    def run(self, name: str, kwargs: dict[str, Any], task_id: str, step_id: str,
+            traceparent: str | None = None) -> dict[str, Any]:
         """The task's result, with this deployment's name (the ingress answers
         it in `X-DWA-Served-By`, on errors too)."""
         where = serve.get_replica_context().deployment
-        token = set_job(Job(task_id=task_id, step_id=step_id))
+        token = set_job(Job(task_id=task_id, step_id=step_id, traceparent=traceparent))
         try:
             return {"result": TASKS[name].fn(**kwargs), "servedBy": where}
         except Exception as e:
@@ -81,7 +82,7 @@ def _forwarded(meta: TaskMeta):
 
         j = job()
         try:
-            out = await handle.run.remote(meta.name, kwargs, j.task_id, j.step_id)
+            out = await handle.run.remote(meta.name, kwargs, j.task_id, j.step_id, j.traceparent)
             SERVED_BY.set(out["servedBy"])
             return out["result"]
         except RayTaskError as e:

@@ -25,6 +25,9 @@ class Job:
 
     task_id: str = "local"
     step_id: str = ""
+    #: The W3C `traceparent` of the host's call (docs/backend-protocol.md,
+    #: "Traces"): a task's own spans made its children join the dwa task's trace.
+    traceparent: str | None = None
 
 
 _current: contextvars.ContextVar[Job] = contextvars.ContextVar("dwa_job", default=Job())

@@ -24,6 +24,8 @@ pub struct Call {
     pub dropped: bool,
     /// The `X-DWA-Host` header: which host sent it.
     pub host: String,
+    /// The W3C `traceparent` header, if any.
+    pub traceparent: Option<String>,
 }
 
 /// Shared state of the fake backend.
@@ -255,6 +257,10 @@ async fn run(
             .and_then(|h| h.to_str().ok())
             .unwrap_or("")
             .to_owned(),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned),
     };
     let guard = InFlight::new(state.clone(), call);
     let gate = state.gate.lock().unwrap().as_ref().map(|g| g.subscribe());

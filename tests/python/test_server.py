@@ -19,7 +19,8 @@ def tasks():
     @task("t.add", category="think", timeout=10)
     def add(a: int, b: int = 1) -> dict:
         """Adds."""
-        return {"sum": a + b, "taskId": job().task_id, "folder": workdir().name}
+        return {"sum": a + b, "taskId": job().task_id, "folder": workdir().name,
+                "traceparent": job().traceparent}
 
     @task("t.fail", category="think", timeout=10)
     def fail(retryable: bool) -> dict:
@@ -67,7 +68,7 @@ def test_catalog_and_run(client):
     assert cat[0]["inputSchema"]["required"] == ["a"]
     r = client.post("/tasks/t.add", json={"input": {"a": 2}, "taskId": "abc", "stepId": "s1"})
     assert r.status_code == 200
-    assert r.json() == {"result": {"sum": 3, "taskId": "abc", "folder": "abc"}}
+    assert r.json() == {"result": {"sum": 3, "taskId": "abc", "folder": "abc", "traceparent": None}}
 
 
 def test_errors_are_structured(client):
@@ -188,3 +189,13 @@ def test_a_working_folder_made_by_dwa_carries_the_marker_the_host_sweeps_by(tmp_
     # The same name as the host's (dwa_plugins::WORKDIR_MARKER).
     assert WORKDIR_MARKER == ".dwa-workdir"
     assert (d / WORKDIR_MARKER).is_file()
+
+
+def test_the_hosts_trace_context_reaches_the_task_and_a_malformed_one_does_not(client):
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    r = client.post("/tasks/t.add", json={"input": {"a": 1}, "taskId": "abc"}, headers={"traceparent": tp})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["traceparent"] == tp
+    r = client.post("/tasks/t.add", json={"input": {"a": 1}, "taskId": "abc"},
+                    headers={"traceparent": "00-zz-not-a-context"})
+    assert r.json()["result"]["traceparent"] is None

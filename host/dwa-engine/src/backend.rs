@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use dwa_core::catalog::TaskInfo;
 use dwa_core::redact::redact;
@@ -136,6 +137,11 @@ impl HttpBackend {
             Some(h) => req.header("x-dwa-host", h),
             None => req,
         };
+        // The backend's own spans join the step's trace.
+        let req = match crate::traces::current() {
+            Some(tp) => req.header(crate::traces::TRACEPARENT, tp),
+            None => req,
+        };
         match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -172,8 +178,22 @@ impl HttpBackend {
             .collect())
     }
 
-    /// Runs one try of a step: `POST {base}/tasks/{name}`, then polls if the backend answers 202.
+    /// Runs one try of a step: `POST {base}/tasks/{name}`, then polls if
+    /// the backend answers 202; in a `backend.call` span whose context the
+    /// requests carry as `traceparent`.
     pub async fn run(&self, call: &StepCall) -> Result<Value, StepError> {
+        let span = tracing::info_span!(target: "dwa_otel", "backend.call",
+            otel.kind = "client", backend = %self.name, task = %call.task,
+            otel.status_code = tracing::field::Empty, error = tracing::field::Empty);
+        let r = self.call(call).instrument(span.clone()).await;
+        if let Err(e) = &r {
+            span.record("otel.status_code", "ERROR");
+            span.record("error", e.message.as_str());
+        }
+        r
+    }
+
+    async fn call(&self, call: &StepCall) -> Result<Value, StepError> {
         let url = format!("{}/tasks/{}", self.base, call.task);
         let resp = self
             .authed(self.client.post(&url))

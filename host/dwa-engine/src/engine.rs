@@ -124,6 +124,9 @@ struct StoredSpec {
     /// How many `enqueue` effects led to this task (0: submitted by a client).
     #[serde(default)]
     lineage: u32,
+    /// The `traceparent` of the span that queued it: its spans' parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 /// A task's plan plus the results this host has seen, so a step does not
@@ -137,16 +140,19 @@ pub(crate) struct TaskState {
     lineage: u32,
     /// Tasks its effects enqueued on this host.
     enqueued: std::sync::atomic::AtomicU32,
+    /// Its trace context ([`crate::traces`]).
+    pub(crate) trace: Option<String>,
 }
 
 impl TaskState {
-    fn new(plan: Plan, lineage: u32) -> Self {
+    fn new(plan: Plan, lineage: u32, trace: Option<String>) -> Self {
         TaskState {
             plan,
             results: Mutex::new(HashMap::new()),
             items: Mutex::new(HashMap::new()),
             lineage,
             enqueued: Default::default(),
+            trace,
         }
     }
 }
@@ -719,7 +725,7 @@ impl Engine {
         if !plan.effects.on_progress.is_empty() {
             Self::lock(&self.progress_tasks).insert(task_id.to_owned());
         }
-        let state = Arc::new(TaskState::new(plan, stored.lineage));
+        let state = Arc::new(TaskState::new(plan, stored.lineage, stored.trace));
         Self::lock(&self.states).insert(task_id.to_owned(), state.clone());
         Ok(state)
     }

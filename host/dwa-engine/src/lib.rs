@@ -13,6 +13,7 @@
 //!   transform plugin.
 //! - [`discovery`]: reads the backends' catalogs into the merged catalog.
 //! - [`meters`]: what the engine counts and times for `GET /metrics`.
+//! - [`traces`]: a task's trace context, kept with it and handed on.
 //! - `views` (internal): the task views the API answers with.
 //! - `transient` (internal): the host's own retries of a store briefly away.
 
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod executor;
 pub mod meters;
 pub mod signals;
+pub mod traces;
 
 mod builtin;
 mod transient;

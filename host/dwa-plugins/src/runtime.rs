@@ -435,8 +435,31 @@ pub struct CallSpec<'a> {
     pub delivery: Option<&'a str>,
 }
 
-/// Runs one call in a fresh instance.
+/// Runs one call in a fresh instance, in a `plugin.call` span (a child of
+/// the step or effect it serves, in that task's trace).
 pub async fn call(
+    engine: &WasmEngine,
+    spec: CallSpec<'_>,
+    call: Call,
+) -> Result<String, CallError> {
+    let (kind, name) = match &call {
+        Call::Effect(c) => ("effect", c.effect.as_str()),
+        Call::Function { name, .. } => ("function", name.as_str()),
+        Call::Transform { task, .. } => ("transform", task.as_str()),
+    };
+    let span = tracing::info_span!(target: "dwa_otel", "plugin.call",
+        otel.name = %format_args!("plugin {} {kind} {name}", spec.plugin),
+        plugin = spec.plugin, kind, name,
+        otel.status_code = tracing::field::Empty, error = tracing::field::Empty);
+    let r = tracing::Instrument::instrument(run_call(engine, spec, call), span.clone()).await;
+    if let Err(e) = &r {
+        span.record("otel.status_code", "ERROR");
+        span.record("error", tracing::field::display(e));
+    }
+    r
+}
+
+async fn run_call(
     engine: &WasmEngine,
     spec: CallSpec<'_>,
     call: Call,

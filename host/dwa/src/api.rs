@@ -306,7 +306,29 @@ async fn create_task(
         })?),
         None => None,
     };
-    let submitted = st.engine.submit_request(&body, key).await?;
+    // The task's trace: the caller's, when it sent a traceparent.
+    let span = tracing::info_span!(target: "dwa_otel", "task.submit",
+        otel.kind = "server", task.id = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty, error = tracing::field::Empty);
+    dwa_engine::traces::adopt(
+        &span,
+        headers
+            .get(dwa_engine::traces::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let submitted =
+        tracing::Instrument::instrument(st.engine.submit_request(&body, key), span.clone()).await;
+    let submitted = match submitted {
+        Ok(s) => {
+            span.record("task.id", s.task.id.as_str());
+            s
+        }
+        Err(e) => {
+            span.record("otel.status_code", "ERROR");
+            span.record("error", tracing::field::display(&e));
+            return Err(e.into());
+        }
+    };
     let status = if submitted.replayed {
         StatusCode::OK
     } else {

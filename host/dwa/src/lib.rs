@@ -8,6 +8,7 @@
 //!   catalog and the engine, and serves [`api`].
 //! - [`api`]: the axum HTTP API, SSE and OpenAPI (docs/api.md).
 //! - [`followers`]: the limits on event-stream clients.
+//! - [`telemetry`]: log lines, and traces exported over OTLP.
 //! - [`taskfile`]: JSON and YAML task files for the CLI.
 //! - [`validate`]: the host's validation offline (`dwa validate`).
 //!
@@ -26,4 +27,5 @@ pub mod config;
 pub mod followers;
 pub mod server;
 pub mod taskfile;
+pub mod telemetry;
 pub mod validate;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 mod cli;
 mod local;
@@ -58,14 +57,13 @@ async fn main() -> anyhow::Result<ExitCode> {
         Some(Command::Remote(_) | Command::Completions { .. } | Command::Validate { .. }) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = dwa::telemetry::init(level)?;
     let done = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve().await,
+        Command::Serve => {
+            let served = serve().await;
+            telemetry.shutdown();
+            served
+        }
         // Exit codes: 0 done (a watched task completed), 1 a watched task
         // failed or was cancelled, 2 the command itself failed.
         Command::Remote(c) => {

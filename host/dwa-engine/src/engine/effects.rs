@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use dwa_core::plan::PlannedEffect;
 use dwa_core::template::{Root, Scope};
@@ -316,25 +317,37 @@ pub(crate) async fn fire_list(
             plugins: Some(&plugins),
             task_id: &task_id,
         };
-        let outcome = match effect.config.resolve_with(&scope, &fns).await {
-            Err(e) => Err(format!("config: {e}")),
-            Ok(config) => {
-                let call = EffectCall {
-                    effect: effect.event.clone(),
-                    lifecycle: lifecycle.as_str().to_owned(),
-                    task_id: task_id.clone(),
-                    task: status.to_string(),
-                    config: config.to_string(),
-                };
-                let started = std::time::Instant::now();
-                let r = plugins
-                    .call_effect(&effect.event, call, &task_id, host.clone(), id.as_deref())
-                    .await
-                    .map_err(|e| e.to_string());
-                crate::meters::effect_took(&effect.event, started.elapsed());
-                r
+        let span = tracing::info_span!(target: "dwa_otel", "effect",
+            otel.name = %format_args!("effect {}", effect.event), effect = %effect.event,
+            lifecycle = lifecycle.as_str(), task.id = %task_id, attempt = delivery.attempt,
+            otel.status_code = tracing::field::Empty, error = tracing::field::Empty);
+        crate::traces::adopt(&span, state.trace.as_deref());
+        let delivering = async {
+            match effect.config.resolve_with(&scope, &fns).await {
+                Err(e) => Err(format!("config: {e}")),
+                Ok(config) => {
+                    let call = EffectCall {
+                        effect: effect.event.clone(),
+                        lifecycle: lifecycle.as_str().to_owned(),
+                        task_id: task_id.clone(),
+                        task: status.to_string(),
+                        config: config.to_string(),
+                    };
+                    let started = std::time::Instant::now();
+                    let r = plugins
+                        .call_effect(&effect.event, call, &task_id, host.clone(), id.as_deref())
+                        .await
+                        .map_err(|e| e.to_string());
+                    crate::meters::effect_took(&effect.event, started.elapsed());
+                    r
+                }
             }
         };
+        let outcome = delivering.instrument(span.clone()).await;
+        if let Err(error) = &outcome {
+            span.record("otel.status_code", "ERROR");
+            span.record("error", error.as_str());
+        }
         crate::meters::effect_delivered(&effect.event, outcome.is_ok());
         match outcome {
             Ok(_) => delivered |= bit,

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use dwa_core::limits::{self, Exceeded};
 use dwa_core::model::OnFailure;
@@ -70,7 +72,12 @@ impl Engine {
             let key = (job.task_id.clone(), job.step, job.item);
             Self::lock(&self.running).insert(key.clone(), (job.clone(), token.clone()));
             crate::meters::running(&queue, 1.0);
-            let next = self.clone().run_job(&queue, &job, &token).await;
+            let span = self.step_span(&job).await;
+            let next = self
+                .clone()
+                .run_job(&queue, &job, &token)
+                .instrument(span)
+                .await;
             crate::meters::running(&queue, -1.0);
             Self::lock(&self.running).remove(&key);
             self.release_slot_of(&job).await;
@@ -79,6 +86,32 @@ impl Engine {
                 None => return,
             }
         }
+    }
+
+    /// The span of one try of a job, a child of its task's trace
+    /// ([`crate::traces`]); disabled, and nothing is looked up, when no
+    /// OpenTelemetry layer records it.
+    async fn step_span(&self, job: &Job) -> tracing::Span {
+        let span = tracing::info_span!(target: "dwa_otel", "step",
+            otel.name = Empty, task.id = %job.task_id, step = Empty, item = Empty,
+            task = Empty, backend = Empty, attempt = job.attempt, outcome = Empty,
+            otel.status_code = Empty, error = Empty);
+        if span.is_disabled() {
+            return span;
+        }
+        if let Some(i) = job.item {
+            span.record("item", i);
+        }
+        if let Ok(state) = self.state(&job.task_id).await {
+            if let Some(step) = state.plan.steps.get(job.step as usize) {
+                span.record("otel.name", format!("step {}", step.key));
+                span.record("step", step.key.as_str());
+                span.record("task", step.task.as_str());
+                span.record("backend", step.placement.backend.as_str());
+            }
+            crate::traces::adopt(&span, state.trace.as_deref());
+        }
+        span
     }
 
     /// Runs one job and records its outcome; answers the next job when one was leased.
@@ -113,6 +146,11 @@ impl Engine {
             Outcome::Deferred(..) => "deferred",
             Outcome::Aborted => "aborted",
         };
+        let span = tracing::Span::current();
+        if let Outcome::Failed(e) = &outcome {
+            span.record("otel.status_code", "ERROR");
+            span.record("error", e.message.as_str());
+        }
         let recorded = match outcome {
             Outcome::Done(v) => {
                 let cached = Arc::new(v.clone());
@@ -187,6 +225,7 @@ impl Engine {
             }
         };
         crate::meters::store_took("record", recorded_at.elapsed());
+        span.record("outcome", ended);
         if recorded.is_ok() {
             crate::meters::step_ended(queue, ended);
         }

@@ -289,7 +289,15 @@ impl Engine {
             }
         };
         for tick in due.fire {
-            match self.fire_tick(&rec.id, &spec, &mut state, tick).await {
+            // Each tick's task is a trace of its own, rooted here.
+            let span = tracing::info_span!(target: "dwa_otel", parent: None, "schedule.tick",
+                schedule = %rec.id, tick);
+            let fired = tracing::Instrument::instrument(
+                self.fire_tick(&rec.id, &spec, &mut state, tick),
+                span,
+            )
+            .await;
+            match fired {
                 Ok(()) => {}
                 Err(EngineError::Store(e)) => {
                     tracing::warn!(schedule = %rec.id, error = %e, "cannot fire a schedule now; trying again");

@@ -60,6 +60,8 @@ pub(super) struct Prepared {
     plan: Plan,
     spec_json: String,
     lineage: u32,
+    /// Its trace context ([`crate::traces`]).
+    trace: Option<String>,
     /// The idempotency key and the digest of the body it covers.
     idempotency: Option<(String, String)>,
 }
@@ -115,11 +117,17 @@ fn idempotency(
     Ok(Some((key, digest)))
 }
 
-pub(super) fn prepare(plan: Plan, lineage: u32) -> Result<Prepared, EngineError> {
+/// A planned task's stored form; `trace`: the span it joins ([`crate::traces`]).
+pub(super) fn prepare(
+    plan: Plan,
+    lineage: u32,
+    trace: Option<String>,
+) -> Result<Prepared, EngineError> {
     let stored = StoredSpec {
         spec: plan.spec.clone(),
         placements: plan.placements(),
         lineage,
+        trace: trace.clone(),
     };
     let spec_json = serde_json::to_string(&stored)
         .map_err(|e| EngineError::Internal(format!("cannot serialise the task: {e}")))?;
@@ -127,6 +135,7 @@ pub(super) fn prepare(plan: Plan, lineage: u32) -> Result<Prepared, EngineError>
         plan,
         spec_json,
         lineage,
+        trace,
         idempotency: None,
     })
 }
@@ -154,11 +163,13 @@ impl Engine {
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, EngineError> {
         let header = idempotency_key.map(str::to_owned);
+        let trace = crate::traces::current();
+        let planning = tracing::info_span!(target: "dwa_otel", "plan", bytes = body.len());
         let prepared = self
             .off_workers(body, move |body, catalog, limits| {
-                let plan = plan_body(body, catalog, limits)?;
+                let plan = planning.in_scope(|| plan_body(body, catalog, limits))?;
                 let key = idempotency(header, &plan.spec)?;
-                let mut prepared = prepare(plan, 0)?;
+                let mut prepared = prepare(plan, 0, trace)?;
                 prepared.idempotency = key;
                 Ok(prepared)
             })
@@ -179,7 +190,7 @@ impl Engine {
         lineage: u32,
     ) -> Result<Submitted, EngineError> {
         let key = idempotency(None, &plan.spec)?;
-        let mut prepared = prepare(plan, lineage)?;
+        let mut prepared = prepare(plan, lineage, crate::traces::current())?;
         prepared.idempotency = key;
         self.queue_once(prepared).await
     }
@@ -296,9 +307,10 @@ impl Engine {
             new,
             plan,
             lineage,
+            trace,
             created,
         } = self.build(prepared)?;
-        let has_pending_effects = self.adopt(&created.id, plan, lineage);
+        let has_pending_effects = self.adopt(&created.id, plan, lineage, trace);
         match self.store.create_task(new).await {
             Ok(t) => {
                 crate::meters::task_submitted(&created.queue);
@@ -323,6 +335,7 @@ impl Engine {
             plan,
             spec_json,
             lineage,
+            trace,
             idempotency,
         } = prepared;
         let id = uuid::Uuid::now_v7().to_string();
@@ -385,6 +398,7 @@ impl Engine {
             new,
             plan,
             lineage,
+            trace,
             created: CreatedTask {
                 id,
                 status: TaskStatus::Pending,
@@ -396,12 +410,15 @@ impl Engine {
     /// Caches a built task's plan ahead of its creation (its first steps
     /// may be leased before the store answers); answers whether it has
     /// onPending effects to deliver.
-    pub(super) fn adopt(&self, id: &str, plan: Plan, lineage: u32) -> bool {
+    pub(super) fn adopt(&self, id: &str, plan: Plan, lineage: u32, trace: Option<String>) -> bool {
         if !plan.effects.on_progress.is_empty() {
             Self::lock(&self.progress_tasks).insert(id.to_owned());
         }
         let pending = !plan.effects.on_pending.is_empty();
-        Self::lock(&self.states).insert(id.to_owned(), Arc::new(TaskState::new(plan, lineage)));
+        Self::lock(&self.states).insert(
+            id.to_owned(),
+            Arc::new(TaskState::new(plan, lineage, trace)),
+        );
         pending
     }
 
@@ -420,6 +437,8 @@ pub(super) struct Built {
     pub(super) plan: Plan,
     /// Its place in a chain of tasks made by other tasks.
     pub(super) lineage: u32,
+    /// Its trace context.
+    pub(super) trace: Option<String>,
     /// What a submission answers.
     pub(super) created: CreatedTask,
 }

@@ -65,16 +65,18 @@ impl Engine {
                     .unwrap_or_default();
                 StepError::permanent(format!("the sub-task does not plan: {first}"))
             })?;
-        let prepared = prepare(plan, lineage).map_err(|e| StepError::permanent(e.to_string()))?;
+        let prepared = prepare(plan, lineage, crate::traces::current())
+            .map_err(|e| StepError::permanent(e.to_string()))?;
         let Built {
             new,
             plan,
             lineage,
+            trace,
             created,
         } = self
             .build(prepared)
             .map_err(|e| StepError::permanent(e.to_string()))?;
-        let pending = self.adopt(&created.id, plan, lineage);
+        let pending = self.adopt(&created.id, plan, lineage, trace);
         let until = self
             .store
             .now_ms()
