@@ -29,9 +29,11 @@ test: test-setup
 
 # What the tests need beyond Rust itself: the plugins (wasm32-wasip2 target,
 # componentize-py, componentize-js), the Python backend environment, the
-# TypeScript client, and a redis-server binary (the tests start their own).
+# TypeScript client, a redis-server binary (the tests start their own), and
+# chromium with playwright-core for the dashboard's browser test.
 test-setup: build-plugins python-setup build-client
     bash scripts/install-redis.sh
+    bash scripts/install-browser.sh
 
 # The TypeScript client (clients/ts): its pinned TypeScript from npm, compiled to clients/ts/dist.
 build-client:

@@ -445,6 +445,11 @@ impl Engine {
         Ok(view)
     }
 
+    /// A task's plan: what it was submitted as and its steps' graph.
+    pub async fn plan_view(&self, id: &str) -> Result<crate::views::PlanView, EngineError> {
+        Ok(crate::views::plan_view(&self.stored_plan(id).await?))
+    }
+
     /// A task's status, with the pipeline result for pipelines.
     pub async fn get(&self, id: &str) -> Result<TaskView, EngineError> {
         let rec = self

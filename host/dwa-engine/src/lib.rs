@@ -14,7 +14,7 @@
 //! - [`discovery`]: reads the backends' catalogs into the merged catalog.
 //! - [`meters`]: what the engine counts and times for `GET /metrics`.
 //! - [`traces`]: a task's trace context, kept with it and handed on.
-//! - `views` (internal): the task views the API answers with.
+//! - [`views`]: the task and plan views the API answers with.
 //! - `transient` (internal): the host's own retries of a store briefly away.
 
 pub mod backend;
@@ -27,4 +27,4 @@ pub mod traces;
 
 mod builtin;
 mod transient;
-mod views;
+pub mod views;

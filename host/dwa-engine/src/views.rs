@@ -2,9 +2,12 @@
 //! pipeline-result fields (steps, stepResults, stepStatus, finalResult,
 //! totalDuration, parallelGroups) for pipelines (docs/api.md).
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use dwa_core::model::{StepStatusView, TaskParent, TaskView, rfc3339};
+use dwa_core::plan::Plan;
 use dwa_store::TaskRecord;
 
 /// Builds the API's view of a stored task.
@@ -121,5 +124,66 @@ mod tests {
                 vec!["caps".to_string(), "x".to_string()],
             ]
         );
+    }
+}
+
+/// A task's plan (`GET /api/tasks/:id/plan`, dwa): the task as submitted
+/// and its planned steps, which the dashboard draws as a graph.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanView {
+    /// The task JSON as it was submitted (normalised).
+    #[schema(value_type = Object)]
+    pub task: Value,
+    /// The planned steps, in order (chunked steps expanded).
+    pub steps: Vec<PlannedStepView>,
+}
+
+/// One planned step.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStepView {
+    /// Its id (its index when it has none).
+    pub id: String,
+    /// The task it runs.
+    pub task: String,
+    /// Where it runs.
+    pub backend: String,
+    /// Its queue.
+    pub queue: String,
+    /// The steps it waits for, by id.
+    pub depends_on: Vec<String>,
+    /// Whether it fans out over `forEach` items.
+    pub for_each: bool,
+    /// Whether it runs a sub-task.
+    pub subtask: bool,
+    /// Whether an `if` decides whether it runs.
+    pub conditional: bool,
+}
+
+/// The view of a plan.
+pub(crate) fn plan_view(plan: &Plan) -> PlanView {
+    let key = |i: &usize| {
+        plan.steps
+            .get(*i)
+            .map(|s| s.key.clone())
+            .unwrap_or_default()
+    };
+    PlanView {
+        task: serde_json::to_value(&plan.spec).unwrap_or(Value::Null),
+        steps: plan
+            .steps
+            .iter()
+            .map(|s| PlannedStepView {
+                id: s.key.clone(),
+                task: s.task.clone(),
+                backend: s.placement.backend.clone(),
+                queue: s.placement.queue.clone(),
+                depends_on: s.deps.iter().map(key).collect(),
+                for_each: s.for_each.is_some(),
+                subtask: s.subtask.is_some(),
+                conditional: s.condition.is_some(),
+            })
+            .collect(),
     }
 }

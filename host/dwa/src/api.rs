@@ -27,6 +27,7 @@ use dwa_engine::discovery::{self, BackendStatus};
 use dwa_engine::engine::{Engine, EngineError};
 use dwa_store::{Feed, ListFilter};
 
+pub mod dashboard;
 pub mod metrics;
 mod schedules;
 
@@ -215,6 +216,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/tasks", post(create_task).get(list_tasks))
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/events", get(task_events))
+        .route("/tasks/{id}/plan", get(get_plan))
         .route("/tasks/{id}/retry", post(retry_task))
         .route("/tasks/{id}/signal", post(signal_task))
         .route("/visualize", post(visualize))
@@ -230,6 +232,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics::scrape))
         .route("/openapi.json", get(openapi))
+        .merge(dashboard::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -498,6 +501,17 @@ async fn get_task(
     Ok(Json(st.engine.get(&id).await?))
 }
 
+/// A task's plan (dwa): the task as submitted and its steps' graph, which
+/// the dashboard draws; its "run again" resubmits `task`.
+#[utoipa::path(get, path = "/api/tasks/{id}/plan", params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = dwa_engine::views::PlanView), (status = 404, body = ErrorBody)))]
+async fn get_plan(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<dwa_engine::views::PlanView>, ApiError> {
+    Ok(Json(st.engine.plan_view(&id).await?))
+}
+
 /// Cancel a task: pending steps never start, running ones are aborted.
 #[utoipa::path(delete, path = "/api/tasks/{id}", params(("id" = String, Path, description = "task id")),
     responses((status = 200, body = TaskView), (status = 404, body = ErrorBody),
@@ -755,6 +769,7 @@ async fn health(State(st): State<AppState>, headers: HeaderMap) -> (StatusCode, 
         create_task,
         list_tasks,
         get_task,
+        get_plan,
         cancel_task,
         retry_task,
         signal_task,

@@ -444,9 +444,11 @@ impl Writer {
                     if let Some((d, _)) = self.done_counts.get(&job.task_id) {
                         steps_done = *d as f64;
                     }
+                    // Rounded as Redis's Lua prints it (27.999999999999996 is 28).
                     let progress =
                         ((steps_done + f64::from(done) / f64::from(total)) / steps_total * 100.0)
                             .min(100.0);
+                    let progress = (progress * 1e9).round() / 1e9;
                     self.conn
                         .prepare_cached("UPDATE tasks SET progress = ?1 WHERE id = ?2")?
                         .execute(params![progress, job.task_id])?;
