@@ -95,6 +95,13 @@ bench-redis-scripts:
 check-plugins: build-plugins
     cargo run -q --bin dwa -- plugins --load
 
+# Build the container images (needs a Docker engine): dwa:latest (the host
+# with its first-party plugins) and dwa-backend:latest (the local Python
+# backend); `docker compose up` runs them with Redis (compose.yaml).
+image:
+    docker build --target host -t dwa:latest .
+    docker build --target backend -t dwa-backend:latest .
+
 # Print the OpenAPI document.
 openapi:
     cargo run -q --bin dwa -- openapi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A Python environment for the backends and their tests, from pinned files:
-#   scripts/python-setup.sh                      .venv: requirements.txt + requirements-ray.txt
+#   scripts/python-setup.sh                      .venv: requirements.txt + requirements-ray.txt + requirements-test.txt
 #   scripts/python-setup.sh VENV REQ...          VENV: requirements.txt + the REQ files
 # (`just test-heavy` makes .venv-heavy with requirements-heavy.txt.)
 # Reinstalls only when those files changed.
@@ -10,7 +10,7 @@ venv="${1:-.venv}"
 if [ $# -gt 1 ]; then
     extra=("${@:2}")
 else
-    extra=(backends/requirements-ray.txt)
+    extra=(backends/requirements-ray.txt backends/requirements-test.txt)
 fi
 # Installed --no-deps: scikit-image for its bundled test images only (never
 # imported); scenedetect because it asks for opencv-python, whose cv2 would
