@@ -226,8 +226,8 @@ impl Plugins {
             // caller says so; it is not a load error.
             return report;
         }
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
+        let manifests = match manifest::manifest_paths(dir) {
+            Ok(m) => m,
             Err(e) => {
                 report
                     .errors
@@ -235,11 +235,6 @@ impl Plugins {
                 return report;
             }
         };
-        let mut manifests: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        manifests.sort();
         for path in manifests {
             match self.load(&path) {
                 Ok(name) => report.loaded.push(name),

@@ -91,20 +91,25 @@ impl TaskDecl {
     }
 }
 
+/// The manifests (`*.json`) of a plugin folder, in name order.
+pub fn manifest_paths(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// What the manifests of `dir` declare, read without compiling anything,
 /// for validating a task offline (`dwa validate`); a manifest that cannot
 /// be read or is invalid is reported, not fatal.
 pub fn declared(dir: &std::path::Path) -> (dwa_core::catalog::PluginProvides, Vec<String>) {
     let mut provides = dwa_core::catalog::PluginProvides::default();
     let mut errors = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(paths) = manifest_paths(dir) else {
         return (provides, errors);
     };
-    let mut paths: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
     for path in paths {
         let file = path.display().to_string();
         let manifest = std::fs::read_to_string(&path)
