@@ -13,6 +13,22 @@ default:
 serve: build-plugins
     cargo run --release --bin dwa -- serve
 
+# `just serve` with the local Python backend beside it on :8000 (the seed's Python tasks run too); both stop together.
+serve-all: build-plugins python-setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    .venv/bin/python -m backends.local --port 8000 &
+    backend=$!
+    trap 'kill $backend 2>/dev/null || true' EXIT
+    # The host reads the backend's catalog as it starts: wait (at most a
+    # minute) for the backend to answer first.
+    for _ in $(seq 300); do
+        curl -sf http://127.0.0.1:8000/health >/dev/null && break
+        kill -0 $backend 2>/dev/null || { echo "the Python backend did not start" >&2; exit 1; }
+        sleep 0.2
+    done
+    LOCAL_BACKEND_URL=http://127.0.0.1:8000 cargo run --release --bin dwa -- serve
+
 # Install what the tests need, then run formatting, lints and every test.
 test: test-setup
     cargo fmt --all -- --check
