@@ -55,6 +55,14 @@ pub struct PluginConfig {
     pub work_dir: PathBuf,
 }
 
+/// The SHA-256 of a file, read in pieces.
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// A loaded plugin, as `GET /api/plugins` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -271,14 +279,17 @@ impl Plugins {
             .unwrap_or(Path::new("."))
             .join(&wasm_name);
         let who = format!("{}@{}", manifest.name, manifest.version);
-        let wasm = std::fs::read(&wasm_path).map_err(|source| LoadError::ReadWasm {
+        let read_error = |source| LoadError::ReadWasm {
             who: who.clone(),
             path: wasm_path.display().to_string(),
             source,
-        })?;
-        let sha = hex::encode(sha2::Sha256::digest(&wasm));
+        };
+        // Hashed as a stream: with the artifact cached, the component's
+        // bytes (12-18 MB for a Python or JavaScript one) are never held.
+        let sha = file_sha256(&wasm_path).map_err(read_error)?;
+        let read = || std::fs::read(&wasm_path).map_err(|e| format!("cannot read it: {e}"));
         let (component, from_cache) =
-            self.compile(&wasm, &sha)
+            self.compile(read, &sha)
                 .map_err(|message| LoadError::Compile {
                     who: who.clone(),
                     message,
@@ -366,7 +377,13 @@ impl Plugins {
         Ok(who)
     }
 
-    fn compile(&self, wasm: &[u8], sha: &str) -> Result<(Component, bool), String> {
+    /// The component whose bytes `read` gives and whose SHA-256 is `sha`:
+    /// from the artifact cache, or compiled (and cached).
+    fn compile(
+        &self,
+        read: impl FnOnce() -> Result<Vec<u8>, String>,
+        sha: &str,
+    ) -> Result<(Component, bool), String> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let key = format!("{sha}-{:016x}.cwasm", h.finish());
@@ -384,7 +401,7 @@ impl Plugins {
                 }
             }
         }
-        let component = Component::new(&self.engine, wasm).map_err(|e| format!("{e:#}"))?;
+        let component = Component::new(&self.engine, read()?).map_err(|e| format!("{e:#}"))?;
         if let Some(dir) = &self.cache_dir {
             let write = || -> std::io::Result<()> {
                 std::fs::create_dir_all(dir)?;
