@@ -936,3 +936,57 @@ async fn an_enqueued_task_with_an_idempotency_key_is_made_once_however_often_it_
     let all = get_json(&host, "/api/tasks?limit=10").await;
     assert_eq!(all["tasks"].as_array().map(Vec::len), Some(2), "{all:#}");
 }
+
+/// A component missing from the artifact cache is compiled by a child
+/// process (`dwa __compile-plugin`, as `dwa serve` runs it), whose artifact
+/// later loads map; a compiler that fails leaves the host compiling it itself.
+#[test]
+fn a_missing_artifact_is_compiled_by_a_child_and_a_failed_child_falls_back() {
+    use dwa_plugins::{PluginConfig, Plugins};
+
+    let dir = tempfile::tempdir().unwrap();
+    let only_toast = dir.path().join("plugins");
+    std::fs::create_dir_all(&only_toast).unwrap();
+    for f in ["toast.wasm", "toast.json"] {
+        std::fs::copy(dist("dist").join(f), only_toast.join(f)).unwrap();
+    }
+    let host = |cache: &std::path::Path| {
+        Plugins::new(&PluginConfig {
+            dir: only_toast.clone(),
+            cache_dir: Some(cache.to_owned()),
+            http_allow: String::new(),
+            policy_file: None,
+            work_dir: dir.path().join("work"),
+        })
+        .unwrap()
+    };
+    let artifacts = |cache: &std::path::Path| {
+        std::fs::read_dir(cache)
+            .map(|d| d.filter_map(Result::ok).count())
+            .unwrap_or(0)
+    };
+    // The child leaves a mark, so that the compile is seen to happen there.
+    let marker = dir.path().join("compiled-by-child");
+    let script = format!(
+        "echo ran >> '{}' && exec '{}' __compile-plugin \"$@\"",
+        marker.display(),
+        env!("CARGO_BIN_EXE_dwa")
+    );
+    let cache = dir.path().join("cache");
+    let p = host(&cache).with_compiler(vec!["sh".into(), "-c".into(), script.into(), "sh".into()]);
+    let report = p.load_dir(&only_toast);
+    assert_eq!(report.loaded, ["toast@0.1.0"], "{:?}", report.errors);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+    assert_eq!(artifacts(&cache), 1, "the child wrote the artifact");
+    assert!(!p.list()[0].from_cache);
+    // A later host maps it.
+    let again = host(&cache);
+    assert!(again.load_dir(&only_toast).errors.is_empty());
+    assert!(again.list()[0].from_cache);
+
+    let fresh = dir.path().join("fresh");
+    let p = host(&fresh).with_compiler(vec!["false".into()]);
+    let report = p.load_dir(&only_toast);
+    assert_eq!(report.loaded, ["toast@0.1.0"], "{:?}", report.errors);
+    assert_eq!(artifacts(&fresh), 1, "compiled here and cached");
+}

@@ -12,18 +12,18 @@
 //! - [`runtime`]: wasmtime engine, host interface, limits, one call.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use serde::Serialize;
-use sha2::Digest;
 use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 use wasmtime::Engine as WasmEngine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 
+mod artifacts;
 mod errors;
 pub mod granter;
 pub mod manifest;
@@ -31,6 +31,7 @@ pub mod outbound;
 pub mod runtime;
 mod watch;
 
+pub use artifacts::precompile;
 pub use errors::{LoadError, PluginSetupError};
 
 use granter::Granter;
@@ -53,14 +54,6 @@ pub struct PluginConfig {
     pub policy_file: Option<PathBuf>,
     /// `DWA_WORK_DIR`: where each task's working folder is made.
     pub work_dir: PathBuf,
-}
-
-/// The SHA-256 of a file, read in pieces.
-fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// A loaded plugin, as `GET /api/plugins` shows it.
@@ -184,7 +177,7 @@ pub struct Plugins {
     linker: Linker<CallState>,
     net: Arc<NetPolicy>,
     policy: Option<OperatorPolicy>,
-    cache_dir: Option<PathBuf>,
+    artifacts: artifacts::Artifacts,
     registry: RwLock<Registry>,
     slots: Semaphore,
     errors: RwLock<Vec<String>>,
@@ -218,12 +211,24 @@ impl Plugins {
             linker,
             net: Arc::new(net),
             policy,
-            cache_dir: config.cache_dir.clone(),
+            artifacts: artifacts::Artifacts {
+                dir: config.cache_dir.clone(),
+                compiler: None,
+            },
             registry: RwLock::new(Registry::default()),
             slots: Semaphore::new(runtime::MAX_INSTANCES as usize),
             errors: RwLock::new(Vec::new()),
             work_dir: config.work_dir.clone(),
         })
+    }
+
+    /// Compiles components missing from the artifact cache by running
+    /// `command` with the component's path and the artifact's path appended
+    /// (`dwa __compile-plugin`), so that the compiler's memory leaves with
+    /// the child; a failed child falls back to compiling here.
+    pub fn with_compiler(mut self, command: Vec<std::ffi::OsString>) -> Self {
+        self.artifacts.compiler = Some(command);
+        self
     }
 
     /// Loads every manifest (`*.json`) in `dir`; a broken plugin is reported and skipped.
@@ -284,16 +289,15 @@ impl Plugins {
             path: wasm_path.display().to_string(),
             source,
         };
-        // Hashed as a stream: with the artifact cached, the component's
-        // bytes (12-18 MB for a Python or JavaScript one) are never held.
-        let sha = file_sha256(&wasm_path).map_err(read_error)?;
-        let read = || std::fs::read(&wasm_path).map_err(|e| format!("cannot read it: {e}"));
-        let (component, from_cache) =
-            self.compile(read, &sha)
-                .map_err(|message| LoadError::Compile {
-                    who: who.clone(),
-                    message,
-                })?;
+        let sha = artifacts::file_sha256(&wasm_path).map_err(read_error)?;
+        let (component, compiled) = self
+            .artifacts
+            .component(&self.engine, &wasm_path, &sha)
+            .map_err(|message| LoadError::Compile {
+                who: who.clone(),
+                message,
+            })?;
+        let from_cache = compiled == artifacts::Compiled::Cached;
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
@@ -373,50 +377,8 @@ impl Plugins {
             reg.provided.insert(key, loaded.clone());
         }
         reg.plugins.insert(loaded.manifest.name.clone(), loaded);
-        tracing::info!(plugin = %who, from_cache, "plugin loaded");
+        tracing::info!(plugin = %who, compiled = ?compiled, "plugin loaded");
         Ok(who)
-    }
-
-    /// The component whose bytes `read` gives and whose SHA-256 is `sha`:
-    /// from the artifact cache, or compiled (and cached).
-    fn compile(
-        &self,
-        read: impl FnOnce() -> Result<Vec<u8>, String>,
-        sha: &str,
-    ) -> Result<(Component, bool), String> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        let key = format!("{sha}-{:016x}.cwasm", h.finish());
-        if let Some(dir) = &self.cache_dir {
-            let path = dir.join(&key);
-            if path.exists() {
-                // SAFETY: the file is one this host wrote itself (below) for
-                // this exact wasm and engine configuration; `deserialize_file`
-                // is unsafe only because an untrusted artifact could be forged.
-                match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                    Ok(c) => return Ok((c, true)),
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "ignoring a bad cached artifact")
-                    }
-                }
-            }
-        }
-        let component = Component::new(&self.engine, read()?).map_err(|e| format!("{e:#}"))?;
-        if let Some(dir) = &self.cache_dir {
-            let write = || -> std::io::Result<()> {
-                std::fs::create_dir_all(dir)?;
-                let bytes = component
-                    .serialize()
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                let tmp = dir.join(format!("{key}.tmp-{}", std::process::id()));
-                std::fs::write(&tmp, bytes)?;
-                std::fs::rename(tmp, dir.join(&key))
-            };
-            if let Err(e) = write() {
-                tracing::warn!(error = %e, "could not cache a compiled plugin");
-            }
-        }
-        Ok((component, false))
     }
 
     /// Names of the effects loaded plugins provide.

@@ -45,6 +45,15 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// (Internal) Compile one plugin component into an artifact file: what
+    /// the host runs in a child process for a plugin missing from its cache.
+    #[command(name = "__compile-plugin", hide = true)]
+    CompilePlugin {
+        /// The component (`.wasm`).
+        wasm: std::path::PathBuf,
+        /// The artifact file to write.
+        out: std::path::PathBuf,
+    },
     #[command(flatten)]
     Remote(cli::RemoteCommand),
 }
@@ -54,7 +63,12 @@ async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     // The host logs at info; a command driving a host stays quiet unless asked.
     let level = match cli.command {
-        Some(Command::Remote(_) | Command::Completions { .. } | Command::Validate { .. }) => "warn",
+        Some(
+            Command::Remote(_)
+            | Command::Completions { .. }
+            | Command::Validate { .. }
+            | Command::CompilePlugin { .. },
+        ) => "warn",
         _ => "info",
     };
     let telemetry = dwa::telemetry::init(level)?;
@@ -77,6 +91,9 @@ async fn main() -> anyhow::Result<ExitCode> {
                 eprintln!("error: {}", cli::describe(&e));
                 ExitCode::from(2)
             }));
+        }
+        Command::CompilePlugin { wasm, out } => {
+            dwa_plugins::precompile(&wasm, &out).map_err(anyhow::Error::msg)
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -234,13 +234,23 @@ fn backends(config: &Config, owner: &str) -> Result<Vec<Arc<HttpBackend>>, Start
 /// is CPU work: off the async workers). A plugin that cannot load is
 /// logged and left out; the host starts without it.
 async fn load_plugins(config: &Config) -> Result<Arc<Plugins>, StartError> {
-    let plugins = Arc::new(Plugins::new(&PluginConfig {
+    let mut plugins = Plugins::new(&PluginConfig {
         dir: config.plugin_dir.clone(),
         cache_dir: Some(config.plugin_cache_dir.clone()),
         http_allow: config.http_allow.clone(),
         policy_file: config.plugin_policy.clone(),
         work_dir: config.work_dir.clone(),
-    })?);
+    })?;
+    // Components missing from the cache are compiled by `dwa
+    // __compile-plugin` children: a compile's memory (hundreds of MB for a
+    // Python component) leaves with them. Only from the dwa binary itself
+    // (a benchmark or test that builds a host in-process compiles here).
+    if let Ok(exe) = std::env::current_exe()
+        && exe.file_stem().is_some_and(|n| n == "dwa")
+    {
+        plugins = plugins.with_compiler(vec![exe.into_os_string(), "__compile-plugin".into()]);
+    }
+    let plugins = Arc::new(plugins);
     let report = {
         let p = plugins.clone();
         let dir = config.plugin_dir.clone();
