@@ -24,6 +24,8 @@ struct Span {
     id: String,
     parent: String,
     attrs: HashMap<String, String>,
+    /// The exporting process's `host.name` resource attribute.
+    host: String,
 }
 
 /// An OTLP/HTTP collector (protobuf) that keeps every span it receives.
@@ -43,12 +45,19 @@ impl Collector {
                 async move {
                     let req = ExportTraceServiceRequest::decode(body).unwrap();
                     let mut spans = me.spans.lock().unwrap();
-                    for s in req
-                        .resource_spans
-                        .iter()
-                        .flat_map(|r| &r.scope_spans)
-                        .flat_map(|s| &s.spans)
-                    {
+                    for (host, s) in req.resource_spans.iter().flat_map(|r| {
+                        let host = r
+                            .resource
+                            .iter()
+                            .flat_map(|res| &res.attributes)
+                            .find(|kv| kv.key == "host.name")
+                            .map(|kv| format!("{:?}", kv.value))
+                            .unwrap_or_default();
+                        r.scope_spans
+                            .iter()
+                            .flat_map(|s| &s.spans)
+                            .map(move |s| (host.clone(), s))
+                    }) {
                         let attrs = s
                             .attributes
                             .iter()
@@ -63,6 +72,7 @@ impl Collector {
                             id: hex::encode(&s.span_id),
                             parent: hex::encode(&s.parent_span_id),
                             attrs,
+                            host,
                         });
                     }
                     me.arrived.notify_waiters();
@@ -229,4 +239,45 @@ async fn without_an_endpoint_no_context_is_sent() {
     .await;
     wait_done(&host, &id).await;
     assert_eq!(fake.calls_of("download.file")[0].traceparent, None);
+}
+
+/// Two hosts on one Redis run the steps of one task: every span, from
+/// either host, is in the task's one trace, under its submission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_run_by_two_hosts_is_still_one_trace() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let fake = Fake::start().await;
+    let redis = dwa_store::testing::RedisServer::start();
+    let host_env = |name: &str| {
+        vec![
+            ("REDIS_URL", redis.url()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+            ("OTEL_RESOURCE_ATTRIBUTES", format!("host.name={name}")),
+            // Two workers each: host a holds two steps for 1.5 s, longer
+            // than an idle host waits between looks for work (1 s), so
+            // host b takes some of the six.
+            ("WORKER_CONCURRENCY", "2".into()),
+        ]
+    };
+    let (_a, a) = start(&fake, &host_env("host-a"));
+    let (_b, _host_b) = start(&fake, &host_env("host-b"));
+    let steps: Vec<_> = (0..6)
+        .map(|i| json!({"id": format!("s{i}"), "task": "builtin.sleep", "dependsOn": [], "input": {"ms": 1500}}))
+        .collect();
+    let id = submit_ok(&a, &json!({"type": "spread", "steps": steps})).await;
+    let done = wait_done(&a, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    let spans = collector
+        .until("six step spans", |s| named(s, "step ").len() >= 6)
+        .await;
+    let submit = one(&spans, "task.submit", "submission");
+    let steps = named(&spans, "step ");
+    for s in &steps {
+        assert_eq!((&s.trace, &s.parent), (&submit.trace, &submit.id), "{s:?}");
+    }
+    let hosts: std::collections::BTreeSet<&str> = steps.iter().map(|s| s.host.as_str()).collect();
+    assert_eq!(hosts.len(), 2, "both hosts ran steps: {hosts:?}");
 }
