@@ -59,9 +59,13 @@ def _served_by(where: str | None) -> dict[str, str]:
     return {"x-dwa-served-by": where} if where else {}
 
 
-def _error(status: int, message: str, retryable: bool, where: str | None = None) -> JSONResponse:
+def _error(status: int, message: str, retryable: bool, where: str | None = None,
+           retry_after_s: int | None = None) -> JSONResponse:
+    headers = _served_by(where)
+    if retry_after_s is not None:
+        headers["retry-after"] = str(retry_after_s)
     return JSONResponse({"error": {"message": message, "retryable": retryable}}, status_code=status,
-                        headers=_served_by(where))
+                        headers=headers)
 
 
 def _validation_message(e: ValidationError) -> str:
@@ -197,7 +201,9 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
             try:
                 job_id = jobs.start(call(meta, kwargs, job))
             except JobsFull as e:
-                return _error(429, str(e), True)
+                # Back-pressure: the host waits this long without spending
+                # a try of the step (docs/backend-protocol.md).
+                return _error(429, str(e), True, retry_after_s=1)
             return JSONResponse({"jobId": job_id, "retryAfterMs": 500}, status_code=202)
         try:
             result, where = await call(meta, kwargs, job)

@@ -1069,6 +1069,8 @@ async fn the_rust_client_processes_a_task_as_the_seeds_process_task_does() {
     assert_eq!(page.tasks.len(), 2);
 }
 
+#[path = "e2e/backpressure.rs"]
+mod backpressure;
 #[path = "e2e/dashboard.rs"]
 mod dashboard;
 #[path = "e2e/metrics.rs"]

@@ -65,7 +65,7 @@ pub fn fake_catalog() -> Value {
         t("florence.caption", Some("T4")), t("whisper.transcribe", Some("T4")),
         t("llm.summarize", None), t("tts.speak", None), t("flaky", None), t("reject", None),
         t("hang", None), t("gated", None), t("poll.job", None), t("slow.ok", None), t("big.result", None),
-        t("stream.words", None)
+        t("stream.words", None), t("busy", None)
     ]})
 }
 
@@ -317,6 +317,24 @@ async fn run(
             let failures = input["failures"].as_u64().unwrap_or(0) as u32;
             if n <= failures {
                 err(StatusCode::SERVICE_UNAVAILABLE, "backend overloaded", true)
+            } else {
+                ok(json!({"calls": n}))
+            }
+        }
+        // Saturated for its first `busy` calls: 429 with `Retry-After`.
+        "busy" => {
+            let n = {
+                let mut c = state.counters.lock().unwrap();
+                let e = c.entry(format!("busy/{task_id}")).or_default();
+                *e += 1;
+                *e
+            };
+            if n <= input["busy"].as_u64().unwrap_or(0) as u32 {
+                let mut r = err(StatusCode::TOO_MANY_REQUESTS, "queue full", true);
+                let after = input["retryAfter"].as_str().unwrap_or("1").to_owned();
+                r.headers_mut()
+                    .insert("retry-after", after.parse().unwrap());
+                r
             } else {
                 ok(json!({"calls": n}))
             }

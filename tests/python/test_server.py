@@ -199,3 +199,13 @@ def test_the_hosts_trace_context_reaches_the_task_and_a_malformed_one_does_not(c
     r = client.post("/tasks/t.add", json={"input": {"a": 1}, "taskId": "abc"},
                     headers={"traceparent": "00-zz-not-a-context"})
     assert r.json()["result"]["traceparent"] is None
+
+
+def test_a_full_job_table_answers_429_with_retry_after(client, monkeypatch):
+    import backends.app as backend_app
+
+    monkeypatch.setattr(backend_app, "MAX_JOBS", 0)
+    r = client.post("/tasks/t.slow?async=1", json={"input": {"ms": 1}, "taskId": "abc"})
+    assert r.status_code == 429, r.text
+    assert r.headers["retry-after"] == "1"
+    assert r.json()["error"]["retryable"] is True

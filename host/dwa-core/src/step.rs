@@ -13,6 +13,10 @@ pub struct StepError {
     pub message: String,
     /// Whether the retry policy may try again.
     pub retryable: bool,
+    /// Set when the backend refused the try because it is saturated (HTTP
+    /// 429): the step waits this long and goes again without it counting
+    /// as a try (docs/backend-protocol.md, "Back-pressure").
+    pub busy_for: Option<std::time::Duration>,
 }
 
 impl StepError {
@@ -21,6 +25,7 @@ impl StepError {
         StepError {
             message: message.into(),
             retryable: false,
+            busy_for: None,
         }
     }
 
@@ -29,6 +34,7 @@ impl StepError {
         StepError {
             message: message.into(),
             retryable: true,
+            busy_for: None,
         }
     }
 }

@@ -33,6 +33,32 @@ pub struct HttpBackend {
     /// The most bytes read from one answer (`DWA_MAX_RESULT_BYTES`): a
     /// backend cannot make the host hold more than this for one step.
     max_body: usize,
+    /// Until when (ms since the epoch) its last 429 asked the host to wait.
+    saturated_until: std::sync::atomic::AtomicI64,
+}
+
+/// The shortest and longest wait a 429's `Retry-After` may ask for: a
+/// backend cannot make the host spin, nor park a step for hours.
+const BUSY_WAIT: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(300));
+
+/// A 429's wait: its `Retry-After` in seconds (an HTTP date is not
+/// honoured: clocks differ), else one second; within [`BUSY_WAIT`].
+fn retry_after(resp: &reqwest::Response) -> Duration {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(1), |s| {
+            Duration::from_secs_f64(s.min(BUSY_WAIT.1.as_secs_f64()))
+        })
+        .clamp(BUSY_WAIT.0, BUSY_WAIT.1)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Why a backend's catalog could not be read.
@@ -86,6 +112,7 @@ impl HttpBackend {
             client,
             host_name: None,
             max_body: dwa_core::limits::Limits::default().max_result_bytes,
+            saturated_until: Default::default(),
         })
     }
 
@@ -320,6 +347,7 @@ impl HttpBackend {
                 return Err(StepError {
                     message: format!("{message} (backend {})", self.name),
                     retryable,
+                    busy_for: None,
                 });
             }
             chunk => {
@@ -374,6 +402,7 @@ impl HttpBackend {
 
     async fn read_result(&self, url: &str, resp: reqwest::Response) -> Result<Value, StepError> {
         let status = resp.status();
+        let busy_for = (status == StatusCode::TOO_MANY_REQUESTS).then(|| retry_after(&resp));
         let bytes = self.body(url, resp).await?;
         if status.is_success() {
             let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -409,10 +438,25 @@ impl HttpBackend {
                 (format!("HTTP {status}: {text}"), default_retryable)
             }
         };
+        if let Some(wait) = busy_for {
+            let until = now_ms().saturating_add(wait.as_millis() as i64);
+            self.saturated_until
+                .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+        }
         Err(StepError {
             message: format!("{} (backend {})", message, self.name),
             retryable,
+            busy_for,
         })
+    }
+
+    /// Until when (ms since the epoch) the backend said it is saturated, if
+    /// that is still ahead.
+    pub fn saturated_until(&self) -> Option<i64> {
+        let until = self
+            .saturated_until
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (until > now_ms()).then_some(until)
     }
 
     fn transport_error(&self, url: &str, e: reqwest::Error) -> StepError {

@@ -37,6 +37,7 @@ pub(crate) async fn run(task: &str, input: Value, attempt: u32) -> Result<Value,
                 _ => Err(StepError {
                     message: format!("{message} (attempt {attempt})"),
                     retryable,
+                    busy_for: None,
                 }),
             }
         }

@@ -25,6 +25,23 @@ pub struct BackendStatus {
     /// Why the last read failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Until when it asked the host to wait (its last HTTP 429; RFC 3339),
+    /// while that is ahead (docs/backend-protocol.md, "Back-pressure").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saturated_until: Option<String>,
+}
+
+/// `statuses` (the last catalog reads) with each backend's saturation now.
+pub fn with_saturation(engine: &Engine, mut statuses: Vec<BackendStatus>) -> Vec<BackendStatus> {
+    for s in &mut statuses {
+        s.saturated_until = engine
+            .executor()
+            .backends()
+            .find(|b| b.name == s.name)
+            .and_then(|b| b.saturated_until())
+            .map(dwa_core::model::rfc3339);
+    }
+    statuses
 }
 
 /// Re-reads every backend's catalog and swaps the merged catalog into the engine.
@@ -54,6 +71,7 @@ pub async fn refresh(engine: &Arc<Engine>) -> Vec<BackendStatus> {
                     ok: true,
                     tasks: n,
                     error: None,
+                    saturated_until: None,
                 });
             }
             Err(e) => {
@@ -67,6 +85,7 @@ pub async fn refresh(engine: &Arc<Engine>) -> Vec<BackendStatus> {
                     ok: false,
                     tasks: next.count_for(&b.name),
                     error: Some(e.to_string()),
+                    saturated_until: None,
                 });
             }
         }

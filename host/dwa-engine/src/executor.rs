@@ -22,6 +22,7 @@ fn step_error(e: CallError) -> StepError {
     StepError {
         message: e.to_string(),
         retryable,
+        busy_for: None,
     }
 }
 

@@ -221,6 +221,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/tasks/{id}/signal", post(signal_task))
         .route("/visualize", post(visualize))
         .route("/catalog", get(catalog))
+        .route("/backends", get(list_backends))
         .route("/backends/refresh", post(refresh_backends))
         .route("/plugins", get(list_plugins))
         .merge(schedules::routes())
@@ -685,6 +686,14 @@ async fn visualize(
     }))
 }
 
+/// The configured backends (dwa): whether the last catalog read worked,
+/// how many tasks each serves, and until when one is saturated.
+#[utoipa::path(get, path = "/api/backends", responses((status = 200, body = Vec<BackendStatus>)))]
+async fn list_backends(State(st): State<AppState>) -> Json<Vec<BackendStatus>> {
+    let statuses = st.backends.read().map(|b| b.clone()).unwrap_or_default();
+    Json(dwa_engine::discovery::with_saturation(&st.engine, statuses))
+}
+
 /// The tasks this host can run, merged from its backends.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CatalogBody {
@@ -777,6 +786,7 @@ async fn health(State(st): State<AppState>, headers: HeaderMap) -> (StatusCode, 
         task_events,
         visualize,
         catalog,
+        list_backends,
         refresh_backends,
         schedules::create_schedule,
         schedules::list_schedules,

@@ -29,7 +29,8 @@ pub(super) enum Outcome {
     Failed(StepError),
     /// Not run: its `if` is false or a guard ancestor failed (why).
     Skipped(String),
-    /// Not yet: it waits for a concurrency slot or a rate until then (ms), for this reason.
+    /// Not yet: it waits for a concurrency slot, a rate or a saturated
+    /// backend until then (ms), for this reason.
     Deferred(i64, String),
     Aborted,
 }
@@ -625,6 +626,11 @@ impl Engine {
         let outcome = tokio::select! {
             r = tokio::time::timeout(timeout, run) => match r {
                 Ok(Ok(v)) => Outcome::Done(v),
+                // A saturated backend: wait as it asked, without a try spent.
+                Ok(Err(StepError { busy_for: Some(wait), message, .. })) => Outcome::Deferred(
+                    self.store.now_ms().saturating_add(wait.as_millis() as i64),
+                    format!("backend saturated: {message}"),
+                ),
                 Ok(Err(e)) => Outcome::Failed(e),
                 Err(_) => {
                     crate::meters::timed_out(&step.task);
