@@ -236,7 +236,11 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
     async def poll(name: str, job_id: str):
         entry = jobs.get(job_id)
         if entry is None:
-            return _error(404, f"no job {job_id!r} on this backend (finished jobs are kept {JOB_TTL_S:.0f} s)", False)
+            # Its process restarted, another replica answered, or it ended
+            # more than JOB_TTL_S ago: retryable, so that the host runs the
+            # step again rather than failing it (docs/backend-protocol.md).
+            return _error(503, f"no job {job_id!r} on this backend: it restarted since, or the job ended "
+                               f"more than {JOB_TTL_S:.0f} s ago; run the step again", True)
         if not entry["done"]:
             return JSONResponse({"jobId": job_id, "status": "running", "retryAfterMs": 500}, status_code=202)
         if "exception" in entry:

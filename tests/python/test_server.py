@@ -123,7 +123,10 @@ def test_long_tasks_are_submitted_then_polled(client):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert p.status_code == 422 and p.json()["error"]["message"] == "nope"
-    assert client.get("/tasks/t.slow/jobs/unknown").status_code == 404
+    # A job this process does not know (it restarted, or another replica
+    # started it): retryable, so the host runs the step again.
+    lost = client.get("/tasks/t.slow/jobs/unknown")
+    assert lost.status_code == 503 and lost.json()["error"]["retryable"] is True
 
 
 def test_bearer_token(tasks, monkeypatch):
