@@ -990,3 +990,75 @@ fn a_missing_artifact_is_compiled_by_a_child_and_a_failed_child_falls_back() {
     assert_eq!(report.loaded, ["toast@0.1.0"], "{:?}", report.errors);
     assert_eq!(artifacts(&fresh), 1, "compiled here and cached");
 }
+
+/// Loading sweeps the artifact cache of what no load used for a week:
+/// rebuilt plugins' old artifacts go, the one just mapped stays however old
+/// it was, and files that are not artifacts are left alone.
+#[test]
+fn artifacts_no_load_used_for_a_week_are_swept() {
+    use dwa_plugins::{PluginConfig, Plugins, UNUSED_ARTIFACT_TTL};
+    use std::time::{Duration, SystemTime};
+
+    let dir = tempfile::tempdir().unwrap();
+    let only_toast = dir.path().join("plugins");
+    std::fs::create_dir_all(&only_toast).unwrap();
+    for f in ["toast.wasm", "toast.json"] {
+        std::fs::copy(dist("dist").join(f), only_toast.join(f)).unwrap();
+    }
+    let cache = dir.path().join("cache");
+    let load = || {
+        let p = Plugins::new(&PluginConfig {
+            dir: only_toast.clone(),
+            cache_dir: Some(cache.clone()),
+            http_allow: String::new(),
+            policy_file: None,
+            work_dir: dir.path().join("work"),
+        })
+        .unwrap();
+        let report = p.load_dir(&only_toast);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        p
+    };
+    load();
+    let toast: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(toast.len(), 1);
+    let long_ago = SystemTime::now() - UNUSED_ARTIFACT_TTL - Duration::from_secs(3600);
+    let age = |path: &std::path::Path, when: SystemTime| {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    };
+    for (name, when) in [
+        ("rebuilt-long-ago.cwasm", long_ago),
+        ("crashed-compile.cwasm.tmp-7", long_ago),
+        (
+            "used-yesterday.cwasm",
+            SystemTime::now() - Duration::from_secs(86_400),
+        ),
+        ("notes.txt", long_ago),
+    ] {
+        std::fs::write(cache.join(name), b"x").unwrap();
+        age(&cache.join(name), when);
+    }
+    age(&toast[0], long_ago);
+    assert!(load().list()[0].from_cache, "mapped, not compiled again");
+    let mut left: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let toast_name = toast[0].file_name().unwrap().to_string_lossy().into_owned();
+    let mut want = vec![
+        toast_name,
+        "notes.txt".to_owned(),
+        "used-yesterday.cwasm".to_owned(),
+    ];
+    want.sort();
+    assert_eq!(left, want);
+}

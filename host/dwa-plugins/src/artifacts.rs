@@ -45,6 +45,11 @@ fn write_atomically(out: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, out)
 }
 
+/// How long an artifact no load has used stays in the cache: rebuilt
+/// plugins leave their old artifacts behind (30-40 MB for a Python one), and
+/// hosts sharing the folder may still load older versions for a while.
+pub const UNUSED_ARTIFACT_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// How a component was had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Compiled {
@@ -81,7 +86,10 @@ impl Artifacts {
         let path = dir.join(&key);
         if path.exists() {
             match map(engine, &path) {
-                Ok(c) => return Ok((c, Compiled::Cached)),
+                Ok(c) => {
+                    touch(&path);
+                    return Ok((c, Compiled::Cached));
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "ignoring a bad cached artifact")
                 }
@@ -103,6 +111,51 @@ impl Artifacts {
             tracing::warn!(error = %e, "could not cache a compiled plugin");
         }
         Ok((component, Compiled::Here))
+    }
+}
+
+impl Artifacts {
+    /// Removes the cache's artifacts (and a crashed compile's leftovers)
+    /// that no load has used for `ttl`: every load marks the artifact it
+    /// maps or writes, so those in use are never older. A running host that
+    /// mapped one keeps its mapping. Returns how many went.
+    pub(crate) fn sweep(&self, ttl: std::time::Duration) -> usize {
+        let Some(dir) = &self.dir else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let Some(cutoff) = std::time::SystemTime::now().checked_sub(ttl) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let ours = name.to_str().is_some_and(|n| n.contains(".cwasm"));
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if ours && old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, dir = %dir.display(), "unused plugin artifacts removed");
+        }
+        removed
+    }
+}
+
+/// Marks an artifact used now (its modification time), for [`Artifacts::sweep`].
+fn touch(path: &Path) {
+    let marked = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = marked {
+        tracing::debug!(path = %path.display(), error = %e, "artifact not marked as used");
     }
 }
 

@@ -31,7 +31,7 @@ pub mod outbound;
 pub mod runtime;
 mod watch;
 
-pub use artifacts::precompile;
+pub use artifacts::{UNUSED_ARTIFACT_TTL, precompile};
 pub use errors::{LoadError, PluginSetupError};
 
 use granter::Granter;
@@ -257,6 +257,7 @@ impl Plugins {
         if let Ok(mut errs) = self.errors.write() {
             errs.clone_from(&report.errors);
         }
+        self.artifacts.sweep(artifacts::UNUSED_ARTIFACT_TTL);
         report
     }
 
