@@ -825,7 +825,7 @@ async fn list_health_catalog_openapi_and_polling_backends() {
     assert_eq!(health["store"]["kind"], "sqlite");
     assert_eq!(health["backends"][0]["name"], "local");
     assert_eq!(health["backends"][0]["ok"], true);
-    assert_eq!(health["backends"][0]["tasks"], 15);
+    assert_eq!(health["backends"][0]["tasks"], 16);
 
     let catalog: Value = get_json(&host, "/api/catalog").await;
     let caption = catalog["tasks"]

@@ -1062,3 +1062,63 @@ fn artifacts_no_load_used_for_a_week_are_swept() {
     want.sort();
     assert_eq!(left, want);
 }
+
+/// A host that loads lazily maps a cached plugin at its first call (its
+/// names are known from the start), and a cached artifact that went bad
+/// fails that call with a message saying so, not the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazily_loaded_plugin_is_mapped_at_its_first_call() {
+    use dwa_plugins::{PluginConfig, Plugins};
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let only_codec = dir.path().join("plugins");
+    std::fs::create_dir_all(&only_codec).unwrap();
+    for f in ["codec.wasm", "codec.json"] {
+        std::fs::copy(dist("dist").join(f), only_codec.join(f)).unwrap();
+    }
+    let cache = dir.path().join("cache");
+    let host = || {
+        Plugins::new(&PluginConfig {
+            dir: only_codec.clone(),
+            cache_dir: Some(cache.clone()),
+            http_allow: String::new(),
+            policy_file: None,
+            work_dir: dir.path().join("work"),
+        })
+        .unwrap()
+        .lazily()
+    };
+    // Nothing cached yet: compiled (and checked) at load, lazily or not.
+    let first = host();
+    assert!(first.load_dir(&only_codec).errors.is_empty());
+    assert!(!first.list()[0].from_cache);
+    let p = host();
+    assert!(p.load_dir(&only_codec).errors.is_empty());
+    assert!(p.list()[0].from_cache);
+    assert!(p.provides().functions.contains_key("base64"));
+    let out = p
+        .call_function("base64", &json!("hi"), &[], "t1")
+        .await
+        .unwrap();
+    assert_eq!(out, json!("aGk="));
+
+    // The artifact is replaced by garbage after the load (renamed over it:
+    // a file mapped by a host must never be truncated in place, which is
+    // why the cache itself only ever renames): the first call says so.
+    drop((first, p));
+    let broken = host();
+    assert!(broken.load_dir(&only_codec).errors.is_empty());
+    for e in std::fs::read_dir(&cache).unwrap() {
+        let path = e.unwrap().path();
+        let tmp = path.with_extension("garbage");
+        std::fs::write(&tmp, b"not an artifact").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    let err = broken
+        .call_function("base64", &json!("hi"), &[], "t1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot load its cached component"), "{err}");
+}

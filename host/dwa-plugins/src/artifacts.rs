@@ -77,9 +77,7 @@ impl Artifacts {
         wasm: &Path,
         sha: &str,
     ) -> Result<(Component, Compiled), String> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        let key = format!("{sha}-{:016x}.cwasm", h.finish());
+        let key = key(engine, sha);
         let Some(dir) = &self.dir else {
             return Ok((compile_here(engine, wasm)?, Compiled::Here));
         };
@@ -115,6 +113,21 @@ impl Artifacts {
 }
 
 impl Artifacts {
+    /// The cached artifact of the component whose SHA-256 is `sha`, if there
+    /// is one (marked used): a lazy load maps it at the first call.
+    pub(crate) fn cached(&self, engine: &WasmEngine, sha: &str) -> Option<PathBuf> {
+        let path = self.dir.as_ref()?.join(key(engine, sha));
+        path.exists().then(|| {
+            touch(&path);
+            path
+        })
+    }
+
+    /// Maps a cached artifact (see [`Artifacts::cached`]).
+    pub(crate) fn map(&self, engine: &WasmEngine, path: &Path) -> Result<Component, String> {
+        map(engine, path)
+    }
+
     /// Removes the cache's artifacts (and a crashed compile's leftovers)
     /// that no load has used for `ttl`: every load marks the artifact it
     /// maps or writes, so those in use are never older. A running host that
@@ -157,6 +170,14 @@ fn touch(path: &Path) {
     if let Err(e) = marked {
         tracing::debug!(path = %path.display(), error = %e, "artifact not marked as used");
     }
+}
+
+/// An artifact's file name: the component's SHA-256 and the engine's
+/// configuration, so that another configuration never maps it.
+fn key(engine: &WasmEngine, sha: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{sha}-{:016x}.cwasm", h.finish())
 }
 
 fn compile_here(engine: &WasmEngine, wasm: &Path) -> Result<Component, String> {

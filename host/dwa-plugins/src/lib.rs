@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 use wasmtime::Engine as WasmEngine;
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 
 mod artifacts;
 mod errors;
@@ -98,7 +98,11 @@ pub struct PluginInfo {
 
 struct Loaded {
     manifest: Manifest,
-    pre: Pre,
+    /// Its compiled component, ready to instantiate: set at load, or at the
+    /// first call of a lazily loaded plugin (from `deferred`).
+    pre: std::sync::OnceLock<Result<Pre, String>>,
+    /// A lazily loaded plugin's cached artifact and world.
+    deferred: Option<(PathBuf, String)>,
     outbound: Outbound,
     info: PluginInfo,
 }
@@ -178,6 +182,9 @@ pub struct Plugins {
     net: Arc<NetPolicy>,
     policy: Option<OperatorPolicy>,
     artifacts: artifacts::Artifacts,
+    /// Whether a plugin whose artifact is cached is mapped at its first
+    /// call rather than at load ([`Plugins::lazily`]).
+    lazy: bool,
     registry: RwLock<Registry>,
     slots: Semaphore,
     errors: RwLock<Vec<String>>,
@@ -216,6 +223,7 @@ impl Plugins {
                 compiler: None,
             },
             registry: RwLock::new(Registry::default()),
+            lazy: false,
             slots: Semaphore::new(runtime::MAX_INSTANCES as usize),
             errors: RwLock::new(Vec::new()),
             work_dir: config.work_dir.clone(),
@@ -228,6 +236,16 @@ impl Plugins {
     /// the child; a failed child falls back to compiling here.
     pub fn with_compiler(mut self, command: Vec<std::ffi::OsString>) -> Self {
         self.artifacts.compiler = Some(command);
+        self
+    }
+
+    /// Maps a plugin whose compiled artifact is cached at its first call,
+    /// not at load: a host keeps in memory only the plugins it uses (a
+    /// Python or JavaScript one holds 6-8 MB once mapped). Its manifest is
+    /// still read and checked at load, so submissions know its names; a
+    /// plugin not in the cache is compiled, and so checked, at load.
+    pub fn lazily(mut self) -> Self {
+        self.lazy = true;
         self
     }
 
@@ -291,25 +309,21 @@ impl Plugins {
             source,
         };
         let sha = artifacts::file_sha256(&wasm_path).map_err(read_error)?;
-        let (component, compiled) = self
-            .artifacts
-            .component(&self.engine, &wasm_path, &sha)
-            .map_err(|message| LoadError::Compile {
-                who: who.clone(),
-                message,
-            })?;
-        let from_cache = compiled == artifacts::Compiled::Cached;
-        let instance_pre =
-            self.linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::Imports {
-                    who: who.clone(),
-                    message: format!("{e:#}"),
-                })?;
-        let pre = Pre::new(&world.world, instance_pre).map_err(|source| LoadError::World {
-            who: who.clone(),
-            source,
-        })?;
+        let deferred = match self.lazy {
+            true => self.artifacts.cached(&self.engine, &sha),
+            false => None,
+        };
+        let (pre, from_cache) = match &deferred {
+            Some(_) => (std::sync::OnceLock::new(), true),
+            None => {
+                let (pre, compiled) = self.compiled(&who, &world.world, &wasm_path, &sha)?;
+                (
+                    std::sync::OnceLock::from(Ok(pre)),
+                    compiled == artifacts::Compiled::Cached,
+                )
+            }
+        };
+        let deferred = deferred.map(|artifact| (artifact, world.world.clone()));
         let granter = Arc::new(Granter::new(
             &who,
             manifest.permissions.http.clone(),
@@ -356,6 +370,7 @@ impl Plugins {
         let loaded = Arc::new(Loaded {
             manifest,
             pre,
+            deferred,
             outbound,
             info,
         });
@@ -378,8 +393,61 @@ impl Plugins {
             reg.provided.insert(key, loaded.clone());
         }
         reg.plugins.insert(loaded.manifest.name.clone(), loaded);
-        tracing::info!(plugin = %who, compiled = ?compiled, "plugin loaded");
+        tracing::info!(plugin = %who, from_cache, lazy = self.lazy && from_cache, "plugin loaded");
         Ok(who)
+    }
+
+    /// A component, compiled or from the cache, checked against the host's
+    /// imports and its world's exports.
+    fn compiled(
+        &self,
+        who: &str,
+        world: &str,
+        wasm_path: &Path,
+        sha: &str,
+    ) -> Result<(Pre, artifacts::Compiled), LoadError> {
+        let (component, compiled) = self
+            .artifacts
+            .component(&self.engine, wasm_path, sha)
+            .map_err(|message| LoadError::Compile {
+                who: who.to_owned(),
+                message,
+            })?;
+        let pre = self.checked(who, world, &component)?;
+        Ok((pre, compiled))
+    }
+
+    fn checked(&self, who: &str, world: &str, component: &Component) -> Result<Pre, LoadError> {
+        let instance_pre =
+            self.linker
+                .instantiate_pre(component)
+                .map_err(|e| LoadError::Imports {
+                    who: who.to_owned(),
+                    message: format!("{e:#}"),
+                })?;
+        Pre::new(world, instance_pre).map_err(|source| LoadError::World {
+            who: who.to_owned(),
+            source,
+        })
+    }
+
+    /// A loaded plugin's component; a lazily loaded one's is mapped now.
+    fn pre_of<'a>(&self, plugin: &'a Loaded, who: &str) -> Result<&'a Pre, CallError> {
+        plugin
+            .pre
+            .get_or_init(|| {
+                let Some((artifact, world)) = &plugin.deferred else {
+                    return Err("its component was never loaded".to_owned());
+                };
+                let component = self.artifacts.map(&self.engine, artifact)?;
+                self.checked(who, world, &component)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|message| CallError::Host {
+                plugin: who.to_owned(),
+                message: format!("cannot load its cached component: {message}"),
+            })
     }
 
     /// Names of the effects loaded plugins provide.
@@ -581,11 +649,12 @@ impl Plugins {
             plugin: who.clone(),
             message: "plugin host is shutting down".into(),
         })?;
+        let pre = self.pre_of(plugin, &who)?;
         runtime::call(
             &self.engine,
             CallSpec {
                 plugin: &who,
-                pre: &plugin.pre,
+                pre,
                 outbound: &plugin.outbound,
                 memory_bytes: plugin.manifest.memory_bytes(),
                 timeout: plugin.manifest.timeout(),

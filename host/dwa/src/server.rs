@@ -234,13 +234,16 @@ fn backends(config: &Config, owner: &str) -> Result<Vec<Arc<HttpBackend>>, Start
 /// is CPU work: off the async workers). A plugin that cannot load is
 /// logged and left out; the host starts without it.
 async fn load_plugins(config: &Config) -> Result<Arc<Plugins>, StartError> {
+    // Cached plugins are mapped at their first call: an idle host holds
+    // only what it uses (docs/plugins.md, "Loading").
     let mut plugins = Plugins::new(&PluginConfig {
         dir: config.plugin_dir.clone(),
         cache_dir: Some(config.plugin_cache_dir.clone()),
         http_allow: config.http_allow.clone(),
         policy_file: config.plugin_policy.clone(),
         work_dir: config.work_dir.clone(),
-    })?;
+    })?
+    .lazily();
     // Components missing from the cache are compiled by `dwa
     // __compile-plugin` children: a compile's memory (hundreds of MB for a
     // Python component) leaves with them. Only from the dwa binary itself
