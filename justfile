@@ -97,8 +97,8 @@ fuzz CASES="100000":
 # Benchmarks (release build): engine steps/s, HTTP submissions/s, plugin calls
 # and loads, transforms as plugins vs native, template resolutions, the host →
 # Python backend hop (local and Ray Serve), Redis with 1 and 2 hosts (and a
-# wide DAG and a forEach on Redis), and
-# BullMQ on the same Redis.
+# wide DAG and a forEach on Redis), BullMQ on the same Redis, and a release
+# host's idle memory with and without its plugins (bench/idle-memory.sh).
 bench: build-plugins python-setup
     bash scripts/bench.sh
 

@@ -14,6 +14,8 @@ export REDIS_URL="redis://127.0.0.1:$port"
 # The transforms' code compiled natively, for the plugin/native ratios.
 cargo build --release --manifest-path plugins/Cargo.toml -p dwa-bench-native
 cargo bench -p dwa --bench engine -- "$@"
+# Idle memory of a release host, with and without its plugins (#16).
+bash bench/idle-memory.sh
 if command -v node >/dev/null 2>&1; then
     (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; } && node bench.js && BULLMQ_WORKERS=2 node bench.js && BULLMQ_KEEP=1 node bench.js)
 else

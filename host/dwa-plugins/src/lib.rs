@@ -309,18 +309,20 @@ impl Plugins {
             source,
         };
         let sha = artifacts::file_sha256(&wasm_path).map_err(read_error)?;
-        let deferred = match self.lazy {
+        let cached = match self.lazy {
             true => self.artifacts.cached(&self.engine, &sha),
             false => None,
         };
-        let (pre, from_cache) = match &deferred {
-            Some(_) => (std::sync::OnceLock::new(), true),
+        let (pre, from_cache, deferred) = match cached {
+            Some(artifact) => (std::sync::OnceLock::new(), true, Some(artifact)),
             None => {
                 let (pre, compiled) = self.compiled(&who, &world.world, &wasm_path, &sha)?;
-                (
-                    std::sync::OnceLock::from(Ok(pre)),
-                    compiled == artifacts::Compiled::Cached,
-                )
+                let from_cache = compiled == artifacts::Compiled::Cached;
+                match self.lazy.then(|| self.artifacts.cached(&self.engine, &sha)).flatten() {
+                    // Compiled and checked; mapped again at its first call.
+                    Some(artifact) => (std::sync::OnceLock::new(), from_cache, Some(artifact)),
+                    None => (std::sync::OnceLock::from(Ok(pre)), from_cache, None),
+                }
             }
         };
         let deferred = deferred.map(|artifact| (artifact, world.world.clone()));
