@@ -207,14 +207,15 @@ function route() {
   view.replaceChildren();
   const page = hash.match(/^\/tasks\/([^/]+)$/);
   for (const a of document.querySelectorAll("[data-nav]")) {
-    const on = page ? a.dataset.nav === "tasks" : `/${a.dataset.nav === "tasks" ? "" : a.dataset.nav}` === hash;
+    const on = page ? a.dataset.nav === "tasks" : `/${a.dataset.nav === "tasks" ? "" : a.dataset.nav}` === hash.split("?")[0];
     a.classList.toggle("active", on);
   }
+  const path = hash.split("?")[0];
   const show = page
     ? taskPage(view, decodeURIComponent(page[1]), ctx)
-    : hash === "/catalog"
+    : path === "/catalog"
       ? catalogPage(view)
-      : hash === "/plugins"
+      : path === "/plugins"
         ? pluginsPage(view)
         : tasksPage(view, ctx);
   show.catch((e) => {
