@@ -937,42 +937,64 @@ async fn an_enqueued_task_with_an_idempotency_key_is_made_once_however_often_it_
     assert_eq!(all["tasks"].as_array().map(Vec::len), Some(2), "{all:#}");
 }
 
+/// A folder holding one first-party plugin, and plugin hosts on it with an
+/// artifact cache of the test's choosing.
+struct OnePlugin {
+    dir: tempfile::TempDir,
+    plugins: std::path::PathBuf,
+}
+
+impl OnePlugin {
+    fn new(name: &str) -> OnePlugin {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        for ext in ["wasm", "json"] {
+            let f = format!("{name}.{ext}");
+            std::fs::copy(dist("dist").join(&f), plugins.join(&f)).unwrap();
+        }
+        OnePlugin { dir, plugins }
+    }
+
+    /// A plugin host with `cache` (not yet loaded).
+    fn host(&self, cache: &std::path::Path) -> dwa_plugins::Plugins {
+        dwa_plugins::Plugins::new(&dwa_plugins::PluginConfig {
+            dir: self.plugins.clone(),
+            cache_dir: Some(cache.to_owned()),
+            http_allow: String::new(),
+            policy_file: None,
+            work_dir: self.dir.path().join("work"),
+        })
+        .unwrap()
+    }
+
+    /// A folder of the test's own.
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
 /// A component missing from the artifact cache is compiled by a child
 /// process (`dwa __compile-plugin`, as `dwa serve` runs it), whose artifact
 /// later loads map; a compiler that fails leaves the host compiling it itself.
 #[test]
 fn a_missing_artifact_is_compiled_by_a_child_and_a_failed_child_falls_back() {
-    use dwa_plugins::{PluginConfig, Plugins};
-
-    let dir = tempfile::tempdir().unwrap();
-    let only_toast = dir.path().join("plugins");
-    std::fs::create_dir_all(&only_toast).unwrap();
-    for f in ["toast.wasm", "toast.json"] {
-        std::fs::copy(dist("dist").join(f), only_toast.join(f)).unwrap();
-    }
-    let host = |cache: &std::path::Path| {
-        Plugins::new(&PluginConfig {
-            dir: only_toast.clone(),
-            cache_dir: Some(cache.to_owned()),
-            http_allow: String::new(),
-            policy_file: None,
-            work_dir: dir.path().join("work"),
-        })
-        .unwrap()
-    };
+    let one = OnePlugin::new("toast");
+    let only_toast = one.plugins.clone();
+    let host = |cache: &std::path::Path| one.host(cache);
     let artifacts = |cache: &std::path::Path| {
         std::fs::read_dir(cache)
             .map(|d| d.filter_map(Result::ok).count())
             .unwrap_or(0)
     };
     // The child leaves a mark, so that the compile is seen to happen there.
-    let marker = dir.path().join("compiled-by-child");
+    let marker = one.path("compiled-by-child");
     let script = format!(
         "echo ran >> '{}' && exec '{}' __compile-plugin \"$@\"",
         marker.display(),
         env!("CARGO_BIN_EXE_dwa")
     );
-    let cache = dir.path().join("cache");
+    let cache = one.path("cache");
     let p = host(&cache).with_compiler(vec!["sh".into(), "-c".into(), script.into(), "sh".into()]);
     let report = p.load_dir(&only_toast);
     assert_eq!(report.loaded, ["toast@0.1.0"], "{:?}", report.errors);
@@ -984,7 +1006,7 @@ fn a_missing_artifact_is_compiled_by_a_child_and_a_failed_child_falls_back() {
     assert!(again.load_dir(&only_toast).errors.is_empty());
     assert!(again.list()[0].from_cache);
 
-    let fresh = dir.path().join("fresh");
+    let fresh = one.path("fresh");
     let p = host(&fresh).with_compiler(vec!["false".into()]);
     let report = p.load_dir(&only_toast);
     assert_eq!(report.loaded, ["toast@0.1.0"], "{:?}", report.errors);
@@ -996,26 +1018,14 @@ fn a_missing_artifact_is_compiled_by_a_child_and_a_failed_child_falls_back() {
 /// it was, and files that are not artifacts are left alone.
 #[test]
 fn artifacts_no_load_used_for_a_week_are_swept() {
-    use dwa_plugins::{PluginConfig, Plugins, UNUSED_ARTIFACT_TTL};
+    use dwa_plugins::UNUSED_ARTIFACT_TTL;
     use std::time::{Duration, SystemTime};
 
-    let dir = tempfile::tempdir().unwrap();
-    let only_toast = dir.path().join("plugins");
-    std::fs::create_dir_all(&only_toast).unwrap();
-    for f in ["toast.wasm", "toast.json"] {
-        std::fs::copy(dist("dist").join(f), only_toast.join(f)).unwrap();
-    }
-    let cache = dir.path().join("cache");
+    let one = OnePlugin::new("toast");
+    let cache = one.path("cache");
     let load = || {
-        let p = Plugins::new(&PluginConfig {
-            dir: only_toast.clone(),
-            cache_dir: Some(cache.clone()),
-            http_allow: String::new(),
-            policy_file: None,
-            work_dir: dir.path().join("work"),
-        })
-        .unwrap();
-        let report = p.load_dir(&only_toast);
+        let p = one.host(&cache);
+        let report = p.load_dir(&one.plugins);
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         p
     };
@@ -1068,27 +1078,12 @@ fn artifacts_no_load_used_for_a_week_are_swept() {
 /// fails that call with a message saying so, not the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lazily_loaded_plugin_is_mapped_at_its_first_call() {
-    use dwa_plugins::{PluginConfig, Plugins};
     use serde_json::json;
 
-    let dir = tempfile::tempdir().unwrap();
-    let only_codec = dir.path().join("plugins");
-    std::fs::create_dir_all(&only_codec).unwrap();
-    for f in ["codec.wasm", "codec.json"] {
-        std::fs::copy(dist("dist").join(f), only_codec.join(f)).unwrap();
-    }
-    let cache = dir.path().join("cache");
-    let host = || {
-        Plugins::new(&PluginConfig {
-            dir: only_codec.clone(),
-            cache_dir: Some(cache.clone()),
-            http_allow: String::new(),
-            policy_file: None,
-            work_dir: dir.path().join("work"),
-        })
-        .unwrap()
-        .lazily()
-    };
+    let one = OnePlugin::new("codec");
+    let only_codec = one.plugins.clone();
+    let cache = one.path("cache");
+    let host = || one.host(&cache).lazily();
     // Nothing cached yet: compiled (and checked) at load, lazily or not.
     let first = host();
     assert!(first.load_dir(&only_codec).errors.is_empty());

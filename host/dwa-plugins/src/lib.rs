@@ -318,7 +318,11 @@ impl Plugins {
             None => {
                 let (pre, compiled) = self.compiled(&who, &world.world, &wasm_path, &sha)?;
                 let from_cache = compiled == artifacts::Compiled::Cached;
-                match self.lazy.then(|| self.artifacts.cached(&self.engine, &sha)).flatten() {
+                match self
+                    .lazy
+                    .then(|| self.artifacts.cached(&self.engine, &sha))
+                    .flatten()
+                {
                     // Compiled and checked; mapped again at its first call.
                     Some(artifact) => (std::sync::OnceLock::new(), from_cache, Some(artifact)),
                     None => (std::sync::OnceLock::from(Ok(pre)), from_cache, None),
