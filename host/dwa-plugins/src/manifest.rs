@@ -118,12 +118,12 @@ pub fn declared(dir: &std::path::Path) -> (dwa_core::catalog::PluginProvides, Ve
         let manifest = match manifest {
             Ok(m) => m,
             Err(e) => {
-                errors.push(format!("{file}: {e}"));
+                errors.push(format!("plugin manifest {file} skipped: {e}"));
                 continue;
             }
         };
         if let Err(e) = manifest.validate(&file) {
-            errors.push(e.to_string());
+            errors.push(format!("plugin manifest skipped: {e}"));
             continue;
         }
         let p = &manifest.provides;

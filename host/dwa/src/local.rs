@@ -58,11 +58,10 @@ pub async fn load_plugins() -> anyhow::Result<ExitCode> {
 /// problem on its own line as `FILE:LINE: field: message`.
 pub fn validate(file: &str) -> anyhow::Result<ExitCode> {
     let config = dwa::config::Config::from_env()?;
-    let (catalog, broken) = dwa::validate::offline_catalog(&config).with_context(|| {
-        "the task catalog is needed to know the tasks (set DWA_TASK_CATALOG)".to_owned()
-    })?;
-    for e in broken {
-        eprintln!("warning: plugin manifest skipped: {e}");
+    let (catalog, unread) = dwa::validate::offline_catalog(&config)
+        .context("DWA_TASK_CATALOG names the tasks the Python backends serve")?;
+    for e in unread {
+        eprintln!("warning: {e}");
     }
     let text = dwa::taskfile::read_text(file)?;
     let shown = dwa::taskfile::shown_name(file);

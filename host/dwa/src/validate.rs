@@ -17,12 +17,23 @@ const PYTHON_BACKENDS: [&str; 3] = ["local", "ray", "modal"];
 /// The catalog a host started with `config` would have if every Python
 /// backend served every task of the generated catalog: the builtins, what
 /// the plugin manifests declare (nothing is compiled) and
-/// `DWA_TASK_CATALOG`. Returns the plugin manifests that could not be read.
+/// `DWA_TASK_CATALOG`. Returns what it could not read: plugin manifests,
+/// and the default catalog path when it is absent (as a host does, the
+/// Python tasks are then unknown); an explicit `DWA_TASK_CATALOG` must load.
 pub fn offline_catalog(config: &Config) -> Result<(Catalog, Vec<String>), GeneratedCatalogError> {
     let mut catalog = Catalog::with_builtins();
-    let (provides, errors) = dwa_plugins::manifest::declared(&config.plugin_dir);
+    let (provides, mut errors) = dwa_plugins::manifest::declared(&config.plugin_dir);
     catalog.set_plugins(provides);
-    let generated = Catalog::load_generated(&config.task_catalog)?;
+    let generated = match Catalog::load_generated(&config.task_catalog) {
+        Ok(g) => g,
+        Err(e) if std::env::var_os("DWA_TASK_CATALOG").is_none() => {
+            errors.push(format!(
+                "{e}: only builtin and plugin tasks are known (set DWA_TASK_CATALOG)"
+            ));
+            Default::default()
+        }
+        Err(e) => return Err(e),
+    };
     let tasks: Vec<_> = generated.values().cloned().collect();
     catalog.set_generated(Arc::new(generated));
     for info in tasks {
