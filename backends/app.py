@@ -24,7 +24,7 @@ import os
 import re
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -118,11 +118,30 @@ class Jobs:
             del self._jobs[k]
 
 
-def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = False) -> FastAPI:
+class RemoteJobs(Protocol):
+    """Jobs run elsewhere and kept there (a Modal function call): any
+    replica of the app can poll any of them, and a replica's restart loses
+    none. `create_app(remote=...)` sends the tasks it `handles` to it."""
+
+    def handles(self, meta: TaskMeta) -> bool: ...
+
+    async def spawn(self, meta: TaskMeta, payload: dict[str, Any], job: Job) -> str: ...
+
+    def owns(self, job_id: str) -> bool: ...
+
+    async def poll(self, job_id: str) -> tuple[str, Any]:
+        """`("running", None)`, `("done", result)`, `("failed", exception)` or
+        `("unknown", None)`."""
+        ...
+
+
+def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = False,
+               remote: RemoteJobs | None = None) -> FastAPI:
     """The app, serving `tasks` (default: every discovered task). With
     `require_token` (a deployment reachable from the internet: Modal), a
     missing DWA_BACKEND_TOKEN refuses every call but /health, unless
-    DWA_BACKEND_PUBLIC=1 says the backend is meant to be open."""
+    DWA_BACKEND_PUBLIC=1 says the backend is meant to be open. With `remote`,
+    the tasks it handles are spawned there and always answered with 202."""
     registry = tasks if tasks is not None else discover()
     token = os.environ.get("DWA_BACKEND_TOKEN") or None
     closed = require_token and not token and os.environ.get("DWA_BACKEND_PUBLIC") != "1"
@@ -191,6 +210,12 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
         job = Job(task_id=str(body.get("taskId") or "local"), step_id=str(body.get("stepId") or ""),
                   traceparent=_traceparent(request.headers.get("traceparent")))
 
+        if remote is not None and remote.handles(meta):
+            try:
+                job_id = await remote.spawn(meta, body.get("input") or {}, job)
+            except Exception as e:
+                return outcome(e)
+            return JSONResponse({"jobId": job_id, "retryAfterMs": 1000}, status_code=202)
         if meta.streaming:
             ndjson = "application/x-ndjson" in request.headers.get("accept", "")
             return StreamingResponse(
@@ -234,6 +259,15 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
 
     @app.get("/tasks/{name}/jobs/{job_id}")
     async def poll(name: str, job_id: str):
+        if remote is not None and remote.owns(job_id):
+            state, value = await remote.poll(job_id)
+            if state == "running":
+                return JSONResponse({"jobId": job_id, "status": "running", "retryAfterMs": 1000}, status_code=202)
+            if state == "done":
+                return JSONResponse({"result": value})
+            if state == "failed":
+                return outcome(value)
+            return _error(503, f"no job {job_id!r}: it expired or never existed; run the step again", True)
         entry = jobs.get(job_id)
         if entry is None:
             # Its process restarted, another replica answered, or it ended

@@ -5,9 +5,14 @@ Modal web endpoint, in an image with the tasks' dependencies.
     modal deploy backends/modal/app.py
     modal run backends/modal/app.py --task-type rss.fetch --payload '{"url": "https://..."}'
 
-GPU tasks run in a GPU function of their own (`gpu` from the decorator);
-secrets `openai-secret` and `elevenlabs-secret` provide the API keys. Modal
-cuts synchronous web requests after ~150 s, so tasks longer than
+GPU tasks run in a GPU function per GPU class (`gpu` from the decorator:
+`run_gpu_t4`, `run_gpu_a10g`), spawned: the web endpoint answers 202 with
+the Modal function call's id, and a poll on any web container reads that
+call's result from Modal (`FunctionCall.from_id`), so polls survive more
+containers and restarts. `DWA_MODAL_MAX_CONTAINERS` (default 10) caps each
+GPU function's containers, `DWA_MODAL_MIN_CONTAINERS` (default 0) keeps some
+warm. Secrets `openai-secret` and `elevenlabs-secret` provide the API keys.
+Modal cuts synchronous web requests after ~150 s, so CPU tasks longer than
 DWA_SYNC_LIMIT_S (default 120 s) answer 202 and are polled.
 
 Importing this file needs only the `modal` package (no token, no network):
@@ -17,7 +22,9 @@ Importing this file needs only the `modal` package (no token, no network):
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import modal
 
@@ -38,30 +45,92 @@ secrets = [modal.Secret.from_name("openai-secret"), modal.Secret.from_name("elev
 web_secrets = [*secrets, modal.Secret.from_name("dwa-backend")]
 
 
-@app.function(secrets=web_secrets, timeout=3600, scaledown_window=300)
-@modal.asgi_app(label="dwa-tasks")
-def web():
-    """The backend protocol (GET /tasks, POST /tasks/{name}, polling), closed
-    without a token."""
-    from backends.app import create_app
+class ModalGpuJobs:
+    """GPU tasks as spawned Modal function calls, one function per GPU class;
+    the job id is the call's id, which any container can poll."""
 
-    return create_app(require_token=True)
+    def __init__(self, functions: dict[str, Any], function_call: Any) -> None:
+        self._functions = functions
+        self._function_call = function_call
+
+    def handles(self, meta) -> bool:
+        return bool(meta.gpu) and not meta.streaming
+
+    async def spawn(self, meta, payload: dict[str, Any], job) -> str:
+        fn = self._functions.get(meta.gpu)
+        if fn is None:
+            from shared.tasks import TaskError
+
+            raise TaskError(f"{meta.name} asks for GPU {meta.gpu!r}; this app has {sorted(self._functions)}",
+                            retryable=False)
+        call = await fn.spawn.aio(meta.name, payload, job.task_id, job.step_id, job.traceparent)
+        return call.object_id
+
+    def owns(self, job_id: str) -> bool:
+        return job_id.startswith("fc-")
+
+    async def poll(self, job_id: str) -> tuple[str, Any]:
+        from modal.exception import NotFoundError, OutputExpiredError
+        from modal.exception import TimeoutError as Pending
+
+        try:
+            result = await self._function_call.from_id(job_id).get.aio(timeout=0)
+        except (OutputExpiredError, NotFoundError):
+            return "unknown", None
+        except Pending:
+            return "running", None
+        except Exception as e:  # the task's own error, re-raised by Modal
+            return "failed", e
+        return "done", result
 
 
-@app.function(gpu="T4", secrets=secrets, timeout=3600)
-def run_gpu(name: str, payload: dict, task_id: str = "modal") -> object:
-    """Runs one GPU task (the GPU kind of the decorator) with its payload."""
+def _run(name: str, payload: dict, task_id: str, step_id: str, traceparent: str | None) -> object:
+    """Runs one task with its payload, as the job of `task_id`."""
     from shared.tasks import discover
-    from shared.tasks.schema import call_kwargs
     from shared.tasks.context import Job, reset_job, set_job
+    from shared.tasks.schema import call_kwargs
 
     meta = discover()[name]
     kwargs = call_kwargs(meta.input_model.model_validate(payload))
-    token = set_job(Job(task_id=task_id))
+    token = set_job(Job(task_id=task_id, step_id=step_id, traceparent=traceparent))
     try:
         return meta.fn(**kwargs)
     finally:
         reset_job(token)
+
+
+_SCALE = {
+    "max_containers": int(os.environ.get("DWA_MODAL_MAX_CONTAINERS", "10")),
+    "min_containers": int(os.environ.get("DWA_MODAL_MIN_CONTAINERS", "0")),
+}
+
+
+@app.function(gpu="T4", secrets=secrets, timeout=3600, **_SCALE)
+def run_gpu_t4(name: str, payload: dict, task_id: str = "modal", step_id: str = "",
+               traceparent: str | None = None) -> object:
+    """Runs one task whose decorator asks for a T4."""
+    return _run(name, payload, task_id, step_id, traceparent)
+
+
+@app.function(gpu="A10G", secrets=secrets, timeout=3600, **_SCALE)
+def run_gpu_a10g(name: str, payload: dict, task_id: str = "modal", step_id: str = "",
+                 traceparent: str | None = None) -> object:
+    """Runs one task whose decorator asks for an A10G."""
+    return _run(name, payload, task_id, step_id, traceparent)
+
+
+#: The GPU function of each GPU class the decorators name.
+GPU_FUNCTIONS = {"T4": run_gpu_t4, "A10G": run_gpu_a10g}
+
+
+@app.function(secrets=web_secrets, timeout=3600, scaledown_window=300)
+@modal.asgi_app(label="dwa-tasks")
+def web():
+    """The backend protocol (GET /tasks, POST /tasks/{name}, polling), closed
+    without a token; GPU tasks spawned on their GPU function."""
+    from backends.app import create_app
+
+    return create_app(require_token=True, remote=ModalGpuJobs(GPU_FUNCTIONS, modal.FunctionCall))
 
 
 @app.local_entrypoint()
@@ -75,7 +144,7 @@ def main(task_type: str, payload: str = "{}") -> None:
         raise SystemExit(f"unknown task {task_type!r}")
     data = json.loads(payload)
     if meta.gpu:
-        print(json.dumps(run_gpu.remote(task_type, data), indent=2))
+        print(json.dumps(GPU_FUNCTIONS[meta.gpu].remote(task_type, data), indent=2))
     else:
         kwargs = call_kwargs(meta.input_model.model_validate(data))
         print(json.dumps(meta.fn(**kwargs), indent=2))

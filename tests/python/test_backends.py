@@ -81,3 +81,98 @@ def test_the_job_table_is_bounded(monkeypatch):
     ids, refused = asyncio.run(fill())
     assert len(ids) == 2
     assert refused and "DWA_MAX_JOBS=2" in refused
+
+
+class FakeModal:
+    """Modal's function calls as Modal keeps them, server-side: every app
+    instance (container) sees the same calls. Stands in for `Function.spawn`
+    and `FunctionCall.from_id(...).get(timeout=0)`."""
+
+    def __init__(self):
+        self.calls: dict[str, dict] = {}
+
+    def function(self, gpu: str):
+        from types import SimpleNamespace
+
+        async def spawn(name, payload, task_id, step_id, traceparent):
+            call_id = f"fc-{len(self.calls) + 1}"
+            self.calls[call_id] = {"gpu": gpu, "name": name, "payload": payload, "taskId": task_id,
+                                   "traceparent": traceparent, "state": "running"}
+            return SimpleNamespace(object_id=call_id)
+
+        return SimpleNamespace(spawn=SimpleNamespace(aio=spawn))
+
+    def from_id(self, call_id: str):
+        from types import SimpleNamespace
+
+        import modal.exception
+
+        async def get(timeout=None):
+            call = self.calls.get(call_id)
+            if call is None:
+                raise modal.exception.NotFoundError(f"no function call {call_id}")
+            if call["state"] == "running":
+                raise modal.exception.TimeoutError("still running")
+            if call["state"] == "failed":
+                raise call["error"]
+            return call["result"]
+
+        return SimpleNamespace(get=SimpleNamespace(aio=get))
+
+
+def test_modal_gpu_tasks_are_spawned_and_polled_from_any_container(monkeypatch):
+    import modal.exception
+
+    import backends.modal.app as modal_app
+    from backends.app import create_app
+    from shared.tasks import REGISTRY, TaskError, task
+
+    @task("t.gpu", category="see", gpu="A10G", timeout=10)
+    def gpu_task(x: int) -> dict:
+        """Runs on a GPU."""
+        return {"x": x}
+
+    try:
+        fake = FakeModal()
+        jobs = lambda: modal_app.ModalGpuJobs(  # noqa: E731
+            {"T4": fake.function("T4"), "A10G": fake.function("A10G")}, fake)
+        tasks = {"t.gpu": REGISTRY["t.gpu"]}
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        with TestClient(create_app(tasks, remote=jobs())) as one, TestClient(create_app(tasks, remote=jobs())) as other:
+            r = one.post("/tasks/t.gpu", json={"input": {"x": 3}, "taskId": "t1", "stepId": "s"},
+                         headers={"traceparent": tp})
+            assert r.status_code == 202, r.text
+            call_id = r.json()["jobId"]
+            assert fake.calls[call_id] == {"gpu": "A10G", "name": "t.gpu", "payload": {"x": 3}, "taskId": "t1",
+                                         "traceparent": tp, "state": "running"}
+            # Input is checked before anything is spawned.
+            assert one.post("/tasks/t.gpu", json={"input": {"x": "no"}}).status_code == 422
+            assert len(fake.calls) == 1
+            # Polled on another container while it runs, then when done.
+            assert other.get(f"/tasks/t.gpu/jobs/{call_id}").status_code == 202
+            fake.calls[call_id].update(state="done", result={"x": 3})
+            p = other.get(f"/tasks/t.gpu/jobs/{call_id}")
+            assert p.status_code == 200 and p.json() == {"result": {"x": 3}}
+            # The task's own error keeps its retry hint.
+            fake.calls[call_id].update(state="failed", error=TaskError("no GPU memory", retryable=False))
+            p = one.get(f"/tasks/t.gpu/jobs/{call_id}")
+            assert p.status_code == 422 and p.json()["error"]["message"] == "no GPU memory"
+            # An expired or unknown call: retryable, the host runs the step again.
+            p = one.get("/tasks/t.gpu/jobs/fc-999")
+            assert p.status_code == 503 and p.json()["error"]["retryable"] is True
+        assert issubclass(modal.exception.OutputExpiredError, modal.exception.TimeoutError), \
+            "poll() must test expiry before pending"
+    finally:
+        REGISTRY.pop("t.gpu", None)
+
+
+def test_the_modal_app_answers_429_when_its_job_table_is_full(monkeypatch):
+    import backends.app as backend_app
+    import backends.modal.app as modal_app
+
+    monkeypatch.setenv("DWA_BACKEND_TOKEN", "t0k")
+    monkeypatch.setattr(backend_app, "MAX_JOBS", 0)
+    with TestClient(modal_app.web.local(), headers={"authorization": "Bearer t0k"}) as c:
+        r = c.post("/tasks/semantic.search?async=1",
+                   json={"input": {"query_vector": [1, 0], "vectors": [[0, 1]], "texts": ["a"], "top_k": 1}})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
