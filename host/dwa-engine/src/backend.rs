@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use dwa_core::catalog::TaskInfo;
+use dwa_core::model::now_ms;
 use dwa_core::redact::redact;
 use dwa_core::step::{StepCall, StepError};
 
@@ -53,12 +54,6 @@ fn retry_after(resp: &reqwest::Response) -> Duration {
             Duration::from_secs_f64(s.min(BUSY_WAIT.1.as_secs_f64()))
         })
         .clamp(BUSY_WAIT.0, BUSY_WAIT.1)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Why a backend's catalog could not be read.
