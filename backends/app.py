@@ -118,20 +118,34 @@ class Jobs:
             del self._jobs[k]
 
 
+def run_as(meta: TaskMeta, kwargs: dict[str, Any], job: Job) -> Any:
+    """Runs a task's (synchronous) function as `job`: what a process that
+    runs jobs other replicas took (Ray's LongTasks, a Modal function) does."""
+    token = set_job(job)
+    try:
+        return meta.fn(**kwargs)
+    finally:
+        reset_job(token)
+
+
 class RemoteJobs(Protocol):
-    """Jobs run elsewhere and kept there (a Modal function call): any
-    replica of the app can poll any of them, and a replica's restart loses
-    none. `create_app(remote=...)` sends the tasks it `handles` to it."""
+    """Jobs run elsewhere and kept there (Modal's function calls, Ray's job
+    table actor): any replica of the app can poll any of them, and a
+    replica's restart loses none. With `create_app(remote=...)` every
+    submit-then-poll job is spawned there, and the tasks it `always` takes
+    are spawned even when short."""
 
-    def handles(self, meta: TaskMeta) -> bool: ...
+    def always(self, meta: TaskMeta) -> bool: ...
 
-    async def spawn(self, meta: TaskMeta, payload: dict[str, Any], job: Job) -> str: ...
+    async def spawn(self, meta: TaskMeta, payload: dict[str, Any], job: Job) -> str:
+        """The new job's id; raises `JobsFull` when the jobs' home is full."""
+        ...
 
-    def owns(self, job_id: str) -> bool: ...
-
-    async def poll(self, job_id: str) -> tuple[str, Any]:
-        """`("running", None)`, `("done", result)`, `("failed", exception)` or
-        `("unknown", None)`."""
+    async def poll(self, job_id: str) -> tuple[str, Any, str | None]:
+        """`("running", None, _)`, `("done", result, where)`, `("failed",
+        exception, where)` or `("unknown", None, _)` (expired or never
+        existed); `where` names what ran it (`X-DWA-Served-By`). A job whose
+        process died is a failure with a retryable `TaskError`."""
         ...
 
 
@@ -141,7 +155,7 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
     `require_token` (a deployment reachable from the internet: Modal), a
     missing DWA_BACKEND_TOKEN refuses every call but /health, unless
     DWA_BACKEND_PUBLIC=1 says the backend is meant to be open. With `remote`,
-    the tasks it handles are spawned there and always answered with 202."""
+    every submit-then-poll job is spawned there instead of in this process."""
     registry = tasks if tasks is not None else discover()
     token = os.environ.get("DWA_BACKEND_TOKEN") or None
     closed = require_token and not token and os.environ.get("DWA_BACKEND_PUBLIC") != "1"
@@ -185,11 +199,25 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
             served.reset(where)
             reset_job(token_)
 
-    def outcome(e: Exception) -> JSONResponse:
-        where = getattr(e, "served_by", None)
+    def outcome(e: Exception, where: str | None = None) -> JSONResponse:
+        where = where or getattr(e, "served_by", None)
         if isinstance(e, TaskError):
             return _error(503 if e.retryable else 422, e.message, e.retryable, where)
         return _error(500, f"{type(e).__name__}: {e}", True, where)
+
+    def full(e: JobsFull) -> JSONResponse:
+        # Back-pressure: the host waits this long without spending a try of
+        # the step (docs/backend-protocol.md).
+        return _error(429, str(e), True, retry_after_s=1)
+
+    async def spawn(to: RemoteJobs, meta: TaskMeta, payload: dict[str, Any], job: Job) -> JSONResponse:
+        try:
+            job_id = await to.spawn(meta, payload, job)
+        except JobsFull as e:
+            return full(e)
+        except Exception as e:
+            return outcome(e)
+        return JSONResponse({"jobId": job_id, "retryAfterMs": 1000}, status_code=202)
 
     @app.post("/tasks/{name}")
     async def run(name: str, request: Request):
@@ -210,12 +238,8 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
         job = Job(task_id=str(body.get("taskId") or "local"), step_id=str(body.get("stepId") or ""),
                   traceparent=_traceparent(request.headers.get("traceparent")))
 
-        if remote is not None and remote.handles(meta):
-            try:
-                job_id = await remote.spawn(meta, body.get("input") or {}, job)
-            except Exception as e:
-                return outcome(e)
-            return JSONResponse({"jobId": job_id, "retryAfterMs": 1000}, status_code=202)
+        if remote is not None and remote.always(meta) and not meta.streaming:
+            return await spawn(remote, meta, body.get("input") or {}, job)
         if meta.streaming:
             ndjson = "application/x-ndjson" in request.headers.get("accept", "")
             return StreamingResponse(
@@ -223,12 +247,12 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
                 media_type="application/x-ndjson" if ndjson else "text/event-stream",
             )
         if request.query_params.get("async") in ("1", "true") or meta.timeout > sync_limit:
+            if remote is not None:
+                return await spawn(remote, meta, body.get("input") or {}, job)
             try:
                 job_id = jobs.start(call(meta, kwargs, job))
             except JobsFull as e:
-                # Back-pressure: the host waits this long without spending
-                # a try of the step (docs/backend-protocol.md).
-                return _error(429, str(e), True, retry_after_s=1)
+                return full(e)
             return JSONResponse({"jobId": job_id, "retryAfterMs": 500}, status_code=202)
         try:
             result, where = await call(meta, kwargs, job)
@@ -259,14 +283,14 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
 
     @app.get("/tasks/{name}/jobs/{job_id}")
     async def poll(name: str, job_id: str):
-        if remote is not None and remote.owns(job_id):
-            state, value = await remote.poll(job_id)
+        if remote is not None:
+            state, value, where = await remote.poll(job_id)
             if state == "running":
                 return JSONResponse({"jobId": job_id, "status": "running", "retryAfterMs": 1000}, status_code=202)
             if state == "done":
-                return JSONResponse({"result": value})
+                return JSONResponse({"result": value}, headers=_served_by(where))
             if state == "failed":
-                return outcome(value)
+                return outcome(value, where)
             return _error(503, f"no job {job_id!r}: it expired or never existed; run the step again", True)
         entry = jobs.get(job_id)
         if entry is None:

@@ -1,9 +1,14 @@
 //! A real local Ray: `python -m backends.ray.run` starts Ray and Serve with
 //! backends/ray/serve.py, the real host forwards to it (RAY_URL), and a
-//! pipeline of real tasks runs; a GPU task goes through the GPU deployment,
-//! which says so itself (`X-DWA-Served-By`).
+//! pipeline of real tasks runs; a GPU task goes through its family's
+//! deployment, which says so itself (`X-DWA-Served-By`). replicas.rs joins
+//! a cluster started apart, with two ingress replicas.
 
+#[path = "ray/cluster.rs"]
+mod cluster;
 mod common;
+#[path = "ray/replicas.rs"]
+mod replicas;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +19,9 @@ use serde_json::json;
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
+
+/// One Ray cluster at a time: two on two cores would starve each other.
+static RAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -53,15 +61,17 @@ fn test_media(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_on_ray_serve() {
+    let _one_cluster_at_a_time = RAY.lock().await;
     let media = tempfile::tempdir().unwrap();
     let web = media_site_with(test_media(media.path())).await;
     let data = tempfile::tempdir().unwrap();
     let work = data.path().join("work");
     let port = free_port().to_string();
-    // Ray starts a head node, Serve and three replicas: give it time.
+    // Ray starts a head node, Serve and its replicas: give it time. GPU
+    // families scale from zero, each on a logical CPU of its own.
     let ray = tokio::task::block_in_place(|| {
         PyService::start(
-            &["-m", "backends.ray.run", "--port", &port, "--num-cpus", "2"],
+            &["-m", "backends.ray.run", "--port", &port, "--num-cpus", "6"],
             "dwa ray backend listening on ",
             &[
                 ("DWA_WORK_DIR", work.display().to_string()),
@@ -128,14 +138,14 @@ async fn pipeline_on_ray_serve() {
     );
     assert_eq!(t["stepResults"]["face"]["count"], 1, "{t:#}");
 
-    // A GPU task runs in the GPU deployment (202 + polling: its timeout is
-    // long); its own error comes back as the task's error, not Ray's wrapper.
+    // A GPU task runs in its family's deployment (202 + polling: its timeout
+    // is long); its own error comes back as the task's error, not Ray's wrapper.
     let id = submit_ok(
         &host,
         &json!({"type": "yolo.detect", "payload": {"image_path": "none.jpg"}}),
     )
     .await;
-    let t = wait_done_on_real_backend(&host, &id, "yolo.detect through the GPU deployment").await;
+    let t = wait_done_on_real_backend(&host, &id, "yolo.detect through gpu-yolo").await;
     assert_eq!(t["status"], "failed");
     let error = t["error"].as_str().unwrap();
     assert!(
@@ -144,15 +154,20 @@ async fn pipeline_on_ray_serve() {
     );
     assert!(!error.contains("RayTaskError"), "{error}");
     // Which deployment served the call, from the backend itself: the
-    // GpuTasks replica stamps its own name, which the ingress answers in
-    // X-DWA-Served-By (a CPU task runs in the ingress: no header).
+    // family's replica stamps its own name, which the ingress answers in
+    // X-DWA-Served-By (a short CPU task runs in the ingress: no header).
     assert_eq!(
         served_by(&ray.base, "yolo.detect", json!({"image_path": "none.jpg"})).await,
-        Some("GpuTasks".to_owned())
+        Some("gpu-yolo".to_owned())
     );
     assert_eq!(
-        served_by(&ray.base, "convert.audio", json!({"path": "none.wav"})).await,
+        served_by(&ray.base, "diag.echo", json!({"value": 1})).await,
         None
+    );
+    // A long CPU task (timeout over DWA_SYNC_LIMIT_S) runs in LongTasks.
+    assert_eq!(
+        served_by(&ray.base, "convert.audio", json!({"path": "none.wav"})).await,
+        Some("LongTasks".to_owned())
     );
     drop(host);
     drop(ray);

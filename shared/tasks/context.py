@@ -111,6 +111,6 @@ def relative(p: Path) -> str:
 
 
 #: Where a task ran when not in the process that answers (set by a task
-#: function that forwards the call, e.g. to Ray's GpuTasks deployment); the
+#: function that forwards the call, e.g. to a Ray GPU family's deployment); the
 #: backend app answers it in the `X-DWA-Served-By` header.
 SERVED_BY: contextvars.ContextVar[str | None] = contextvars.ContextVar("dwa_served_by", default=None)

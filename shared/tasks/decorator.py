@@ -36,6 +36,7 @@ def task(
     category: str,
     capabilities: Iterable[str] = (),
     gpu: str | None = None,
+    ram: float | None = None,
     timeout: float = 300.0,
     chunk: ChunkConfig | None = None,
     streaming: bool = False,
@@ -48,7 +49,9 @@ def task(
     `pipe` maps fields of the result of the step before to parameters, for a
     step written without `input` (e.g. `{"path": "video_path"}` takes
     download.file's file); `aliases` are former names, still served and
-    listed as deprecated (docs/tasks.md, "Names")."""
+    listed as deprecated (docs/tasks.md, "Names"); `ram` is the host memory
+    (GiB) a call needs beside its GPU's, which the Ray backend reserves for
+    the replicas of the task's family (docs/backends.md)."""
     for n in (name, *aliases):
         if not _NAME.match(n):
             raise ValueError(f"task name {n!r} must be dotted lowercase words, e.g. yolo.detect")
@@ -56,6 +59,8 @@ def task(
         raise ValueError(f"task {name}: category {category!r} is not one of {', '.join(CATEGORIES)}")
     if gpu is not None and gpu not in _GPUS:
         raise ValueError(f"task {name}: gpu {gpu!r} is not one of {', '.join(_GPUS)}")
+    if ram is not None and not 0 < ram <= 4096:
+        raise ValueError(f"task {name}: ram must be between 0 and 4096 GiB, got {ram}")
     if not 0 < timeout <= 86_400:
         raise ValueError(f"task {name}: timeout must be between 0 and 86400 seconds, got {timeout}")
     if chunk is not None and not isinstance(chunk, ChunkConfig):
@@ -82,6 +87,7 @@ def task(
             fn=fn,
             capabilities=tuple(capabilities),
             gpu=gpu,
+            ram=float(ram) if ram is not None else None,
             timeout=float(timeout),
             chunk=chunk,
             streaming=streaming,

@@ -65,6 +65,8 @@ class TaskMeta:
     fn: Callable[..., Any]
     capabilities: tuple[str, ...] = ()
     gpu: str | None = None
+    #: Host memory (GiB) a call needs: what the Ray backend reserves per replica.
+    ram: float | None = None
     timeout: float = 300.0
     chunk: ChunkConfig | None = None
     streaming: bool = False

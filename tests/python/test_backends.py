@@ -90,11 +90,15 @@ class FakeModal:
 
     def __init__(self):
         self.calls: dict[str, dict] = {}
+        #: Set to an exception: the next spawn raises it (Modal's queue full).
+        self.refuse: Exception | None = None
 
-    def function(self, gpu: str):
+    def function(self, gpu: str | None):
         from types import SimpleNamespace
 
         async def spawn(name, payload, task_id, step_id, traceparent):
+            if self.refuse is not None:
+                raise self.refuse
             call_id = f"fc-{len(self.calls) + 1}"
             self.calls[call_id] = {"gpu": gpu, "name": name, "payload": payload, "taskId": task_id,
                                    "traceparent": traceparent, "state": "running"}
@@ -120,10 +124,16 @@ class FakeModal:
         return SimpleNamespace(get=SimpleNamespace(aio=get))
 
 
+def modal_jobs(fake: FakeModal):
+    import backends.modal.app as modal_app
+
+    return modal_app.ModalJobs({None: fake.function(None), "T4": fake.function("T4"),
+                                "A10G": fake.function("A10G")}, fake)
+
+
 def test_modal_gpu_tasks_are_spawned_and_polled_from_any_container(monkeypatch):
     import modal.exception
 
-    import backends.modal.app as modal_app
     from backends.app import create_app
     from shared.tasks import REGISTRY, TaskError, task
 
@@ -134,11 +144,10 @@ def test_modal_gpu_tasks_are_spawned_and_polled_from_any_container(monkeypatch):
 
     try:
         fake = FakeModal()
-        jobs = lambda: modal_app.ModalGpuJobs(  # noqa: E731
-            {"T4": fake.function("T4"), "A10G": fake.function("A10G")}, fake)
         tasks = {"t.gpu": REGISTRY["t.gpu"]}
         tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        with TestClient(create_app(tasks, remote=jobs())) as one, TestClient(create_app(tasks, remote=jobs())) as other:
+        with TestClient(create_app(tasks, remote=modal_jobs(fake))) as one, \
+                TestClient(create_app(tasks, remote=modal_jobs(fake))) as other:
             r = one.post("/tasks/t.gpu", json={"input": {"x": 3}, "taskId": "t1", "stepId": "s"},
                          headers={"traceparent": tp})
             assert r.status_code == 202, r.text
@@ -166,13 +175,43 @@ def test_modal_gpu_tasks_are_spawned_and_polled_from_any_container(monkeypatch):
         REGISTRY.pop("t.gpu", None)
 
 
-def test_the_modal_app_answers_429_when_its_job_table_is_full(monkeypatch):
-    import backends.app as backend_app
+def test_modal_long_cpu_tasks_are_spawned_on_the_cpu_function_and_polled_anywhere(monkeypatch):
     import backends.modal.app as modal_app
+    from backends.app import create_app
+    from shared.tasks import discover
 
-    monkeypatch.setenv("DWA_BACKEND_TOKEN", "t0k")
-    monkeypatch.setattr(backend_app, "MAX_JOBS", 0)
-    with TestClient(modal_app.web.local(), headers={"authorization": "Bearer t0k"}) as c:
-        r = c.post("/tasks/semantic.search?async=1",
-                   json={"input": {"query_vector": [1, 0], "vectors": [[0, 1]], "texts": ["a"], "top_k": 1}})
+    monkeypatch.setenv("DWA_SYNC_LIMIT_S", "120")
+    fake = FakeModal()
+    tasks = discover()
+    assert tasks["download.file"].timeout > 120, "the test needs a CPU task longer than the sync limit"
+    with TestClient(create_app(tasks, remote=modal_jobs(fake))) as one, \
+            TestClient(create_app(tasks, remote=modal_jobs(fake))) as other:
+        r = one.post("/tasks/download.file", json={"input": {"url": "https://example.com/a"}, "taskId": "t"})
+        assert r.status_code == 202, r.text
+        call_id = r.json()["jobId"]
+        assert fake.calls[call_id]["gpu"] is None and fake.calls[call_id]["name"] == "download.file"
+        assert other.get(f"/tasks/download.file/jobs/{call_id}").status_code == 202
+        fake.calls[call_id].update(state="done", result={"path": "/w/a"})
+        assert other.get(f"/tasks/download.file/jobs/{call_id}").json() == {"result": {"path": "/w/a"}}
+        # `?async=1` on a short CPU task is spawned too; without it, it runs in the web container.
+        body = {"input": {"query_vector": [1, 0], "vectors": [[0, 1]], "texts": ["a"], "top_k": 1}}
+        assert one.post("/tasks/semantic.search?async=1", json=body).status_code == 202
+        assert len(fake.calls) == 2
+        assert one.post("/tasks/semantic.search", json=body).status_code == 200
+        assert len(fake.calls) == 2
+    # The real app is wired the same way: a CPU function under None.
+    assert modal_app.FUNCTIONS[None] is modal_app.run_cpu
+
+
+def test_the_modal_app_answers_429_when_modal_refuses_to_queue(monkeypatch):
+    import modal.exception
+
+    from backends.app import create_app
+    from shared.tasks import discover
+
+    fake = FakeModal()
+    fake.refuse = modal.exception.ResourceExhaustedError("too many pending inputs")
+    with TestClient(create_app(discover(), remote=modal_jobs(fake))) as c:
+        r = c.post("/tasks/download.file", json={"input": {"url": "https://example.com/a"}})
         assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
+        assert r.json()["error"]["retryable"] is True and "too many pending inputs" in r.json()["error"]["message"]

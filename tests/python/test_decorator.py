@@ -61,6 +61,8 @@ def test_streaming_tasks_merge_text():
         ({"name": "a.b", "category": "smell"}, "def f(x: int) -> int: ...", "category 'smell'"),
         ({"name": "a.b", "category": "see", "gpu": "TPU"}, "def f(x: int) -> int: ...", "gpu 'TPU'"),
         ({"name": "a.b", "category": "see", "timeout": 0}, "def f(x: int) -> int: ...", "timeout"),
+        ({"name": "a.b", "category": "see", "ram": 0}, "def f(x: int) -> int: ...", "ram must be between 0 and 4096 GiB"),
+        ({"name": "a.b", "category": "see", "ram": 1e6}, "def f(x: int) -> int: ...", "ram must be between"),
         ({"name": "a.b", "category": "see"}, "def f(x) -> int: ...", "no type hint"),
         ({"name": "a.b", "category": "see"}, "def f(x: int): ...", "return type"),
         ({"name": "a.b", "category": "see"}, "def f(*xs: int) -> int: ...", "*args"),

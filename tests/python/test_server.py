@@ -145,20 +145,20 @@ def test_the_real_catalog_loads_without_heavy_libraries():
 
 def test_where_a_forwarded_task_ran_is_answered_in_a_header(tmp_path, monkeypatch):
     # Stand-ins for Ray's forwarding: an async task that says where it ran
-    # (as backends/ray/serve.py does for GpuTasks), one whose error says it.
+    # (as backends/ray/serve.py does for its GPU families), one whose error says it.
     from shared.tasks.context import SERVED_BY
 
     @task("t.away", category="think", timeout=10)
     async def away() -> dict:
         """Runs elsewhere."""
-        SERVED_BY.set("GpuTasks")
+        SERVED_BY.set("gpu-yolo")
         return {"ok": True}
 
     @task("t.away_fail", category="think", timeout=600)
     async def away_fail() -> dict:
         """Fails elsewhere (long: answered by submit-then-poll)."""
         e = TaskError("no such file", retryable=False)
-        e.served_by = "GpuTasks"
+        e.served_by = "gpu-yolo"
         raise e
 
     monkeypatch.setenv("DWA_WORK_DIR", str(tmp_path))
@@ -167,7 +167,7 @@ def test_where_a_forwarded_task_ran_is_answered_in_a_header(tmp_path, monkeypatc
     with TestClient(create_app(tasks)) as c:
         r = c.post("/tasks/t.away", json={"input": {}})
         assert r.status_code == 200 and r.json() == {"result": {"ok": True}}
-        assert r.headers["x-dwa-served-by"] == "GpuTasks"
+        assert r.headers["x-dwa-served-by"] == "gpu-yolo"
         accepted = c.post("/tasks/t.away_fail", json={"input": {}})
         assert accepted.status_code == 202, accepted.text
         url = f"/tasks/t.away_fail/jobs/{accepted.json()['jobId']}"
@@ -176,7 +176,7 @@ def test_where_a_forwarded_task_ran_is_answered_in_a_header(tmp_path, monkeypatc
             assert time.monotonic() < deadline, "the job did not end within 10 s"
             time.sleep(0.01)
         assert r.status_code == 422 and r.json()["error"]["message"] == "no such file"
-        assert r.headers["x-dwa-served-by"] == "GpuTasks"
+        assert r.headers["x-dwa-served-by"] == "gpu-yolo"
 
 
 def test_a_working_folder_made_by_dwa_carries_the_marker_the_host_sweeps_by(tmp_path, monkeypatch):

@@ -58,7 +58,7 @@ def _segment(s) -> Segment:
     return {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text.strip()}
 
 
-@task("whisper.transcribe", category="hear", capabilities=["asr"], gpu="T4", timeout=1800, pipe={"path": "audio_path"},
+@task("whisper.transcribe", category="hear", capabilities=["asr"], gpu="T4", ram=4, timeout=1800, pipe={"path": "audio_path"},
       chunk=ChunkConfig(input="audio_path", default_size=30.0, overlap=0.0, merge="concat_segments", kind="audio"))
 def whisper_transcribe(audio_path: str, language: str | None = None, model: str = "tiny.en") -> Transcript:
     """Transcribes speech with timestamps (`model`: a size name or a local model folder)."""

@@ -176,7 +176,7 @@ class VideoMasks(TypedDict):
 MAX_TRACK_FRAMES = 3000
 
 
-@task("sam2.track", category="see", capabilities=["vision", "video"], gpu="A10G", timeout=3600,
+@task("sam2.track", category="see", capabilities=["vision", "video"], gpu="A10G", ram=8, timeout=3600,
       pipe={"path": "video_path"})
 def sam2_track(video_path: str, points: list[list[float]], frame: int = 0, labels: list[int] | None = None,
                model_id: str = "facebook/sam2-hiera-small") -> VideoMasks:
