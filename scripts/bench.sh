@@ -13,11 +13,14 @@ for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sl
 export REDIS_URL="redis://127.0.0.1:$port"
 # The transforms' code compiled natively, for the plugin/native ratios.
 cargo build --release --manifest-path plugins/Cargo.toml -p dwa-bench-native
-cargo bench -p dwa --bench engine -- "$@"
+# `BENCH key=seconds` lines of dwa and BullMQ, for the ratios at the end.
+figures=$(mktemp)
+trap 'kill $redis_pid 2>/dev/null || true; rm -f "$figures"' EXIT
+cargo bench -p dwa --bench engine -- "$@" | tee -a "$figures"
 # Idle memory of a release host, with and without its plugins (#16).
 bash bench/idle-memory.sh
 if command -v node >/dev/null 2>&1; then
-    (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; } && node bench.js && BULLMQ_WORKERS=2 node bench.js && BULLMQ_KEEP=1 node bench.js)
+    (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; } && node bench.js && BULLMQ_WORKERS=2 node bench.js && BULLMQ_KEEP=1 node bench.js && node flows.js) | tee -a "$figures"
 else
     echo "node is missing: BullMQ comparison skipped"
 fi
@@ -28,10 +31,21 @@ aof_dir=$(mktemp -d)
 aof_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis-server --port "$aof_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec --dir "$aof_dir" >/dev/null &
 aof_pid=$!
-trap 'kill $redis_pid $aof_pid 2>/dev/null || true; rm -rf "$aof_dir"' EXIT
+trap 'kill $redis_pid $aof_pid 2>/dev/null || true; rm -rf "$aof_dir" "$figures"' EXIT
 for _ in $(seq 1 100); do redis-cli -p "$aof_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 export REDIS_URL="redis://127.0.0.1:$aof_port"
 cargo bench -p dwa --bench engine -- redis
 if command -v node >/dev/null 2>&1; then
     (cd bench/bullmq && node bench.js)
 fi
+
+# #16's DAG target: dwa's time at most a third of BullMQ flows' (same Redis,
+# no persistence, same run). Ratios below 1 mean dwa is faster.
+python3 - "$figures" <<'PY'
+import re, sys
+figures = dict(re.findall(r"^BENCH ([\w.]+)=([\d.]+)$", open(sys.argv[1]).read(), re.M))
+flows = float(figures.get("flows.seconds", "nan"))
+for store in ("embedded", "redis"):
+    mine = float(figures.get(f"dag.{store}.seconds", "nan"))
+    print(f"DAG tasks, dwa {store} / BullMQ flows: {mine:.2f} s / {flows:.2f} s = {mine / flows:.2f} (target <= 0.33)")
+PY

@@ -82,11 +82,7 @@ impl Fake {
             .route("/tasks/{name}", post(run))
             .route("/tasks/{name}/jobs/{job}", get(poll))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = listen(app).await;
         Fake {
             base: format!("http://{addr}"),
             state,

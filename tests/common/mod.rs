@@ -66,6 +66,16 @@ fn ready_line(child: &mut Child, prefix: &'static str, wait: Duration) -> Option
     rx.recv_timeout(wait).ok()
 }
 
+/// Serves `app` on a free loopback port for the rest of the test.
+pub async fn listen(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 impl Host {
     /// Starts the binary on a free port with `DWA_DATA_DIR=data_dir` and extra env.
     pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Host {

@@ -157,11 +157,7 @@ pub async fn fake_openai() -> String {
             ([("content-type", "text/event-stream")], out).into_response()
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = listen(app).await;
     format!("http://{addr}/v1")
 }
 
@@ -231,10 +227,6 @@ pub async fn media_site_with(extra: Vec<(String, Vec<u8>)>) -> String {
             "/media/photo.png",
             axum::routing::get(move || async move { ([("content-type", "image/png")], photo) }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = listen(app).await;
     format!("http://{addr}")
 }

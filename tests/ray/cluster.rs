@@ -112,11 +112,7 @@ impl Gate {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::listen(app).await;
         Gate {
             base: format!("http://{addr}"),
             arrivals,

@@ -14,15 +14,18 @@ use dwa_store::Feed;
 use serde_json::{Value, json};
 
 mod backends;
+mod dag;
 mod on_redis;
 mod plugins;
 
 use backends::backends_bench;
+use dag::dag_bench;
 use on_redis::{redis_bench, redis_pipelines_bench};
 use plugins::{plugins_bench, templates_bench, transforms_bench};
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "wide",
+    "dag",
     "chain",
     "foreach",
     "submit",
@@ -197,6 +200,43 @@ async fn serve(h: &dwa::server::Host) -> std::net::SocketAddr {
     addr
 }
 
+/// POSTs `body` to the host at `addr` `total` times, `in_flight` at a time
+/// (each must be accepted: 201); answers how many were posted.
+async fn post_tasks(
+    addr: std::net::SocketAddr,
+    body: String,
+    total: usize,
+    in_flight: usize,
+) -> usize {
+    let client = reqwest::Client::new();
+    let mut senders = Vec::new();
+    for s in 0..in_flight {
+        let client = client.clone();
+        let body = body.clone();
+        let url = format!("http://{addr}/api/tasks");
+        senders.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            for _ in (s..total).step_by(in_flight) {
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    let mut done = 0;
+    for s in senders {
+        done += s.await.expect("join");
+    }
+    done
+}
+
 fn report(name: &str, steps: u64, (total, exec): (Duration, Duration), extra: &str) {
     println!(
         "{name:<30} {steps:>7} steps: {:>6.2} s incl. submit = {:>7.0} steps/s; running {:>6.2} s = {:>7.0} steps/s; peak RSS {:>6.1} MB {extra}",
@@ -250,37 +290,9 @@ async fn run(scenario: &str) {
         "submit" => {
             let (h, _d) = host(5).await;
             let addr = serve(&h).await;
-            let client = reqwest::Client::new();
-            let total = 20_000usize;
-            let conc = 64usize;
             let body = json!({"type": "builtin.echo", "payload": {"hello": "world"}}).to_string();
             let start = Instant::now();
-            let mut tasks = Vec::new();
-            for w in 0..conc {
-                let client = client.clone();
-                let body = body.clone();
-                let url = format!("http://{addr}/api/tasks");
-                tasks.push(tokio::spawn(async move {
-                    let mut ok = 0usize;
-                    for _ in (w..total).step_by(conc) {
-                        let r = client
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .body(body.clone())
-                            .send()
-                            .await
-                            .expect("send");
-                        assert_eq!(r.status().as_u16(), 201);
-                        let _ = r.bytes().await;
-                        ok += 1;
-                    }
-                    ok
-                }));
-            }
-            let mut done = 0;
-            for t in tasks {
-                done += t.await.expect("join");
-            }
+            let done = post_tasks(addr, body, 20_000, 64).await;
             let elapsed = start.elapsed();
             println!(
                 "{:<34} {done:>7} POSTs in {:>7.2} s = {:>9.0} submissions/s   peak RSS {:>6.1} MB (64 connections, client in the same process, workers running)",
@@ -373,6 +385,7 @@ async fn run(scenario: &str) {
                 bound.as_secs()
             );
         }
+        "dag" => dag_bench().await,
         "plugins" => plugins_bench().await,
         "transforms" => transforms_bench().await,
         "templates" => templates_bench().await,
