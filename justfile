@@ -35,6 +35,8 @@ test: test-setup
     cargo clippy --workspace --all-targets -- -D warnings
     .venv/bin/python -m shared.tasks.gen --check
     .venv/bin/python -m pytest -q tests/python
+    # The transforms' own code, natively: unit tests of plugins/transforms/*/src.
+    cargo test --manifest-path plugins/Cargo.toml -p dwa-bench-native
     cargo test --workspace --lib --tests --no-run
     # Compile every plugin once into the tests' shared artifact cache, so that
     # the tests' hosts do not all compile the same components at once. With

@@ -147,6 +147,42 @@ async fn image_resize_and_crop_on_real_files() {
     assert_eq!(out["path"], "photo.resized.png");
     assert!(dir.join("photo.resized.png").exists());
 
+    // A JPEG shrunk to a half or less is decoded at a reduced IDCT scale
+    // (here 1/8): the size is the one a full decode gives, the source's size
+    // is reported, and the pixels match a full decode resized.
+    let smooth = RgbImage::from_fn(1280, 960, |x, y| {
+        Rgb([(x * 255 / 1279) as u8, (y * 255 / 959) as u8, 128])
+    });
+    std::fs::write(dir.join("big.jpg"), encode(&smooth, ImageFormat::Jpeg)).unwrap();
+    let out = run(
+        &p,
+        "image.resize",
+        json!({"path": "big.jpg", "width": 100, "output": "small.png"}),
+        "t1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out["source"],
+        json!({"path": "big.jpg", "width": 1280, "height": 960})
+    );
+    let got = decode(&dir.join("small.png")).to_rgb8();
+    assert_eq!(got.dimensions(), (100, 75));
+    let want = decode(&dir.join("big.jpg"))
+        .resize_exact(100, 75, image::imageops::FilterType::CatmullRom)
+        .to_rgb8();
+    let diff: f64 = got
+        .as_raw()
+        .iter()
+        .zip(want.as_raw())
+        .map(|(a, b)| f64::from(a.abs_diff(*b)))
+        .sum::<f64>()
+        / got.as_raw().len() as f64;
+    assert!(
+        diff < 3.0,
+        "mean difference {diff:.2} per channel from a full decode"
+    );
+
     // crop: exact pixels from a lossless source.
     let out = run(&p, "image.crop", json!({"path": "photo.png", "x": 10, "y": 20, "width": 100, "height": 50, "output": "sub/c.png"}), "t1")
         .await

@@ -52,8 +52,15 @@ fn chunk_json(text_file: &str, by: &str) -> Result<usize, String> {
 
 fn resize(jpeg_file: &str, out_dir: &str) -> Result<usize, String> {
     let bytes = std::fs::read(jpeg_file).map_err(|e| e.to_string())?;
-    let img = ops::decode(&bytes)?;
-    let small = ops::resize(&img, 800, 600, ops::Fit::Contain, ops::filter("catmullrom")?);
+    let (img, source) = ops::decode_for_resize(&bytes, 800, 600, ops::Fit::Contain)?;
+    let small = ops::resize(
+        &img,
+        source,
+        800,
+        600,
+        ops::Fit::Contain,
+        ops::filter("catmullrom")?,
+    );
     let out = ops::encode(&small, image::ImageFormat::Jpeg, 85)?;
     std::fs::write(format!("{out_dir}/native.jpg"), &out).map_err(|e| e.to_string())?;
     Ok(out.len())

@@ -54,9 +54,8 @@ impl Transform for Images {
         let quality = optional_u64(&input, "quality", 85, 1..=100)? as u8;
 
         let bytes = read_file("path", &src_path)?;
-        let img = ops::decode(&bytes)
-            .map_err(|e| fail(format!("`path` {src}: cannot decode it: {e}")))?;
-        let out = match task.as_str() {
+        let cannot = |e: String| fail(format!("`path` {src}: cannot decode it: {e}"));
+        let (out, source) = match task.as_str() {
             "image.resize" => {
                 let (w, h) = (dims(&input, "width")?, dims(&input, "height")?);
                 let fit = match input.get("fit") {
@@ -85,14 +84,20 @@ impl Transform for Images {
                 } else {
                     fit
                 };
-                ops::resize(&img, w, h, fit, filter)
+                // Decoded no larger than the result needs (a JPEG at 1/2,
+                // 1/4 or 1/8 scale), resized by the source's own size.
+                let (img, source) = ops::decode_for_resize(&bytes, w, h, fit).map_err(cannot)?;
+                (ops::resize(&img, source, w, h, fit, filter), source)
             }
             "image.crop" => {
                 let (w, h) = match (dims(&input, "width")?, dims(&input, "height")?) {
                     (Some(w), Some(h)) => (w, h),
                     _ => return Err(fail("`width` and `height` are required")),
                 };
-                ops::crop(&img, coord(&input, "x")?, coord(&input, "y")?, w, h).map_err(fail)?
+                let img = ops::decode(&bytes).map_err(cannot)?;
+                let cropped = ops::crop(&img, coord(&input, "x")?, coord(&input, "y")?, w, h)
+                    .map_err(fail)?;
+                (cropped, (img.width(), img.height()))
             }
             other => {
                 return Err(fail(format!(
@@ -109,7 +114,7 @@ impl Transform for Images {
             "height": out.height(),
             "format": format.extensions_str().first().copied().unwrap_or("png"),
             "bytes": encoded.len(),
-            "source": {"path": src, "width": img.width(), "height": img.height()},
+            "source": {"path": src, "width": source.0, "height": source.1},
         })
         .to_string())
     }
