@@ -946,12 +946,17 @@ struct OnePlugin {
 
 impl OnePlugin {
     fn new(name: &str) -> OnePlugin {
+        OnePlugin::from_dist("dist", name)
+    }
+
+    /// One plugin of `plugins/<folder>` (`dist`, or `dist-testing`).
+    fn from_dist(folder: &str, name: &str) -> OnePlugin {
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
         for ext in ["wasm", "json"] {
             let f = format!("{name}.{ext}");
-            std::fs::copy(dist("dist").join(&f), plugins.join(&f)).unwrap();
+            std::fs::copy(dist(folder).join(&f), plugins.join(&f)).unwrap();
         }
         OnePlugin { dir, plugins }
     }
@@ -1116,4 +1121,46 @@ async fn a_lazily_loaded_plugin_is_mapped_at_its_first_call() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot load its cached component"), "{err}");
+}
+
+/// A pure plugin's instance (manifest `"pure": true`) is called again
+/// within its task, never for another task: the counter plugin counts its
+/// calls in a global, so a count shows which calls shared an instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pure_plugins_instance_serves_one_task_and_never_another() {
+    let one = OnePlugin::from_dist("dist-testing", "counter");
+    let cache = one.path("cache");
+    let p = one.host(&cache);
+    assert!(p.load_dir(&one.plugins).errors.is_empty());
+    let calls = |task: &'static str| {
+        let p = &p;
+        async move {
+            p.call_function("calls", &serde_json::json!(null), &[], task)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(calls("a").await, 1);
+    assert_eq!(
+        calls("a").await,
+        2,
+        "task a's second call reuses its instance"
+    );
+    assert_eq!(calls("b").await, 1, "task b never gets task a's instance");
+    assert_eq!(calls("a").await, 3);
+    assert_eq!(calls("b").await, 2);
+
+    // Not declared pure: a fresh instance for every call.
+    let manifest = one.plugins.join("counter.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"pure\": true", "\"pure\": false")).unwrap();
+    let p = one.host(&cache);
+    assert!(p.load_dir(&one.plugins).errors.is_empty());
+    for _ in 0..2 {
+        let n = p
+            .call_function("calls", &serde_json::json!(null), &[], "a")
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
 }

@@ -29,6 +29,7 @@ pub mod granter;
 pub mod manifest;
 pub mod outbound;
 pub mod runtime;
+pub mod warm;
 mod watch;
 
 pub use artifacts::{UNUSED_ARTIFACT_TTL, precompile};
@@ -105,6 +106,8 @@ struct Loaded {
     deferred: Option<(PathBuf, String)>,
     outbound: Outbound,
     info: PluginInfo,
+    /// Idle instances kept between a task's calls (pure function plugins).
+    warm: warm::Warm,
 }
 
 impl Loaded {
@@ -379,6 +382,7 @@ impl Plugins {
             deferred,
             outbound,
             info,
+            warm: warm::Warm::default(),
         });
         let mut reg = self.registry.write().map_err(|_| LoadError::Poisoned)?;
         let provided = loaded.provided();
@@ -628,6 +632,16 @@ impl Plugins {
         parse_answer(&plugin, &out)
     }
 
+    /// Drops pure plugins' instances idle longer than
+    /// [`warm::IDLE_FOR`] (the folder watch does this each tick); answers
+    /// how many are kept.
+    pub fn sweep_idle(&self) -> usize {
+        self.registry
+            .read()
+            .map(|r| r.plugins.values().map(|p| p.warm.sweep()).sum())
+            .unwrap_or(0)
+    }
+
     fn find(&self, kind: Kind, name: &str) -> Result<Arc<Loaded>, CallError> {
         self.registry
             .read()
@@ -656,6 +670,7 @@ impl Plugins {
             message: "plugin host is shutting down".into(),
         })?;
         let pre = self.pre_of(plugin, &who)?;
+        plugin.warm.sweep();
         runtime::call(
             &self.engine,
             CallSpec {
@@ -669,6 +684,7 @@ impl Plugins {
                 host: host.unwrap_or_else(|| Arc::new(NoServices)),
                 workdir,
                 delivery,
+                warm: plugin.manifest.pure.then_some(&plugin.warm),
             },
             call,
         )

@@ -35,6 +35,11 @@ pub struct Manifest {
     /// Per-call limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Template functions whose answers depend on their arguments only: the
+    /// host may call one instance again for the same task instead of a
+    /// fresh one each time (docs/plugins.md, "Pure function plugins").
+    #[serde(default)]
+    pub pure: bool,
 }
 
 /// What a plugin provides.
@@ -308,6 +313,9 @@ impl Manifest {
                 }
             )));
         }
+        if self.pure && world.world != "template-functions" {
+            return Err(err("pure is for template-functions plugins only".into()));
+        }
         if self.permissions.workdir && world.world != "transform-task" {
             return Err(err(
                 "permissions.workdir is for transform-task plugins only".into(),
@@ -450,6 +458,7 @@ mod tests {
             },
             permissions: Permissions::default(),
             limits: Limits::default(),
+            pure: false,
         }
     }
 
@@ -483,6 +492,25 @@ mod tests {
             .validate("f")
             .unwrap_err();
         assert!(e.message.contains("not one this host runs"));
+    }
+
+    #[test]
+    fn only_template_functions_may_be_pure() {
+        let mut m = manifest("dwa:plugin/effect-handler@0.1.0");
+        m.pure = true;
+        let e = m.validate("x.json").unwrap_err();
+        assert!(
+            e.message
+                .contains("pure is for template-functions plugins only"),
+            "{e}"
+        );
+        let mut f = manifest("dwa:plugin/template-functions@0.1.0");
+        f.provides = Provides {
+            functions: serde_json::from_value(serde_json::json!([{"name": "f"}])).unwrap(),
+            ..Default::default()
+        };
+        f.pure = true;
+        assert!(f.validate("x.json").is_ok());
     }
 
     #[test]

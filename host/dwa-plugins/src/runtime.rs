@@ -12,6 +12,7 @@ use wasmtime::{Engine as WasmEngine, ResourceLimiter, Store as WasmStore, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::outbound::{self, Outbound};
+use crate::warm::{Warm, WarmInstance};
 
 /// Bindings of the `effect-handler` world (and of the shared `types` and `host`).
 #[allow(missing_docs)] // generated from the WIT, whose own comments document it
@@ -57,7 +58,7 @@ use effect_world::dwa;
 pub use effect_world::dwa::plugin::host::LogLevel;
 pub use effect_world::exports::dwa::plugin::effect::EffectCall;
 pub use effect_world::{EffectHandler, EffectHandlerPre};
-pub use functions_world::TemplateFunctionsPre;
+pub use functions_world::{TemplateFunctions, TemplateFunctionsPre};
 pub use transform_world::TransformTaskPre;
 
 /// A plugin pre-instantiated for the world it implements.
@@ -375,10 +376,12 @@ pub fn engine() -> Result<WasmEngine, String> {
     config.epoch_interruption(true);
     config.consume_fuel(true);
     let mut pool = wasmtime::PoolingAllocationConfig::default();
-    pool.total_component_instances(MAX_INSTANCES);
-    pool.total_core_instances(MAX_INSTANCES * 8);
-    pool.total_memories(MAX_INSTANCES * 2);
-    pool.total_tables(MAX_INSTANCES * 4);
+    // Room for the calls running and for pure plugins' idle instances.
+    let instances = MAX_INSTANCES + crate::warm::MAX_IDLE_TOTAL;
+    pool.total_component_instances(instances);
+    pool.total_core_instances(instances * 8);
+    pool.total_memories(instances * 2);
+    pool.total_tables(instances * 4);
     pool.max_memory_size(1 << 30);
     // Give memory back to the OS in batches: each madvise makes the kernel
     // shoot down TLBs on every core, which dominated a fresh instance's cost.
@@ -433,6 +436,8 @@ pub struct CallSpec<'a> {
     pub workdir: Option<&'a std::path::Path>,
     /// An effect delivery's id, sent as `X-DWA-Delivery` on its HTTP.
     pub delivery: Option<&'a str>,
+    /// A pure function plugin's idle instances (reused within a task).
+    pub warm: Option<&'a Warm>,
 }
 
 /// Runs one call in a fresh instance, in a `plugin.call` span (a child of
@@ -464,6 +469,95 @@ async fn run_call(
     spec: CallSpec<'_>,
     call: Call,
 ) -> Result<String, CallError> {
+    if let (Pre::Functions(pre), Some(warm)) = (spec.pre, spec.warm) {
+        return run_warm(engine, &spec, pre, &call, warm).await;
+    }
+    let (mut store, stderr) = new_store(engine, &spec)?;
+    let fuel = arm(&mut store, &spec)?;
+    let result = async {
+        match (spec.pre, &call) {
+            (Pre::Effect(pre), Call::Effect(c)) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.dwa_plugin_effect().call_handle(&mut store, c).await
+            }
+            (Pre::Functions(pre), Call::Function { name, args }) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.dwa_plugin_functions()
+                    .call_call(&mut store, name, args)
+                    .await
+            }
+            (Pre::Transform(pre), Call::Transform { task, input }) => {
+                let b = pre.instantiate_async(&mut store).await?;
+                b.dwa_plugin_transform()
+                    .call_run(&mut store, task, input)
+                    .await
+            }
+            _ => Err(wasmtime::Error::msg(
+                "this plugin does not implement the world this call needs",
+            )),
+        }
+    }
+    .await;
+    outcome(result, &store, &stderr, &spec, fuel)
+}
+
+/// A pure plugin's function call: in an idle instance this task used
+/// before, else in a fresh one, which is kept for the task's next call
+/// unless the call trapped (docs/plugins.md, "Pure function plugins").
+async fn run_warm(
+    engine: &WasmEngine,
+    spec: &CallSpec<'_>,
+    pre: &TemplateFunctionsPre<CallState>,
+    call: &Call,
+    warm: &Warm,
+) -> Result<String, CallError> {
+    let Call::Function { name, args } = call else {
+        return Err(CallError::Host {
+            plugin: spec.plugin.to_owned(),
+            message: "a template-functions plugin takes function calls only".into(),
+        });
+    };
+    let mut live = match warm.take(spec.task_id) {
+        Some(live) => live,
+        None => {
+            let (mut store, stderr) = new_store(engine, spec)?;
+            arm(&mut store, spec)?;
+            let functions = match pre.instantiate_async(&mut store).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let fuel = spec.fuel.unwrap_or(u64::MAX);
+                    return outcome(Err(e), &store, &stderr, spec, fuel);
+                }
+            };
+            WarmInstance::new(spec.task_id, store, functions, stderr)
+        }
+    };
+    let fuel = arm(&mut live.store, spec)?;
+    let result = live
+        .functions
+        .dwa_plugin_functions()
+        .call_call(&mut live.store, name, args)
+        .await;
+    let answer = outcome(result, &live.store, &live.stderr, spec, fuel);
+    // A trap may leave the instance's state anywhere: never reuse it.
+    if matches!(answer, Ok(_) | Err(CallError::Plugin { .. })) {
+        warm.put(live);
+    }
+    answer
+}
+
+/// A store for one call (or, for a pure plugin, one task's calls), with the
+/// WASI context the call may have and the plugin's memory cap.
+fn new_store(
+    engine: &WasmEngine,
+    spec: &CallSpec<'_>,
+) -> Result<
+    (
+        WasmStore<CallState>,
+        wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+    ),
+    CallError,
+> {
     // No preopens (but a granted working folder), no environment, no
     // sockets, no name lookup: WASI gives the plugin clocks, randomness and
     // (discarded) stdio, nothing more. stderr is kept (bounded) so that a
@@ -494,45 +588,42 @@ async fn run_call(
         plugin: spec.plugin.to_owned(),
         task_id: spec.task_id.to_owned(),
         outbound: spec.outbound.clone(),
-        host: spec.host,
+        host: spec.host.clone(),
         deadline: Instant::now() + spec.timeout,
         delivery: spec.delivery.map(str::to_owned),
     };
     let mut store = WasmStore::new(engine, state);
     store.limiter(|s| &mut s.limiter);
+    Ok((store, stderr))
+}
+
+/// Sets the call's deadline (an epoch trap and the host's own clock) and
+/// fuel; answers the fuel given.
+fn arm(store: &mut WasmStore<CallState>, spec: &CallSpec<'_>) -> Result<u64, CallError> {
     let ticks = (spec.timeout.as_millis() / TICK.as_millis()).max(1) as u64 + 1;
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
+    store.data_mut().deadline = Instant::now() + spec.timeout;
+    store.data_mut().limiter.refused = false;
     let fuel = spec.fuel.unwrap_or(u64::MAX);
-    let plugin = spec.plugin.to_owned();
     store.set_fuel(fuel).map_err(|e| CallError::Host {
-        plugin: plugin.clone(),
+        plugin: spec.plugin.to_owned(),
         message: e.to_string(),
     })?;
-    let result = async {
-        match (spec.pre, &call) {
-            (Pre::Effect(pre), Call::Effect(c)) => {
-                let b = pre.instantiate_async(&mut store).await?;
-                b.dwa_plugin_effect().call_handle(&mut store, c).await
-            }
-            (Pre::Functions(pre), Call::Function { name, args }) => {
-                let b = pre.instantiate_async(&mut store).await?;
-                b.dwa_plugin_functions()
-                    .call_call(&mut store, name, args)
-                    .await
-            }
-            (Pre::Transform(pre), Call::Transform { task, input }) => {
-                let b = pre.instantiate_async(&mut store).await?;
-                b.dwa_plugin_transform()
-                    .call_run(&mut store, task, input)
-                    .await
-            }
-            _ => Err(wasmtime::Error::msg(
-                "this plugin does not implement the world this call needs",
-            )),
-        }
-    }
-    .await;
+    Ok(fuel)
+}
+
+/// What a call's result means for the caller: the plugin's answer, its own
+/// error, or why it stopped (memory, deadline, fuel, a trap and what it
+/// printed last).
+fn outcome(
+    result: wasmtime::Result<Result<String, dwa::plugin::types::PluginError>>,
+    store: &WasmStore<CallState>,
+    stderr: &wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+    spec: &CallSpec<'_>,
+    fuel: u64,
+) -> Result<String, CallError> {
+    let plugin = spec.plugin.to_owned();
     match result {
         Ok(Ok(json)) => Ok(json),
         Ok(Err(e)) => Err(CallError::Plugin {
@@ -549,6 +640,7 @@ async fn run_call(
                 spec.timeout,
                 fuel,
             );
+
             if let CallError::Trap { message, .. } = &mut err {
                 let said = String::from_utf8_lossy(&stderr.contents()).to_string();
                 // The last line Rust's panic hook prints is a hint about

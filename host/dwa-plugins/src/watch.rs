@@ -65,6 +65,7 @@ impl Plugins {
             let mut seen = snapshot(&dir);
             loop {
                 tokio::time::sleep(every).await;
+                me.sweep_idle();
                 let now = snapshot(&dir);
                 if now == seen {
                     continue;

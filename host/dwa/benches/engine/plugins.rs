@@ -264,7 +264,9 @@ pub(crate) async fn transforms_bench() {
 }
 
 /// Template rendering: resolutions per second of a step input with builtin
-/// filters only, and with a plugin filter (Rust `urlencode`, JavaScript `slugify`).
+/// filters only, and with a plugin filter (Rust `urlencode`, JavaScript
+/// `slugify`); the JavaScript one both within one task (its pure plugin's
+/// instance reused) and for a new task each time (a fresh instance).
 pub(crate) async fn templates_bench() {
     use dwa_core::template::{Filters, Scope, Template};
     use dwa_plugins::{PluginConfig, Plugins, TaskFunctions};
@@ -291,23 +293,20 @@ pub(crate) async fn templates_bench() {
         payload: Some(&payload),
         ..Default::default()
     };
-    let functions = TaskFunctions {
-        plugins: Some(&p),
-        task_id: "bench",
-    };
-    for (what, input) in [
+    let slugify = json!({"t": "{{ payload.title | slugify }}", "n": "{{ payload.tags | length }}", "u": "Hi {{ payload.user.name }}"});
+    for (what, input, new_task_each) in [
         (
             "template, builtin filters",
             json!({"t": "{{ payload.title | upper | truncate(10) }}", "n": "{{ payload.tags | length }}", "u": "Hi {{ payload.user.name }}"}),
+            false,
         ),
         (
             "template + Rust filter (urlencode)",
             json!({"t": "{{ payload.title | urlencode }}", "n": "{{ payload.tags | length }}", "u": "Hi {{ payload.user.name }}"}),
+            false,
         ),
-        (
-            "template + JS filter (slugify)",
-            json!({"t": "{{ payload.title | slugify }}", "n": "{{ payload.tags | length }}", "u": "Hi {{ payload.user.name }}"}),
-        ),
+        ("template + JS filter, one task", slugify.clone(), false),
+        ("template + JS filter, new task each", slugify, true),
     ] {
         let t = Template::parse_with(&input, Filters::With(&fns)).expect("parse");
         let n = if t.uses_functions() {
@@ -315,12 +314,29 @@ pub(crate) async fn templates_bench() {
         } else {
             500_000
         };
-        for _ in 0..n / 10 {
-            t.resolve_with(&scope, &functions).await.expect("warm-up");
+        let ids: Vec<String> = (0..n + n / 10)
+            .map(|i| {
+                if new_task_each {
+                    format!("bench-{i}")
+                } else {
+                    "bench".into()
+                }
+            })
+            .collect();
+        let functions = |i: usize| TaskFunctions {
+            plugins: Some(&p),
+            task_id: &ids[i],
+        };
+        for i in 0..n / 10 {
+            t.resolve_with(&scope, &functions(n + i))
+                .await
+                .expect("warm-up");
         }
         let start = Instant::now();
-        for _ in 0..n {
-            t.resolve_with(&scope, &functions).await.expect("resolve");
+        for i in 0..n {
+            t.resolve_with(&scope, &functions(i))
+                .await
+                .expect("resolve");
         }
         let s = start.elapsed().as_secs_f64();
         println!(
