@@ -89,7 +89,10 @@ class Jobs:
     def __init__(self) -> None:
         self._jobs: dict[str, dict[str, Any]] = {}
 
-    def start(self, coro) -> str:
+    def start(self, coro, timeout: float | None = None) -> str:
+        """The new job's id. A job still running `timeout` seconds on is
+        stopped and fails retryably (the host's own deadline has passed
+        by then), so that no job holds its place in the table for good."""
         self._sweep()
         if len(self._jobs) >= MAX_JOBS:
             coro.close()
@@ -99,9 +102,13 @@ class Jobs:
         self._jobs[job_id] = entry
 
         async def run() -> None:
+            limit = asyncio.timeout(timeout)
             try:
-                entry["result"], entry["served_by"] = await coro
+                async with limit:
+                    entry["result"], entry["served_by"] = await coro
             except Exception as e:  # recorded for the poller
+                if isinstance(e, TimeoutError) and limit.expired():
+                    e = TaskError(f"the job ran past its timeout of {timeout:g} s", retryable=True)
                 entry["exception"] = e
             entry["done"] = True
             entry["ended"] = time.monotonic()
@@ -250,7 +257,7 @@ def create_app(tasks: dict[str, TaskMeta] | None = None, require_token: bool = F
             if remote is not None:
                 return await spawn(remote, meta, body.get("input") or {}, job)
             try:
-                job_id = jobs.start(call(meta, kwargs, job))
+                job_id = jobs.start(call(meta, kwargs, job), timeout=meta.timeout)
             except JobsFull as e:
                 return full(e)
             return JSONResponse({"jobId": job_id, "retryAfterMs": 500}, status_code=202)

@@ -38,8 +38,10 @@ class JobTable:
         self._jobs = Jobs()
         self._handles: dict[str, Any] = {}
 
-    async def start(self, deployment: str, name: str, kwargs: dict[str, Any], job: Job) -> dict[str, str]:
-        """`{"jobId"}`, or `{"full": why}` when the table is full."""
+    async def start(self, deployment: str, name: str, kwargs: dict[str, Any], job: Job,
+                    timeout: float | None = None) -> dict[str, str]:
+        """`{"jobId"}`, or `{"full": why}` when the table is full; a job
+        still running `timeout` seconds on is stopped and fails retryably."""
         handle = self._handles.get(deployment)
         if handle is None:
             from ray import serve
@@ -51,7 +53,7 @@ class JobTable:
             return out["result"], out["servedBy"]
 
         try:
-            return {"jobId": self._jobs.start(run())}
+            return {"jobId": self._jobs.start(run(), timeout)}
         except JobsFull as e:
             return {"full": str(e)}
 
@@ -111,7 +113,7 @@ class RayJobs:
 
     async def spawn(self, meta: TaskMeta, payload: dict[str, Any], job: Job) -> str:
         kwargs = call_kwargs(meta.input_model.model_validate(payload))
-        out = await self._table().start.remote(self._deployment_of(meta), meta.name, kwargs, job)
+        out = await self._table().start.remote(self._deployment_of(meta), meta.name, kwargs, job, meta.timeout)
         if "full" in out:
             raise JobsFull(out["full"])
         return out["jobId"]

@@ -83,6 +83,37 @@ def test_the_job_table_is_bounded(monkeypatch):
     assert refused and "DWA_MAX_JOBS=2" in refused
 
 
+def test_a_job_past_its_timeout_fails_retryably_and_leaves_the_table_in_time():
+    import asyncio
+
+    import backends.app as backend_app
+    from shared.tasks import TaskError
+
+    async def scenario():
+        jobs = backend_app.Jobs()
+
+        async def forever():
+            await asyncio.Event().wait()
+            return 1, None
+
+        async def own_timeout():
+            raise TimeoutError("the site did not answer")
+
+        stuck = jobs.start(forever(), timeout=0.05)
+        quick = jobs.start(own_timeout(), timeout=60)
+        # Bounded: without the job's own deadline this would never end.
+        await asyncio.wait_for(jobs.get(stuck)["task"], 10)
+        await asyncio.wait_for(jobs.get(quick)["task"], 10)
+        return jobs.get(stuck), jobs.get(quick)
+
+    stuck, quick = asyncio.run(scenario())
+    assert stuck["done"] and stuck["ended"] is not None, "an ended job is swept after JOB_TTL_S"
+    e = stuck["exception"]
+    assert isinstance(e, TaskError) and e.retryable and "ran past its timeout of 0.05 s" in e.message
+    # A task's own TimeoutError is its own error, not the job's deadline.
+    assert isinstance(quick["exception"], TimeoutError) and str(quick["exception"]) == "the site did not answer"
+
+
 class FakeModal:
     """Modal's function calls as Modal keeps them, server-side: every app
     instance (container) sees the same calls. Stands in for `Function.spawn`
