@@ -20,6 +20,41 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Runs `script` with the repository's Python (its .venv, from the
+/// repository's root) and answers what it printed; fails the test, with its
+/// stderr, if it fails.
+fn run_python(script: &str, env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(repo().join(".venv/bin/python"))
+        .args(["-c", script])
+        .envs(env.iter().copied())
+        .current_dir(repo())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls a backend job's URL until it is no longer running (bounded);
+/// answers its final response.
+async fn until_done(url: &str) -> reqwest::Response {
+    let deadline = std::time::Instant::now() + REAL_BACKEND_WAIT;
+    loop {
+        let r = client().get(url).send().await.expect("poll");
+        if r.status().as_u16() != 202 {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} still running after {REAL_BACKEND_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One Ray cluster at a time: two on two cores would starve each other.
 static RAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -43,16 +78,7 @@ fn test_media(dir: &Path) -> Vec<(String, Vec<u8>)> {
          shutil.copy(os.path.join(sk, 'data', 'astronaut.png'), d / 'astronaut.png')\n",
         dir.display().to_string()
     );
-    let out = std::process::Command::new(repo().join(".venv/bin/python"))
-        .args(["-c", &script])
-        .current_dir(repo())
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "making test media failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(&script, &[]);
     ["cuts.mp4", "astronaut.png"]
         .iter()
         .map(|n| (n.to_string(), std::fs::read(dir.join(n)).unwrap()))
@@ -190,18 +216,7 @@ async fn served_by(base: &str, task: &str, input: serde_json::Value) -> Option<S
             "{base}/tasks/{task}/jobs/{}",
             accepted["jobId"].as_str().expect("jobId")
         );
-        let deadline = std::time::Instant::now() + REAL_BACKEND_WAIT;
-        loop {
-            r = c.get(&url).send().await.expect("poll");
-            if r.status().as_u16() != 202 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{task}'s job on Ray did not end within {REAL_BACKEND_WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        r = until_done(&url).await;
     }
     r.headers()
         .get("x-dwa-served-by")

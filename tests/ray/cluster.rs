@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ pub struct RayHead {
 
 impl RayHead {
     pub fn start(num_cpus: u32) -> RayHead {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let repo = super::repo();
         let port = super::free_port();
         let mut child = Command::new(repo.join(".venv/bin/python"))
             .args(["-m", "ray.scripts.scripts", "start", "--head", "--block"])

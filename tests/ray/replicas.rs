@@ -105,7 +105,9 @@ async fn long_jobs_outlive_ingress_replicas_and_a_killed_worker() {
     );
     assert!(answered_by.contains(&took));
     gate.open();
-    let done = poll_until_done(&poll).await;
+    let done = until_done(&poll).await;
+    assert_eq!(done.status().as_u16(), 200, "the job ended well");
+    let done: Value = done.json().await.unwrap();
     assert_eq!(
         done["result"]["bytes"],
         Gate::body("one.txt").len(),
@@ -204,30 +206,8 @@ async fn deployments_when(base: &str, ok: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-async fn poll_until_done(url: &str) -> Value {
-    let deadline = Instant::now() + REAL_BACKEND_WAIT;
-    loop {
-        let r = client().get(url).send().await.expect("poll");
-        if r.status().as_u16() != 202 {
-            assert_eq!(
-                r.status().as_u16(),
-                200,
-                "{}",
-                r.text().await.unwrap_or_default()
-            );
-            return r.json().await.unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} still running after {REAL_BACKEND_WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Serve's applications and whether the job table lives, asked of the cluster.
 fn cluster_state(address: &str) -> String {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let script = format!(
         "import ray\nfrom ray import serve\n\
          ray.init(address={address:?}, log_to_driver=False)\n\
@@ -236,16 +216,5 @@ fn cluster_state(address: &str) -> String {
          except ValueError:\n    table = 'gone'\n\
          print(f'apps={{apps}} table={{table}}')\n"
     );
-    let out = std::process::Command::new(repo.join(".venv/bin/python"))
-        .args(["-c", &script])
-        .env("RAY_AUTH_MODE", "token")
-        .current_dir(&repo)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_python(&script, &[("RAY_AUTH_MODE", "token")])
 }

@@ -670,7 +670,10 @@ impl Plugins {
             message: "plugin host is shutting down".into(),
         })?;
         let pre = self.pre_of(plugin, &who)?;
-        plugin.warm.sweep();
+        let warm = plugin.manifest.pure.then(|| {
+            plugin.warm.sweep();
+            &plugin.warm
+        });
         runtime::call(
             &self.engine,
             CallSpec {
@@ -684,7 +687,7 @@ impl Plugins {
                 host: host.unwrap_or_else(|| Arc::new(NoServices)),
                 workdir,
                 delivery,
-                warm: plugin.manifest.pure.then_some(&plugin.warm),
+                warm,
             },
             call,
         )
