@@ -703,6 +703,15 @@ pub trait Store: Send + Sync + 'static {
     /// at most `max` queues, the deepest first.
     async fn queue_depths(&self, max: usize) -> Result<Vec<QueueDepth>, StoreError>;
 
+    /// Waits until every write answered before the call survives a power
+    /// cut: the host's outside edges (HTTP answers, effects, backend calls)
+    /// wait here, so that nothing leaves the process about a write that
+    /// could still be lost. A store whose writes are durable when answered
+    /// has nothing to wait for.
+    async fn settled(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

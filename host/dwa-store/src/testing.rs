@@ -441,6 +441,10 @@ impl Store for Flaky {
         self.inner.queue_depths(max).await
     }
 
+    async fn settled(&self) -> Result<(), StoreError> {
+        self.inner.settled().await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.trip("ping")?;
         self.inner.ping().await

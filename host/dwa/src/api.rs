@@ -30,6 +30,8 @@ use dwa_store::{Feed, ListFilter};
 pub mod dashboard;
 pub mod metrics;
 mod schedules;
+#[cfg(test)]
+mod tests;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -237,7 +239,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), settled))
         .with_state(state)
+}
+
+/// Holds every answer until the writes before it are on disk: the embedded
+/// store acknowledges a commit before its fsync (docs/architecture.md,
+/// "Durability"), and an answer is where a write becomes known outside.
+async fn settled(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    match st.engine.store().settled().await {
+        Ok(()) => resp,
+        Err(e) => ApiError::Engine(e.into()).into_response(),
+    }
 }
 
 async fn no_route(uri: axum::http::Uri) -> ApiError {
@@ -637,6 +651,10 @@ impl Follower {
             let Ok(page) = self.store.events(&self.id, self.last, 1000).await else {
                 return false;
             };
+            // Read from the store, not the feed: on disk before it is sent.
+            if self.store.settled().await.is_err() {
+                return false;
+            }
             let mut sent = 0;
             for e in page.iter().filter(|e| upto.is_none_or(|u| e.seq < u)) {
                 if !self.send(e).await {

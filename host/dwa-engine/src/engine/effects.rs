@@ -269,6 +269,14 @@ pub(crate) async fn fire_list(
             };
         }
     };
+    // Effects are seen outside: what they tell of must be on disk first.
+    if let Err(e) = engine.store().settled().await {
+        tracing::warn!(task = %task_id, error = %e, "effects wait: the store is not durable");
+        return Fired {
+            delivered: delivery.delivered,
+            finished: false,
+        };
+    }
     let status = status_body(&view);
     let mut needs = Vec::new();
     for e in effects {

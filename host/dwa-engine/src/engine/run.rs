@@ -621,6 +621,11 @@ impl Engine {
             timeout,
             progress: streams.then_some(progress),
         };
+        // A builtin runs in this process; anything else is seen outside it,
+        // with its input from results that must be on disk first.
+        if streams && let Err(e) = self.store.settled().await {
+            return Outcome::Failed(StepError::transient(e.to_string()));
+        }
         let run = self.executor.run(&step.placement.backend, call);
         let started = std::time::Instant::now();
         let outcome = tokio::select! {

@@ -4,10 +4,11 @@
 //! plain indexed queries, and one SQL transaction covers a whole transition.
 //!
 //! All writes go through one writer thread that commits them in groups
-//! (group commit): it drains every request waiting, applies each inside its
-//! own savepoint, commits once with `synchronous=FULL`, and only then answers
-//! the callers and broadcasts the events. Durability is never relaxed; the
-//! fsync is shared. Reads use a separate connection, which WAL lets run
+//! (group commit): it drains every request waiting, applies them in one
+//! transaction and commits once. The fsync that makes commits durable runs
+//! on a thread of its own, once for every commit made while the previous
+//! one ran, and nothing that reveals a commit leaves the process before it
+//! ([`durability`]). Reads use a separate connection, which WAL lets run
 //! beside the writer.
 //!
 //! [`writer`] holds the writer thread; `writer/ops.rs` has one function per
@@ -40,12 +41,14 @@ const DUE: i64 = 0;
 const LEASED: i64 = 1;
 const DELAYED: i64 = 2;
 
+mod durability;
 mod schedules;
 mod schema;
 #[cfg(test)]
 mod tests;
 mod writer;
 
+use durability::{Durability, SyncFn};
 use writer::Writer;
 
 impl From<rusqlite::Error> for StoreError {
@@ -91,6 +94,18 @@ enum Op {
     Spawn(Job, String, NewTask, i64),
 }
 
+impl Op {
+    /// Whether losing this write to a power cut only gives jobs back to
+    /// their queue, as an expired lease does: such a commit needs no fsync
+    /// of its own ([`durability`]).
+    fn gives_jobs_back_when_lost(&self) -> bool {
+        matches!(
+            self,
+            Op::Lease { .. } | Op::Renew(..) | Op::Release(_) | Op::Reap
+        )
+    }
+}
+
 enum Reply {
     Transition(Transition),
     TransitionAndJob(Transition, Option<Job>),
@@ -112,6 +127,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Request>>>,
     read: Arc<Mutex<Connection>>,
     events: broadcast::Sender<Arc<TaskEvent>>,
+    durability: Arc<Durability>,
     _lock: File,
     path: PathBuf,
     clock: Arc<dyn Clock>,
@@ -134,6 +150,31 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// The test's hand on a store's fsyncs ([`SqliteStore::open_with_held_fsync`]).
+#[cfg(any(test, feature = "test-support"))]
+pub struct HeldFsync(mpsc::Sender<std::io::Result<()>>);
+
+#[cfg(any(test, feature = "test-support"))]
+impl HeldFsync {
+    /// Lets the next fsync finish with `outcome`.
+    pub fn release(&self, outcome: std::io::Result<()>) {
+        let _ = self.0.send(outcome);
+    }
+}
+
+/// The WAL file, opened for its fsync. It exists once the schema is
+/// written, and SQLite keeps its inode (a checkpoint rewinds it in place).
+fn open_wal(db: &Path) -> Result<File, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    File::open(&name).map_err(|e| {
+        StoreError::Backend(format!(
+            "cannot open the write-ahead log {}: {e}",
+            Path::new(&name).display()
+        ))
+    })
+}
+
 impl SqliteStore {
     /// Opens (or creates) the store in `dir`, which one host at a time may use.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -142,6 +183,25 @@ impl SqliteStore {
 
     /// Opens the store with a given clock (tests move a manual one).
     pub fn open_with_clock(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        Self::open_with(dir, clock, None)
+    }
+
+    /// Opens the store with fsyncs that wait for the test: each
+    /// [`HeldFsync::release`] lets one through with that outcome.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn open_with_held_fsync(dir: &Path) -> Result<(Self, HeldFsync), StoreError> {
+        let (tx, rx) = mpsc::channel::<std::io::Result<()>>();
+        let sync: SyncFn = Box::new(move || rx.recv().unwrap_or(Ok(())));
+        let store = Self::open_with(dir, Arc::new(SystemClock), Some(sync))?;
+        Ok((store, HeldFsync(tx)))
+    }
+
+    /// Opens the store; `sync` stands in for the WAL's fsync (tests hold it).
+    fn open_with(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        sync: Option<SyncFn>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
@@ -168,9 +228,18 @@ impl SqliteStore {
         )?;
         let job_seq: i64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM jobs", [], |r| r.get(0))?;
+        // What is above was committed with FULL; from here the sync thread
+        // makes commits durable.
+        conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        let sync = match sync {
+            Some(s) => s,
+            None => durability::fsync_wal(open_wal(&path)?),
+        };
         let read = open_conn(&path)?;
         let (events, _) = broadcast::channel(16_384);
         let (tx, rx) = mpsc::channel::<Request>();
+        let (synced_tx, synced_rx) = mpsc::channel();
+        let durability = Durability::new();
         let mut writer = Writer {
             conn,
             clock: clock.clone(),
@@ -182,16 +251,23 @@ impl SqliteStore {
             done_counts: HashMap::new(),
             now: 0,
             delayed_due: HashMap::new(),
+            commits: 0,
+            durability: durability.clone(),
         };
-        let ev = events.clone();
+        let (ev, d) = (events.clone(), durability.clone());
+        std::thread::Builder::new()
+            .name("dwa-sqlite-sync".into())
+            .spawn(move || d.run(synced_rx, sync, ev))
+            .map_err(|e| StoreError::Backend(format!("cannot start sync thread: {e}")))?;
         std::thread::Builder::new()
             .name("dwa-sqlite-writer".into())
-            .spawn(move || writer.run(rx, ev))
+            .spawn(move || writer.run(rx, synced_tx))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
             writer: Mutex::new(Some(tx)),
             read: Arc::new(Mutex::new(read)),
             events,
+            durability,
             _lock: lock,
             path,
             clock,
@@ -749,6 +825,10 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(crate::deepest(depths, max))
+    }
+
+    async fn settled(&self) -> Result<(), StoreError> {
+        self.durability.settled().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

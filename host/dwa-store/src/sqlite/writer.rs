@@ -1,18 +1,18 @@
 //! The store's only writer: a thread that drains every request waiting,
 //! applies them in one transaction (each op checks what can refuse it
 //! before it writes; savepoints only when an op failed after writing),
-//! commits once with `synchronous=FULL`, and only then answers the callers
-//! and broadcasts the events. [`ops`] has one function per operation.
+//! commits once, answers the callers and hands the commit's events to the
+//! sync thread, which releases them once the commit is on disk
+//! ([`super::durability`]). [`ops`] has one function per operation.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use rusqlite::Connection;
-use tokio::sync::broadcast;
-
 use dwa_core::model::TaskEvent;
+use rusqlite::Connection;
 
+use super::durability::{Committed, Durability};
 use super::{MAX_BATCH, Op, Reply, Request, is_dirty};
 use crate::StoreError;
 use crate::clock::Clock;
@@ -49,6 +49,9 @@ pub(super) struct Writer {
     /// unknown), so that a lease looks for delayed jobs to promote only when
     /// one may be due: one statement less per step on the hot path.
     pub(super) delayed_due: HashMap<String, i64>,
+    /// Commits made so far: each one's number for the sync thread.
+    pub(super) commits: u64,
+    pub(super) durability: Arc<Durability>,
 }
 
 pub(super) struct Applied {
@@ -63,11 +66,7 @@ pub(super) struct StepRow {
 }
 
 impl Writer {
-    pub(super) fn run(
-        &mut self,
-        rx: mpsc::Receiver<Request>,
-        events: broadcast::Sender<Arc<TaskEvent>>,
-    ) {
+    pub(super) fn run(&mut self, rx: mpsc::Receiver<Request>, synced: mpsc::Sender<Committed>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -75,6 +74,12 @@ impl Writer {
                     Ok(r) => batch.push(r),
                     Err(_) => break,
                 }
+            }
+            if let Some(why) = self.durability.failed() {
+                for req in batch {
+                    let _ = req.reply.send(Err(StoreError::Backend(why.to_string())));
+                }
+                continue;
             }
             let now = self.clock.now_ms();
             // Fast path: no savepoints. Every op checks what can refuse it
@@ -87,15 +92,22 @@ impl Writer {
             }
             match results {
                 Ok(results) => {
+                    self.commits += 1;
+                    let needs_sync = !batch.iter().all(|r| r.op.gives_jobs_back_when_lost());
+                    self.durability.committed(self.commits, needs_sync);
+                    let mut events: Vec<Arc<TaskEvent>> = Vec::new();
                     for (req, r) in batch.into_iter().zip(results) {
                         let reply = r.map(|a| {
-                            for e in &a.events {
-                                let _ = events.send(e.clone());
-                            }
+                            events.extend(a.events);
                             a.reply
                         });
                         let _ = req.reply.send(reply);
                     }
+                    let _ = synced.send(Committed {
+                        seq: self.commits,
+                        needs_sync,
+                        events,
+                    });
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "sqlite transaction failed; the batch is rolled back");
