@@ -25,7 +25,9 @@ measure() { # label, plugin dir
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     printf '%-44s RSS %6.1f MB   peak %6.1f MB   %s\n' "idle host, $1" "$(echo "$rss/1024" | bc -l)" "$(echo "$hwm/1024" | bc -l)" "$3"
+    # For scripts/bench.sh's summary.
+    printf 'BENCH idle.%s.rss_mb=%.1f\nBENCH idle.%s.peak_mb=%.1f\n' "$4" "$(echo "$rss/1024" | bc -l)" "$4" "$(echo "$hwm/1024" | bc -l)"
 }
-measure "no plugins" /nonexistent "(a bare host)"
-measure "all plugins, cold cache" plugins/dist "(target: peak <= 150 MB)"
-measure "all plugins, warm cache" plugins/dist "(target: RSS <= 50 MB)"
+measure "no plugins" /nonexistent "(a bare host)" bare
+measure "all plugins, cold cache" plugins/dist "(target: peak <= 150 MB)" cold
+measure "all plugins, warm cache" plugins/dist "(target: RSS <= 50 MB)" warm

@@ -18,12 +18,14 @@ figures=$(mktemp)
 trap 'kill $redis_pid 2>/dev/null || true; rm -f "$figures"' EXIT
 cargo bench -p dwa --bench engine -- "$@" | tee -a "$figures"
 # Idle memory of a release host, with and without its plugins (#16).
-bash bench/idle-memory.sh
+bash bench/idle-memory.sh | tee -a "$figures"
 if command -v node >/dev/null 2>&1; then
-    (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; } && node bench.js && BULLMQ_WORKERS=2 node bench.js && BULLMQ_KEEP=1 node bench.js && node flows.js) | tee -a "$figures"
+    (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; } && node bench.js && BULLMQ_WORKERS=2 node bench.js && BULLMQ_KEEP=1 node bench.js && node flows.js && node latency.js) | tee -a "$figures"
 else
     echo "node is missing: BullMQ comparison skipped"
 fi
+# Ray's chain of 1,000 tasks, the chain's peer (python-setup installed Ray).
+.venv/bin/python bench/ray/chain.py | tee -a "$figures"
 
 # The same Redis rows again with an append-only file (fsync every second,
 # Redis's durable setting), for dwa and for BullMQ: each row says which.
@@ -39,13 +41,5 @@ if command -v node >/dev/null 2>&1; then
     (cd bench/bullmq && node bench.js)
 fi
 
-# #16's DAG target: dwa's time at most a third of BullMQ flows' (same Redis,
-# no persistence, same run). Ratios below 1 mean dwa is faster.
-python3 - "$figures" <<'PY'
-import re, sys
-figures = dict(re.findall(r"^BENCH ([\w.]+)=([\d.]+)$", open(sys.argv[1]).read(), re.M))
-flows = float(figures.get("flows.seconds", "nan"))
-for store in ("embedded", "redis"):
-    mine = float(figures.get(f"dag.{store}.seconds", "nan"))
-    print(f"DAG tasks, dwa {store} / BullMQ flows: {mine:.2f} s / {flows:.2f} s = {mine / flows:.2f} (target <= 0.33)")
-PY
+# #16's targets, each beside its peer from this run (docs/benchmarks.md).
+python3 bench/summary.py "$figures"

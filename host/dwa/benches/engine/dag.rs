@@ -76,7 +76,7 @@ pub(crate) async fn dag_bench() {
     let (h, _d) = host(WORKERS).await;
     let t = run(&h).await;
     report(
-        "embedded, SQLite synchronous=FULL",
+        "embedded, on disk before it is seen",
         "dag.embedded.seconds",
         t,
     );

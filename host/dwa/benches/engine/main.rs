@@ -1,5 +1,5 @@
 //! `just bench`: engine throughput and HTTP submission rate on the embedded
-//! store, durability on (synchronous=FULL, commit before acknowledging), and
+//! store, durability on (nothing is seen outside before it is on disk), and
 //! the Redis scenarios, each row naming its Redis's durability.
 //!
 //! Each scenario runs in its own process so that its peak RSS is its own.
@@ -15,11 +15,13 @@ use serde_json::{Value, json};
 
 mod backends;
 mod dag;
+mod latency;
 mod on_redis;
 mod plugins;
 
 use backends::backends_bench;
 use dag::dag_bench;
+use latency::latency_bench;
 use on_redis::{redis_bench, redis_pipelines_bench};
 use plugins::{plugins_bench, templates_bench, transforms_bench};
 
@@ -275,6 +277,7 @@ async fn run(scenario: &str) {
             )
             .await;
             report("chain (1,000 sequential)", n as u64, t, "");
+            println!("BENCH chain.embedded.seconds={:.4}", t.0.as_secs_f64());
         }
         "foreach" => {
             let (h, _d) = host(workers).await;
@@ -302,89 +305,7 @@ async fn run(scenario: &str) {
                 peak_rss_mb()
             );
         }
-        "latency" => {
-            let (h, _d) = host(5).await;
-            let addr = serve(&h).await;
-            let started: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
-            let mut rx = h.engine.store().subscribe();
-            let st = started.clone();
-            tokio::spawn(async move {
-                while let Feed::Event(e) = rx.next().await {
-                    if e.kind == "step:start" {
-                        st.lock()
-                            .expect("lock")
-                            .entry(e.task_id.clone())
-                            .or_insert_with(Instant::now);
-                    }
-                }
-            });
-            let client = reqwest::Client::new();
-            let rate = 500u64;
-            let n = 2_500u64;
-            let body = json!({"type": "builtin.echo", "payload": {"hello": "world"}}).to_string();
-            let period = Duration::from_micros(1_000_000 / rate);
-            // Open loop without coordinated omission: each request's clock
-            // starts at its scheduled time, whether or not the sender was late.
-            let origin = Instant::now() + Duration::from_millis(10);
-            let mut sends = Vec::new();
-            for i in 0..n {
-                let scheduled = origin + period * i as u32;
-                tokio::time::sleep_until(scheduled.into()).await;
-                let client = client.clone();
-                let body = body.clone();
-                let url = format!("http://{addr}/api/tasks");
-                sends.push(tokio::spawn(async move {
-                    let r: Value = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("send")
-                        .json()
-                        .await
-                        .expect("json");
-                    (r["id"].as_str().unwrap_or_default().to_owned(), scheduled)
-                }));
-            }
-            let mut sent = Vec::new();
-            for s in sends {
-                sent.push(s.await.expect("join"));
-            }
-            let bound = Duration::from_secs(30);
-            let deadline = Instant::now() + bound;
-            loop {
-                let have = started.lock().expect("lock").len();
-                if have >= sent.len() || Instant::now() > deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let map = started.lock().expect("lock");
-            let mut lat: Vec<f64> = sent
-                .iter()
-                .filter_map(|(id, t0)| {
-                    map.get(id)
-                        .map(|t1| t1.saturating_duration_since(*t0).as_secs_f64() * 1000.0)
-                })
-                .collect();
-            let missed = sent.len() - lat.len();
-            lat.sort_by(|a, b| a.total_cmp(b));
-            let pct = |p: f64| {
-                lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-                    .copied()
-                    .unwrap_or(f64::NAN)
-            };
-            println!(
-                "{:<34} {} tasks at {rate}/s: scheduled→step-start p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {missed} not started within {}s (left out of the percentiles)",
-                "latency (open loop)",
-                lat.len(),
-                pct(0.50),
-                pct(0.99),
-                pct(1.0),
-                bound.as_secs()
-            );
-        }
+        "latency" => latency_bench().await,
         "dag" => dag_bench().await,
         "plugins" => plugins_bench().await,
         "transforms" => transforms_bench().await,

@@ -4,7 +4,9 @@ use super::*;
 
 /// The Redis of a Redis scenario (`REDIS_URL`) and a connection to it, or
 /// None (the scenario says it is skipped) when none is set.
-async fn bench_redis(scenario: &str) -> Option<(String, redis::aio::MultiplexedConnection)> {
+pub(crate) async fn bench_redis(
+    scenario: &str,
+) -> Option<(String, redis::aio::MultiplexedConnection)> {
     let Ok(url) = std::env::var("REDIS_URL") else {
         println!("{scenario:<34} skipped: set REDIS_URL (just bench starts a redis-server)");
         return None;

@@ -240,6 +240,10 @@ pub(crate) async fn transforms_bench() {
             None => l.push_str(" (native: build plugins/bench-native, as `just bench` does)"),
         }
         println!("{l}");
+        println!("BENCH transforms.{key}.plugin={plugin_s:.5}");
+        if let Some(n) = native.as_ref().and_then(|n| n[key].as_f64()) {
+            println!("BENCH transforms.{key}.native={n:.5}");
+        }
     };
     let mbps = |s: f64| format!("{:.1} MB/s", mb / s);
     line(
@@ -294,19 +298,31 @@ pub(crate) async fn templates_bench() {
         ..Default::default()
     };
     let slugify = json!({"t": "{{ payload.title | slugify }}", "n": "{{ payload.tags | length }}", "u": "Hi {{ payload.user.name }}"});
-    for (what, input, new_task_each) in [
+    for (what, key, input, new_task_each) in [
         (
             "template, builtin filters",
+            "builtin",
             json!({"t": "{{ payload.title | upper | truncate(10) }}", "n": "{{ payload.tags | length }}", "u": "Hi {{ payload.user.name }}"}),
             false,
         ),
         (
             "template + Rust filter (urlencode)",
+            "rust_filter",
             json!({"t": "{{ payload.title | urlencode }}", "n": "{{ payload.tags | length }}", "u": "Hi {{ payload.user.name }}"}),
             false,
         ),
-        ("template + JS filter, one task", slugify.clone(), false),
-        ("template + JS filter, new task each", slugify, true),
+        (
+            "template + JS filter, one task",
+            "js_filter_one_task",
+            slugify.clone(),
+            false,
+        ),
+        (
+            "template + JS filter, new task each",
+            "js_filter_new_task",
+            slugify,
+            true,
+        ),
     ] {
         let t = Template::parse_with(&input, Filters::With(&fns)).expect("parse");
         let n = if t.uses_functions() {
@@ -344,5 +360,6 @@ pub(crate) async fn templates_bench() {
             n as f64 / s,
             s / n as f64 * 1e6
         );
+        println!("BENCH templates.{key}.us={:.2}", s / n as f64 * 1e6);
     }
 }
