@@ -58,6 +58,15 @@ fn with_held_fsync() -> (SqliteStore, HeldFsync, tempfile::TempDir) {
     (store, fsync, dir)
 }
 
+/// Lets the held fsync through and waits (bounded) until the store settles.
+async fn release_and_settle(s: &SqliteStore, fsync: &HeldFsync) {
+    fsync.release(Ok(()));
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.settled())
+        .await
+        .expect("settled within 10 s of the fsync")
+        .unwrap();
+}
+
 async fn next_event(feed: &mut EventFeed) -> Arc<TaskEvent> {
     match tokio::time::timeout(std::time::Duration::from_secs(10), feed.next()).await {
         Ok(crate::Feed::Event(e)) => e,
@@ -90,11 +99,7 @@ async fn events_and_settled_wait_for_the_fsync_and_leases_need_none() {
         feed.next().now_or_never().is_none(),
         "an event left before the fsync"
     );
-    fsync.release(Ok(()));
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.settled())
-        .await
-        .expect("settled within 10 s of the fsync")
-        .unwrap();
+    release_and_settle(&s, &fsync).await;
     assert_eq!(next_event(&mut feed).await.kind, "step:start");
     // A lease-only commit (here a renewal) has nothing to wait for.
     s.renew(&l.jobs, 60_000).await.unwrap();
@@ -108,11 +113,7 @@ async fn events_and_settled_wait_for_the_fsync_and_leases_need_none() {
         s.settled().now_or_never().is_none(),
         "a result settled before its fsync"
     );
-    fsync.release(Ok(()));
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.settled())
-        .await
-        .expect("settled within 10 s of the fsync")
-        .unwrap();
+    release_and_settle(&s, &fsync).await;
 }
 
 #[tokio::test]
