@@ -51,6 +51,7 @@ pub(super) struct Writer {
     pub(super) delayed_due: HashMap<String, i64>,
     /// Commits made so far: each one's number for the sync thread.
     pub(super) commits: u64,
+    /// Told of each commit, so that waiters know what the sync thread owes.
     pub(super) durability: Arc<Durability>,
 }
 

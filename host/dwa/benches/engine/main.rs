@@ -61,7 +61,7 @@ fn main() {
                 .filter(|a| SCENARIOS.contains(&a.as_str()))
                 .collect();
             println!(
-                "machine: {} cores; release build; embedded-store rows: SQLite synchronous=FULL (commit before acknowledging); Redis rows name their Redis's durability",
+                "machine: {} cores; release build; embedded-store rows durable (nothing seen outside before its fsync); Redis rows name their Redis's durability",
                 std::thread::available_parallelism().map_or(0, |n| n.get())
             );
             for s in SCENARIOS {
@@ -109,8 +109,10 @@ async fn host_on(
         local_url: None,
         limits: dwa_core::limits::Limits {
             queues: [("default".to_owned(), workers), ("gpu".to_owned(), 2)].into(),
-            // The wide scenario's DAG has 10,000 steps (DWA_MAX_STEPS defaults to 1,000).
+            // The wide scenario's DAG has 10,000 steps (DWA_MAX_STEPS defaults to 1,000)
+            // and the foreach one 100,000 items (DWA_MAX_FOREACH_ITEMS: 10,000).
             max_steps: 10_000,
+            max_items_per_step: 100_000,
             ..Default::default()
         },
         idempotency_ttl_secs: 86_400,
