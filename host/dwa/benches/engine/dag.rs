@@ -81,20 +81,9 @@ pub(crate) async fn dag_bench() {
         t,
     );
     h.engine.shutdown(Duration::from_secs(1)).await;
-    let Ok(url) = std::env::var("REDIS_URL") else {
-        println!("{:<34} skipped: set REDIS_URL", "DAG tasks [redis]");
+    let Some((url, durable)) = on_redis::fresh_redis("DAG tasks [redis]").await else {
         return;
     };
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut conn)
-        .await
-        .expect("flush");
-    let durable = on_redis::durability(&mut conn).await;
     let (h, _d) = host_on(WORKERS, Some(url)).await;
     let t = run(&h).await;
     report(&format!("redis, {durable}"), "dag.redis.seconds", t);

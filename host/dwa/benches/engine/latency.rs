@@ -92,14 +92,9 @@ pub(crate) async fn latency_bench() {
     let (h, _d) = host(5).await;
     run(&h, "embedded, on disk before it is seen", "embedded").await;
     h.engine.shutdown(Duration::from_secs(1)).await;
-    let Some((url, mut conn)) = on_redis::bench_redis("latency [redis]").await else {
+    let Some((url, durable)) = on_redis::fresh_redis("latency [redis]").await else {
         return;
     };
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut conn)
-        .await
-        .expect("flush");
-    let durable = on_redis::durability(&mut conn).await;
     let (h, _d) = host_on(5, Some(url)).await;
     run(&h, &format!("redis, {durable}"), "redis").await;
     h.engine.shutdown(Duration::from_secs(1)).await;

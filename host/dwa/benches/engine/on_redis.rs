@@ -19,6 +19,22 @@ pub(crate) async fn bench_redis(
     Some((url, conn))
 }
 
+/// Empties the Redis under test, so that a scenario starts from nothing.
+pub(crate) async fn flush(conn: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(conn)
+        .await
+        .expect("flush");
+}
+
+/// [`bench_redis`], emptied, with its durability for the rows' labels.
+pub(crate) async fn fresh_redis(scenario: &str) -> Option<(String, String)> {
+    let (url, mut conn) = bench_redis(scenario).await?;
+    flush(&mut conn).await;
+    let durable = durability(&mut conn).await;
+    Some((url, durable))
+}
+
 /// What the Redis under test promises about durability, for the rows'
 /// labels: `AOF fsync everysec`, `RDB snapshots`, or `no persistence`.
 pub(crate) async fn durability(conn: &mut redis::aio::MultiplexedConnection) -> String {
@@ -56,10 +72,7 @@ pub(crate) async fn redis_bench() {
     let workers = 64;
     let durable = durability(&mut conn).await;
     for hosts in [1usize, 2] {
-        let _: () = redis::cmd("FLUSHALL")
-            .query_async(&mut conn)
-            .await
-            .expect("flush");
+        flush(&mut conn).await;
         let mut hs = Vec::new();
         for _ in 0..hosts {
             hs.push(host_on(workers, Some(url.clone())).await);
@@ -138,10 +151,7 @@ pub(crate) async fn redis_pipelines_bench() {
     let Some((url, mut conn)) = bench_redis("redis-pipelines").await else {
         return;
     };
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut conn)
-        .await
-        .expect("flush");
+    flush(&mut conn).await;
     let workers = 256;
     let durable = durability(&mut conn).await;
     let (h, _d) = host_on(workers, Some(url.clone())).await;
