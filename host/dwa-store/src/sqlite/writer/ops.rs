@@ -184,19 +184,16 @@ impl Writer {
                 )?
                 .execute(params![token, owner, now + lease_ms, task_id, step, item])?;
             if item < 0 {
-                let row = self
-                    .conn
+                // Read, then update: a RETURNING clause would build and drop
+                // a temporary table each time, on the writer's hottest path.
+                let row = self.step_row(&task_id, step)?;
+                self.conn
                     .prepare_cached(
                         "UPDATE steps SET status = 'running', started_at = COALESCE(started_at, ?1),
                             attempts = MAX(attempts, ?2)
-                         WHERE task_id = ?3 AND idx = ?4 RETURNING key, task",
+                         WHERE task_id = ?3 AND idx = ?4",
                     )?
-                    .query_row(params![now, attempt, task_id, step], |r| {
-                        Ok(StepRow {
-                            key: r.get(0)?,
-                            task: r.get(1)?,
-                        })
-                    })?;
+                    .execute(params![now, attempt, task_id, step])?;
                 if !self.activated.contains(&task_id) {
                     self.conn
                         .prepare_cached(
@@ -499,15 +496,21 @@ impl Writer {
             Finish::Skipped(reason) => ("skipped", Some(*reason)),
             Finish::Failed { error, .. } => ("failed", Some(*error)),
         };
+        // Read, then update (no RETURNING: see `lease`).
         let (key, name, dependants, started): (String, String, String, Option<i64>) = self
             .conn
             .prepare_cached(
-                "UPDATE steps SET status = ?5, result = ?1, completed_at = ?2, error = COALESCE(?6, error)
-                 WHERE task_id = ?3 AND idx = ?4 RETURNING key, task, dependants, started_at",
+                "SELECT key, task, dependants, started_at FROM steps WHERE task_id = ?1 AND idx = ?2",
             )?
-            .query_row(params![text, now, task, step, status, error], |r| {
+            .query_row(params![task, step], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?;
+        self.conn
+            .prepare_cached(
+                "UPDATE steps SET status = ?5, result = ?1, completed_at = ?2, error = COALESCE(?6, error)
+                 WHERE task_id = ?3 AND idx = ?4",
+            )?
+            .execute(params![text, now, task, step, status, error])?;
         let row = StepRow { key, task: name };
         let (done, total) = self.count_done(task)?;
         // Progress is persisted when its whole percent moves, not per step:
@@ -547,13 +550,17 @@ impl Writer {
             let (waiting, queue, status, priority): (i64, String, String, i32) = self
                 .conn
                 .prepare_cached(
-                    "UPDATE steps SET waiting = waiting - 1 WHERE task_id = ?1 AND idx = ?2
-                     RETURNING waiting, queue, status, priority",
+                    "SELECT waiting, queue, status, priority FROM steps WHERE task_id = ?1 AND idx = ?2",
                 )?
                 .query_row(params![task, d], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?;
-            if waiting == 0 && status == "pending" {
+            self.conn
+                .prepare_cached(
+                    "UPDATE steps SET waiting = waiting - 1 WHERE task_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![task, d])?;
+            if waiting == 1 && status == "pending" {
                 self.push_job(task, d, None, (&queue, priority), now, 1)?;
                 if !t.woke.contains(&queue) {
                     t.woke.push(queue);
@@ -570,11 +577,14 @@ impl Writer {
             };
             let (started, parent): (Option<i64>, Option<String>) = self
                 .conn
+                .prepare_cached("SELECT started_at, parent FROM tasks WHERE id = ?1")?
+                .query_row(params![task], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            self.conn
                 .prepare_cached(
                     "UPDATE tasks SET status = 'completed', result = ?1, completed_at = ?2, progress = 100
-                     WHERE id = ?3 RETURNING started_at, parent",
+                     WHERE id = ?3",
                 )?
-                .query_row(params![final_result, now, task], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                .execute(params![final_result, now, task])?;
             if let Some(q) = self.wake_parent(task, parent.as_deref(), now)? {
                 t.woke.push(q);
             }
