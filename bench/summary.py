@@ -24,8 +24,13 @@ def main(path: str) -> None:
         mine = get(f"dag.{store}.seconds")
         row(f"1 DAG over HTTP, {store}: <= 1/3 of flows", f"{mine:.2f} s / BullMQ flows {flows:.2f} s = {mine / flows:.2f}",
             check(mine / flows, lambda r: r <= 1 / 3))
+    # The step's start (its span entered: the "first instruction",
+    # BullMQ's processor start) decides; the figure after it is when the
+    # step:start event was seen, after the task's creation was on disk.
     p50, p99 = get("latency.embedded.p50_ms"), get("latency.embedded.p99_ms")
-    row("2 latency, embedded: p50 <= 1 ms", f"p50 {p50:.2f} ms, p99 {p99:.2f} ms", check(p50, lambda v: v <= 1))
+    seen = get("latency.embedded.seen_p50_ms")
+    row("2 latency, embedded: p50 <= 1 ms", f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (seen p50 {seen:.2f})",
+        check(p50, lambda v: v <= 1))
     p50, p99 = get("latency.redis.p50_ms"), get("latency.redis.p99_ms")
     bp50, bp99 = get("latency.bullmq.p50_ms"), get("latency.bullmq.p99_ms")
     row("2 latency, Redis: p50 <= BullMQ's, p99 <= 3 ms", f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (BullMQ {bp50:.2f} / {bp99:.2f})",
