@@ -57,7 +57,8 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for StepStarts {
     }
 }
 
-/// Percentiles of the delays from each sent task to its mark.
+/// The delays (ms) from each sent task to its mark, sorted, and how many
+/// tasks have no mark.
 fn delays(sent: &[(String, Instant)], marks: &HashMap<String, Instant>) -> (Vec<f64>, usize) {
     let mut lat: Vec<f64> = sent
         .iter()
