@@ -24,6 +24,19 @@ if command -v node >/dev/null 2>&1; then
 else
     echo "node is missing: BullMQ comparison skipped"
 fi
+# Two more rounds of the DAG and latency rows, each next to its BullMQ peer:
+# the machine's load drifts over a whole run, and the summary takes the
+# median of the three pairs (#16 asks for medians of at least three runs).
+if command -v node >/dev/null 2>&1; then
+    for _ in 2 3; do
+        for scenario in dag latency; do
+            DWA_BENCH_SCENARIO=$scenario cargo bench -p dwa --bench engine | tee -a "$figures"
+            peer=flows.js
+            [ "$scenario" = latency ] && peer=latency.js
+            (cd bench/bullmq && node "$peer") | tee -a "$figures"
+        done
+    done
+fi
 # Ray's chain of 1,000 tasks, the chain's peer (python-setup installed Ray).
 .venv/bin/python bench/ray/chain.py | tee -a "$figures"
 
