@@ -29,11 +29,9 @@ fi
 # median of the three pairs (#16 asks for medians of at least three runs).
 if command -v node >/dev/null 2>&1; then
     for _ in 2 3; do
-        for scenario in dag latency; do
-            DWA_BENCH_SCENARIO=$scenario cargo bench -p dwa --bench engine | tee -a "$figures"
-            peer=flows.js
-            [ "$scenario" = latency ] && peer=latency.js
-            (cd bench/bullmq && node "$peer") | tee -a "$figures"
+        for pair in dag:flows.js latency:latency.js; do
+            DWA_BENCH_SCENARIO=${pair%%:*} cargo bench -p dwa --bench engine | tee -a "$figures"
+            (cd bench/bullmq && node "${pair#*:}") | tee -a "$figures"
         done
     done
 fi
