@@ -18,6 +18,7 @@ use crate::StoreError;
 use crate::clock::Clock;
 
 mod branch;
+mod events;
 mod gates;
 mod ops;
 mod outbox;

@@ -1,6 +1,6 @@
 //! One function per operation of the writer (create, lease, renew, start
-//! items, complete, retry, fail, release, cancel, reap, purge, append) and
-//! the steps they share (emitting events, finishing steps and tasks).
+//! items, complete, retry, fail, release, cancel, reap, purge) and the steps
+//! they share (finishing steps and tasks); events are written by `events`.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use dwa_core::model::{TaskEvent, TaskStatus};
 
 use super::super::{DELAYED, DUE, item_col, parse_json};
 use super::{StepRow, Writer};
-use crate::{EVENTS_CAPPED, Job, Leased, NewEvent, NewTask, StoreError, Transition};
+use crate::{Job, Leased, NewTask, StoreError, Transition};
 
 /// How [`Writer::finish_step_as`] ends a step.
 pub(super) enum Finish<'a> {
@@ -286,46 +286,6 @@ impl Writer {
                     task: r.get(1)?,
                 })
             })?)
-    }
-
-    pub(super) fn emit(
-        &mut self,
-        task: &str,
-        kind: &str,
-        step: Option<&StepRow>,
-        data: Value,
-        now: i64,
-        ev: &mut Vec<Arc<TaskEvent>>,
-    ) -> Result<(), StoreError> {
-        let seq = self.last_seq(task)? + 1;
-        if let Some(s) = self.event_seqs.get_mut(task) {
-            *s = seq;
-        }
-        let text = data.to_string();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO events (task_id, seq, kind, step_id, step_task, data, ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                task,
-                seq,
-                kind,
-                step.map(|s| s.key.as_str()),
-                step.map(|s| s.task.as_str()),
-                text,
-                now
-            ])?;
-        ev.push(Arc::new(TaskEvent {
-            seq: seq as u64,
-            kind: kind.to_owned(),
-            task_id: task.to_owned(),
-            step_id: step.map(|s| s.key.clone()),
-            step_task: step.map(|s| s.task.clone()),
-            data,
-            timestamp: now,
-        }));
-        Ok(())
     }
 
     pub(super) fn start_items(
@@ -942,58 +902,6 @@ impl Writer {
             self.capped.remove(id);
         }
         Ok(ids.len())
-    }
-
-    /// The seq of the task's last event (0: none yet), remembered.
-    fn last_seq(&mut self, task: &str) -> Result<i64, StoreError> {
-        if let Some(s) = self.event_seqs.get(task) {
-            return Ok(*s);
-        }
-        let last: i64 = self
-            .conn
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ?1")?
-            .query_row(params![task], |r| r.get(0))?;
-        if self.event_seqs.len() > 100_000 {
-            self.event_seqs.clear();
-        }
-        self.event_seqs.insert(task.to_owned(), last);
-        Ok(last)
-    }
-
-    /// Records events of a task that exists (effects' and streamed chunks'),
-    /// up to `cap` events on the task (see `Store::append_events`).
-    pub(super) fn append(
-        &mut self,
-        id: &str,
-        events: &[NewEvent],
-        cap: u64,
-        now: i64,
-        ev: &mut Vec<Arc<TaskEvent>>,
-    ) -> Result<(), StoreError> {
-        let exists: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?
-            .query_row(params![id], |r| r.get(0))
-            .optional()?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound(id.to_owned()));
-        }
-        for e in events {
-            if self.capped.contains(id) {
-                break;
-            }
-            if self.last_seq(id)? as u64 >= cap {
-                self.emit(id, EVENTS_CAPPED, None, json!({"limit": cap}), now, ev)?;
-                self.capped.insert(id.to_owned());
-                break;
-            }
-            let step = match e.step {
-                Some(s) => Some(self.step_row(id, s)?),
-                None => None,
-            };
-            self.emit(id, &e.kind, step.as_ref(), e.data.clone(), now, ev)?;
-        }
-        Ok(())
     }
 }
 
