@@ -12,7 +12,8 @@
 //! beside the writer.
 //!
 //! [`writer`] holds the writer thread; `writer/ops.rs` has one function per
-//! operation, as `redis/` has one script per transition.
+//! operation (events are written in `writer/events.rs`), as `redis/` has one
+//! script per transition.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
