@@ -28,6 +28,18 @@ mod wait;
 
 pub(super) use gates::{GateOp, GateReply};
 
+/// Tasks a per-task memo of the writer holds before it is dropped whole:
+/// each reloads from the store on demand, and a long-lived host stays bounded.
+pub(super) const MEMO_TASKS: usize = 100_000;
+
+/// Remembers `value` for `task` in a per-task memo of the writer.
+pub(super) fn remember<V>(memo: &mut HashMap<String, V>, task: &str, value: V) {
+    if memo.len() > MEMO_TASKS {
+        memo.clear();
+    }
+    memo.insert(task.to_owned(), value);
+}
+
 pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) clock: Arc<dyn Clock>,

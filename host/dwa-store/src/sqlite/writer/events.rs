@@ -64,10 +64,7 @@ impl Writer {
             .conn
             .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ?1")?
             .query_row(params![task], |r| r.get(0))?;
-        if self.event_seqs.len() > 100_000 {
-            self.event_seqs.clear();
-        }
-        self.event_seqs.insert(task.to_owned(), last);
+        super::remember(&mut self.event_seqs, task, last);
         Ok(last)
     }
 

@@ -201,7 +201,7 @@ impl Writer {
                              WHERE id = ?2 AND status = 'pending'",
                         )?
                         .execute(params![now, task_id])?;
-                    if self.activated.len() > 100_000 {
+                    if self.activated.len() > super::MEMO_TASKS {
                         self.activated.clear();
                     }
                     self.activated.insert(task_id.clone());
@@ -583,10 +583,7 @@ impl Writer {
             .conn
             .prepare_cached("SELECT steps_total FROM tasks WHERE id = ?1")?
             .query_row(params![task], |r| r.get(0))?;
-        if self.done_counts.len() > 100_000 {
-            self.done_counts.clear();
-        }
-        self.done_counts.insert(task.to_owned(), (done, total));
+        super::remember(&mut self.done_counts, task, (done, total));
         Ok((done, total))
     }
 
