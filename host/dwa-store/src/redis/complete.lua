@@ -12,11 +12,12 @@ for _ = 1, tonumber(ARGV[4]) do
   begin_item()
   local id, step, item = split_jid(j)
   local s = F(step)
-  local fields = {s.deps, s.started}
-  if item ~= '-1' then
-    fields = {s.deps, s.started, s.itot, s.idone, s.inext}
+  local c
+  if item == '-1' then
+    c = open_done(j, token)
+  else
+    c = open_held(j, token, {s.deps, s.started, s.itot, s.idone, s.inext})
   end
-  local c = open_held(j, token, fields)
   if not c then
     end_item('LEASE_LOST ' .. j)
   else

@@ -76,8 +76,33 @@ local function F(i)
   return f
 end
 
-local function k(...)
-  return P .. ':' .. table.concat({...}, ':')
+-- What the hot paths read of a step, per step index, built once per call:
+-- a lease of its job, and its job's completion (finish_step's fields; the
+-- task's parent and effects only when it ends, through got()).
+local LEASE_READ, DONE_READ = {}, {}
+local function lease_fields(s)
+  return {'status', 'seq', 'started', s.status, s.token, s.attempt, s.started, s.key, s.task, s.itot}
+end
+local function done_fields(s)
+  return {'seq', 'total', 'done', s.status, s.token, s.key, s.task, s.deps, s.started}
+end
+local function per_step(cache, i, build)
+  local v = cache[i]
+  if not v then
+    v = build(F(i))
+    cache[i] = v
+  end
+  return v
+end
+
+-- A key of up to three parts (no table per call: keys are built for every job).
+local function k(a, b, c)
+  if c then
+    return P .. ':' .. a .. ':' .. b .. ':' .. c
+  elseif b then
+    return P .. ':' .. a .. ':' .. b
+  end
+  return P .. ':' .. a
 end
 
 local function jid(id, step, item)
@@ -111,9 +136,10 @@ local function num(n)
   return tostring(n)
 end
 
--- Variadic commands in slices: Lua's unpack is limited to a few thousand values.
-local function chunked(cmd, key, list)
-  local n = #list
+-- Variadic commands in slices: Lua's unpack is limited to a few thousand
+-- values. n: how many of list's values to send (all of them by default).
+local function chunked(cmd, key, list, n)
+  n = n or #list
   for i = 1, n, 1000 do
     redis.call(cmd, key, unpack(list, i, math.min(i + 999, n)))
   end
@@ -125,47 +151,61 @@ end
 
 -- One item of a call (a task created, a job completed...): its outcome
 -- goes back to the caller on its own, so one item's refusal spares the rest.
+-- woke: the queues it made jobs due in (a set, and the list replied).
+local NONE = {}
 local function begin_item()
-  ITEM = {err = '', finished = '', woke = {}, events = {}}
+  ITEM = {err = '', finished = '', events = {}}
 end
 
 local function end_item(err)
   if err then
     ITEM.err = err
   end
-  local woke = {}
-  for q, _ in pairs(ITEM.woke) do
-    table.insert(woke, q)
-  end
-  table.insert(ITEMS, {ITEM.err, ITEM.finished, woke, ITEM.events})
+  ITEMS[#ITEMS + 1] = {ITEM.err, ITEM.finished, ITEM.woke_list or NONE, ITEM.events}
   ITEM = nil
 end
 
 local function wake(queue)
   if ITEM then
-    ITEM.woke[queue] = true
+    local set = ITEM.woke
+    if not set then
+      set = {}
+      ITEM.woke, ITEM.woke_list = set, {}
+    end
+    if not set[queue] then
+      set[queue] = true
+      ITEM.woke_list[#ITEM.woke_list + 1] = queue
+    end
   end
 end
 
--- A task being changed: the fields read once, the writes gathered for one HSET.
-local function open(id, fields)
+-- A task being changed: the named fields read with one HMGET, the writes
+-- gathered for one HSET (w, n: its field/value list and length).
+local function open_names(id, names)
   local key = k('t', id)
-  local names = {'status', 'seq', 'total', 'done', 'pipeline', 'fx', 'parent'}
-  for _, f in ipairs(fields) do
-    names[#names + 1] = f
-  end
   local r = redis.call('HMGET', key, unpack(names))
   local f = {}
   for i, n in ipairs(names) do
     f[n] = r[i]
   end
-  return {id = id, key = key, f = f, w = {}, evs = {}, seq = tonumber(f.seq or '0')}
+  return {id = id, key = key, f = f, w = {}, n = 0, seq = tonumber(f.seq or '0')}
+end
+
+-- The task fields most transitions read, and the caller's own.
+local function open(id, fields)
+  local names = {'status', 'seq', 'total', 'done', 'pipeline', 'fx', 'parent'}
+  for _, f in ipairs(fields) do
+    names[#names + 1] = f
+  end
+  return open_names(id, names)
 end
 
 local function put(c, field, value)
+  local n = c.n + 2
   local w = c.w
-  w[#w + 1] = field
-  w[#w + 1] = value
+  w[n - 1] = field
+  w[n] = value
+  c.n = n
   c.f[field] = value
 end
 
@@ -175,7 +215,10 @@ local function int(n)
   return fmt('%d', n)
 end
 
-local function emit(c, kind, key, task, data)
+-- Records an event. Its data (JSON) may come in up to seven pieces, joined
+-- with the rest of the event by one concatenation: Lua interns every string
+-- it builds (a copy and a hash), so the hot paths build no partial ones.
+local function emit(c, kind, key, task, data, d2, d3, d4, d5, d6, d7)
   c.seq = c.seq + 1
   local seq = int(c.seq)
   if not c.idj then
@@ -183,12 +226,14 @@ local function emit(c, kind, key, task, data)
   end
   local ev = '{"seq":' .. seq .. ',"type":' .. jstr(kind) .. ',"taskId":' .. c.idj
     .. ',"stepId":' .. jstr(key) .. ',"stepTask":' .. jstr(task) .. ',"data":' .. data
+    .. (d2 or '') .. (d3 or '') .. (d4 or '') .. (d5 or '') .. (d6 or '') .. (d7 or '')
     .. ',"timestamp":' .. NOWS .. '}'
   put(c, 'e' .. seq, ev)
   c.emitted = true
   EVENTS[#EVENTS + 1] = ev
   if ITEM then
-    table.insert(ITEM.events, ev)
+    local evs = ITEM.events
+    evs[#evs + 1] = ev
   end
 end
 
@@ -197,10 +242,21 @@ local function commit(c)
     put(c, 'seq', int(c.seq))
     c.emitted = false
   end
-  if #c.w > 0 then
-    chunked('HSET', c.key, c.w)
-    c.w = {}
+  if c.n > 0 then
+    chunked('HSET', c.key, c.w, c.n)
+    c.n = 0
   end
+end
+
+-- A field of the task, read now unless open() read it already (false:
+-- read, and absent).
+local function got(c, name)
+  local v = c.f[name]
+  if v == nil then
+    v = redis.call('HGET', c.key, name)
+    c.f[name] = v
+  end
+  return v
 end
 
 -- How long a queued job waits to gain one priority level; the same as
@@ -268,11 +324,12 @@ end
 local function finish_task(c, status)
   put(c, 'status', status)
   put(c, 'completed', NOWS)
-  if c.f.parent then
-    wake_parent(c.id, c.f.parent)
+  local parent = got(c, 'parent')
+  if parent then
+    wake_parent(c.id, parent)
   end
-  local fx = FX_ON_END[status]
-  if fx and c.f.fx and string.find(c.f.fx, fx[1], 1, true) then
+  local fx, has = FX_ON_END[status], got(c, 'fx')
+  if fx and has and string.find(has, fx[1], 1, true) then
     redis.call('ZADD', k('outbox'), NOW, c.id .. '|' .. fx[2])
   end
   DONE[#DONE + 1] = {c.id, status}
@@ -320,16 +377,6 @@ local function hmget_all(key, names)
   return got
 end
 
--- A field of the task, read now unless open() read it already.
-local function got(c, name)
-  local v = c.f[name]
-  if not v then
-    v = redis.call('HGET', c.key, name)
-    c.f[name] = v
-  end
-  return v
-end
-
 -- Milliseconds since a stored start time (0 when it was never set).
 local function since(stamp)
   local t = tonumber(stamp or '')
@@ -345,11 +392,11 @@ end
 -- the event's first fields ('"reason":"...",').
 local function finish_step(c, step, result, how)
   local s = F(step)
-  local kind, data = 'step:complete', '{"result":' .. result .. ','
+  local kind, head, body, sep = 'step:complete', '{"result":', result, ',"progress":'
   if how then
     put(c, s.status, how.status)
     put(c, s.error, how.error)
-    kind, data = how.kind, '{' .. how.data
+    kind, head, body, sep = how.kind, '{', how.data, '"progress":'
   else
     put(c, s.status, 'completed')
   end
@@ -358,16 +405,16 @@ local function finish_step(c, step, result, how)
   local done = tonumber(c.f.done or '0') + 1
   local total = tonumber(c.f.total)
   put(c, 'done', int(done))
-  local pct = math.min(100, done * 100 / total)
-  put(c, 'progress', num(pct))
-  emit(c, kind, c.f[s.key], c.f[s.task],
-    data .. '"progress":' .. num(pct) .. ',"duration":' .. since(got(c, s.started)) .. '}')
+  local pct = num(math.min(100, done * 100 / total))
+  put(c, 'progress', pct)
+  emit(c, kind, c.f[s.key], c.f[s.task], head, body, sep, pct, ',"duration":', since(got(c, s.started)), '}')
   local deps = c.f[s.deps]
   if deps then
     for d in string.gmatch(deps, '%d+') do
-      local w = redis.call('HINCRBY', c.key, d .. ':waiting', -1)
+      local sd = F(d)
+      local w = redis.call('HINCRBY', c.key, sd.waiting, -1)
       if w == 0 then
-        local r = redis.call('HMGET', c.key, d .. ':status', d .. ':queue', d .. ':prio')
+        local r = redis.call('HMGET', c.key, sd.status, sd.queue, sd.prio)
         if (r[1] or 'pending') == 'pending' then
           push_job(c.id, d, '-1', r[2], NOW, r[3])
         end
@@ -382,8 +429,8 @@ local function finish_step(c, step, result, how)
     put(c, 'result', final)
     put(c, 'progress', '100')
     finish_task(c, 'completed')
-    emit(c, 'pipeline:complete', nil, nil,
-      '{"status":"completed","result":' .. final .. ',"totalDuration":' .. since(got(c, 'started')) .. '}')
+    emit(c, 'pipeline:complete', nil, nil, '{"status":"completed","result":', final, ',"totalDuration":',
+      since(got(c, 'started')), '}')
   end
 end
 
@@ -504,6 +551,19 @@ local function open_held(j, token, fields)
   return c
 end
 
+-- open_held for completing a step's own job, reading only what that needs.
+local function open_done(j, token)
+  local id, step = split_jid(j)
+  local s = F(step)
+  local c = open_names(id, per_step(DONE_READ, step, done_fields))
+  local held = c.f[s.token]
+  if c.f[s.status] ~= 'running' or held ~= token or tonumber(held or '0') <= 0 then
+    return nil
+  end
+  c.step, c.item, c.token = step, '-1', held
+  return c
+end
+
 -- For a script about one held job: its task opened, or nil with the item
 -- recorded as refused.
 local function held_item(j, token, fields)
@@ -568,8 +628,7 @@ local function lease(queue, max, lease_ms)
       local id, step, item = split_jid(j)
       local s = F(step)
       if item == '-1' then
-        local c = open(id, {s.status, s.token, s.attempt, s.started, s.key, s.task,
-          s.itot, 'started'})
+        local c = open_names(id, per_step(LEASE_READ, step, lease_fields))
         local st = c.f[s.status] or 'pending'
         -- Waiting for a retry, a step is still 'running' but not held (a
         -- parked builtin.wait, 'waiting', until its timeout); a forEach step
@@ -589,7 +648,7 @@ local function lease(queue, max, lease_ms)
             put(c, 'started', NOWS)
             put(c, 'status', 'active')
           end
-          emit(c, 'step:start', c.f[s.key], c.f[s.task], '{"attempt":' .. attempt .. '}')
+          emit(c, 'step:start', c.f[s.key], c.f[s.task], '{"attempt":', attempt, '}')
           commit(c)
           JOBS[#JOBS + 1] = {queue, j, attempt, token}
           LEASES[#LEASES + 1] = until_ms
