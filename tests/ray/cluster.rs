@@ -18,12 +18,19 @@ pub struct RayHead {
     child: Child,
     /// `127.0.0.1:PORT` of its GCS, what `--address` takes.
     pub address: String,
+    /// Whether the node asks for a token: Ray 2.60's `ray start` turns
+    /// token authentication on only when `~/.ray/auth_token` already exists
+    /// (a local `ray.init()`, such as the other Ray test's, writes it), so
+    /// on a machine that never ran Ray it is off.
+    pub token_auth: bool,
 }
 
 impl RayHead {
     pub fn start(num_cpus: u32) -> RayHead {
         let repo = super::repo();
         let port = super::free_port();
+        let token_auth = std::env::var_os("HOME")
+            .is_some_and(|home| std::path::Path::new(&home).join(".ray/auth_token").exists());
         let mut child = Command::new(repo.join(".venv/bin/python"))
             .args(["-m", "ray.scripts.scripts", "start", "--head", "--block"])
             .args([
@@ -55,6 +62,7 @@ impl RayHead {
         let head = RayHead {
             child,
             address: format!("127.0.0.1:{port}"),
+            token_auth,
         };
         if rx.recv_timeout(Duration::from_secs(120)).is_err() {
             panic!("`ray start --head` did not say \"Ray runtime started\" within 120 s");

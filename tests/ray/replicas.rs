@@ -160,7 +160,7 @@ async fn long_jobs_outlive_ingress_replicas_and_a_killed_worker() {
 
     // Stopping the backend deletes its application and job table, not the cluster.
     drop(ray);
-    let left = tokio::task::block_in_place(|| cluster_state(&head.address));
+    let left = tokio::task::block_in_place(|| cluster_state(&head));
     assert_eq!(
         left.trim(),
         "apps=[] table=gone",
@@ -207,7 +207,8 @@ async fn deployments_when(base: &str, ok: impl Fn(&Value) -> bool) -> Value {
 }
 
 /// Serve's applications and whether the job table lives, asked of the cluster.
-fn cluster_state(address: &str) -> String {
+fn cluster_state(head: &RayHead) -> String {
+    let address = &head.address;
     let script = format!(
         "import ray\nfrom ray import serve\n\
          ray.init(address={address:?}, log_to_driver=False)\n\
@@ -216,5 +217,8 @@ fn cluster_state(address: &str) -> String {
          except ValueError:\n    table = 'gone'\n\
          print(f'apps={{apps}} table={{table}}')\n"
     );
-    run_python(&script, &[("RAY_AUTH_MODE", "token")])
+    // A driver joining a cluster sends its token only when told to (as
+    // backends/ray/run.py does).
+    let mode = if head.token_auth { "token" } else { "disabled" };
+    run_python(&script, &[("RAY_AUTH_MODE", mode)])
 }
