@@ -295,6 +295,90 @@ async fn a_wide_pipeline_runs_and_fails_whole() {
     }
 }
 
+/// A completion batch holds several steps of each of its tasks (their
+/// parallel steps run together): each must count, get its own event in one
+/// unbroken sequence, and release the join once.
+#[tokio::test]
+async fn steps_of_one_task_leased_and_completed_in_one_call_each_count() {
+    let server = crate::testing::RedisServer::start();
+    let s = Arc::new(store(&server, "together").await);
+    let n = 8;
+    let t = wide_task(n);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let first = s.lease("default", "w", 10, 30_000).await.unwrap().jobs;
+    s.complete(&first[0], serde_json::json!("first"))
+        .await
+        .unwrap();
+    let middle = s.lease("default", "w", 100, 30_000).await.unwrap().jobs;
+    assert_eq!(
+        middle.len(),
+        n as usize,
+        "one lease takes every middle step"
+    );
+    let before = s.round_trips();
+    // A current-thread runtime: every completion is queued before the
+    // batcher runs, so they share script runs.
+    let calls: Vec<_> = middle
+        .iter()
+        .cloned()
+        .map(|j| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.complete_and_lease(&j, serde_json::json!(j.step), "default", "w", 30_000)
+                    .await
+            })
+        })
+        .collect();
+    let mut joins = Vec::new();
+    for c in calls {
+        let (tr, next) = c.await.unwrap().unwrap();
+        assert_eq!(tr.finished, None);
+        joins.extend(next);
+    }
+    let runs = s.round_trips() - before;
+    assert!(
+        runs < u64::from(n),
+        "{n} completions took {runs} script runs: none shared one"
+    );
+    assert_eq!(joins.len(), 1, "the join is released once: {joins:?}");
+    assert_eq!(joins[0].step, n + 1);
+
+    let rec = s.task(&id).await.unwrap().unwrap();
+    for st in &rec.steps[1..=n as usize] {
+        assert_eq!(st.status, StepStatus::Completed, "{st:?}");
+        assert_eq!(st.result, Some(serde_json::json!(st.idx)), "{st:?}");
+    }
+    let expected = 100.0 * f64::from(n + 1) / f64::from(n + 2);
+    assert!(
+        (rec.progress - expected).abs() < 0.01,
+        "progress {} after {} of {} steps",
+        rec.progress,
+        n + 1,
+        n + 2
+    );
+    let events = s.events(&id, 0, 1000).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let unbroken: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(seqs, unbroken, "event seqs");
+    let completed = events.iter().filter(|e| e.kind == "step:complete").count();
+    assert_eq!(
+        completed,
+        n as usize + 1,
+        "a step:complete per completed step"
+    );
+    let started = events.iter().filter(|e| e.kind == "step:start").count();
+    assert_eq!(started, n as usize + 2, "a step:start per leased step");
+
+    let tr = s
+        .complete(&joins[0], serde_json::json!("end"))
+        .await
+        .unwrap();
+    assert_eq!(tr.finished, Some(TaskStatus::Completed));
+    let rec = s.task(&id).await.unwrap().unwrap();
+    assert_eq!(rec.result, Some(serde_json::json!("end")));
+}
+
 #[test]
 fn the_scripts_age_priorities_as_the_rust_side_ranks() {
     let lib = include_str!("lib.lua");
