@@ -109,6 +109,10 @@ bench: build-plugins python-setup
 bench-redis-scripts:
     bash bench/redis/callgrind.sh
 
+# Redis CPU of this tree's scripts against BASE's on the calls of one captured `dag` run; ROUNDS=callgrind counts instructions (docs/benchmarks.md).
+bench-redis-replay BASE="HEAD" ROUNDS="5":
+    bash bench/redis-replay/run.sh {{BASE}} {{ROUNDS}}
+
 # Load every built plugin (compiling it into the cache) and list what each provides.
 check-plugins: build-plugins
     cargo run -q --bin dwa -- plugins --load

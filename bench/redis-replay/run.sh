@@ -4,7 +4,10 @@
 # this tree's host makes to Redis, then replays them, alternating, with the
 # scripts of BASE (a git revision, HEAD by default) and with this tree's.
 # Both must take the same arguments: the replay sends the captured ones.
-# usage: bench/redis-replay/run.sh [BASE] [ROUNDS]
+# ROUNDS=callgrind counts redis-server's instructions for each instead
+# (valgrind; deterministic, ~1 minute each), as bench/redis/callgrind.sh
+# does for single-step tasks.
+# usage: bench/redis-replay/run.sh [BASE] [ROUNDS|callgrind]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 base=${1:-HEAD}
@@ -29,5 +32,22 @@ redis-cli -p "$port" MONITOR >"$work/capture.txt" &
 monitor_pid=$!
 REDIS_URL="redis://127.0.0.1:$port" DWA_BENCH_SCENARIO=dag cargo bench -p dwa --bench engine | grep '^DAG'
 kill "$monitor_pid"
-node bench/redis-replay/replay.js "$work/capture.txt" "$scripts" "$work/base" "$scripts" "$port" "$rounds" |
-    sed "s|$work/base|$base|"
+if [ "$rounds" != callgrind ]; then
+    node bench/redis-replay/replay.js "$work/capture.txt" "$scripts" "$work/base" "$scripts" "$port" "$rounds" |
+        sed "s|$work/base|$base|"
+    exit 0
+fi
+# Each set of scripts on a redis-server of its own under callgrind: two
+# replays (replay.js's one round), then its instruction total.
+for dir in "$work/base" "$scripts"; do
+    cg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
+        redis-server --port "$cg_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+    cg_pid=$!
+    for _ in $(seq 1 300); do redis-cli -p "$cg_port" ping >/dev/null 2>&1 && break; sleep 0.2; done
+    node bench/redis-replay/replay.js "$work/capture.txt" "$scripts" "$dir" "$dir" "$cg_port" 1 | head -1
+    redis-cli -p "$cg_port" shutdown nosave >/dev/null 2>&1 || true
+    wait "$cg_pid" || true
+    total=$(sed -n 's/^summary: //p; s/^totals: //p' "$work/callgrind.out" | head -1)
+    echo "$dir: redis-server instructions for two replays: $total" | sed "s|$work/base|$base|"
+done

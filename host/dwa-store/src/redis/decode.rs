@@ -55,14 +55,41 @@ pub(super) struct ScriptReply {
     pub(super) number: i64,
 }
 
-type RawItem = (String, String, Vec<String>, Vec<String>);
-type RawJob = (String, String, String, String);
+/// The next value of a script's flat reply list, as T (`what` names it in the error).
+fn next_as<T: redis::FromRedisValue>(
+    values: &mut impl Iterator<Item = RValue>,
+    what: &str,
+) -> Result<T, StoreError> {
+    let v = values
+        .next()
+        .ok_or_else(|| backend(format!("script reply ended before {what}")))?;
+    redis::from_redis_value(v).map_err(|e| backend(format!("script reply, {what}: {e}")))
+}
 
+/// `n` values of a flat reply list, each a T.
+fn take_as<T: redis::FromRedisValue>(
+    values: &mut impl Iterator<Item = RValue>,
+    n: usize,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    (0..n).map(|_| next_as(values, what)).collect()
+}
+
+/// Decodes lib.lua's reply(): its item and job lists are flat (per item:
+/// error, finished, the count of woken queues and those queues, the count
+/// of events and those events; per job: queue, id, attempt, token).
 pub(super) fn parse_reply(v: RValue) -> Result<ScriptReply, StoreError> {
-    let (items, jobs, number): (Vec<RawItem>, Vec<RawJob>, i64) =
+    let (items, jobs, number): (Vec<RValue>, Vec<String>, i64) =
         redis::from_redis_value(v).map_err(backend)?;
-    let mut parsed_items = Vec::with_capacity(items.len());
-    for (err, finished, woke, events) in items {
+    let mut parsed_items = Vec::new();
+    let mut values = items.into_iter().peekable();
+    while values.peek().is_some() {
+        let err: String = next_as(&mut values, "an item's error")?;
+        let finished: String = next_as(&mut values, "an item's end")?;
+        let n = next_as(&mut values, "an item's count of woken queues")?;
+        let woke: Vec<String> = take_as(&mut values, n, "a woken queue")?;
+        let n = next_as(&mut values, "an item's count of events")?;
+        let events: Vec<String> = take_as(&mut values, n, "an event")?;
         if !err.is_empty() {
             parsed_items.push(Err(item_error(&err)));
             continue;
@@ -78,11 +105,20 @@ pub(super) fn parse_reply(v: RValue) -> Result<ScriptReply, StoreError> {
             events,
         }));
     }
-    let mut parsed_jobs = Vec::with_capacity(jobs.len());
-    for (queue, id, attempt, token) in jobs {
-        let job = parse_job(&id, &attempt, &token)
-            .ok_or_else(|| backend(format!("bad job id {id:?}")))?;
-        parsed_jobs.push((queue, job));
+    if jobs.len() % 4 != 0 {
+        return Err(backend(format!(
+            "script reply: {} job values, not 4 per job",
+            jobs.len()
+        )));
+    }
+    let mut parsed_jobs = Vec::with_capacity(jobs.len() / 4);
+    for job in jobs.chunks_exact(4) {
+        let [queue, id, attempt, token] = job else {
+            continue;
+        };
+        let parsed =
+            parse_job(id, attempt, token).ok_or_else(|| backend(format!("bad job id {id:?}")))?;
+        parsed_jobs.push((queue.clone(), parsed));
     }
     Ok(ScriptReply {
         items: parsed_items,

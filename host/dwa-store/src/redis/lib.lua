@@ -157,11 +157,27 @@ local function begin_item()
   ITEM = {err = '', finished = '', events = {}}
 end
 
+-- ITEMS is flat (see reply()): Redis converts every table of a reply with
+-- several lookups (is it an error? a status? ...), which cost more than
+-- the values themselves when each item was a table of tables.
 local function end_item(err)
   if err then
     ITEM.err = err
   end
-  ITEMS[#ITEMS + 1] = {ITEM.err, ITEM.finished, ITEM.woke_list or NONE, ITEM.events}
+  local n = #ITEMS
+  local woke, evs = ITEM.woke_list or NONE, ITEM.events
+  ITEMS[n + 1] = ITEM.err
+  ITEMS[n + 2] = ITEM.finished
+  ITEMS[n + 3] = #woke
+  n = n + 3
+  for i = 1, #woke do
+    ITEMS[n + i] = woke[i]
+  end
+  n = n + #woke + 1
+  ITEMS[n] = #evs
+  for i = 1, #evs do
+    ITEMS[n + i] = evs[i]
+  end
   ITEM = nil
 end
 
@@ -210,8 +226,18 @@ local function put(c, field, value)
 end
 
 -- Integers as strings: Lua would format a number as a float (slow, and
--- "1.7e+12" past 14 digits).
+-- "1.7e+12" past 14 digits). Small ones (event seqs, tokens, counts) are
+-- formatted once per call: string.format is a C printf each time.
+local INTS = {}
 local function int(n)
+  if n >= 0 and n < 1024 then
+    local v = INTS[n]
+    if not v then
+      v = fmt('%d', n)
+      INTS[n] = v
+    end
+    return v
+  end
   return fmt('%d', n)
 end
 
@@ -650,7 +676,8 @@ local function lease(queue, max, lease_ms)
           end
           emit(c, 'step:start', c.f[s.key], c.f[s.task], '{"attempt":', attempt, '}')
           commit(c)
-          JOBS[#JOBS + 1] = {queue, j, attempt, token}
+          local nj = #JOBS
+          JOBS[nj + 1], JOBS[nj + 2], JOBS[nj + 3], JOBS[nj + 4] = queue, j, attempt, token
           LEASES[#LEASES + 1] = until_ms
           LEASES[#LEASES + 1] = j
           got = got + 1
@@ -662,7 +689,8 @@ local function lease(queue, max, lease_ms)
         if is_live(r[1]) and r[2] == 'running' and not ri[3] and tonumber(ri[1] or '0') <= 0 then
           local token = int(next_token(ri[1]))
           redis.call('HSET', ik, item .. ':token', token)
-          JOBS[#JOBS + 1] = {queue, j, ri[2] or '1', token}
+          local nj = #JOBS
+          JOBS[nj + 1], JOBS[nj + 2], JOBS[nj + 3], JOBS[nj + 4] = queue, j, ri[2] or '1', token
           LEASES[#LEASES + 1] = until_ms
           LEASES[#LEASES + 1] = j
           got = got + 1
@@ -688,8 +716,10 @@ local function next_due(queue)
   return -1
 end
 
--- Writes what the call gathered and answers {items, jobs, number}: items are
--- {error, finished, woke queues, events} per item, jobs {queue, id, attempt, token}.
+-- Writes what the call gathered and answers {items, jobs, number}, both lists
+-- flat: per item its error, finished, the number of queues it woke and
+-- those queues, the number of its events and those events; per job its
+-- queue, id, attempt and token.
 local function reply(number)
   flush_jobs()
   flush_done()
