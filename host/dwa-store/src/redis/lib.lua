@@ -637,15 +637,23 @@ local function promote(queue)
   end
 end
 
+-- A leased job for the reply (flat: see reply()), held until until_ms.
+local function hand_out(queue, j, attempt, token, until_ms)
+  local n = #JOBS
+  JOBS[n + 1], JOBS[n + 2], JOBS[n + 3], JOBS[n + 4] = queue, j, attempt, token
+  LEASES[#LEASES + 1] = until_ms
+  LEASES[#LEASES + 1] = j
+end
+
 -- Leases up to max due jobs of queue; dead jobs met on the way are dropped.
 local function lease(queue, max, lease_ms)
   flush_jobs()
   promote(queue)
   local qk = k('r', queue)
-  local got = 0
+  local leased = 0
   local until_ms = int(NOW + lease_ms)
-  while got < max do
-    local popped = redis.call('ZPOPMIN', qk, max - got)
+  while leased < max do
+    local popped = redis.call('ZPOPMIN', qk, max - leased)
     if #popped == 0 then
       break
     end
@@ -676,11 +684,8 @@ local function lease(queue, max, lease_ms)
           end
           emit(c, 'step:start', c.f[s.key], c.f[s.task], '{"attempt":', attempt, '}')
           commit(c)
-          local nj = #JOBS
-          JOBS[nj + 1], JOBS[nj + 2], JOBS[nj + 3], JOBS[nj + 4] = queue, j, attempt, token
-          LEASES[#LEASES + 1] = until_ms
-          LEASES[#LEASES + 1] = j
-          got = got + 1
+          hand_out(queue, j, attempt, token, until_ms)
+          leased = leased + 1
         end
       else
         local r = redis.call('HMGET', k('t', id), 'status', s.status)
@@ -689,18 +694,15 @@ local function lease(queue, max, lease_ms)
         if is_live(r[1]) and r[2] == 'running' and not ri[3] and tonumber(ri[1] or '0') <= 0 then
           local token = int(next_token(ri[1]))
           redis.call('HSET', ik, item .. ':token', token)
-          local nj = #JOBS
-          JOBS[nj + 1], JOBS[nj + 2], JOBS[nj + 3], JOBS[nj + 4] = queue, j, ri[2] or '1', token
-          LEASES[#LEASES + 1] = until_ms
-          LEASES[#LEASES + 1] = j
-          got = got + 1
+          hand_out(queue, j, ri[2] or '1', token, until_ms)
+          leased = leased + 1
         end
       end
     end
   end
   chunked('ZADD', k('a'), LEASES)
   LEASES = {}
-  return got
+  return leased
 end
 
 -- When the next job of queue is due: now if one is waiting, else the

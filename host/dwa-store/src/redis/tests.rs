@@ -284,14 +284,8 @@ async fn a_wide_pipeline_runs_and_fails_whole() {
         let last = s.lease("default", "w", 10, 30_000).await.unwrap().jobs;
         assert_eq!(last.len(), 1, "the join step is released once");
         assert_eq!(last[0].step, n + 1);
-        let tr = s
-            .complete(&last[0], serde_json::json!("end"))
-            .await
-            .unwrap();
-        assert_eq!(tr.finished, Some(TaskStatus::Completed));
-        let rec = s.task(&id).await.unwrap().unwrap();
+        let rec = complete_last(&s, &last[0], &id).await;
         assert_eq!(rec.steps.len(), n as usize + 2);
-        assert_eq!(rec.result, Some(serde_json::json!("end")));
     }
 }
 
@@ -370,13 +364,16 @@ async fn steps_of_one_task_leased_and_completed_in_one_call_each_count() {
     let started = events.iter().filter(|e| e.kind == "step:start").count();
     assert_eq!(started, n as usize + 2, "a step:start per leased step");
 
-    let tr = s
-        .complete(&joins[0], serde_json::json!("end"))
-        .await
-        .unwrap();
+    complete_last(&s, &joins[0], &id).await;
+}
+
+/// Completes a wide task's join with "end": the task completes with that result.
+async fn complete_last(s: &RedisStore, join: &Job, id: &str) -> TaskRecord {
+    let tr = s.complete(join, serde_json::json!("end")).await.unwrap();
     assert_eq!(tr.finished, Some(TaskStatus::Completed));
-    let rec = s.task(&id).await.unwrap().unwrap();
+    let rec = s.task(id).await.unwrap().unwrap();
     assert_eq!(rec.result, Some(serde_json::json!("end")));
+    rec
 }
 
 #[test]
