@@ -209,3 +209,59 @@ pub(super) fn step_record(i: usize, m: &HashMap<String, String>) -> StepRecord {
         completed_at: num("completed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> RValue {
+        RValue::BulkString(v.as_bytes().to_vec())
+    }
+
+    fn reply(items: Vec<RValue>, jobs: Vec<RValue>) -> RValue {
+        RValue::Array(vec![
+            RValue::Array(items),
+            RValue::Array(jobs),
+            RValue::Int(-1),
+        ])
+    }
+
+    #[test]
+    fn a_flat_reply_reads_as_items_and_jobs_in_order() {
+        let ev = r#"{"seq":3,"type":"step:complete","taskId":"t1","stepId":"a","stepTask":"builtin.echo","data":{"result":1},"timestamp":5}"#;
+        let items = vec![
+            s("LEASE_LOST t0|0|-1"),
+            s(""),
+            RValue::Int(0),
+            RValue::Int(0),
+            s(""),
+            s("completed"),
+            RValue::Int(2),
+            s("default"),
+            s("gpu"),
+            RValue::Int(1),
+            s(ev),
+        ];
+        let jobs = vec![s("default"), s("t2|1|-1"), s("1"), s("7")];
+        let r = parse_reply(reply(items, jobs)).unwrap();
+        assert_eq!(r.items.len(), 2);
+        assert!(matches!(&r.items[0], Err(StoreError::LeaseLost(j)) if j == "t0|0|-1"));
+        let t = r.items[1].as_ref().unwrap();
+        assert_eq!(t.woke, vec!["default".to_string(), "gpu".to_string()]);
+        assert_eq!(t.finished, Some(TaskStatus::Completed));
+        assert_eq!((t.events.len(), t.events[0].seq), (1, 3));
+        assert_eq!(r.jobs.len(), 1);
+        assert_eq!(r.jobs[0].0, "default");
+        assert_eq!((r.jobs[0].1.step, r.jobs[0].1.token), (1, 7));
+    }
+
+    #[test]
+    fn a_reply_cut_short_names_what_is_missing() {
+        let items = vec![s(""), s(""), RValue::Int(2), s("default")];
+        let err = parse_reply(reply(items, vec![])).err().unwrap().to_string();
+        assert!(err.contains("ended before a woken queue"), "{err}");
+        let jobs = vec![s("default"), s("t2|1|-1"), s("1")];
+        let err = parse_reply(reply(vec![], jobs)).err().unwrap().to_string();
+        assert!(err.contains("3 job values, not 4 per job"), "{err}");
+    }
+}
