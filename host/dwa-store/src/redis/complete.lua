@@ -14,7 +14,7 @@ for _ = 1, tonumber(ARGV[4]) do
   local s = F(step)
   local c
   if item == '-1' then
-    c = open_done(j, token)
+    c = open_done(id, step, token)
   else
     c = open_held(j, token, {s.deps, s.started, s.itot, s.idone, s.inext})
   end

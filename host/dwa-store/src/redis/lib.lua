@@ -577,9 +577,9 @@ local function open_held(j, token, fields)
   return c
 end
 
--- open_held for completing a step's own job, reading only what that needs.
-local function open_done(j, token)
-  local id, step = split_jid(j)
+-- open_held for completing step's own job of task id (its caller split the
+-- job id already), reading only what that needs.
+local function open_done(id, step, token)
   local s = F(step)
   local c = open_names(id, per_step(DONE_READ, step, done_fields))
   local held = c.f[s.token]
