@@ -39,15 +39,11 @@ if [ "$rounds" != callgrind ]; then
 fi
 # Each set of scripts on a redis-server of its own under callgrind: two
 # replays (replay.js's one round), then its instruction total.
+# shellcheck source=bench/redis/under-callgrind.sh
+source bench/redis/under-callgrind.sh
+replay() {
+    node bench/redis-replay/replay.js "$work/capture.txt" "$scripts" "$1" "$1" "$port" 1 | head -1
+}
 for dir in "$work/base" "$scripts"; do
-    cg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
-        redis-server --port "$cg_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
-    cg_pid=$!
-    for _ in $(seq 1 300); do redis-cli -p "$cg_port" ping >/dev/null 2>&1 && break; sleep 0.2; done
-    node bench/redis-replay/replay.js "$work/capture.txt" "$scripts" "$dir" "$dir" "$cg_port" 1 | head -1
-    redis-cli -p "$cg_port" shutdown nosave >/dev/null 2>&1 || true
-    wait "$cg_pid" || true
-    total=$(sed -n 's/^summary: //p; s/^totals: //p' "$work/callgrind.out" | head -1)
-    echo "$dir: redis-server instructions for two replays: $total" | sed "s|$work/base|$base|"
+    echo "$dir: redis-server instructions for two replays: $(under_callgrind replay "$dir")" | sed "s|$work/base|$base|"
 done

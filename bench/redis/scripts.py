@@ -54,11 +54,15 @@ def main() -> None:
         now = str(int(time.time() * 1000))
         args = ["dwa", now, str(a.batch)]
         for _ in range(a.batch):
-            # id, type, queue, pipeline, created, spec, steps; then key, task, queue, waiting, deps
-            args += [str(uuid.uuid4()), "builtin.echo", "default", "0", now, spec, "1"]
-            args += ["0", "builtin.echo", "default", "0", ""]
+            # As create.lua reads them: id, type, queue, pipeline, created, spec,
+            # idempotency key, body hash, expires, effects, run at, steps; then
+            # per step key, task, queue, priority, waiting, dependants.
+            args += [str(uuid.uuid4()), "builtin.echo", "default", "0", now, spec, "", "", "0", "", now, "1"]
+            args += ["0", "builtin.echo", "default", "0", "0", ""]
         run("create", args)
-        jobs = run("lease", ["dwa", now, "default", str(a.batch), "30000"])[1]
+        # lib.lua's reply(): the jobs list is flat, four values a job.
+        flat = run("lease", ["dwa", now, "default", str(a.batch), "30000"])[1]
+        jobs = [flat[i : i + 4] for i in range(0, len(flat), 4)]
         args = ["dwa", now, "30000", str(len(jobs))]
         for _queue, job, _attempt, token in jobs:
             args += [job.decode(), token.decode(), '{"n":1}', ""]
