@@ -19,7 +19,7 @@ use dwa_core::template::{Root, Scope};
 use dwa_plugins::runtime::{EffectCall, PluginHost, ServiceError};
 use dwa_store::{NewEvent, StoreError};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, TaskState};
 use crate::views::status_body;
 
 /// Shortest gap between two `onProgress` firings of one task.
@@ -88,13 +88,31 @@ impl Lifecycle {
     }
 }
 
-/// The engine's services as plugins see them.
-pub struct EngineServices(pub Arc<Engine>);
+/// The engine's services as the effects of one task's list see them.
+pub struct EngineServices {
+    engine: Arc<Engine>,
+    task_id: String,
+    /// The task's state, held while its list is delivered: the engine drops
+    /// its cached copy when the task ends, and a copy loaded again would
+    /// count the task's enqueued tasks from zero.
+    task: Arc<TaskState>,
+}
+
+impl EngineServices {
+    /// The services for the effects of task `task_id`, whose state is `task`.
+    pub(crate) fn new(engine: Arc<Engine>, task_id: String, task: Arc<TaskState>) -> Self {
+        EngineServices {
+            engine,
+            task_id,
+            task,
+        }
+    }
+}
 
 #[async_trait]
 impl PluginHost for EngineServices {
     async fn emit(&self, task_id: &str, event: &str, data: Value) -> Result<(), ServiceError> {
-        self.0
+        self.engine
             .append_events(
                 task_id,
                 vec![NewEvent {
@@ -116,7 +134,15 @@ impl PluginHost for EngineServices {
     async fn enqueue(&self, parent: &str, task: Value) -> Result<String, ServiceError> {
         let spec = serde_json::from_value(task)
             .map_err(|e| ServiceError::Refused(format!("not a task: {e}")))?;
-        match self.0.submit_child(parent, spec).await {
+        let state = if parent == self.task_id {
+            self.task.clone()
+        } else {
+            self.engine
+                .plan_of(parent)
+                .await
+                .map_err(|_| ServiceError::Refused(format!("no task {parent}")))?
+        };
+        match self.engine.submit_child(&state, spec).await {
             Ok(created) => Ok(created.id),
             Err(crate::engine::EngineError::Invalid(errs)) => Err(ServiceError::Refused(format!(
                 "invalid task: {}",
@@ -311,7 +337,11 @@ pub(crate) async fn fire_list(
         max_bytes: Some(engine.config.limits.max_input_bytes),
         ..Default::default()
     };
-    let host: Arc<dyn PluginHost> = Arc::new(EngineServices(engine.clone()));
+    let host: Arc<dyn PluginHost> = Arc::new(EngineServices::new(
+        engine.clone(),
+        task_id.clone(),
+        state.clone(),
+    ));
     let mut delivered = delivery.delivered;
     for (i, effect) in effects.iter().enumerate() {
         let bit = 1u64 << (i % 64);

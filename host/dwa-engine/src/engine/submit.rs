@@ -258,18 +258,15 @@ impl Engine {
         Ok(self.queue_keyed(plan, 0).await?.task)
     }
 
-    /// Queues a task that an effect of task `parent` enqueues, one link
-    /// further down its lineage; refused past the lineage and fan-out limits.
+    /// Queues a task that an effect of the task whose state is `state`
+    /// enqueues, one link further down its lineage; refused past the lineage
+    /// and fan-out limits (counted in `state`).
     pub(crate) async fn submit_child(
         self: &Arc<Self>,
-        parent: &str,
+        state: &TaskState,
         spec: TaskSpec,
     ) -> Result<CreatedTask, EngineError> {
         let limits = &self.config.limits;
-        let state = self
-            .state(parent)
-            .await
-            .map_err(|_| EngineError::NotFound(parent.to_owned()))?;
         let lineage = state.lineage.saturating_add(1);
         if lineage > limits.max_lineage_depth {
             return Err(refused(

@@ -11,13 +11,21 @@ pub(super) fn engine_on(store: Arc<dyn Store>) -> Arc<Engine> {
 
 /// An engine whose clients may also name `queues` (the operator's `DWA_QUEUES`).
 fn engine_taking(store: Arc<dyn Store>, queues: &[&str]) -> Arc<Engine> {
+    engine_with(store, |l| {
+        l.queues.extend(queues.iter().map(|q| (q.to_string(), 1)));
+    })
+}
+
+/// An engine with the test limits as `change` leaves them.
+fn engine_with(
+    store: Arc<dyn Store>,
+    change: impl FnOnce(&mut dwa_core::limits::Limits),
+) -> Arc<Engine> {
     let mut limits = dwa_core::limits::Limits {
         queues: [("default".to_owned(), 2), ("gpu".to_owned(), 1)].into(),
         ..Default::default()
     };
-    limits
-        .queues
-        .extend(queues.iter().map(|q| (q.to_string(), 1)));
+    change(&mut limits);
     Engine::new(
         store,
         Catalog::with_builtins(),
@@ -138,6 +146,40 @@ async fn plans_of_tasks_that_ended_unheard_are_dropped() {
     // The task still waiting keeps its plan.
     assert_eq!(cached(), 1);
     assert_eq!(front.forget_ended().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_effects_counts_its_enqueues_across_the_end_of_its_task() {
+    use dwa_plugins::runtime::PluginHost;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let store = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("store: {e}"));
+    let engine = engine_with(Arc::new(store), |l| l.max_enqueues_per_task = 3);
+    let body = json!({"type": "builtin.echo"}).to_string();
+    let id = match engine.submit_json(body.as_bytes()).await {
+        Ok(c) => c.id,
+        Err(e) => panic!("submission refused: {e}"),
+    };
+    let state = engine
+        .plan_of(&id)
+        .await
+        .unwrap_or_else(|e| panic!("plan: {e}"));
+    let host = effects::EngineServices::new(engine.clone(), id.clone(), state);
+    let child = || json!({"type": "builtin.echo"});
+    for n in 1..=2 {
+        if let Err(e) = host.enqueue(&id, child()).await {
+            panic!("enqueue {n} refused: {e}");
+        }
+    }
+    // The task ends while its list is still being delivered: the engine
+    // drops its cached state, and the list goes on counting.
+    engine.finished(&id, TaskStatus::Completed);
+    if let Err(e) = host.enqueue(&id, child()).await {
+        panic!("enqueue 3 refused: {e}");
+    }
+    match host.enqueue(&id, child()).await {
+        Err(e) => assert!(e.to_string().contains("DWA_MAX_ENQUEUES_PER_TASK"), "{e}"),
+        Ok(t) => panic!("a fourth task was enqueued past the limit of 3: {t}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
