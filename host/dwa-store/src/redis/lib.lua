@@ -29,7 +29,7 @@
 --                due less AGING_MS per priority level, leased lowest first
 --   P:d:{queue}  delayed jobs (retries, runAt, parked waits) by due time
 --                (zset), ranked into P:r by the first lease that finds them due
---   P:a          leased jobs by lease expiry (zset)
+--   P:a          leased jobs by lease expiry (zset; and SKIPLIST, below)
 --   channel P:events  every event of a script, as one JSON array
 --   P:idx, P:idx:q:{queue}    every task (lex zsets, newest = greatest id)
 --   P:idx:live   pending and active tasks; P:idx:s:{status} finished ones
@@ -53,7 +53,18 @@ local fmt = string.format
 local EVENTS = {}
 local ITEMS = {}
 local JOBS = {}
-local LEASES = {}
+-- P:a is kept a skiplist. Redis stores a zset of at most
+-- zset-max-listpack-entries (128) short members as a listpack, where every
+-- ZADD walks and re-validates the whole list: ~34,000 instructions per
+-- lease with ~100 jobs leased (callgrind; docs/benchmarks.md), against a
+-- few hundred in a skiplist. A member longer than zset-max-listpack-value
+-- (64) makes Redis create the zset as a skiplist, and a skiplist never
+-- turns back; this member stays for good (score +inf: never expired).
+local SKIPLIST = 'not a job: this member keeps the zset a skiplist, where adding a member is cheap'
+local function leases()
+  return {'+inf', SKIPLIST}
+end
+local LEASES = leases()
 local QADD = {}
 local DONE = {}
 local ITEM = nil
@@ -700,8 +711,10 @@ local function lease(queue, max, lease_ms)
       end
     end
   end
-  chunked('ZADD', k('a'), LEASES)
-  LEASES = {}
+  if #LEASES > 2 then
+    chunked('ZADD', k('a'), LEASES)
+    LEASES = leases()
+  end
   return leased
 end
 
