@@ -489,12 +489,23 @@ async fn hostile_plugins_fail_alone_and_the_host_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_progress_fires_throttled_and_always_at_completion() {
+    on_progress_fires_on(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_on_progress_fires_throttled_and_always_at_completion() {
+    // The Redis store tells the engine a completion's progress in the
+    // script's reply, not through the events: the same firings must follow.
+    let redis = dwa_store::testing::RedisServer::start();
+    on_progress_fires_on(&[("REDIS_URL", redis.url())]).await;
+}
+
+async fn on_progress_fires_on(store: &[(&str, String)]) {
     // A window far longer than the task: however slow this machine is, the
     // throttle lets exactly the first firing and completion through.
-    let (_d, host) = start_with_plugins(
-        &dist("dist"),
-        &[("DWA_PROGRESS_THROTTLE_MS", "600000".into())],
-    );
+    let mut env = vec![("DWA_PROGRESS_THROTTLE_MS", "600000".to_string())];
+    env.extend(store.iter().cloned());
+    let (_d, host) = start_with_plugins(&dist("dist"), &env);
     let id = submit_ok(
         &host,
         &json!({

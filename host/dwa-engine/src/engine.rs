@@ -364,7 +364,7 @@ impl Engine {
             self.lifecycle(t, known);
         }
         if let Some(status) = t.finished
-            && let Some(id) = t.events.first().map(|e| e.task_id.clone())
+            && let Some(id) = t.task.clone()
         {
             self.finished(&id, status);
             if status != TaskStatus::Completed {
@@ -376,10 +376,9 @@ impl Engine {
 
     /// Starts the effects a transition calls for (they run in their own tasks).
     fn lifecycle(self: &Arc<Self>, t: &Transition, known: Option<&TaskState>) {
-        let Some(first) = t.events.first() else {
+        let Some(id) = t.task.clone() else {
             return;
         };
-        let id = first.task_id.clone();
         let may_have =
             |pick: fn(&dwa_core::plan::Effects) -> &Vec<dwa_core::plan::PlannedEffect>| {
                 known.is_none_or(|s| !pick(&s.plan.effects).is_empty())
@@ -405,13 +404,7 @@ impl Engine {
         if !wants_progress {
             return;
         }
-        let progress = t
-            .events
-            .iter()
-            .rev()
-            .filter(|e| e.kind == "step:complete" || e.kind == "step:progress")
-            .find_map(|e| e.data.get("progress").and_then(Value::as_f64));
-        if let Some(p) = progress
+        if let Some(p) = t.progress
             && self.throttle.admit(&id, p)
         {
             self.spawn_effects(id, Lifecycle::Progress, Some(p));

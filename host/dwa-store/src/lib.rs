@@ -319,8 +319,27 @@ pub struct Transition {
     pub woke: Vec<String>,
     /// The task's new status, when the transition ended it.
     pub finished: Option<TaskStatus>,
-    /// The events it recorded (already broadcast).
-    pub events: Vec<Arc<TaskEvent>>,
+    /// The task it changed, when it recorded an event of it (the first
+    /// one's): the engine fires that task's effects and drops its plan.
+    pub task: Option<String>,
+    /// The progress its last `step:complete` or `step:progress` event
+    /// reported, for `onProgress` effects. The events themselves reach the
+    /// engine once, through [`Store::subscribe`], not in every transition.
+    pub progress: Option<f64>,
+}
+
+impl Transition {
+    /// Notes what the engine needs of the events a transition recorded.
+    pub fn note(&mut self, events: &[Arc<TaskEvent>]) {
+        if let Some(first) = events.first() {
+            self.task = Some(first.task_id.clone());
+        }
+        self.progress = events
+            .iter()
+            .rev()
+            .filter(|e| e.kind == "step:complete" || e.kind == "step:progress")
+            .find_map(|e| e.data.get("progress").and_then(Value::as_f64));
+    }
 }
 
 /// A step as stored.

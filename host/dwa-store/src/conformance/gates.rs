@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{LEASE, leases_nothing, started_chain};
+use super::{LEASE, events_since, last_seq, leases_nothing, started_chain};
 use crate::clock::{Clock, ManualClock};
 use crate::{Store, StoreError};
 use dwa_core::model::StepStatus;
@@ -76,14 +76,17 @@ pub(super) async fn a_deferred_job_waits_without_costing_an_attempt(
 ) {
     let (id, job) = started_chain(&s, 1).await;
     let until = c.now_ms() + 1_000;
+    let before = last_seq(&s, &id).await;
     let t = s
         .defer(&job, until, Some("concurrency key k is at its limit 1"))
         .await
         .unwrap();
-    assert_eq!(t.events.len(), 1);
-    assert_eq!(t.events[0].kind, "step:waiting");
+    assert_eq!(t.task.as_deref(), Some(id.as_str()));
+    let recorded = events_since(&s, &id, before).await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].kind, "step:waiting");
     assert_eq!(
-        t.events[0].data["reason"],
+        recorded[0].data["reason"],
         "concurrency key k is at its limit 1"
     );
     let rec = s.task(&id).await.unwrap().unwrap();
@@ -101,6 +104,11 @@ pub(super) async fn a_deferred_job_waits_without_costing_an_attempt(
     assert_eq!(again.len(), 1);
     let again = again.remove(0);
     assert_eq!(again.attempt, job.attempt, "waiting costs no attempt");
+    let before = last_seq(&s, &id).await;
     let t = s.defer(&again, c.now_ms() + 10, None).await.unwrap();
-    assert!(t.events.is_empty(), "no reason, no event");
+    assert_eq!(t.task, None, "no event, no task to tell of");
+    assert!(
+        events_since(&s, &id, before).await.is_empty(),
+        "no reason, no event"
+    );
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::clock::{Clock, ManualClock};
 use crate::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
-use dwa_core::model::{StepStatus, TaskStatus};
+use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
 
 mod branch;
 mod gates;
@@ -25,6 +25,17 @@ use resume::*;
 use schedules::*;
 use subtask::*;
 use wait::*;
+
+/// Task `id`'s events after seq `after`: what a transition recorded, read
+/// back from the store (a transition answers only its task and progress).
+pub(crate) async fn events_since(s: &Arc<dyn Store>, id: &str, after: u64) -> Vec<TaskEvent> {
+    s.events(id, after, 10_000).await.unwrap()
+}
+
+/// The seq of task `id`'s last event (0: none yet).
+pub(crate) async fn last_seq(s: &Arc<dyn Store>, id: &str) -> u64 {
+    events_since(s, id, 0).await.last().map_or(0, |e| e.seq)
+}
 
 /// A sequential task of `n` steps on the `default` queue.
 pub fn chain_task(n: u32) -> NewTask {
@@ -188,6 +199,11 @@ async fn completion_releases_dependants_atomically(s: Arc<dyn Store>, _c: Arc<Ma
     assert_eq!(a.len(), 1);
     let tr = s.complete(&a[0], json!({"v": "a"})).await.unwrap();
     assert_eq!(tr.woke, vec!["default".to_string()]);
+    // What the engine needs of it: whose effects, and how far along.
+    assert_eq!(
+        (tr.task.as_deref(), tr.progress),
+        (Some(id.as_str()), Some(25.0))
+    );
     let bc = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
     let mut steps: Vec<u32> = bc.iter().map(|j| j.step).collect();
     steps.sort();
@@ -204,6 +220,7 @@ async fn completion_releases_dependants_atomically(s: Arc<dyn Store>, _c: Arc<Ma
     assert_eq!(d[0].step, 3);
     let tr = s.complete(&d[0], json!({"done": true})).await.unwrap();
     assert_eq!(tr.finished, Some(TaskStatus::Completed));
+    assert_eq!(tr.progress, Some(100.0));
     let rec = s.task(&id).await.unwrap().unwrap();
     assert_eq!(rec.status, TaskStatus::Completed);
     assert_eq!(rec.result, Some(json!({"done": true})));
@@ -271,8 +288,14 @@ async fn retry_is_scheduled_on_the_clock(s: Arc<dyn Store>, c: Arc<ManualClock>)
     s.create_task(t).await.unwrap();
     let j = s.lease("default", "w", 1, LEASE).await.unwrap().jobs;
     let now = c.now_ms();
+    let before = last_seq(&s, &id).await;
     let tr = s.retry(&j[0], now + 5_000, "flaky").await.unwrap();
-    assert!(tr.events.iter().any(|e| e.kind == "step:retry"));
+    assert_eq!(tr.task.as_deref(), Some(id.as_str()));
+    let recorded = events_since(&s, &id, before).await;
+    assert!(
+        recorded.iter().any(|e| e.kind == "step:retry"),
+        "{recorded:?}"
+    );
     let l = s.lease("default", "w", 1, LEASE).await.unwrap();
     assert!(l.jobs.is_empty(), "not due yet");
     assert_eq!(l.next_due, Some(now + 5_000));
@@ -328,7 +351,9 @@ async fn cancel_stops_pending_and_running(s: Arc<dyn Store>, _c: Arc<ManualClock
     let j = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
     let tr = s.cancel(&id).await.unwrap();
     assert_eq!(tr.finished, Some(TaskStatus::Cancelled));
-    assert!(tr.events.iter().any(|e| e.kind == "pipeline:complete"));
+    assert_eq!(tr.task.as_deref(), Some(id.as_str()));
+    let last = events_since(&s, &id, 0).await.pop().unwrap();
+    assert_eq!(last.kind, "pipeline:complete");
     assert!(matches!(
         s.complete(&j[0], json!(1)).await,
         Err(StoreError::LeaseLost(_))
@@ -359,7 +384,12 @@ async fn for_each_items_respect_concurrency_and_order(s: Arc<dyn Store>, _c: Arc
         "only `concurrency` items are queued"
     );
     // Finish out of order; results must come back in item order.
-    s.complete(&first[1], json!("r1")).await.unwrap();
+    let tr = s.complete(&first[1], json!("r1")).await.unwrap();
+    assert_eq!(
+        (tr.task.as_deref(), tr.progress),
+        (Some(id.as_str()), Some(20.0)),
+        "an item reports the step's progress"
+    );
     let next = s.lease("default", "w", 10, LEASE).await.unwrap().jobs;
     assert_eq!(
         next.iter().map(|j| j.item).collect::<Vec<_>>(),
@@ -714,6 +744,11 @@ async fn complete_and_lease_hands_over_the_released_step(s: Arc<dyn Store>, _c: 
         .await
         .unwrap();
     assert_eq!(tr.woke, vec!["default".to_string()]);
+    // The handed-over job's start is not the completion's to report.
+    assert_eq!(
+        (tr.task.as_deref(), tr.progress),
+        (Some(id.as_str()), Some(50.0))
+    );
     let next = next.expect("the step it released is handed over");
     assert_eq!(next.step, 1);
     assert!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{LEASE, chain_task, started_chain};
+use super::{LEASE, chain_task, events_since, started_chain};
 use crate::clock::{Clock, ManualClock};
 use crate::{ParentLink, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
@@ -25,8 +25,10 @@ pub(super) async fn a_subtask_wakes_its_parents_job_however_it_ends(
             vec!["default".to_string()],
             "the child's first step is queued"
         );
+        assert_eq!(t.task.as_deref(), Some(parent.as_str()));
         assert!(
-            t.events
+            events_since(&s, &parent, 0)
+                .await
                 .iter()
                 .any(|e| e.kind == "step:subtask" && e.data["taskId"] == child_id.as_str())
         );

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{LEASE, leases_nothing, started_chain};
+use super::{LEASE, events_since, leases_nothing, started_chain};
 use crate::clock::{Clock, ManualClock};
 use crate::{Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
@@ -20,7 +20,8 @@ pub(super) async fn a_parked_step_completes_with_its_signal(
         .park(&j[0], until, json!({"name": "approve"}))
         .await
         .unwrap();
-    let ev = tr.events.last().unwrap();
+    assert_eq!(tr.task.as_deref(), Some(id.as_str()));
+    let ev = events_since(&s, &id, 0).await.pop().unwrap();
     assert_eq!(
         (ev.kind.as_str(), &ev.data),
         ("step:wait", &json!({"name": "approve"}))

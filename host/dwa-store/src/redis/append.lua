@@ -3,6 +3,8 @@
 -- past it becomes one `events:capped` event (field `capped` remembers it).
 local id = ARGV[3]
 local cap = tonumber(ARGV[4])
+-- The caller answers the events it appended.
+ANSWER_EVENTS = true
 begin_item()
 local fields = {'capped'}
 for i = 5, #ARGV, 3 do

@@ -53,9 +53,11 @@ for _ = 1, tonumber(ARGV[4]) do
         local sd = tonumber(c.f.done or '0')
         local st = tonumber(c.f.total)
         local pct = math.min(100, (sd + done / total) / st * 100)
-        put(c, 'progress', num(pct))
+        pct = num(pct)
+        put(c, 'progress', pct)
         emit(c, 'step:progress', c.f[s.key], c.f[s.task],
-          '{"done":' .. done .. ',"total":' .. total .. ',"progress":' .. num(pct) .. '}')
+          '{"done":' .. done .. ',"total":' .. total .. ',"progress":' .. pct .. '}')
+        ITEM.progress = pct
       end
     end
     commit(c)

@@ -3,12 +3,11 @@
 //! store's records.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use redis::Value as RValue;
 use serde_json::Value;
 
-use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
+use dwa_core::model::{StepStatus, TaskStatus};
 
 use super::backend;
 use crate::{Job, StepRecord, StoreError, TaskRecord, Transition};
@@ -51,6 +50,8 @@ pub(super) fn item_error(text: &str) -> StoreError {
 /// (with the queue each came from), and a number whose meaning is the script's.
 pub(super) struct ScriptReply {
     pub(super) items: Vec<Result<Transition, StoreError>>,
+    /// The events of the items, where the script answers them (append.lua).
+    pub(super) events: Vec<String>,
     pub(super) jobs: Vec<(String, Job)>,
     pub(super) number: i64,
 }
@@ -76,16 +77,20 @@ fn take_as<T: redis::FromRedisValue>(
 }
 
 /// Decodes lib.lua's reply(): its item and job lists are flat (per item:
-/// error, finished, the count of woken queues and those queues, the count
-/// of events and those events; per job: queue, id, attempt, token).
+/// error, finished, task, progress, the count of woken queues and those
+/// queues, the count of events and those events; per job: queue, id,
+/// attempt, token).
 pub(super) fn parse_reply(v: RValue) -> Result<ScriptReply, StoreError> {
     let (items, jobs, number): (Vec<RValue>, Vec<String>, i64) =
         redis::from_redis_value(v).map_err(backend)?;
     let mut parsed_items = Vec::new();
+    let mut all_events = Vec::new();
     let mut values = items.into_iter().peekable();
     while values.peek().is_some() {
         let err: String = next_as(&mut values, "an item's error")?;
         let finished: String = next_as(&mut values, "an item's end")?;
+        let task: String = next_as(&mut values, "an item's task")?;
+        let progress: String = next_as(&mut values, "an item's progress")?;
         let n = next_as(&mut values, "an item's count of woken queues")?;
         let woke: Vec<String> = take_as(&mut values, n, "a woken queue")?;
         let n = next_as(&mut values, "an item's count of events")?;
@@ -94,15 +99,19 @@ pub(super) fn parse_reply(v: RValue) -> Result<ScriptReply, StoreError> {
             parsed_items.push(Err(item_error(&err)));
             continue;
         }
-        let events = events
-            .iter()
-            .map(|e| serde_json::from_str::<TaskEvent>(e).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| backend(format!("bad event from script: {e}")))?;
+        let progress = match progress.as_str() {
+            "" => None,
+            p => Some(
+                p.parse::<f64>()
+                    .map_err(|e| backend(format!("script reply, progress {p:?}: {e}")))?,
+            ),
+        };
+        all_events.extend(events);
         parsed_items.push(Ok(Transition {
             woke,
             finished: TaskStatus::parse(&finished),
-            events,
+            task: (!task.is_empty()).then_some(task),
+            progress,
         }));
     }
     if jobs.len() % 4 != 0 {
@@ -122,6 +131,7 @@ pub(super) fn parse_reply(v: RValue) -> Result<ScriptReply, StoreError> {
     }
     Ok(ScriptReply {
         items: parsed_items,
+        events: all_events,
         jobs: parsed_jobs,
         number,
     })
@@ -232,10 +242,14 @@ mod tests {
         let items = vec![
             s("LEASE_LOST t0|0|-1"),
             s(""),
+            s(""),
+            s(""),
             RValue::Int(0),
             RValue::Int(0),
             s(""),
             s("completed"),
+            s("t1"),
+            s("54.5"),
             RValue::Int(2),
             s("default"),
             s("gpu"),
@@ -249,7 +263,8 @@ mod tests {
         let t = r.items[1].as_ref().unwrap();
         assert_eq!(t.woke, vec!["default".to_string(), "gpu".to_string()]);
         assert_eq!(t.finished, Some(TaskStatus::Completed));
-        assert_eq!((t.events.len(), t.events[0].seq), (1, 3));
+        assert_eq!((t.task.as_deref(), t.progress), (Some("t1"), Some(54.5)));
+        assert_eq!(r.events, vec![ev.to_string()]);
         assert_eq!(r.jobs.len(), 1);
         assert_eq!(r.jobs[0].0, "default");
         assert_eq!((r.jobs[0].1.step, r.jobs[0].1.token), (1, 7));
@@ -257,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_reply_cut_short_names_what_is_missing() {
-        let items = vec![s(""), s(""), RValue::Int(2), s("default")];
+        let items = vec![s(""), s(""), s(""), s(""), RValue::Int(2), s("default")];
         let err = parse_reply(reply(items, vec![])).err().unwrap().to_string();
         assert!(err.contains("ended before a woken queue"), "{err}");
         let jobs = vec![s("default"), s("t2|1|-1"), s("1")];

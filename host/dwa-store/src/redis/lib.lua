@@ -162,8 +162,13 @@ end
 
 -- One item of a call (a task created, a job completed...): its outcome
 -- goes back to the caller on its own, so one item's refusal spares the rest.
--- woke: the queues it made jobs due in (a set, and the list replied).
+-- woke: the queues it made jobs due in (a set, and the list replied); task:
+-- the task of its first event; progress: what its last step:complete or
+-- step:progress reported. Its events go back only where the script sets
+-- ANSWER_EVENTS (append.lua): the engine needs no more of a transition
+-- than its task and progress, and every host hears the events published.
 local NONE = {}
+local ANSWER_EVENTS = false
 local function begin_item()
   ITEM = {err = '', finished = '', events = {}}
 end
@@ -179,8 +184,10 @@ local function end_item(err)
   local woke, evs = ITEM.woke_list or NONE, ITEM.events
   ITEMS[n + 1] = ITEM.err
   ITEMS[n + 2] = ITEM.finished
-  ITEMS[n + 3] = #woke
-  n = n + 3
+  ITEMS[n + 3] = ITEM.task or ''
+  ITEMS[n + 4] = ITEM.progress or ''
+  ITEMS[n + 5] = #woke
+  n = n + 5
   for i = 1, #woke do
     ITEMS[n + i] = woke[i]
   end
@@ -269,8 +276,13 @@ local function emit(c, kind, key, task, data, d2, d3, d4, d5, d6, d7)
   c.emitted = true
   EVENTS[#EVENTS + 1] = ev
   if ITEM then
-    local evs = ITEM.events
-    evs[#evs + 1] = ev
+    if not ITEM.task then
+      ITEM.task = c.id
+    end
+    if ANSWER_EVENTS then
+      local evs = ITEM.events
+      evs[#evs + 1] = ev
+    end
   end
 end
 
@@ -445,6 +457,9 @@ local function finish_step(c, step, result, how)
   local pct = num(math.min(100, done * 100 / total))
   put(c, 'progress', pct)
   emit(c, kind, c.f[s.key], c.f[s.task], head, body, sep, pct, ',"duration":', since(got(c, s.started)), '}')
+  if ITEM and not how then
+    ITEM.progress = pct
+  end
   local deps = c.f[s.deps]
   if deps then
     for d in string.gmatch(deps, '%d+') do
@@ -732,9 +747,9 @@ local function next_due(queue)
 end
 
 -- Writes what the call gathered and answers {items, jobs, number}, both lists
--- flat: per item its error, finished, the number of queues it woke and
--- those queues, the number of its events and those events; per job its
--- queue, id, attempt and token.
+-- flat: per item its error, finished, task, progress, the number of queues
+-- it woke and those queues, the number of its events and those events; per
+-- job its queue, id, attempt and token.
 local function reply(number)
   flush_jobs()
   flush_done()

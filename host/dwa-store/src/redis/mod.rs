@@ -794,12 +794,14 @@ impl Store for RedisStore {
             args.push(e.step.map_or("-1".into(), |s| s.to_string()));
             args.push(e.data.to_string());
         }
-        Ok(self
-            .core
-            .run(&self.core.scripts.append, args)
-            .await?
-            .single()?
-            .events)
+        let mut reply = self.core.run(&self.core.scripts.append, args).await?;
+        let events = std::mem::take(&mut reply.events);
+        reply.single()?;
+        events
+            .iter()
+            .map(|e| serde_json::from_str(e).map(Arc::new))
+            .collect::<Result<_, _>>()
+            .map_err(|e| backend(format!("bad event from script: {e}")))
     }
 
     fn subscribe(&self) -> EventFeed {

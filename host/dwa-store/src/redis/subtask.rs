@@ -33,7 +33,6 @@ impl Core {
                 parked.woke.push(q);
             }
         }
-        parked.events.extend(created.events);
         Ok(parked)
     }
 

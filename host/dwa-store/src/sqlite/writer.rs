@@ -185,7 +185,7 @@ impl Writer {
 
     fn apply(&mut self, op: &Op, now: i64) -> Result<Applied, StoreError> {
         let mut ev = Vec::new();
-        let reply = match op {
+        let mut reply = match op {
             Op::Create(t) => Reply::Transition(self.create(t, now)?),
             Op::Lease {
                 queue,
@@ -207,7 +207,9 @@ impl Writer {
                 owner,
                 lease_ms,
             } => {
-                let t = self.complete(job, result, now, &mut ev)?;
+                let mut t = self.complete(job, result, now, &mut ev)?;
+                // Noted before the lease adds its own job's events.
+                t.note(&ev);
                 let mut leased = self.lease(queue, owner, 1, *lease_ms, false, &mut ev)?;
                 Reply::TransitionAndJob(t, leased.jobs.pop())
             }
@@ -247,6 +249,9 @@ impl Writer {
                 Reply::Transition(self.defer(job, *until, reason.as_deref(), now, &mut ev)?)
             }
         };
+        if let Reply::Transition(t) = &mut reply {
+            t.note(&ev);
+        }
         Ok(Applied { reply, events: ev })
     }
 }

@@ -46,7 +46,6 @@ impl Writer {
             ),
         };
         self.finish_step_as(&job.task_id, job.step, result, &how, now, ev, &mut t)?;
-        t.events = ev.clone();
         Ok(t)
     }
 }

@@ -110,7 +110,7 @@ impl Writer {
         Ok(Transition {
             woke,
             finished: None,
-            events: Vec::new(),
+            ..Default::default()
         })
     }
 
@@ -307,7 +307,6 @@ impl Writer {
                 ev,
                 &mut t,
             )?;
-            t.events = ev.clone();
             return Ok(t);
         }
         let first = items.min(concurrency.max(1));
@@ -326,7 +325,7 @@ impl Writer {
         Ok(Transition {
             woke: vec![queue],
             finished: None,
-            events: ev.clone(),
+            ..Default::default()
         })
     }
 
@@ -421,7 +420,6 @@ impl Writer {
                 }
             }
         }
-        t.events = ev.clone();
         Ok(t)
     }
 
@@ -683,7 +681,7 @@ impl Writer {
         Ok(Transition {
             woke,
             finished: Some(TaskStatus::Failed),
-            events: ev.clone(),
+            ..Default::default()
         })
     }
 
@@ -717,7 +715,7 @@ impl Writer {
         Ok(Transition {
             woke,
             finished: Some(TaskStatus::Cancelled),
-            events: ev.clone(),
+            ..Default::default()
         })
     }
 
@@ -841,7 +839,7 @@ impl Writer {
         Ok(Transition {
             woke: vec![queue],
             finished: None,
-            events: ev.clone(),
+            ..Default::default()
         })
     }
 

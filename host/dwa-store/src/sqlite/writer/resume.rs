@@ -128,7 +128,7 @@ impl Writer {
         Ok(Transition {
             woke,
             finished: None,
-            events: ev.clone(),
+            ..Default::default()
         })
     }
 }

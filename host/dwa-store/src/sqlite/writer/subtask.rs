@@ -24,7 +24,7 @@ impl Writer {
         ev: &mut Vec<Arc<TaskEvent>>,
     ) -> Result<Transition, StoreError> {
         self.check_lease(job)?;
-        let mut t = self.create(child, now)?;
+        let t = self.create(child, now)?;
         let link = ParentLink {
             task_id: job.task_id.clone(),
             step: job.step,
@@ -52,7 +52,6 @@ impl Writer {
         let row = self.step_row(&job.task_id, job.step)?;
         let data = json!({"taskId": child.id, "item": job.item, "until": until});
         self.emit(&job.task_id, "step:subtask", Some(&row), data, now, ev)?;
-        t.events = ev.clone();
         Ok(t)
     }
 

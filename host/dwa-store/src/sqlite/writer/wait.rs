@@ -29,7 +29,7 @@ impl Writer {
         Ok(Transition {
             woke: Vec::new(),
             finished: None,
-            events: ev.clone(),
+            ..Default::default()
         })
     }
 
@@ -83,7 +83,6 @@ impl Writer {
             .execute(params![task, step])?;
         let mut t = Transition::default();
         self.finish_step(task, step, result, now, ev, &mut t)?;
-        t.events = ev.clone();
         Ok(t)
     }
 }
