@@ -40,12 +40,9 @@ for _ = 1, tonumber(ARGV[4]) do
         for n = 0, total - 1 do
           names[#names + 1] = n
         end
-        local parts = {}
-        for n = 1, #names, 1000 do
-          local r = redis.call('HMGET', ik, unpack(names, n, math.min(n + 999, #names)))
-          for _, v in ipairs(r) do
-            parts[#parts + 1] = v or 'null'
-          end
+        local parts = hmget_all(ik, names)
+        for n = 1, #parts do
+          parts[n] = parts[n] or 'null'
         end
         redis.call('DEL', ik)
         finish_step(c, step, '[' .. table.concat(parts, ',') .. ']')
