@@ -372,7 +372,6 @@ async fn steps_of_one_task_leased_and_completed_in_one_call_each_count() {
     complete_last(&s, &joins[0], &id).await;
 }
 
-/// Completes a wide task's join with "end": the task completes with that result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_stay_in_a_skiplist_however_few_and_none_is_left_behind() {
     let server = crate::testing::RedisServer::start();
@@ -406,6 +405,7 @@ async fn leases_stay_in_a_skiplist_however_few_and_none_is_left_behind() {
     }
 }
 
+/// Completes a wide task's join with "end": the task completes with that result.
 async fn complete_last(s: &RedisStore, join: &Job, id: &str) -> TaskRecord {
     let tr = s.complete(join, serde_json::json!("end")).await.unwrap();
     assert_eq!(tr.finished, Some(TaskStatus::Completed));
