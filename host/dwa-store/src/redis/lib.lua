@@ -170,7 +170,7 @@ end
 local NONE = {}
 local ANSWER_EVENTS = false
 local function begin_item()
-  ITEM = {err = '', finished = '', events = {}}
+  ITEM = {err = '', finished = '', events = ANSWER_EVENTS and {} or NONE}
 end
 
 -- ITEMS is flat (see reply()): Redis converts every table of a reply with
