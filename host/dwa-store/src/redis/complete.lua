@@ -5,12 +5,15 @@
 local lease_ms = tonumber(ARGV[3])
 local wanted, order = {}, {}
 local unlease = {}
+local count = tonumber(ARGV[4])
+local ids, steps, items = split_jobs(ARGV, 5, 4, 4 + 4 * count)
+prefetch(ids, steps, items, count, DONE_TASK, DONE_READ, done_fields)
 local i = 5
-for _ = 1, tonumber(ARGV[4]) do
+for x = 1, count do
   local j, token, result, want = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   begin_item()
-  local id, step, item = split_jid(j)
+  local id, step, item = ids[x], steps[x], items[x]
   local s = F(step)
   local c
   if item == '-1' then
@@ -57,7 +60,7 @@ for _ = 1, tonumber(ARGV[4]) do
         ITEM.progress = pct
       end
     end
-    commit(c)
+    defer(c)
     if want ~= '' then
       if not wanted[want] then
         wanted[want] = 0

@@ -5,9 +5,10 @@
 -- a script that fails half-way.
 --
 -- The data model is built for few commands per step (Redis CPU is what
--- bounds throughput): a task and all its steps live in ONE hash, read with
--- one HMGET and written with one HSET per transition; its events are one
--- RPUSH; queue and index updates of a whole batch are one variadic command.
+-- bounds throughput): a task and all its steps live in ONE hash, its
+-- events among them; the leases and completions of one call read it with
+-- one HMGET and write it with one HSET (OPEN, below); queue and index
+-- updates of a whole batch are one variadic command.
 -- Jobs of a task that ended are not hunted down: they are dropped when a
 -- lease, renewal or the reaper meets them (their step is no longer held).
 --
@@ -87,15 +88,21 @@ local function F(i)
   return f
 end
 
--- What the hot paths read of a step, per step index, built once per call:
--- a lease of its job, and its job's completion (finish_step's fields; the
--- task's parent and effects only when it ends, through got()).
-local LEASE_READ, DONE_READ = {}, {}
+-- What the hot paths read of a task and of a step (per step index, built
+-- once per call): a lease of its job, and its job's completion
+-- (finish_step's fields; the task's parent and effects only when it ends,
+-- through got()).
+local LEASE_TASK, DONE_TASK = {'seq', 'status', 'started'}, {'seq', 'total', 'done'}
+local LEASE_READ, DONE_READ, DEP_READ = {}, {}, {}
 local function lease_fields(s)
-  return {'status', 'seq', 'started', s.status, s.token, s.attempt, s.started, s.key, s.task, s.itot}
+  return {s.status, s.token, s.attempt, s.started, s.key, s.task, s.itot}
 end
 local function done_fields(s)
-  return {'seq', 'total', 'done', s.status, s.token, s.key, s.task, s.deps, s.started}
+  return {s.status, s.token, s.key, s.task, s.deps, s.started}
+end
+-- A dependant's, when a step it waits for completes.
+local function dep_fields(s)
+  return {s.waiting, s.status, s.queue, s.prio}
 end
 local function per_step(cache, i, build)
   local v = cache[i]
@@ -170,7 +177,9 @@ end
 local NONE = {}
 local ANSWER_EVENTS = false
 local function begin_item()
-  ITEM = {err = '', finished = '', events = ANSWER_EVENTS and {} or NONE}
+  -- Every field it may get, so that the table is made its final size once.
+  ITEM = {err = '', finished = '', events = ANSWER_EVENTS and {} or NONE, task = false, progress = false, woke = false,
+    woke_list = false}
 end
 
 -- ITEMS is flat (see reply()): Redis converts every table of a reply with
@@ -213,16 +222,77 @@ local function wake(queue)
   end
 end
 
--- A task being changed: the named fields read with one HMGET, the writes
--- gathered for one HSET (w, n: its field/value list and length).
-local function open_names(id, names)
-  local key = k('t', id)
-  local r = redis.call('HMGET', key, unpack(names))
-  local f = {}
-  for i, n in ipairs(names) do
-    f[n] = r[i]
+-- HMGET of any number of fields, in slices (Lua's unpack is limited).
+local function hmget_all(key, names)
+  if #names <= 1000 then
+    return redis.call('HMGET', key, unpack(names))
   end
-  return {id = id, key = key, f = f, w = {}, n = 0, seq = tonumber(f.seq or '0')}
+  local got = {}
+  for n = 1, #names, 1000 do
+    local r = redis.call('HMGET', key, unpack(names, n, math.min(n + 999, #names)))
+    for i = 1, #r do
+      got[#got + 1] = r[i]
+    end
+  end
+  return got
+end
+
+-- Tasks opened in this call, by id. A task is opened once per call, and
+-- every read and write of its hash in the call goes through that entry:
+-- its fields (f) are a cache that its own writes keep current, so that a
+-- write can wait in w for the task's one HSET of the call (defer) while
+-- later jobs of the same task read what it wrote. Opening it again reads
+-- only the fields not read yet. A job's own fields on the entry (step,
+-- item, token, attempt, stalls) are the last opened job's.
+local OPEN = {}
+-- Entries with deferred writes, committed by flush_open().
+local DIRTY = {}
+
+-- A task being changed: the named fields read (those not read yet in this
+-- call, with one HMGET), the writes gathered for one HSET (w, n: its
+-- field/value list and length).
+local function open_names(id, names)
+  local c = OPEN[id]
+  if not c then
+    -- Nothing read yet: every name (seq first), in one HMGET.
+    local key = k('t', id)
+    local r = hmget_all(key, names)
+    local f = {}
+    for i = 1, #names do
+      f[names[i]] = r[i]
+    end
+    if f.seq == nil then
+      f.seq = redis.call('HGET', key, 'seq')
+    end
+    -- Made with every field it may get, and room for its first writes:
+    -- a Lua table grows by rehashing all it holds.
+    c = {id = id, key = key, f = f, n = 0, seq = tonumber(f.seq or '0'), step = false, item = false, token = false,
+      attempt = false, stalls = false, idj = false, emitted = false, dirty = false,
+      w = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}}
+    OPEN[id] = c
+    return c
+  end
+  local f = c.f
+  local miss, m
+  for i = 1, #names do
+    local n = names[i]
+    if f[n] == nil then
+      if not miss then
+        miss, m = {}, 0
+      end
+      m = m + 1
+      miss[m] = n
+      -- Asked for once however often it is named (false: read, absent).
+      f[n] = false
+    end
+  end
+  if miss then
+    local r = hmget_all(c.key, miss)
+    for i = 1, m do
+      f[miss[i]] = r[i]
+    end
+  end
+  return c
 end
 
 -- The task fields most transitions read, and the caller's own.
@@ -272,7 +342,10 @@ local function emit(c, kind, key, task, data, d2, d3, d4, d5, d6, d7)
     .. ',"stepId":' .. jstr(key) .. ',"stepTask":' .. jstr(task) .. ',"data":' .. data
     .. (d2 or '') .. (d3 or '') .. (d4 or '') .. (d5 or '') .. (d6 or '') .. (d7 or '')
     .. ',"timestamp":' .. NOWS .. '}'
-  put(c, 'e' .. seq, ev)
+  -- Written, and not kept among the fields read: nothing reads it back.
+  local n = c.n + 2
+  c.w[n - 1], c.w[n] = 'e' .. seq, ev
+  c.n = n
   c.emitted = true
   EVENTS[#EVENTS + 1] = ev
   if ITEM then
@@ -295,6 +368,26 @@ local function commit(c)
     chunked('HSET', c.key, c.w, c.n)
     c.n = 0
   end
+end
+
+-- Leaves c's writes for the end of the call, to be one HSET with those of
+-- its task's other jobs in the call: most of a DAG's jobs are leased and
+-- completed beside their task's other steps, and each command a script
+-- runs costs ~10,000 instructions around its own work (docs/benchmarks.md).
+local function defer(c)
+  if not c.dirty then
+    c.dirty = true
+    DIRTY[#DIRTY + 1] = c
+  end
+end
+
+local function flush_open()
+  for i = 1, #DIRTY do
+    local c = DIRTY[i]
+    c.dirty = false
+    commit(c)
+  end
+  DIRTY = {}
 end
 
 -- A field of the task, read now unless open() read it already (false:
@@ -359,14 +452,14 @@ local function wake_parent(child, parent)
   if link.item then
     item = int(link.item)
   end
-  local pk = k('t', link.taskId)
-  local r = redis.call('HMGET', pk, step .. ':queue', step .. ':prio', step .. ':child')
-  local waits_for = r[3]
+  local s = F(step)
+  local f = open_names(link.taskId, {s.queue, s.prio, s.child}).f
+  local queue, waits_for = f[s.queue], f[s.child]
   if item ~= '-1' then
     waits_for = redis.call('HGET', k('it', link.taskId, step), item .. ':child')
   end
-  if r[1] and waits_for == child and redis.call('ZREM', k('d', r[1]), jid(link.taskId, step, item)) == 1 then
-    push_job(link.taskId, step, item, r[1], NOW, r[2])
+  if queue and waits_for == child and redis.call('ZREM', k('d', queue), jid(link.taskId, step, item)) == 1 then
+    push_job(link.taskId, step, item, queue, NOW, f[s.prio])
   end
 end
 
@@ -414,18 +507,6 @@ local function flush_done()
   DONE = {}
 end
 
--- HMGET of any number of fields, in slices (Lua's unpack is limited).
-local function hmget_all(key, names)
-  local got = {}
-  for n = 1, #names, 1000 do
-    local r = redis.call('HMGET', key, unpack(names, n, math.min(n + 999, #names)))
-    for _, v in ipairs(r) do
-      got[#got + 1] = v
-    end
-  end
-  return got
-end
-
 -- Milliseconds since a stored start time (0 when it was never set).
 local function since(stamp)
   local t = tonumber(stamp or '')
@@ -464,19 +545,19 @@ local function finish_step(c, step, result, how)
   if deps then
     for d in string.gmatch(deps, '%d+') do
       local sd = F(d)
-      local w = redis.call('HINCRBY', c.key, sd.waiting, -1)
-      if w == 0 then
-        local r = redis.call('HMGET', c.key, sd.status, sd.queue, sd.prio)
-        if (r[1] or 'pending') == 'pending' then
-          push_job(c.id, d, '-1', r[2], NOW, r[3])
-        end
+      -- Through the task's entry: its jobs' writes may still be waiting.
+      local f = open_names(c.id, per_step(DEP_READ, d, dep_fields)).f
+      local w = tonumber(f[sd.waiting] or '0') - 1
+      put(c, sd.waiting, int(w))
+      if w == 0 and (f[sd.status] or 'pending') == 'pending' then
+        push_job(c.id, d, '-1', f[sd.queue], NOW, f[sd.prio])
       end
     end
   end
   if done >= total then
     local final = result
     if tonumber(step) ~= total - 1 then
-      final = redis.call('HGET', c.key, (total - 1) .. ':result') or 'null'
+      final = got(c, int(total - 1) .. ':result') or 'null'
     end
     put(c, 'result', final)
     put(c, 'progress', '100')
@@ -603,11 +684,11 @@ local function open_held(j, token, fields)
   return c
 end
 
--- open_held for completing step's own job of task id (its caller split the
--- job id already), reading only what that needs.
+-- open_held for completing step's own job of task id, opened by
+-- prefetch() with DONE_TASK and DONE_READ.
 local function open_done(id, step, token)
   local s = F(step)
-  local c = open_names(id, per_step(DONE_READ, step, done_fields))
+  local c = OPEN[id]
   local held = c.f[s.token]
   if c.f[s.status] ~= 'running' or held ~= token or tonumber(held or '0') <= 0 then
     return nil
@@ -641,6 +722,45 @@ local function give_back(c, j, run_at)
   job_put(c, 'token', int(-tonumber(c.token)))
   redis.call('ZREM', k('a'), j)
   push_job(c.id, c.step, c.item, c.f[c.step .. ':queue'], run_at, c.f[c.step .. ':prio'])
+end
+
+-- The job ids of list (list[from], then every stride-th value up to
+-- list[upto]) split: their tasks, steps and items, and how many.
+local function split_jobs(list, from, stride, upto)
+  local ids, steps, items, m = {}, {}, {}, 0
+  for n = from, upto, stride do
+    m = m + 1
+    ids[m], steps[m], items[m] = split_jid(list[n])
+  end
+  return ids, steps, items, m
+end
+
+-- Opens the tasks of step jobs handled together, each with one HMGET of
+-- its own fields (task) and its jobs' (read: per_step's cache and
+-- builder): jobs of one task are leased side by side (the same rank, sorted
+-- by id), and often complete together. Each command a script runs costs
+-- ~10,000 instructions around its own work (docs/benchmarks.md).
+local function prefetch(ids, steps, items, m, task, cache, read)
+  local names, order = {}, {}
+  for x = 1, m do
+    local id = ids[x]
+    if id and items[x] == '-1' then
+      local l = names[id]
+      if not l then
+        l = {unpack(task)}
+        names[id] = l
+        order[#order + 1] = id
+      end
+      local fs = per_step(cache, steps[x], read)
+      local n = #l
+      for y = 1, #fs do
+        l[n + y] = fs[y]
+      end
+    end
+  end
+  for x = 1, #order do
+    open_names(order[x], names[order[x]])
+  end
 end
 
 -- Ranks the delayed jobs of queue that are due among its due jobs (by
@@ -683,12 +803,13 @@ local function lease(queue, max, lease_ms)
     if #popped == 0 then
       break
     end
-    for n = 1, #popped, 2 do
-      local j = popped[n]
-      local id, step, item = split_jid(j)
+    local ids, steps, items, m = split_jobs(popped, 1, 2, #popped)
+    prefetch(ids, steps, items, m, LEASE_TASK, LEASE_READ, lease_fields)
+    for x = 1, m do
+      local j, id, step, item = popped[2 * x - 1], ids[x], steps[x], items[x]
       local s = F(step)
       if item == '-1' then
-        local c = open_names(id, per_step(LEASE_READ, step, lease_fields))
+        local c = OPEN[id]
         local st = c.f[s.status] or 'pending'
         -- Waiting for a retry, a step is still 'running' but not held (a
         -- parked builtin.wait, 'waiting', until its timeout); a forEach step
@@ -709,15 +830,15 @@ local function lease(queue, max, lease_ms)
             put(c, 'status', 'active')
           end
           emit(c, 'step:start', c.f[s.key], c.f[s.task], '{"attempt":', attempt, '}')
-          commit(c)
+          defer(c)
           hand_out(queue, j, attempt, token, until_ms)
           leased = leased + 1
         end
       else
-        local r = redis.call('HMGET', k('t', id), 'status', s.status)
+        local f = open_names(id, {'status', s.status}).f
         local ik = k('it', id, step)
         local ri = redis.call('HMGET', ik, item .. ':token', item .. ':attempt', item)
-        if is_live(r[1]) and r[2] == 'running' and not ri[3] and tonumber(ri[1] or '0') <= 0 then
+        if is_live(f.status) and f[s.status] == 'running' and not ri[3] and tonumber(ri[1] or '0') <= 0 then
           local token = int(next_token(ri[1]))
           redis.call('HSET', ik, item .. ':token', token)
           hand_out(queue, j, ri[2] or '1', token, until_ms)
@@ -751,6 +872,7 @@ end
 -- it woke and those queues, the number of its events and those events; per
 -- job its queue, id, attempt and token.
 local function reply(number)
+  flush_open()
   flush_jobs()
   flush_done()
   if #EVENTS > 0 then

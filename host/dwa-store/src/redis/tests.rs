@@ -405,6 +405,70 @@ async fn leases_stay_in_a_skiplist_however_few_and_none_is_left_behind() {
     }
 }
 
+/// Jobs of one task handled in one script run read its hash with one HMGET
+/// and write it with one HSET (docs/benchmarks.md, "Redis scripts"): each
+/// command a script runs costs ~10,000 instructions around its own work.
+#[tokio::test]
+async fn a_call_reads_and_writes_each_of_its_tasks_once() {
+    let server = crate::testing::RedisServer::start();
+    let s = Arc::new(store(&server, "once").await);
+    let mut conn = s.core.conn.clone();
+    let n = 8;
+    s.create_task(wide_task(n)).await.unwrap();
+    let first = s.lease("default", "w", 10, 30_000).await.unwrap().jobs;
+    s.complete(&first[0], serde_json::json!(0)).await.unwrap();
+
+    reset_stats(&mut conn).await;
+    let middle = s.lease("default", "w", 100, 30_000).await.unwrap().jobs;
+    assert_eq!(middle.len(), n as usize);
+    assert_eq!(calls(&mut conn, "hmget").await, 1, "reads of {n} leases");
+    assert_eq!(calls(&mut conn, "hset").await, 1, "writes of {n} leases");
+
+    reset_stats(&mut conn).await;
+    let before = s.round_trips();
+    // A current-thread runtime: the completions are queued before the
+    // batcher runs, so they share script runs.
+    let calls_made: Vec<_> = middle
+        .into_iter()
+        .map(|j| {
+            let s = s.clone();
+            tokio::spawn(async move { s.complete(&j, serde_json::json!(j.step)).await })
+        })
+        .collect();
+    for c in calls_made {
+        c.await.unwrap().unwrap();
+    }
+    let runs = s.round_trips() - before;
+    assert!(runs < u64::from(n), "{n} completions took {runs} runs");
+    // Per run: the task's fields, then its join's (once, however many of
+    // the run's steps it waits for).
+    assert!(calls(&mut conn, "hmget").await <= 2 * runs);
+    assert_eq!(calls(&mut conn, "hset").await, runs, "one write per run");
+    assert_eq!(calls(&mut conn, "hincrby").await, 0);
+}
+
+async fn reset_stats(conn: &mut redis::aio::ConnectionManager) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// How often Redis ran a command (scripts' commands included) since the last reset.
+async fn calls(conn: &mut redis::aio::ConnectionManager, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let head = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(head.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
 /// Completes a wide task's join with "end": the task completes with that result.
 async fn complete_last(s: &RedisStore, join: &Job, id: &str) -> TaskRecord {
     let tr = s.complete(join, serde_json::json!("end")).await.unwrap();
