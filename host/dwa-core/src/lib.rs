@@ -11,6 +11,7 @@
 //!   announces.
 //! - [`catalog`]: which tasks exist and which backend serves each.
 //! - [`chunking`]: expands a chunked step into split, parts and merge.
+//! - [`event_data`]: an event's data, parsed only when something reads it.
 //! - [`limits`]: the limits every request runs within, and iterative
 //!   checks of a value's depth and size.
 //! - [`plan`]: validation and planning of a task into a dependency graph.
@@ -22,6 +23,7 @@
 
 pub mod catalog;
 pub mod chunking;
+pub mod event_data;
 pub mod limits;
 pub mod model;
 pub mod plan;

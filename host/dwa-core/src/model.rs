@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+pub use crate::event_data::EventData;
+
 /// A task submitted to `POST /api/tasks`: a single task, or a pipeline when `steps` is set.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -537,7 +539,7 @@ pub struct TaskEvent {
     pub step_task: Option<String>,
     /// Event-specific data.
     #[schema(value_type = Object)]
-    pub data: Value,
+    pub data: EventData,
     /// When it happened (ms since the Unix epoch).
     pub timestamp: i64,
 }

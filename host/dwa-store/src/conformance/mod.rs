@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::clock::{Clock, ManualClock};
 use crate::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
@@ -547,7 +547,6 @@ async fn events_are_ordered_and_broadcast(s: Arc<dyn Store>, c: Arc<ManualClock>
         s.append_events("nope", vec![], u64::MAX).await,
         Err(StoreError::NotFound(_))
     ));
-    let _: Value = evs[2].data.clone();
 }
 
 async fn appended_events_stop_at_the_cap_with_one_capped_event(

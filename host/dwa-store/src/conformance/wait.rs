@@ -23,7 +23,7 @@ pub(super) async fn a_parked_step_completes_with_its_signal(
     assert_eq!(tr.task.as_deref(), Some(id.as_str()));
     let ev = events_since(&s, &id, 0).await.pop().unwrap();
     assert_eq!(
-        (ev.kind.as_str(), &ev.data),
+        (ev.kind.as_str(), ev.data.value()),
         ("step:wait", &json!({"name": "approve"}))
     );
     let rec = s.task(&id).await.unwrap().unwrap();

@@ -31,7 +31,7 @@ use crate::{
     DueEffects, EventFeed, Job, Leased, Lifecycles, ListFilter, NewEvent, NewTask, ScheduleRecord,
     ScheduleUpdate, Settled, StepEnd, StepRecord, Store, StoreError, TaskRecord, Transition,
 };
-use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
+use dwa_core::model::{EventData, StepStatus, TaskEvent, TaskStatus};
 
 /// Largest group of requests committed in one transaction.
 const MAX_BATCH: usize = 2048;
@@ -707,8 +707,11 @@ impl Store for SqliteStore {
                     task_id: id.clone(),
                     step_id: r.get(2)?,
                     step_task: r.get(3)?,
-                    data: parse_json(r.get::<_, Option<String>>(4)?.as_deref())
-                        .unwrap_or(Value::Null),
+                    // Kept as its text until something reads into it.
+                    data: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|t| serde_json::from_str::<EventData>(&t).ok())
+                        .unwrap_or_else(|| Value::Null.into()),
                     timestamp: r.get(5)?,
                 })
             })?;

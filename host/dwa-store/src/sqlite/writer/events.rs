@@ -49,7 +49,7 @@ impl Writer {
             task_id: task.to_owned(),
             step_id: step.map(|s| s.key.clone()),
             step_task: step.map(|s| s.task.clone()),
-            data,
+            data: data.into(),
             timestamp: now,
         }));
         Ok(())
