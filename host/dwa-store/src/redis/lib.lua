@@ -70,19 +70,25 @@ local QADD = {}
 local DONE = {}
 local ITEM = nil
 
--- Field names of step i in the task hash ("i:status", ...), built once per
--- step index per call: most items of a batch are step 0 of their task, and
--- every concatenation makes Lua intern a new string.
-local STEP_FIELDS = {'key', 'task', 'queue', 'prio', 'status', 'waiting', 'deps', 'attempt', 'attempts', 'token',
-  'stalls', 'started', 'completed', 'result', 'error', 'itot', 'idone', 'inext', 'child'}
+-- Field names of step i in the task hash ("i:status", ...), each built on
+-- its first use per step index per call (a call uses about half of the
+-- 19): every concatenation makes Lua intern a new string.
+local STEP_FIELDS = {key = true, task = true, queue = true, prio = true, status = true, waiting = true, deps = true,
+  attempt = true, attempts = true, token = true, stalls = true, started = true, completed = true, result = true,
+  error = true, itot = true, idone = true, inext = true, child = true}
+local LAZY = {__index = function(f, n)
+  if not STEP_FIELDS[n] then
+    error('no step field ' .. tostring(n))
+  end
+  local v = f[1] .. ':' .. n
+  rawset(f, n, v)
+  return v
+end}
 local FIELDS = {}
 local function F(i)
   local f = FIELDS[i]
   if not f then
-    f = {}
-    for _, n in ipairs(STEP_FIELDS) do
-      f[n] = i .. ':' .. n
-    end
+    f = setmetatable({i}, LAZY)
     FIELDS[i] = f
   end
   return f
