@@ -416,6 +416,11 @@ local AGING_MS = 10000
 
 -- A due job's place in its queue (dwa_store::rank): lowest is leased first.
 local function rank(due_at, prio)
+  -- Most jobs are due now at priority 0: their rank is the call's clock
+  -- as it came (string.format costs ~1,500 instructions).
+  if due_at == NOW and (prio == nil or prio == false or prio == '0' or prio == 0) then
+    return NOWS
+  end
   return int(due_at - (tonumber(prio) or 0) * AGING_MS)
 end
 
@@ -562,7 +567,7 @@ local function finish_step(c, step, result, how)
   end
   if done >= total then
     local final = result
-    if tonumber(step) ~= total - 1 then
+    if step ~= int(total - 1) then
       final = got(c, int(total - 1) .. ':result') or 'null'
     end
     put(c, 'result', final)
@@ -816,13 +821,13 @@ local function lease(queue, max, lease_ms)
       local s = F(step)
       if item == '-1' then
         local c = OPEN[id]
-        local st = c.f[s.status] or 'pending'
+        local st, held = c.f[s.status] or 'pending', tonumber(c.f[s.token] or '0')
         -- Waiting for a retry, a step is still 'running' but not held (a
         -- parked builtin.wait, 'waiting', until its timeout); a forEach step
         -- that handed over to its items is never leased again.
         if is_live(c.f.status) and (st == 'pending' or st == 'running' or st == 'waiting') and not c.f[s.itot]
-          and tonumber(c.f[s.token] or '0') <= 0 then
-          local token = int(next_token(c.f[s.token]))
+          and held <= 0 then
+          local token = int(1 - held)
           local attempt = c.f[s.attempt] or '1'
           put(c, s.status, 'running')
           put(c, s.attempts, attempt)
