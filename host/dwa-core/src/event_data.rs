@@ -38,14 +38,6 @@ impl EventData {
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.value().get(key)
     }
-
-    /// The data as JSON text, without parsing it when it came as text.
-    pub fn to_json(&self) -> String {
-        match &self.0.raw {
-            Some(raw) => raw.get().to_owned(),
-            None => self.value().to_string(),
-        }
-    }
 }
 
 impl From<Value> for EventData {
@@ -83,6 +75,7 @@ impl fmt::Debug for EventData {
     }
 }
 
+/// The data as JSON text: the text it came as, without parsing it.
 impl fmt::Display for EventData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0.raw {
@@ -144,7 +137,7 @@ mod tests {
         let read: EventData = serde_json::from_str(r#"{"status":"completed"}"#).unwrap();
         assert_eq!(d, read);
         assert_eq!(d, json!({"status": "completed"}));
-        assert_eq!(d.to_json(), r#"{"status":"completed"}"#);
+        assert_eq!(d.to_string(), r#"{"status":"completed"}"#);
         assert_ne!(d, EventData::from(json!({"status": "failed"})));
     }
 
@@ -155,6 +148,6 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let d: EventData = serde_json::from_str(&deep).unwrap();
         assert_eq!(d.value(), &Value::Null);
-        assert_eq!(d.to_json().len(), 200_000);
+        assert_eq!(d.to_string().len(), 200_000);
     }
 }

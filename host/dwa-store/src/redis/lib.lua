@@ -310,12 +310,18 @@ local function open(id, fields)
   return open_names(id, names)
 end
 
-local function put(c, field, value)
+-- A write of the task's, not kept among the fields read (an event: nothing
+-- reads it back).
+local function write(c, field, value)
   local n = c.n + 2
   local w = c.w
   w[n - 1] = field
   w[n] = value
   c.n = n
+end
+
+local function put(c, field, value)
+  write(c, field, value)
   c.f[field] = value
 end
 
@@ -348,10 +354,7 @@ local function emit(c, kind, key, task, data, d2, d3, d4, d5, d6, d7)
     .. ',"stepId":' .. jstr(key) .. ',"stepTask":' .. jstr(task) .. ',"data":' .. data
     .. (d2 or '') .. (d3 or '') .. (d4 or '') .. (d5 or '') .. (d6 or '') .. (d7 or '')
     .. ',"timestamp":' .. NOWS .. '}'
-  -- Written, and not kept among the fields read: nothing reads it back.
-  local n = c.n + 2
-  c.w[n - 1], c.w[n] = 'e' .. seq, ev
-  c.n = n
+  write(c, 'e' .. seq, ev)
   c.emitted = true
   EVENTS[#EVENTS + 1] = ev
   if ITEM then
@@ -653,8 +656,9 @@ local function fail_step(c, step, item, attempt, err)
   end_task(c, 'failed', task_err)
 end
 
-local function next_token(stored)
-  return 1 - tonumber(stored or '0')
+-- held: the token stored (a number, 0 for none), not positive when free.
+local function next_token(held)
+  return 1 - held
 end
 
 -- Opens the task of a job held with `token`, with the job's own fields
@@ -827,7 +831,7 @@ local function lease(queue, max, lease_ms)
         -- that handed over to its items is never leased again.
         if is_live(c.f.status) and (st == 'pending' or st == 'running' or st == 'waiting') and not c.f[s.itot]
           and held <= 0 then
-          local token = int(1 - held)
+          local token = int(next_token(held))
           local attempt = c.f[s.attempt] or '1'
           put(c, s.status, 'running')
           put(c, s.attempts, attempt)
@@ -849,8 +853,9 @@ local function lease(queue, max, lease_ms)
         local f = open_names(id, {'status', s.status}).f
         local ik = k('it', id, step)
         local ri = redis.call('HMGET', ik, item .. ':token', item .. ':attempt', item)
-        if is_live(f.status) and f[s.status] == 'running' and not ri[3] and tonumber(ri[1] or '0') <= 0 then
-          local token = int(next_token(ri[1]))
+        local held = tonumber(ri[1] or '0')
+        if is_live(f.status) and f[s.status] == 'running' and not ri[3] and held <= 0 then
+          local token = int(next_token(held))
           redis.call('HSET', ik, item .. ':token', token)
           hand_out(queue, j, ri[2] or '1', token, until_ms)
           leased = leased + 1
