@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -160,7 +160,10 @@ impl TaskState {
 struct Pool {
     queue: String,
     notify: Notify,
-    concurrency: usize,
+    /// Its idle workers: the dispatch loop takes them to lease, and so does
+    /// a creation on this host that can hand them its first steps
+    /// ([`Engine::idle_workers_for`]).
+    idle: Arc<Semaphore>,
 }
 
 type JobKey = (String, u32, Option<u32>);
@@ -338,7 +341,7 @@ impl Engine {
         let pool = Arc::new(Pool {
             queue: queue.to_owned(),
             notify: Notify::new(),
-            concurrency,
+            idle: Arc::new(Semaphore::new(concurrency)),
         });
         pools.insert(queue.to_owned(), pool.clone());
         let me = self.clone();
@@ -514,7 +517,7 @@ impl Engine {
     }
 
     async fn dispatch(self: Arc<Self>, pool: Arc<Pool>) {
-        let sem = Arc::new(Semaphore::new(pool.concurrency));
+        let sem = pool.idle.clone();
         loop {
             let first = tokio::select! {
                 p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -551,16 +554,7 @@ impl Engine {
                 }
             };
             let drained = leased.jobs.len() < permits.len();
-            for job in leased.jobs {
-                let Some(permit) = permits.pop() else { break };
-                let me = self.clone();
-                let queue = pool.queue.clone();
-                self.tracker.spawn(async move {
-                    me.work(queue, job).await;
-                    drop(permit);
-                });
-            }
-            drop(permits);
+            self.run_leased(&pool.queue, leased.jobs, permits);
             if drained {
                 let wait = leased
                     .next_due
@@ -572,6 +566,26 @@ impl Engine {
                     _ = self.stop_leasing.cancelled() => return,
                 }
             }
+        }
+    }
+
+    /// Runs jobs leased from `queue`, each holding one of the idle workers
+    /// taken for the lease (the lease asked for no more jobs than those);
+    /// the workers left over go back.
+    fn run_leased(
+        self: &Arc<Self>,
+        queue: &str,
+        jobs: Vec<Job>,
+        mut idle: Vec<OwnedSemaphorePermit>,
+    ) {
+        for job in jobs {
+            let Some(worker) = idle.pop() else { break };
+            let me = self.clone();
+            let queue = queue.to_owned();
+            self.tracker.spawn(async move {
+                me.work(queue, job).await;
+                drop(worker);
+            });
         }
     }
 

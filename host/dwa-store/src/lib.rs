@@ -329,6 +329,16 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// Leaves `queue` out of `woke` when a lease made with this transition
+    /// asked it for `asked` jobs and got fewer: the queue is empty, unless
+    /// the task created with it starts later (`delayed`), when its workers
+    /// must still learn the new due time.
+    pub fn leased_dry(&mut self, queue: &str, asked: usize, got: usize, delayed: bool) {
+        if got < asked && !delayed {
+            self.woke.retain(|q| q != queue);
+        }
+    }
+
     /// Notes what the engine needs of the events a transition recorded.
     pub fn note(&mut self, events: &[Arc<TaskEvent>]) {
         if let Some(first) = events.first() {
@@ -486,6 +496,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a task and queues its first steps, atomically.
     async fn create_task(&self, task: NewTask) -> Result<Transition, StoreError>;
+
+    /// Stores a task as [`Store::create_task`] does and, in the same call,
+    /// leases up to `max` due jobs of `queue` to `owner` (the queue's first,
+    /// which are the new task's own first steps unless older jobs wait), so
+    /// that a task reaching a host with idle workers starts without a second
+    /// round trip. A queue the lease emptied is left out of the transition's
+    /// `woke`: its workers have nothing more to look for. Nothing is leased
+    /// when the task is refused. A store that cannot do both at once leases
+    /// nothing, and its caller wakes its workers as after `create_task`.
+    async fn create_and_lease(
+        &self,
+        task: NewTask,
+        queue: &str,
+        owner: &str,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<(Transition, Vec<Job>), StoreError> {
+        let _ = (queue, owner, max, lease_ms);
+        Ok((self.create_task(task).await?, Vec::new()))
+    }
 
     /// Leases up to `max` due jobs of `queue` to `owner` for `lease_ms`; marks their steps running.
     async fn lease(

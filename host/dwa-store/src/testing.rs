@@ -164,6 +164,20 @@ impl Store for Flaky {
         self.inner.create_task(task).await
     }
 
+    async fn create_and_lease(
+        &self,
+        task: NewTask,
+        queue: &str,
+        owner: &str,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<(Transition, Vec<Job>), StoreError> {
+        self.trip("create_task")?;
+        self.inner
+            .create_and_lease(task, queue, owner, max, lease_ms)
+            .await
+    }
+
     async fn lease(
         &self,
         queue: &str,

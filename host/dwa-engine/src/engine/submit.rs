@@ -308,9 +308,22 @@ impl Engine {
             created,
         } = self.build(prepared)?;
         let has_pending_effects = self.adopt(&created.id, plan, lineage, trace);
-        match self.store.create_task(new).await {
-            Ok(t) => {
+        let idle = self.idle_workers_for(&new);
+        let stored = match &idle {
+            Some((queue, workers)) => {
+                let (owner, lease_ms) = (&self.config.owner, self.config.lease_ms);
+                self.store
+                    .create_and_lease(new, queue, owner, workers.len(), lease_ms)
+                    .await
+            }
+            None => self.store.create_task(new).await.map(|t| (t, Vec::new())),
+        };
+        match stored {
+            Ok((t, jobs)) => {
                 crate::meters::task_submitted(&created.queue);
+                if let Some((queue, workers)) = idle {
+                    self.run_leased(&queue, jobs, workers);
+                }
                 self.wake(&t);
                 if has_pending_effects {
                     // Due in the outbox with the task: deliver it now.
@@ -323,6 +336,31 @@ impl Engine {
                 Err(e.into())
             }
         }
+    }
+
+    /// Idle workers of this host for the queue of `task`'s first steps, at
+    /// most one per step that starts at once there: the creation leases
+    /// for them in the same store call, so a task reaching an idle host
+    /// starts without a second round trip (docs/architecture.md). None for
+    /// a task that starts later, or once this host stops leasing.
+    fn idle_workers_for(
+        self: &Arc<Self>,
+        task: &NewTask,
+    ) -> Option<(String, Vec<tokio::sync::OwnedSemaphorePermit>)> {
+        if task.run_at.is_some() || self.stop_leasing.is_cancelled() {
+            return None;
+        }
+        let queue = &task.steps.iter().find(|s| s.waiting_for == 0)?.queue;
+        let starting = task
+            .steps
+            .iter()
+            .filter(|s| s.waiting_for == 0 && &s.queue == queue)
+            .count();
+        let pool = self.pool(queue);
+        let workers: Vec<_> = std::iter::from_fn(|| pool.idle.clone().try_acquire_owned().ok())
+            .take(starting)
+            .collect();
+        (!workers.is_empty()).then(|| (queue.clone(), workers))
     }
 
     /// Makes the store's record of a prepared task: its id, start time,

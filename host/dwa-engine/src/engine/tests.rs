@@ -387,3 +387,43 @@ async fn a_delayed_task_starts_exactly_at_its_time_on_the_store_clock() {
     }
     engine.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A task that reaches idle workers starts in its creation's store call:
+/// it runs to the end while every lease call of the dispatch loops fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_reaching_idle_workers_starts_without_a_lease_call() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let inner = match SqliteStore::open(dir.path()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => panic!("cannot open the store: {e}"),
+    };
+    let flaky = Arc::new(Flaky::new(inner));
+    flaky.fail_next("lease", u32::MAX);
+    let engine = engine_on(flaky.clone());
+    if let Err(e) = engine.start().await {
+        panic!("engine did not start: {e}");
+    }
+    // Both pools have made their first lease and wait 500 ms before the
+    // next: their workers are idle meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while flaky.tripped().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pools made no lease within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // `default` has two workers: the creation hands them `a` and `b`; `c`
+    // follows in `b`'s completion (complete_and_lease).
+    let spec = json!({"type": "p", "steps": [
+        {"id": "a", "task": "builtin.echo", "input": {"n": 1}},
+        {"id": "b", "task": "builtin.echo", "input": {"n": 2}},
+        {"id": "c", "task": "builtin.echo", "dependsOn": ["a", "b"],
+         "input": {"a": "{{steps.a.n}}", "b": "{{steps.b.n}}"}}
+    ]});
+    let t = run_to_end(&engine, spec).await;
+    assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+    assert_eq!(t.final_result, Some(json!({"a": 1, "b": 2})));
+    assert!(flaky.tripped().iter().all(|op| *op == "lease"));
+    engine.shutdown(Duration::from_secs(1)).await;
+}

@@ -12,6 +12,7 @@ use crate::{Feed, ListFilter, NewEvent, NewStep, NewTask, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskEvent, TaskStatus};
 
 mod branch;
+mod create_lease;
 mod gates;
 mod priority;
 mod resume;
@@ -19,6 +20,7 @@ mod schedules;
 mod subtask;
 mod wait;
 use branch::*;
+use create_lease::*;
 use gates::*;
 use priority::*;
 use resume::*;
@@ -141,6 +143,9 @@ where
     case!(a_delayed_task_starts_no_step_before_its_time);
     case!(release_gives_jobs_back);
     case!(complete_and_lease_hands_over_the_released_step);
+    case!(a_creation_hands_idle_workers_the_queues_first_jobs);
+    case!(a_delayed_creation_leases_nothing_and_still_wakes);
+    case!(a_refused_creation_leases_nothing);
     case!(retention_purges_only_finished_tasks_past_the_cutoff);
     case!(a_failed_task_runs_again_from_its_failed_step);
     case!(a_cancelled_task_resumes_with_each_job_leased_once);

@@ -1,18 +1,24 @@
 -- ARGV: P, now, count, then per task: id, type, queue, pipeline, created, spec,
 -- idempotency key ('' for none), body hash, expires at (ms), effects
 -- ('' or some of p, s, e: onPending, onSuccess, onError lists), run at (ms;
--- its first steps wait until then), steps,
--- then per step: key, task, queue, priority, waiting, dependants (comma-separated).
+-- its first steps wait until then), the queue its caller's idle workers
+-- lease from ('' for none), how many jobs they take and for how long (ms),
+-- steps, then per step: key, task, queue, priority, waiting, dependants
+-- (comma-separated).
 -- A key held (unexpired, on the store's clock) by an earlier task answers
 -- IDEMPOTENT <task> same|different instead of creating one.
+-- The jobs asked for are leased once every task is queued (the reply's
+-- jobs, per queue in the order asked); a refused task asks for none.
 local i = 4
 local idx, live, by_queue, queues = {}, {}, {}, {}
+local wanted, order = {}, {}
 for _ = 1, tonumber(ARGV[3]) do
   begin_item()
   local id, typ, queue, pipeline, created, spec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local ikey, ihash, iexp, fx = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
-  local run_at, n = math.max(NOW, tonumber(ARGV[i + 10])), tonumber(ARGV[i + 11])
-  i = i + 12
+  local run_at = math.max(NOW, tonumber(ARGV[i + 10]))
+  local from, max, lease_ms, n = ARGV[i + 11], tonumber(ARGV[i + 12]), tonumber(ARGV[i + 13]), tonumber(ARGV[i + 14])
+  i = i + 15
   local key = k('t', id)
   local held
   if ikey ~= '' then
@@ -81,6 +87,15 @@ for _ = 1, tonumber(ARGV[3]) do
     end
     l[#l + 1] = 0
     l[#l + 1] = id
+    if from ~= '' and max > 0 then
+      local want = wanted[from]
+      if not want then
+        want = {0, 0}
+        wanted[from] = want
+        order[#order + 1] = from
+      end
+      want[1], want[2] = want[1] + max, math.max(want[2], lease_ms)
+    end
     end_item()
   end
 end
@@ -95,5 +110,8 @@ if #idx > 0 then
     names[#names + 1] = q
   end
   redis.call('SADD', k('queues'), unpack(names))
+end
+for _, q in ipairs(order) do
+  lease(q, wanted[q][1], wanted[q][2])
 end
 return reply()

@@ -27,13 +27,14 @@
 mod batch;
 mod decode;
 mod gates;
+mod handout;
 mod schedules;
 mod scripts;
 mod subtask;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,7 +54,8 @@ use crate::{
 use batch::Batcher;
 use decode::{ScriptReply, fields_map, parse_reply, record, step_record};
 use dwa_core::model::{TaskEvent, TaskStatus};
-use scripts::{Scripts, create_args};
+use handout::Handout;
+use scripts::{Creation, LeaseAsk, Scripts, create_args};
 
 /// How big a batched script may grow: Redis runs nothing else while a
 /// script runs, so other hosts' calls must not wait behind a huge one. Two
@@ -116,7 +118,7 @@ pub struct RedisStore {
     events: broadcast::Sender<Arc<TaskEvent>>,
     resets: tokio::sync::watch::Sender<u64>,
     listener: tokio::task::JoinHandle<()>,
-    creates: Batcher<NewTask, Transition>,
+    creates: Batcher<Creation, (Transition, Vec<Job>)>,
     completions: Batcher<Completion, (Transition, Option<Job>)>,
 }
 
@@ -135,8 +137,8 @@ fn job_id(j: &Job) -> String {
 }
 
 /// Bytes of script arguments a creation takes (its spec, ~64 per step).
-fn task_size(t: &NewTask) -> usize {
-    t.spec.len() + 64 * (t.steps.len() + 1)
+fn task_size(c: &Creation) -> usize {
+    c.task.spec.len() + 64 * (c.task.steps.len() + 1)
 }
 
 /// Bytes of script arguments a completion takes (its result).
@@ -177,10 +179,45 @@ impl Core {
 
     async fn create_batch(
         &self,
-        tasks: Vec<NewTask>,
-    ) -> Result<Vec<Result<Transition, StoreError>>, StoreError> {
-        let args = create_args(tasks);
-        Ok(self.run(&self.scripts.create, args).await?.items)
+        tasks: Vec<Creation>,
+    ) -> Result<Vec<Result<(Transition, Vec<Job>), StoreError>>, StoreError> {
+        let asks: Vec<(Option<(String, usize)>, bool)> = tasks
+            .iter()
+            .map(|c| {
+                let ask = c.lease.as_ref().map(|l| (l.queue.clone(), l.max));
+                (ask, c.task.run_at.is_some())
+            })
+            .collect();
+        let r = self.run(&self.scripts.create, create_args(tasks)).await?;
+        let mut handout = Handout::new(r.jobs);
+        // Per queue, what the created tasks asked for and what was leased:
+        // a queue that gave fewer is empty, for every item of the run.
+        let mut asked: HashMap<String, usize> = HashMap::new();
+        for ((ask, _), item) in asks.iter().zip(&r.items) {
+            if let (Some((q, max)), Ok(_)) = (ask, item) {
+                *asked.entry(q.clone()).or_default() += max;
+            }
+        }
+        let leased: Vec<(String, usize, usize)> = asked
+            .into_iter()
+            .map(|(q, n)| {
+                let got = handout.left(&q);
+                (q, n, got)
+            })
+            .collect();
+        Ok(r.items
+            .into_iter()
+            .zip(asks)
+            .map(|(item, (ask, delayed))| {
+                item.map(|mut t| {
+                    for (q, n, got) in &leased {
+                        t.leased_dry(q, *n, *got, delayed);
+                    }
+                    let jobs = ask.map_or_else(Vec::new, |(q, max)| handout.take(&q, max));
+                    (t, jobs)
+                })
+            })
+            .collect())
     }
 
     async fn complete_batch(
@@ -200,24 +237,11 @@ impl Core {
             args.push(c.next_from);
         }
         let r = self.run(&self.scripts.complete, args).await?;
-        // Leased jobs are handed to the completed items that asked, in order.
-        let mut by_queue: HashMap<String, VecDeque<Job>> = HashMap::new();
-        for (q, j) in r.jobs {
-            by_queue.entry(q).or_default().push_back(j);
-        }
+        let mut handout = Handout::new(r.jobs);
         Ok(r.items
             .into_iter()
             .zip(wants)
-            .map(|(item, want)| {
-                item.map(|t| {
-                    let next = if want.is_empty() {
-                        None
-                    } else {
-                        by_queue.get_mut(&want).and_then(VecDeque::pop_front)
-                    };
-                    (t, next)
-                })
-            })
+            .map(|(item, want)| item.map(|t| (t, handout.take(&want, 1).pop())))
             .collect())
     }
 }
@@ -384,7 +408,24 @@ impl Store for RedisStore {
     }
 
     async fn create_task(&self, task: NewTask) -> Result<Transition, StoreError> {
-        self.creates.call(task).await
+        let creation = Creation { task, lease: None };
+        Ok(self.creates.call(creation).await?.0)
+    }
+
+    async fn create_and_lease(
+        &self,
+        task: NewTask,
+        queue: &str,
+        _owner: &str,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<(Transition, Vec<Job>), StoreError> {
+        let lease = (max > 0).then(|| LeaseAsk {
+            queue: queue.to_owned(),
+            max,
+            lease_ms,
+        });
+        self.creates.call(Creation { task, lease }).await
     }
 
     // The owner is not stored: the token fences a job, and the lease set

@@ -94,11 +94,25 @@ impl Scripts {
     }
 }
 
+/// A task to create, and the jobs its caller's idle workers would take
+/// from a queue in the same script ([`crate::Store::create_and_lease`]).
+pub(super) struct Creation {
+    pub(super) task: NewTask,
+    pub(super) lease: Option<LeaseAsk>,
+}
+
+/// Up to `max` due jobs of `queue`, leased for `lease_ms`.
+pub(super) struct LeaseAsk {
+    pub(super) queue: String,
+    pub(super) max: usize,
+    pub(super) lease_ms: i64,
+}
+
 /// The arguments of create.lua for `tasks` (spawn.lua takes one task the same way).
-pub(super) fn create_args(tasks: Vec<NewTask>) -> Vec<String> {
-    let mut args = Vec::with_capacity(1 + tasks.len() * 12);
+pub(super) fn create_args(tasks: Vec<Creation>) -> Vec<String> {
+    let mut args = Vec::with_capacity(1 + tasks.len() * 15);
     args.push(tasks.len().to_string());
-    for task in tasks {
+    for Creation { task, lease } in tasks {
         args.push(task.id);
         args.push(task.task_type);
         args.push(task.queue);
@@ -126,6 +140,10 @@ pub(super) fn create_args(tasks: Vec<NewTask>) -> Vec<String> {
         }
         args.push(mask);
         args.push(task.run_at.unwrap_or(0).to_string());
+        match lease {
+            Some(l) => args.extend([l.queue, l.max.to_string(), l.lease_ms.to_string()]),
+            None => args.extend([String::new(), "0".into(), "0".into()]),
+        }
         args.push(task.steps.len().to_string());
         for s in task.steps {
             args.push(s.key);

@@ -2,7 +2,8 @@
 //! child in one script; lib.lua's finish_task wakes the parent's job when
 //! a child ends; P:kids:{id} lists a task's children.
 
-use super::{Core, backend, create_args, job_id};
+use super::scripts::{Creation, create_args};
+use super::{Core, backend, job_id};
 use crate::{Job, NewTask, StoreError, Transition};
 
 impl Core {
@@ -13,7 +14,10 @@ impl Core {
         child: NewTask,
         until: i64,
     ) -> Result<Transition, StoreError> {
-        let mut args = create_args(vec![child]);
+        let mut args = create_args(vec![Creation {
+            task: child,
+            lease: None,
+        }]);
         args.extend([
             job_id(job),
             job.token.to_string(),

@@ -124,6 +124,59 @@ async fn jobs_of_a_cancelled_task_do_not_hold_up_the_queue() {
     assert_eq!(got.next_due, None, "the dead jobs are gone from the queue");
 }
 
+/// Creations sharing a script run each get the jobs they asked for, none
+/// twice, and none taken for a refused one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creations_share_runs_and_split_their_leases() {
+    let server = crate::testing::RedisServer::start();
+    let s = Arc::new(store(&server, "handed").await);
+    let tasks: Vec<(NewTask, usize)> = (0..200)
+        .map(|i| (crate::conformance::chain_task(1), 1 + (i % 2) * 2))
+        .collect();
+    let dup = (tasks[0].0.clone(), 2);
+    let before = s.round_trips();
+    let mut calls = Vec::new();
+    for (t, max) in tasks.into_iter().chain(std::iter::once(dup)) {
+        let s = s.clone();
+        calls.push(tokio::spawn(async move {
+            (
+                max,
+                s.create_and_lease(t, "default", "w", max, 30_000).await,
+            )
+        }));
+    }
+    let mut handed = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            (max, Ok((t, jobs))) => {
+                assert!(jobs.len() <= max, "{} jobs for {max} asked", jobs.len());
+                if jobs.len() < max {
+                    assert!(t.woke.is_empty(), "a dry queue is not woken: {:?}", t.woke);
+                }
+                for j in jobs {
+                    assert!(
+                        handed.insert(j.task_id.clone()),
+                        "{} handed twice",
+                        j.task_id
+                    );
+                }
+            }
+            (_, Err(StoreError::Duplicate(_))) => duplicates += 1,
+            (_, Err(e)) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(duplicates, 1);
+    let runs = s.round_trips() - before;
+    assert!(
+        runs <= 201 / 4,
+        "201 concurrent creations took {runs} script runs"
+    );
+    // Each run asked for at least as many jobs as its tasks made due.
+    assert_eq!(handed.len(), 200, "every new job is handed to its creators");
+    assert!(crate::conformance::leases_nothing(&(s as Arc<dyn Store>), "default").await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_share_script_runs_and_keep_their_own_outcomes() {
     let server = crate::testing::RedisServer::start();

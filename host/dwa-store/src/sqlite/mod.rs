@@ -60,6 +60,13 @@ impl From<rusqlite::Error> for StoreError {
 
 enum Op {
     Create(NewTask),
+    CreateAndLease {
+        task: NewTask,
+        queue: String,
+        owner: String,
+        max: usize,
+        lease_ms: i64,
+    },
     Lease {
         queue: String,
         owner: String,
@@ -109,7 +116,7 @@ impl Op {
 
 enum Reply {
     Transition(Transition),
-    TransitionAndJob(Transition, Option<Job>),
+    TransitionAndJobs(Transition, Vec<Job>),
     Leased(Leased),
     Bools(Vec<bool>),
     Count(usize),
@@ -354,6 +361,29 @@ impl Store for SqliteStore {
         transition(self.call(Op::Create(task)).await?)
     }
 
+    async fn create_and_lease(
+        &self,
+        task: NewTask,
+        queue: &str,
+        owner: &str,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<(Transition, Vec<Job>), StoreError> {
+        match self
+            .call(Op::CreateAndLease {
+                task,
+                queue: queue.into(),
+                owner: owner.into(),
+                max,
+                lease_ms,
+            })
+            .await?
+        {
+            Reply::TransitionAndJobs(t, jobs) => Ok((t, jobs)),
+            _ => Err(StoreError::Backend("unexpected reply".into())),
+        }
+    }
+
     async fn lease(
         &self,
         queue: &str,
@@ -416,7 +446,7 @@ impl Store for SqliteStore {
             })
             .await?
         {
-            Reply::TransitionAndJob(t, j) => Ok((t, j)),
+            Reply::TransitionAndJobs(t, mut j) => Ok((t, j.pop())),
             _ => Err(StoreError::Backend("unexpected reply".into())),
         }
     }

@@ -187,6 +187,20 @@ impl Writer {
         let mut ev = Vec::new();
         let mut reply = match op {
             Op::Create(t) => Reply::Transition(self.create(t, now)?),
+            Op::CreateAndLease {
+                task,
+                queue,
+                owner,
+                max,
+                lease_ms,
+            } => {
+                // Not noted: the lease's step:start events are the handed
+                // jobs' to report, and a creation records none of its own.
+                let mut t = self.create(task, now)?;
+                let leased = self.lease(queue, owner, *max, *lease_ms, false, &mut ev)?;
+                t.leased_dry(queue, *max, leased.jobs.len(), task.run_at.is_some());
+                Reply::TransitionAndJobs(t, leased.jobs)
+            }
             Op::Lease {
                 queue,
                 owner,
@@ -210,8 +224,8 @@ impl Writer {
                 let mut t = self.complete(job, result, now, &mut ev)?;
                 // Noted before the lease adds its own job's events.
                 t.note(&ev);
-                let mut leased = self.lease(queue, owner, 1, *lease_ms, false, &mut ev)?;
-                Reply::TransitionAndJob(t, leased.jobs.pop())
+                let leased = self.lease(queue, owner, 1, *lease_ms, false, &mut ev)?;
+                Reply::TransitionAndJobs(t, leased.jobs)
             }
             Op::Retry(job, run_at, error) => {
                 Reply::Transition(self.retry(job, *run_at, error, now, &mut ev)?)
