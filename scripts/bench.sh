@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-redis.sh >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(python3 scripts/free-port.py)
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 redis_pid=$!
 trap 'kill $redis_pid 2>/dev/null || true' EXIT
@@ -41,7 +41,7 @@ fi
 # The same Redis rows again with an append-only file (fsync every second,
 # Redis's durable setting), for dwa and for BullMQ: each row says which.
 aof_dir=$(mktemp -d)
-aof_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+aof_port=$(python3 scripts/free-port.py)
 redis-server --port "$aof_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec --dir "$aof_dir" >/dev/null &
 aof_pid=$!
 trap 'kill $redis_pid $aof_pid 2>/dev/null || true; rm -rf "$aof_dir" "$figures"' EXIT

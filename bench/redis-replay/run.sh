@@ -15,7 +15,7 @@ rounds=${2:-5}
 bash scripts/install-redis.sh >/dev/null
 (cd bench/bullmq && { [ -d node_modules ] || npm install --no-audit --no-fund --silent; })
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(python3 scripts/free-port.py)
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 redis_pid=$!
 monitor_pid=""

@@ -5,7 +5,7 @@
 # fails when CMD did.
 under_callgrind() {
     local out pid
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(python3 scripts/free-port.py)
     out=$(mktemp)
     valgrind --tool=callgrind --callgrind-out-file="$out" \
         redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &

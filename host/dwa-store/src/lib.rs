@@ -315,7 +315,8 @@ pub enum StepEnd {
 /// What a transition did, so the engine can wake workers and fire effects.
 #[derive(Debug, Clone, Default)]
 pub struct Transition {
-    /// Queues that received new ready jobs.
+    /// Queues that received new ready jobs (less a queue that a lease made
+    /// in the same call emptied: [`Transition::leased_dry`]).
     pub woke: Vec<String>,
     /// The task's new status, when the transition ended it.
     pub finished: Option<TaskStatus>,
