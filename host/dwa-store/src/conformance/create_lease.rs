@@ -6,24 +6,20 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{LEASE, chain_task, events_since, leases_nothing, task_with};
+use super::{LEASE, chain_task, events_since, leases_nothing};
 use crate::clock::{Clock, ManualClock};
-use crate::{Idempotency, NewStep, NewTask, Store, StoreError};
+use crate::{Idempotency, NewTask, Store, StoreError};
 use dwa_core::model::{StepStatus, TaskStatus};
 
-/// A task of `n` independent steps on the `default` queue.
+/// A task of `n` independent steps on the `default` queue: a chain with
+/// its links cut.
 fn fan_task(n: u32) -> NewTask {
-    let steps = (0..n)
-        .map(|i| NewStep {
-            key: i.to_string(),
-            task: "builtin.echo".into(),
-            queue: "default".into(),
-            priority: 0,
-            waiting_for: 0,
-            dependants: vec![],
-        })
-        .collect();
-    task_with(steps, "default")
+    let mut t = chain_task(n);
+    for s in &mut t.steps {
+        s.waiting_for = 0;
+        s.dependants.clear();
+    }
+    t
 }
 
 fn default_woken(woke: &[String]) -> bool {
